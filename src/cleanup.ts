@@ -1,0 +1,136 @@
+/**
+ * The sweep's schedule and its public face (`fastify.tusCleanup`): one sweep at a time, run on
+ * a toad-scheduler interval job, logged, stoppable. Knows nothing of Fastify or of stores: it is
+ * given a `sweep` function and a pino-style logger.
+ */
+import { AsyncTask, SimpleIntervalJob, ToadScheduler } from 'toad-scheduler'
+import { ClosedError, toError } from './errors.js'
+import { newReport, type SweepLogger, type SweepReport } from './sweep.js'
+
+export interface RunOptions {
+  /** Report what would be removed, with the ids; remove nothing (built-in file store only). */
+  dryRun?: boolean
+}
+
+/** `fastify.tusCleanup` */
+export interface TusCleanupDecorator {
+  /** Sweeps now; a call while a sweep of the same kind runs joins it instead of starting another. */
+  run(options?: RunOptions): Promise<SweepReport>
+  /** The report of the last sweep that ended, or `undefined`. */
+  readonly last: SweepReport | undefined
+}
+
+export interface CleanupLogger extends SweepLogger {
+  info(obj: object, msg: string): void
+  debug(obj: object, msg: string): void
+  error(obj: object, msg: string): void
+}
+
+export type SweepFunction = (options: {
+  dryRun: boolean
+  signal: AbortSignal
+  log: SweepLogger
+}) => Promise<SweepReport>
+
+export interface TusCleanupOptions {
+  sweep: SweepFunction
+  log: CleanupLogger
+  intervalMs: number
+  runOnStart: boolean
+  /** Why sweeping is off (expiry off, a store without expiry); `undefined` when it is on. */
+  offBecause?: string | undefined
+}
+
+const JOB_ID = 'fastify-tus-sweep'
+
+export class TusCleanup implements TusCleanupDecorator {
+  readonly #options: TusCleanupOptions
+  readonly #scheduler = new ToadScheduler()
+  /** Aborted by `stop()`: the running sweep stops between entries. */
+  readonly #stopping = new AbortController()
+  #running: { dryRun: boolean; promise: Promise<SweepReport> } | undefined
+  #last: SweepReport | undefined
+
+  constructor(options: TusCleanupOptions) {
+    this.#options = options
+  }
+
+  get last(): SweepReport | undefined {
+    return this.#last
+  }
+
+  run({ dryRun = false }: RunOptions = {}): Promise<SweepReport> {
+    if (this.#stopping.signal.aborted) return Promise.reject(new ClosedError())
+    const running = this.#running
+    if (running?.dryRun === dryRun) return running.promise
+    if (running) {
+      // A sweep of the other kind is running: sweeps never overlap, so this one queues behind it.
+      const retry = () => this.run({ dryRun })
+      return running.promise.then(retry, retry)
+    }
+    if (this.#options.offBecause !== undefined) return Promise.resolve(newReport(dryRun))
+
+    const promise = this.#sweepOnce(dryRun).finally(() => {
+      if (this.#running?.promise === promise) this.#running = undefined
+    })
+    this.#running = { dryRun, promise }
+    return promise
+  }
+
+  /** Starts the interval job (the `onReady` hook); returns at once, without waiting for a sweep. */
+  start(): void {
+    const { intervalMs, runOnStart, offBecause, log } = this.#options
+    if (offBecause !== undefined) {
+      log.info({ sweep: 'off' }, `fastify-tus sweep is off: ${offBecause}`)
+      return
+    }
+    const task = new AsyncTask(
+      JOB_ID,
+      // run() logs its own failure; the next interval simply tries again.
+      () => this.run().then(noop, noop),
+      (error) => log.error({ err: toError(error) }, 'fastify-tus sweep task failed'),
+    )
+    const job = new SimpleIntervalJob(
+      { milliseconds: intervalMs, runImmediately: runOnStart },
+      task,
+      { id: JOB_ID, preventOverrun: true, unref: true },
+    )
+    this.#scheduler.addSimpleIntervalJob(job)
+  }
+
+  /** Stops the job and the running sweep (the `onClose` hook); after it resolves nothing is removed. */
+  async stop(): Promise<void> {
+    this.#scheduler.stop()
+    this.#stopping.abort()
+    await this.#running?.promise.catch(noop)
+  }
+
+  async #sweepOnce(dryRun: boolean): Promise<SweepReport> {
+    const { log, sweep } = this.#options
+    let report: SweepReport
+    try {
+      report = await sweep({ dryRun, signal: this.#stopping.signal, log })
+    } catch (error) {
+      const err = toError(error)
+      log.error({ err }, 'fastify-tus sweep failed')
+      throw err
+    }
+    this.#last = report
+    logReport(log, report)
+    return report
+  }
+}
+
+function logReport(log: CleanupLogger, report: SweepReport): void {
+  const { removed, scanned, bytesFreed, durationMs, errors, orphans, skippedBusy, dryRun } = report
+  const fields = { removed, scanned, bytesFreed, durationMs, errors, orphans, skippedBusy, dryRun }
+  if (dryRun) {
+    log.info({ ...fields, ids: report.ids }, `dry run: would remove ${removed} expired uploads`)
+  } else if (removed > 0) {
+    log.info(fields, `removed ${removed} expired uploads`)
+  } else {
+    log.debug(fields, 'no expired uploads to remove')
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,34 @@
+import createError from '@fastify/error'
+
+/** A plugin option has a wrong type or value; the message names the option and what it expects. */
+export const InvalidOptionError = createError<'FST_TUS_INVALID_OPTION', [string, string]>(
+  'FST_TUS_INVALID_OPTION',
+  'fastify-tus: option `%s` %s',
+)
+
+/** The upload directory cannot be created or written at startup. */
+export const DirectoryError = createError<
+  'FST_TUS_DIRECTORY',
+  [string, string, { cause: unknown }?]
+>('FST_TUS_DIRECTORY', 'fastify-tus: option `directory`: %s is not a writable directory (%s)')
+
+/** `tusCleanup.run()` was called after the server closed. */
+export const ClosedError = createError<'FST_TUS_CLOSED', []>(
+  'FST_TUS_CLOSED',
+  'fastify-tus: the server is closed; no more sweeps run',
+)
+
+/**
+ * @tus/server and its stores throw plain `{status_code, body}` objects; loggers and callers
+ * want an `Error` with a message and a stack.
+ */
+export function toError(value: unknown): Error {
+  if (value instanceof Error) return value
+  if (typeof value === 'object' && value !== null && 'body' in value) {
+    const { status_code: status, body } = value as { status_code?: unknown; body?: unknown }
+    return new Error(`${String(body).trim()}${status ? ` (status ${String(status)})` : ''}`, {
+      cause: value,
+    })
+  }
+  return new Error(String(value), { cause: value })
+}

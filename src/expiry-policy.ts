@@ -1,0 +1,58 @@
+/**
+ * When an upload of the built-in file store expires. Shared by the store (which answers 410)
+ * and the sweep engine (which removes), so the two can never disagree.
+ *
+ * The activity clock is the data file's mtime: creating an upload writes the empty data file
+ * and every byte written moves it. It lives on disk, so it survives a restart, and reading it
+ * costs one `stat` (no metadata read) for the common case of a fresh upload.
+ */
+
+/** Ids made by @tus/utils' default `Uid.rand`: 16 random bytes in hex. */
+export const DEFAULT_ID_PATTERN = /^[0-9a-f]{32}$/
+
+/** The file store keeps an upload's metadata in `<id>.json` beside the data file `<id>`. */
+export const METADATA_SUFFIX = '.json'
+
+/** The metadata record the file store writes (`@tus/utils` `Upload`, serialised). */
+export interface UploadRecord {
+  id?: unknown
+  size?: unknown
+  offset?: unknown
+  creation_date?: unknown
+  metadata?: unknown
+}
+
+/**
+ * A finished upload has a known length and all of its bytes. Deferred-length uploads (no
+ * `size` yet) are unfinished, however many bytes they hold.
+ */
+export function isFinished(size: number | undefined, bytesOnDisk: number): boolean {
+  return size !== undefined && bytesOnDisk >= size
+}
+
+/** The moment an unfinished upload whose last activity was `lastActivityMs` expires. */
+export function expiresAt(lastActivityMs: number, expireAfterMs: number): number {
+  return lastActivityMs + expireAfterMs
+}
+
+/** `expireAfterMs` 0 means expiry is off: nothing ever expires. */
+export function isExpired(lastActivityMs: number, expireAfterMs: number, now: number): boolean {
+  return expireAfterMs > 0 && now > expiresAt(lastActivityMs, expireAfterMs)
+}
+
+/**
+ * The `size` of a parsed metadata record, or `undefined` for a deferred length.
+ * Throws on anything that is not a record the file store wrote, so a corrupt file is reported
+ * instead of being mistaken for an unfinished upload.
+ */
+export function recordSize(record: unknown): number | undefined {
+  if (typeof record !== 'object' || record === null || Array.isArray(record)) {
+    throw new TypeError('metadata is not a JSON object')
+  }
+  const { size } = record as UploadRecord
+  if (size === undefined || size === null) return undefined
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+    throw new TypeError(`metadata has an invalid size: ${JSON.stringify(size)}`)
+  }
+  return size
+}

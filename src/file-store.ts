@@ -1,0 +1,151 @@
+/**
+ * The built-in store: @tus/file-store's `FileStore` with an expiry that cannot lose a finished
+ * or an active upload (see expiry-policy.ts for the rule, sweep.ts for the removal).
+ *
+ * What changes against the stock store:
+ * - expiry slides with activity (the data file's mtime), instead of counting from creation;
+ * - `getUpload` answers 410 for an expired unfinished upload and never for a finished one;
+ *   the handlers' own creation-based check is off (`getExpiration()` is 0 for them);
+ * - `deleteExpired` runs the sweep engine: locks, orphans, bounded work, per-entry errors;
+ * - the directory is created and probed by `init()`, which rejects with a clear error, where
+ *   the stock constructor throws from a callback and ends the process;
+ * - `remove` tolerates a missing metadata file instead of answering 500.
+ */
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { FileStore } from '@tus/file-store'
+import { ERRORS, isPathInsideDirectory, type Upload } from '@tus/utils'
+import { DirectoryError } from './errors.js'
+import { expiresAt, isExpired, isFinished, METADATA_SUFFIX } from './expiry-policy.js'
+import type { SweepLocker } from './locks.js'
+import { type SweepOptions, type SweepReport, sweepDirectory } from './sweep.js'
+
+export interface ExpiringFileStoreOptions {
+  directory: string
+  /** 0 turns expiry off; the store then does not advertise the `expiration` extension. */
+  expireAfterMs: number
+  /** The tus server's locker, so that the sweep never removes an upload a request is using. */
+  locker?: SweepLocker
+  /** Names of orphans the sweep may remove. */
+  idPattern?: RegExp
+  /**
+   * What `deleteExpired()` (and so `server.cleanUpExpiredUploads()`) runs; the plugin routes it
+   * through `tusCleanup.run()` so that it joins a running sweep. Default: `sweep()`.
+   */
+  sweepRunner?: () => Promise<SweepReport>
+}
+
+export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>
+
+export class ExpiringFileStore extends FileStore {
+  readonly expireAfterMs: number
+  readonly #locker: SweepLocker | undefined
+  readonly #idPattern: RegExp | undefined
+  readonly #sweepRunner: (() => Promise<SweepReport>) | undefined
+
+  constructor(options: ExpiringFileStoreOptions) {
+    super({ directory: options.directory, expirationPeriodInMilliseconds: 0 })
+    this.expireAfterMs = options.expireAfterMs
+    this.#locker = options.locker
+    this.#idPattern = options.idPattern
+    this.#sweepRunner = options.sweepRunner
+    if (this.expireAfterMs === 0) {
+      this.extensions = this.extensions.filter((extension) => extension !== 'expiration')
+    }
+  }
+
+  /** Creates the store and its directory; rejects with `FST_TUS_DIRECTORY` when unusable. */
+  static async open(options: ExpiringFileStoreOptions): Promise<ExpiringFileStore> {
+    const store = new ExpiringFileStore(options)
+    await store.init()
+    return store
+  }
+
+  /** Creates the directory if needed and proves it writable; rejects with `FST_TUS_DIRECTORY`. */
+  async init(): Promise<void> {
+    const directory = path.resolve(this.directory)
+    try {
+      await fs.mkdir(directory, { recursive: true })
+      // A probe, because `access(W_OK)` says yes to root even on a read-only mount.
+      await fs.rmdir(await fs.mkdtemp(path.join(directory, '.fastify-tus-probe-')))
+    } catch (error) {
+      throw new DirectoryError(directory, (error as Error).message, { cause: error })
+    }
+  }
+
+  /** 0 for the handlers, whose check counts from creation; `getUpload` checks activity instead. */
+  override getExpiration(): number {
+    return 0
+  }
+
+  override async getUpload(id: string): Promise<Upload> {
+    const upload = await super.getUpload(id)
+    if (this.expireAfterMs > 0 && !isFinished(upload.size, upload.offset)) {
+      const { mtimeMs } = await this.#statData(id)
+      if (isExpired(mtimeMs, this.expireAfterMs, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
+    }
+    return upload
+  }
+
+  /**
+   * When an upload expires, for its `Upload-Expires` header: `undefined` for a finished upload,
+   * an unknown one, or when expiry is off.
+   */
+  async expiresAt(id: string): Promise<Date | undefined> {
+    if (this.expireAfterMs === 0) return undefined
+    try {
+      const record = await this.configstore.get(id)
+      if (!record) return undefined
+      const data = await this.#statData(id)
+      if (isFinished(record.size, data.size)) return undefined
+      return new Date(expiresAt(data.mtimeMs, this.expireAfterMs))
+    } catch {
+      return undefined
+    }
+  }
+
+  override async remove(id: string): Promise<void> {
+    const results = await Promise.allSettled([
+      fs.unlink(this.#dataPath(id)),
+      fs.unlink(this.#dataPath(id) + METADATA_SUFFIX),
+    ])
+    const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
+    const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
+    if (missing.length === results.length) throw ERRORS.FILE_NOT_FOUND
+    const other = failures.find((e) => !missing.includes(e))
+    if (other) throw other
+  }
+
+  /** Runs the sweep engine over this store's directory with this store's lock and period. */
+  sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
+    return sweepDirectory({
+      ...options,
+      directory: this.directory,
+      expireAfterMs: this.expireAfterMs,
+      locker: this.#locker,
+      idPattern: this.#idPattern,
+    })
+  }
+
+  override async deleteExpired(): Promise<number> {
+    const report = await (this.#sweepRunner ? this.#sweepRunner() : this.sweep())
+    return report.removed
+  }
+
+  #statData(id: string) {
+    return fs.stat(this.#dataPath(id))
+  }
+
+  /** The data file of `id`; like the stock store, refuses ids that leave the directory. */
+  #dataPath(id: string): string {
+    const file = path.join(this.directory, id)
+    if (!isPathInsideDirectory(this.directory, file)) throw ERRORS.FILE_NOT_FOUND
+    return file
+  }
+}
+// The stock constructor creates the directory with a callback that throws, which ends the
+// process on an unusable directory; `init()` does that job and rejects instead. TypeScript
+// calls the method private, hence the assignment rather than an override.
+;(
+  ExpiringFileStore.prototype as unknown as { checkOrCreateDirectory(): void }
+).checkOrCreateDirectory = () => {}

@@ -1,0 +1,100 @@
+import type { Lock, Locker, RequestRelease } from '@tus/utils'
+import { ERRORS } from '@tus/utils'
+
+/** What the sweep needs from a locker: a lock it can take only when nobody uses the upload. */
+export interface SweepLocker {
+  tryLock(id: string): Promise<Lock | undefined>
+}
+
+/** How long the sweep waits for a lock that no request of this process holds (another process may). */
+const TRY_LOCK_TIMEOUT_MS = 1000
+
+/**
+ * Wraps the tus server's locker so that the sweep can tell whether a request of this process
+ * holds or waits for an upload's lock, without asking for the lock.
+ *
+ * Asking would be harmful: @tus/server's `MemoryLocker` answers a lock request by calling the
+ * holder's `requestRelease`, which cancels an in-flight PATCH. The sweep must never end an
+ * active upload, so it skips any upload that is busy here and only then takes the lock.
+ */
+export class ActivityLocker implements Locker, SweepLocker {
+  readonly #inner: Locker
+  /** Upload id → how many requests hold or wait for its lock. */
+  readonly #busy = new Map<string, number>()
+
+  constructor(inner: Locker) {
+    this.#inner = inner
+  }
+
+  newLock(id: string): Lock {
+    return new TrackedLock(id, this.#inner.newLock(id), this.#busy)
+  }
+
+  isBusy(id: string): boolean {
+    return this.#busy.has(id)
+  }
+
+  /**
+   * Takes the lock of an upload that nobody in this process holds or waits for; `undefined`
+   * when it is busy. With `MemoryLocker` the check and the acquisition happen in one tick, so
+   * no request can slip in between. With a locker shared by several processes, a lock held
+   * elsewhere shows up as a timeout, which also reads as busy.
+   */
+  async tryLock(id: string): Promise<Lock | undefined> {
+    if (this.isBusy(id)) return undefined
+    const lock = this.newLock(id)
+    try {
+      // The sweep holds a lock for a few file operations, so it has nothing to release early.
+      await lock.lock(AbortSignal.timeout(TRY_LOCK_TIMEOUT_MS), () => {})
+      return lock
+    } catch (error) {
+      if (error === ERRORS.ERR_LOCK_TIMEOUT || isAbortError(error)) return undefined
+      throw error
+    }
+  }
+}
+
+class TrackedLock implements Lock {
+  #held = false
+
+  constructor(
+    readonly id: string,
+    readonly inner: Lock,
+    readonly busy: Map<string, number>,
+  ) {}
+
+  async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
+    // Counted before the inner call so that a waiting request already makes the upload busy.
+    this.#count(+1)
+    try {
+      await this.inner.lock(signal, requestRelease)
+      this.#held = true
+    } catch (error) {
+      this.#count(-1)
+      throw error
+    }
+  }
+
+  async unlock(): Promise<void> {
+    try {
+      await this.inner.unlock()
+    } finally {
+      // Counted down after the inner release: for a moment the upload looks busy while it is
+      // already free, never the other way round.
+      if (this.#held) {
+        this.#held = false
+        this.#count(-1)
+      }
+    }
+  }
+
+  #count(delta: number): void {
+    const n = (this.busy.get(this.id) ?? 0) + delta
+    if (n > 0) this.busy.set(this.id, n)
+    else this.busy.delete(this.id)
+  }
+}
+
+function isAbortError(error: unknown): boolean {
+  return error instanceof Error && (error.name === 'AbortError' || error.name === 'TimeoutError')
+}

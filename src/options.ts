@@ -1,0 +1,200 @@
+/**
+ * The plugin's options: types, defaults, and validation that names the option at fault.
+ */
+import type { ServerOptions } from '@tus/server'
+import type { DataStore, Locker } from '@tus/utils'
+import { InvalidOptionError } from './errors.js'
+import { DEFAULT_ID_PATTERN } from './expiry-policy.js'
+
+/** @tus/server options passed through; `path` and `datastore` come from the plugin's own options. */
+export type TusServerOptions = Partial<Omit<ServerOptions, 'path' | 'locker'>> & {
+  /** A locker object (or a promise of one). The sweep locks outside any request, so not a function. */
+  locker?: Locker | Promise<Locker>
+}
+
+export interface FastifyTusOptions {
+  /** Route path, under the register `prefix` if one is given. Default `'/files'`. */
+  path?: string
+  /** Directory of the built-in file store; created if missing. Default `'./uploads'`. */
+  directory?: string
+  /** Any @tus/server `DataStore` (S3Store, ...); replaces `directory`. */
+  datastore?: DataStore
+  /** An unfinished upload with no activity for this long expires; 0 turns expiry and the sweep off. Default 600000. */
+  expireAfterMs?: number
+  /** Time between sweeps. Default 600000. */
+  cleanupIntervalMs?: number
+  /** Sweep once as soon as the server is ready. Default `true`. */
+  cleanupOnStart?: boolean
+  /** Which names are upload ids, for removing orphans; match it to a custom `namingFunction`. Default: 32 hex digits. */
+  idPattern?: RegExp
+  /** Other @tus/server options (maxSize, hooks, locker, allowedOrigins, namingFunction, ...). */
+  tus?: TusServerOptions
+}
+
+export interface ResolvedOptions {
+  path: string
+  prefix: string
+  directory: string
+  datastore: DataStore | undefined
+  expireAfterMs: number
+  cleanupIntervalMs: number
+  cleanupOnStart: boolean
+  idPattern: RegExp
+  tus: TusServerOptions
+}
+
+export const DEFAULTS = {
+  path: '/files',
+  directory: './uploads',
+  expireAfterMs: 600_000,
+  cleanupIntervalMs: 600_000,
+  cleanupOnStart: true,
+} as const
+
+/** setInterval, and so toad-scheduler, cannot wait longer than this. */
+const MAX_INTERVAL_MS = 2 ** 31 - 2
+
+const OWN_KEYS = [
+  'path',
+  'directory',
+  'datastore',
+  'expireAfterMs',
+  'cleanupIntervalMs',
+  'cleanupOnStart',
+  'idPattern',
+  'tus',
+]
+/** Keys that Fastify's `register` adds to a plugin's options. */
+const REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
+
+export function resolveOptions(input: unknown): ResolvedOptions {
+  if (input === undefined || input === null) input = {}
+  if (typeof input !== 'object' || Array.isArray(input)) {
+    throw new InvalidOptionError('options', `must be an object, got ${describe(input)}`)
+  }
+  const options = input as FastifyTusOptions & { prefix?: unknown }
+  for (const key of Object.keys(options)) {
+    if (!OWN_KEYS.includes(key) && !REGISTER_KEYS.includes(key)) {
+      throw new InvalidOptionError(
+        key,
+        `is not an option of fastify-tus (options: ${OWN_KEYS.join(', ')})`,
+      )
+    }
+  }
+
+  const path = options.path ?? DEFAULTS.path
+  if (typeof path !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()+,;=@%-]+)+$/.test(path)) {
+    throw new InvalidOptionError(
+      'path',
+      `must be a route path such as '/files' (a leading '/', no trailing '/', no ':' or '*'), got ${describe(path)}`,
+    )
+  }
+  const prefix = options.prefix ?? ''
+  if (typeof prefix !== 'string' || (prefix !== '' && !prefix.startsWith('/'))) {
+    throw new InvalidOptionError(
+      'prefix',
+      `must be a path starting with '/', got ${describe(prefix)}`,
+    )
+  }
+
+  if (options.directory !== undefined && options.datastore !== undefined) {
+    throw new InvalidOptionError(
+      'datastore',
+      'replaces `directory`: pass one of them, not both (a datastore keeps its files where it was configured to)',
+    )
+  }
+  const directory = options.directory ?? DEFAULTS.directory
+  if (typeof directory !== 'string' || directory.trim() === '' || directory.includes('\0')) {
+    throw new InvalidOptionError(
+      'directory',
+      `must be a non-empty path, got ${describe(directory)}`,
+    )
+  }
+  const datastore = options.datastore
+  if (datastore !== undefined && !isDataStore(datastore)) {
+    throw new InvalidOptionError(
+      'datastore',
+      `must be a @tus/server DataStore (with create, write, getUpload, remove), got ${describe(datastore)}`,
+    )
+  }
+
+  const expireAfterMs = options.expireAfterMs ?? DEFAULTS.expireAfterMs
+  if (!Number.isSafeInteger(expireAfterMs) || expireAfterMs < 0) {
+    throw new InvalidOptionError(
+      'expireAfterMs',
+      `must be a whole number of milliseconds >= 0 (0 turns expiry off), got ${describe(expireAfterMs)}`,
+    )
+  }
+  const cleanupIntervalMs = options.cleanupIntervalMs ?? DEFAULTS.cleanupIntervalMs
+  if (
+    !Number.isSafeInteger(cleanupIntervalMs) ||
+    cleanupIntervalMs < 1 ||
+    cleanupIntervalMs > MAX_INTERVAL_MS
+  ) {
+    throw new InvalidOptionError(
+      'cleanupIntervalMs',
+      `must be a whole number of milliseconds from 1 to ${MAX_INTERVAL_MS}, got ${describe(cleanupIntervalMs)}`,
+    )
+  }
+  const cleanupOnStart = options.cleanupOnStart ?? DEFAULTS.cleanupOnStart
+  if (typeof cleanupOnStart !== 'boolean') {
+    throw new InvalidOptionError(
+      'cleanupOnStart',
+      `must be true or false, got ${describe(cleanupOnStart)}`,
+    )
+  }
+  const idPattern = options.idPattern ?? DEFAULT_ID_PATTERN
+  if (!(idPattern instanceof RegExp)) {
+    throw new InvalidOptionError('idPattern', `must be a RegExp, got ${describe(idPattern)}`)
+  }
+
+  const tus = options.tus ?? {}
+  if (typeof tus !== 'object' || tus === null || Array.isArray(tus)) {
+    throw new InvalidOptionError(
+      'tus',
+      `must be an object of @tus/server options, got ${describe(tus)}`,
+    )
+  }
+  for (const key of ['path', 'datastore'] as const) {
+    if (key in tus) {
+      throw new InvalidOptionError(
+        `tus.${key}`,
+        `is set by fastify-tus: use the plugin's \`${key}\` option`,
+      )
+    }
+  }
+  if (typeof tus.locker === 'function') {
+    throw new InvalidOptionError(
+      'tus.locker',
+      'must be a Locker object (or a promise of one), not a function: the sweep takes locks outside any request',
+    )
+  }
+
+  return {
+    path,
+    prefix,
+    directory,
+    datastore,
+    expireAfterMs,
+    cleanupIntervalMs,
+    cleanupOnStart,
+    idPattern,
+    tus,
+  }
+}
+
+function isDataStore(value: unknown): value is DataStore {
+  if (typeof value !== 'object' || value === null) return false
+  const store = value as Record<string, unknown>
+  return ['create', 'write', 'getUpload', 'remove', 'hasExtension'].every(
+    (method) => typeof store[method] === 'function',
+  )
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
+  if (typeof value === 'function') return 'a function'
+  if (Array.isArray(value)) return 'an array'
+  return `an object (${Object.prototype.toString.call(value)})`
+}

@@ -1,0 +1,96 @@
+/**
+ * The Fastify wiring: options → store → tus server → routes in a child context → decorators →
+ * the sweep's schedule in `onReady`/`onClose`.
+ */
+import { MemoryLocker, Server } from '@tus/server'
+import type { DataStore } from '@tus/utils'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { type CleanupLogger, TusCleanup, type TusCleanupDecorator } from './cleanup.js'
+import { datastoreSweepOffReason, sweepDatastore } from './datastore-sweep.js'
+import { ExpiringFileStore } from './file-store.js'
+import { ActivityLocker } from './locks.js'
+import { type FastifyTusOptions, resolveOptions } from './options.js'
+import { tusRoutes } from './routes.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The @tus/server `Server` behind the routes. */
+    tus: Server
+    /** Run a sweep now, read the last report. */
+    tusCleanup: TusCleanupDecorator
+  }
+}
+
+async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTusOptions) {
+  const options = resolveOptions(rawOptions)
+  const log = fastify.log.child({ plugin: 'fastify-tus' }) as CleanupLogger
+  const locker = new ActivityLocker((await options.tus.locker) ?? new MemoryLocker())
+
+  let cleanup: TusCleanup | undefined
+  let store: ExpiringFileStore | undefined
+  let datastore: DataStore
+  if (options.datastore) {
+    datastore = options.datastore
+  } else {
+    store = await ExpiringFileStore.open({
+      directory: options.directory,
+      expireAfterMs: options.expireAfterMs,
+      locker,
+      idPattern: options.idPattern,
+      // server.cleanUpExpiredUploads() joins the plugin's sweep instead of racing it.
+      sweepRunner: () => (cleanup as TusCleanup).run(),
+    })
+    datastore = store
+  }
+
+  const builtInStore = store
+  cleanup = new TusCleanup({
+    sweep: builtInStore
+      ? ({ dryRun, signal, log }) => builtInStore.sweep({ dryRun, signal, log })
+      : ({ dryRun }) => sweepDatastore(datastore, dryRun),
+    log,
+    intervalMs: options.cleanupIntervalMs,
+    runOnStart: options.cleanupOnStart,
+    offBecause:
+      options.expireAfterMs === 0
+        ? 'expireAfterMs is 0'
+        : builtInStore
+          ? undefined
+          : datastoreSweepOffReason(datastore),
+  })
+
+  // Routes live in a child context (their body parser must not leak into the app); its prefix
+  // is the full one, parents' included, which tus needs to build `Location`.
+  let tus: Server | undefined
+  await fastify.register(
+    async (child) => {
+      tus = new Server({
+        ...options.tus,
+        path: `${child.prefix}${options.path}`,
+        datastore,
+        locker,
+      })
+      await tusRoutes(child, { path: options.path, tus, store })
+    },
+    { prefix: options.prefix },
+  )
+
+  const publicCleanup = cleanup
+  fastify.decorate('tus', tus as Server)
+  fastify.decorate('tusCleanup', {
+    run: (runOptions) => publicCleanup.run(runOptions),
+    get last() {
+      return publicCleanup.last
+    },
+  } satisfies TusCleanupDecorator)
+
+  fastify.addHook('onReady', async () => {
+    publicCleanup.start()
+  })
+  fastify.addHook('onClose', async () => {
+    await publicCleanup.stop()
+  })
+}
+
+export const fastifyTus = fp(fastifyTusPlugin, { fastify: '5.x', name: 'fastify-tus' })

@@ -1,0 +1,334 @@
+/**
+ * The sweep engine: removes expired unfinished uploads and orphans from a file-store directory.
+ * No Fastify in here, so that the plugin, a CLI and the benchmarks run the very same code.
+ *
+ * For every entry of the directory tree (read as a stream, a bounded number at a time):
+ * - data file `<id>` with an mtime newer than the period: kept after one `lstat`;
+ * - data file with `<id>.json`: removed only when the record is unfinished and its last
+ *   activity (the data file's mtime) is older than the period, under the upload's lock, after a
+ *   second look taken under that lock;
+ * - data file without metadata, or metadata without data: an orphan, removed when its name
+ *   matches `idPattern` and it is older than the period;
+ * - anything else (foreign files, symlinks, dot-files, records of another id): left alone.
+ */
+import nodeFs from 'node:fs/promises'
+import path from 'node:path'
+import {
+  DEFAULT_ID_PATTERN,
+  isExpired,
+  isFinished,
+  METADATA_SUFFIX,
+  recordSize,
+} from './expiry-policy.js'
+import type { SweepLocker } from './locks.js'
+
+/** The filesystem calls the engine makes; tests inject faults here. */
+export type SweepFs = Pick<typeof nodeFs, 'opendir' | 'lstat' | 'readFile' | 'unlink'>
+
+/** Anything with pino's `warn(obj, msg)` (Fastify's logger, pino, a test spy). */
+export interface SweepLogger {
+  warn(obj: object, msg: string): void
+}
+
+export interface SweepOptions {
+  /** The file store's directory. */
+  directory: string
+  /** An unfinished upload with no activity for this long expires. 0: nothing expires. */
+  expireAfterMs: number
+  /** Report what would be removed; remove nothing. */
+  dryRun?: boolean
+  /** Stops the sweep between entries; entries being removed finish first. */
+  signal?: AbortSignal
+  /** Entries examined at once. */
+  concurrency?: number
+  /** Names of orphans that may be removed (relative path with `/` for nested ids). */
+  idPattern?: RegExp
+  /** The lock of the tus server; without one (offline use) removals take no lock. */
+  locker?: SweepLocker
+  /** How many removed ids the report lists. */
+  maxReportedIds?: number
+  log?: SweepLogger
+  fs?: SweepFs
+  now?: () => number
+  /** Called for every upload removed (or, in a dry run, that would be). */
+  onRemove?: (removal: Removal) => void
+}
+
+export interface Removal {
+  id: string
+  /** `upload`: an expired unfinished upload; `orphan-data`/`orphan-metadata`: half of one. */
+  kind: 'upload' | 'orphan-data' | 'orphan-metadata'
+  bytes: number
+  lastActivity: Date
+}
+
+export interface SweepReport {
+  /** Upload sessions examined (data files, and metadata files without data). */
+  scanned: number
+  /** Sessions removed; in a dry run, sessions that would be removed. */
+  removed: number
+  /** Of `removed`, how many were orphans. */
+  orphans: number
+  /** Bytes of data and metadata removed (or that would be). */
+  bytesFreed: number
+  /** Entries that failed (vanished, unreadable or corrupt metadata, failed unlink). */
+  errors: number
+  /** Expired uploads left because a request held or wanted their lock. */
+  skippedBusy: number
+  durationMs: number
+  dryRun: boolean
+  /** True when the signal stopped the sweep before it saw every entry. */
+  aborted: boolean
+  /** The first `maxReportedIds` removed ids. */
+  ids: string[]
+  idsTruncated: boolean
+  startedAt: string
+}
+
+const DEFAULT_CONCURRENCY = 8
+const DEFAULT_MAX_REPORTED_IDS = 1000
+
+/** A report of a sweep that has not removed anything yet. */
+export function newReport(dryRun: boolean): SweepReport {
+  return {
+    scanned: 0,
+    removed: 0,
+    orphans: 0,
+    bytesFreed: 0,
+    errors: 0,
+    skippedBusy: 0,
+    durationMs: 0,
+    dryRun,
+    aborted: false,
+    ids: [],
+    idsTruncated: false,
+    startedAt: new Date().toISOString(),
+  }
+}
+
+/** Sweeps `directory` once. Rejects only when the directory itself cannot be read. */
+export async function sweepDirectory(options: SweepOptions): Promise<SweepReport> {
+  const sweep = new Sweep(options)
+  return sweep.run()
+}
+
+class Sweep {
+  readonly fs: SweepFs
+  readonly now: () => number
+  readonly idPattern: RegExp
+  readonly maxIds: number
+  readonly started = performance.now()
+  readonly report: SweepReport
+
+  constructor(readonly options: SweepOptions) {
+    this.fs = options.fs ?? nodeFs
+    this.now = options.now ?? Date.now
+    this.idPattern = options.idPattern ?? DEFAULT_ID_PATTERN
+    this.maxIds = options.maxReportedIds ?? DEFAULT_MAX_REPORTED_IDS
+    this.report = newReport(options.dryRun === true)
+  }
+
+  async run(): Promise<SweepReport> {
+    const { signal, concurrency = DEFAULT_CONCURRENCY, expireAfterMs } = this.options
+    if (expireAfterMs > 0) {
+      await forEachBounded(this.walk(), concurrency, signal, (file) => this.visit(file))
+    }
+    this.report.aborted = signal?.aborted === true
+    this.report.durationMs = Math.round(performance.now() - this.started)
+    return this.report
+  }
+
+  /** Files of the tree, as `/`-separated paths relative to the directory; never follows links. */
+  async *walk(): AsyncGenerator<string> {
+    const pending = ['']
+    for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
+      let dir: Awaited<ReturnType<SweepFs['opendir']>>
+      try {
+        dir = await this.fs.opendir(path.join(this.options.directory, rel), { bufferSize: 256 })
+      } catch (error) {
+        if (rel === '') throw error // the store's own directory: the sweep as a whole fails
+        this.fail(rel, error, 'cannot read a subdirectory')
+        continue
+      }
+      for await (const entry of dir) {
+        if (entry.name.startsWith('.') || entry.isSymbolicLink()) continue
+        const name = rel === '' ? entry.name : `${rel}/${entry.name}`
+        if (entry.isDirectory()) pending.push(name)
+        else if (entry.isFile()) yield name
+      }
+    }
+  }
+
+  async visit(file: string): Promise<void> {
+    try {
+      if (file.endsWith(METADATA_SUFFIX)) await this.visitMetadata(file)
+      else await this.visitData(file)
+    } catch (error) {
+      this.fail(file, error, 'sweep entry failed')
+    }
+  }
+
+  async visitData(id: string): Promise<void> {
+    const dataPath = this.pathOf(id)
+    const data = await this.fs.lstat(dataPath)
+    this.report.scanned++
+    // Most uploads are fresh: one lstat decides, the metadata is never read.
+    if (!isExpired(data.mtimeMs, this.options.expireAfterMs, this.now())) return
+
+    const record = await this.readRecord(id)
+    if (record === 'missing') {
+      if (this.idPattern.test(id)) await this.remove(id, 'orphan-data')
+      return
+    }
+    if (record.id !== id) return // not a record of this file: someone else's pair of files
+    if (isFinished(recordSize(record), data.size)) return
+    await this.remove(id, 'upload')
+  }
+
+  async visitMetadata(file: string): Promise<void> {
+    const id = file.slice(0, -METADATA_SUFFIX.length)
+    // A record with its data file is visited through the data file.
+    if (await this.exists(this.pathOf(id))) return
+    const meta = await this.fs.lstat(this.pathOf(file))
+    this.report.scanned++
+    if (!isExpired(meta.mtimeMs, this.options.expireAfterMs, this.now())) return
+    if (this.idPattern.test(id)) await this.remove(id, 'orphan-metadata')
+  }
+
+  /**
+   * Removes one session under its lock after looking again: a request may have written to it,
+   * or removed it, since the first look.
+   */
+  async remove(id: string, kind: Removal['kind']): Promise<void> {
+    if (this.options.signal?.aborted) return
+    if (this.options.dryRun) {
+      const found = await this.lookAgain(id, kind)
+      if (found) this.count(id, kind, found)
+      return
+    }
+    const lock = this.options.locker ? await this.options.locker.tryLock(id) : undefined
+    if (this.options.locker && !lock) {
+      this.report.skippedBusy++
+      return
+    }
+    try {
+      const found = await this.lookAgain(id, kind)
+      // Checked under the lock: once close() has begun, nothing more is deleted.
+      if (!found || this.options.signal?.aborted) return
+      if (kind !== 'orphan-metadata') await this.unlinkIfPresent(this.pathOf(id))
+      if (kind !== 'orphan-data') await this.unlinkIfPresent(this.pathOf(id + METADATA_SUFFIX))
+      this.count(id, kind, found)
+    } finally {
+      await lock?.unlock()
+    }
+  }
+
+  /** The session's state now: `undefined` if it no longer qualifies for removal. */
+  async lookAgain(
+    id: string,
+    kind: Removal['kind'],
+  ): Promise<Omit<Removal, 'id' | 'kind'> | undefined> {
+    const expireAfterMs = this.options.expireAfterMs
+    const dataPath = this.pathOf(id)
+    const metaPath = this.pathOf(id + METADATA_SUFFIX)
+    if (kind === 'orphan-metadata') {
+      if (await this.exists(dataPath)) return undefined
+      const meta = await this.statIfPresent(metaPath)
+      if (!meta || !isExpired(meta.mtimeMs, expireAfterMs, this.now())) return undefined
+      return { bytes: meta.size, lastActivity: meta.mtime }
+    }
+    const data = await this.statIfPresent(dataPath)
+    if (!data || !isExpired(data.mtimeMs, expireAfterMs, this.now())) return undefined
+    const meta = await this.statIfPresent(metaPath)
+    if (kind === 'orphan-data') {
+      return meta ? undefined : { bytes: data.size, lastActivity: data.mtime }
+    }
+    if (!meta) return undefined
+    const record = await this.readRecord(id)
+    if (record === 'missing' || record.id !== id) return undefined
+    if (isFinished(recordSize(record), data.size)) return undefined
+    return { bytes: data.size + meta.size, lastActivity: data.mtime }
+  }
+
+  count(id: string, kind: Removal['kind'], found: Omit<Removal, 'id' | 'kind'>): void {
+    const report = this.report
+    report.removed++
+    if (kind !== 'upload') report.orphans++
+    report.bytesFreed += found.bytes
+    if (report.ids.length < this.maxIds) report.ids.push(id)
+    else report.idsTruncated = true
+    this.options.onRemove?.({ id, kind, ...found })
+  }
+
+  async readRecord(id: string): Promise<Record<string, unknown> | 'missing'> {
+    let text: string
+    try {
+      text = await this.fs.readFile(this.pathOf(id + METADATA_SUFFIX), 'utf8')
+    } catch (error) {
+      if (isNotFound(error)) return 'missing'
+      throw error
+    }
+    const record: unknown = JSON.parse(text)
+    recordSize(record) // throws on a record that is not the store's
+    return record as Record<string, unknown>
+  }
+
+  async exists(file: string): Promise<boolean> {
+    return (await this.statIfPresent(file)) !== undefined
+  }
+
+  async statIfPresent(file: string) {
+    try {
+      return await this.fs.lstat(file)
+    } catch (error) {
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+  }
+
+  async unlinkIfPresent(file: string): Promise<void> {
+    try {
+      await this.fs.unlink(file)
+    } catch (error) {
+      if (!isNotFound(error)) throw error
+    }
+  }
+
+  fail(id: string, error: unknown, msg: string): void {
+    this.report.errors++
+    this.options.log?.warn({ id, err: error }, `fastify-tus sweep: ${msg}`)
+  }
+
+  pathOf(rel: string): string {
+    return path.join(this.options.directory, rel)
+  }
+}
+
+/**
+ * Runs `visit` over `source` with at most `limit` visits at once, pulling the next item only
+ * when a slot is free, so memory stays flat however large the source is. `visit` must not
+ * reject. Stops pulling once `signal` aborts and waits for the visits under way.
+ */
+async function forEachBounded<T>(
+  source: AsyncIterable<T>,
+  limit: number,
+  signal: AbortSignal | undefined,
+  visit: (item: T) => Promise<void>,
+): Promise<void> {
+  const running = new Set<Promise<void>>()
+  try {
+    for await (const item of source) {
+      if (signal?.aborted) break
+      const task: Promise<void> = visit(item).finally(() => running.delete(task))
+      running.add(task)
+      if (running.size >= limit) await Promise.race(running)
+    }
+  } finally {
+    await Promise.all(running)
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}

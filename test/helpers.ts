@@ -1,0 +1,299 @@
+/**
+ * Shared test tools: real temporary directories, a real listening Fastify server whose pino
+ * records are captured, real HTTP, and the real tus client.
+ */
+import { createHash } from 'node:crypto'
+import fs from 'node:fs/promises'
+import http from 'node:http'
+import os from 'node:os'
+import path from 'node:path'
+import { Writable } from 'node:stream'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import * as tus from 'tus-js-client'
+import { afterEach } from 'vitest'
+import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
+
+export const TUS = { 'Tus-Resumable': '1.0.0' }
+
+const cleanups: Array<() => Promise<unknown>> = []
+afterEach(async () => {
+  // Servers first (they may still sweep), then directories.
+  while (cleanups.length > 0) await cleanups.pop()?.()
+})
+
+/** A new empty directory under the OS temp dir, removed after the test. */
+export async function tempDir(): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fastify-tus-test-'))
+  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+export interface LogRecord {
+  level: number
+  msg: string
+  [key: string]: unknown
+}
+
+/** A pino destination that keeps every record. */
+export function logCapture() {
+  const records: LogRecord[] = []
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split('\n')) if (line) records.push(JSON.parse(line))
+      done()
+    },
+  })
+  return { records, stream }
+}
+
+export interface TestServer {
+  app: FastifyInstance
+  /** `http://127.0.0.1:<port>` */
+  origin: string
+  /** The tus endpoint, e.g. `http://127.0.0.1:<port>/files`. */
+  endpoint: string
+  logs: LogRecord[]
+  directory: string
+}
+
+export interface ServerSetup {
+  fastify?: FastifyServerOptions
+  /** Register extra routes or hooks before the plugin. */
+  before?: (app: FastifyInstance) => void | Promise<void>
+  register?: { prefix?: string }
+  listen?: boolean
+}
+
+/** A listening Fastify app with the plugin, closed after the test. */
+export async function startServer(
+  options: FastifyTusOptions = {},
+  setup: ServerSetup = {},
+): Promise<TestServer> {
+  const directory = options.datastore ? '' : (options.directory ?? (await tempDir()))
+  const { records, stream } = logCapture()
+  const app = Fastify({ logger: { level: 'debug', stream }, ...setup.fastify })
+  cleanups.push(() => app.close())
+  await setup.before?.(app)
+  const pluginOptions = options.datastore ? options : { ...options, directory }
+  await app.register(fastifyTus, { ...pluginOptions, ...setup.register })
+  let origin = ''
+  if (setup.listen !== false) {
+    origin = await app.listen({ host: '127.0.0.1', port: 0 })
+  }
+  const prefix = setup.register?.prefix ?? ''
+  return {
+    app,
+    origin,
+    endpoint: `${origin}${prefix}${options.path ?? '/files'}`,
+    logs: records,
+    directory,
+  }
+}
+
+/** A whole upload with tus-js-client; resolves to the upload URL. */
+export function tusUpload(
+  endpoint: string,
+  data: Buffer,
+  options: Partial<tus.UploadOptions> = {},
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const upload = new tus.Upload(data, {
+      endpoint,
+      chunkSize: 64 * 1024,
+      retryDelays: [],
+      ...options,
+      onSuccess: () => resolve(upload.url as string),
+      onError: reject,
+    })
+    upload.start()
+  })
+}
+
+export interface RawResponse {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: string
+}
+
+/** One HTTP request with node:http (no client-side header rules, a fresh connection each time). */
+export function request(
+  url: string,
+  method: string,
+  headers: Record<string, string | number> = {},
+  body?: Buffer | string,
+): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(chunks).toString(),
+        }),
+      )
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+/** POST a new upload of `length` bytes (or deferred length); resolves to its URL and id. */
+export async function createUpload(
+  endpoint: string,
+  length: number | 'deferred',
+  extraHeaders: Record<string, string> = {},
+) {
+  const lengthHeader: Record<string, string> =
+    length === 'deferred' ? { 'Upload-Defer-Length': '1' } : { 'Upload-Length': String(length) }
+  const res = await request(endpoint, 'POST', { ...TUS, ...lengthHeader, ...extraHeaders })
+  if (res.status !== 201) throw new Error(`POST answered ${res.status}: ${res.body}`)
+  const url = new URL(res.headers.location as string, endpoint).href
+  return { url, id: url.slice(url.lastIndexOf('/') + 1), response: res }
+}
+
+export function patch(
+  url: string,
+  offset: number,
+  body: Buffer,
+  extra: Record<string, string> = {},
+) {
+  return request(
+    url,
+    'PATCH',
+    {
+      ...TUS,
+      'Upload-Offset': offset,
+      'Content-Type': 'application/offset+octet-stream',
+      ...extra,
+    },
+    body,
+  )
+}
+
+export function head(url: string) {
+  return request(url, 'HEAD', TUS)
+}
+
+/**
+ * A PATCH whose body trickles in: `chunks` pieces of `chunkSize` bytes, one every `everyMs`.
+ * Resolves to the response once the last piece is sent.
+ */
+export function slowPatch(
+  url: string,
+  offset: number,
+  chunks: Buffer[],
+  everyMs: number,
+): Promise<RawResponse> {
+  const total = chunks.reduce((n, c) => n + c.length, 0)
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      {
+        method: 'PATCH',
+        agent: false,
+        headers: {
+          ...TUS,
+          'Upload-Offset': offset,
+          'Content-Type': 'application/offset+octet-stream',
+          'Content-Length': total,
+        },
+      },
+      (res) => {
+        const body: Buffer[] = []
+        res.on('data', (c: Buffer) => body.push(c))
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(body).toString(),
+          }),
+        )
+      },
+    )
+    req.on('error', reject)
+    let i = 0
+    const next = () => {
+      const chunk = chunks[i++]
+      if (chunk === undefined) return void req.end()
+      req.write(chunk)
+      setTimeout(next, everyMs)
+    }
+    next()
+  })
+}
+
+/** Polls `check` until it returns a truthy value; fails after `timeoutMs`. */
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  timeoutMs = 5000,
+  what = 'condition',
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await check()
+    if (value) return value as NonNullable<T>
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(10)
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+export async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  )
+}
+
+export async function sha256(file: string): Promise<string> {
+  return createHash('sha256')
+    .update(await fs.readFile(file))
+    .digest('hex')
+}
+
+export function sha256Of(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+/** Sets a file's mtime `ms` into the past: an upload last active that long ago. */
+export async function age(file: string, ms: number): Promise<void> {
+  const when = new Date(Date.now() - ms)
+  await fs.utimes(file, when, when)
+}
+
+/**
+ * Writes an upload session in the file store's own layout: data file `<id>` with `bytes`
+ * bytes and `<id>.json`, both last touched `ageMs` ago.
+ */
+export async function writeSession(
+  dir: string,
+  id: string,
+  { size, bytes, ageMs = 0 }: { size: number | undefined; bytes: number; ageMs?: number },
+): Promise<void> {
+  const data = path.join(dir, id)
+  await fs.mkdir(path.dirname(data), { recursive: true })
+  await fs.writeFile(data, Buffer.alloc(bytes, 1))
+  const record = {
+    id,
+    size,
+    offset: 0,
+    metadata: {},
+    creation_date: new Date(Date.now() - ageMs).toISOString(),
+  }
+  await fs.writeFile(`${data}.json`, JSON.stringify(record))
+  if (ageMs > 0) {
+    await age(data, ageMs)
+    await age(`${data}.json`, ageMs)
+  }
+}
+
+export function randomId(): string {
+  return createHash('md5').update(String(Math.random())).digest('hex')
+}

@@ -1,0 +1,98 @@
+/**
+ * Bad options fail register/ready with a coded error naming the option; nothing crashes.
+ */
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { DataStore } from '@tus/utils'
+import Fastify from 'fastify'
+import { describe, expect, it } from 'vitest'
+import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
+import { tempDir } from './helpers.js'
+
+async function registerWith(options: unknown) {
+  const app = Fastify()
+  try {
+    await app.register(fastifyTus, options as FastifyTusOptions)
+    await app.ready()
+    return undefined
+  } catch (error) {
+    return error as Error & { code?: string }
+  } finally {
+    await app.close()
+  }
+}
+
+describe('option errors', () => {
+  const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+    [
+      'negative interval',
+      { cleanupIntervalMs: -5 },
+      /`cleanupIntervalMs` must be a whole number of milliseconds from 1 to .*got -5/,
+    ],
+    ['zero interval', { cleanupIntervalMs: 0 }, /`cleanupIntervalMs`.*got 0/],
+    ['interval past setInterval', { cleanupIntervalMs: 2 ** 31 }, /`cleanupIntervalMs`/],
+    [
+      'fractional expiry',
+      { expireAfterMs: 1.5 },
+      /`expireAfterMs` must be a whole number.*got 1.5/,
+    ],
+    ['negative expiry', { expireAfterMs: -1 }, /`expireAfterMs`.*>= 0.*got -1/],
+    ['string expiry', { expireAfterMs: '600000' }, /`expireAfterMs`.*got "600000"/],
+    [
+      'non-boolean cleanupOnStart',
+      { cleanupOnStart: 'yes' },
+      /`cleanupOnStart` must be true or false/,
+    ],
+    ['path without slash', { path: 'files' }, /`path` must be a route path.*got "files"/],
+    ['path with trailing slash', { path: '/files/' }, /`path`/],
+    ['path with a wildcard', { path: '/files/*' }, /`path`/],
+    ['empty directory', { directory: '' }, /`directory` must be a non-empty path/],
+    [
+      'directory and datastore',
+      { directory: '/tmp/x', datastore: new DataStore() },
+      /`datastore` replaces `directory`/,
+    ],
+    [
+      'datastore of the wrong kind',
+      { datastore: { write: 1 } },
+      /`datastore` must be a @tus\/server DataStore/,
+    ],
+    ['unknown option', { expireAfter: 5 }, /`expireAfter` is not an option of fastify-tus/],
+    ['tus.path', { tus: { path: '/x' } }, /`tus.path` is set by fastify-tus/],
+    ['tus.datastore', { tus: { datastore: {} } }, /`tus.datastore` is set by fastify-tus/],
+    ['locker function', { tus: { locker: () => ({}) } }, /`tus.locker` must be a Locker object/],
+    ['idPattern string', { idPattern: '[a-z]+' }, /`idPattern` must be a RegExp/],
+    ['tus not an object', { tus: 5 }, /`tus` must be an object/],
+  ]
+  it.each(cases)('%s', async (_name, options, message) => {
+    if (!('datastore' in options) && !('directory' in options)) {
+      options = { ...options, directory: await tempDir() }
+    }
+    const error = await registerWith(options)
+    expect(error?.code).toBe('FST_TUS_INVALID_OPTION')
+    expect(error?.message).toMatch(message)
+  })
+
+  it('rejects a directory that cannot be created, naming the path', async () => {
+    const dir = await tempDir()
+    const file = path.join(dir, 'a-file')
+    await fs.writeFile(file, 'x')
+    const error = await registerWith({ directory: path.join(file, 'uploads') })
+    expect(error?.code).toBe('FST_TUS_DIRECTORY')
+    expect(error?.message).toContain(path.join(file, 'uploads'))
+    expect(error?.message).toMatch(/option `directory`: .* is not a writable directory \(ENOTDIR/)
+  })
+
+  it('rejects a read-only directory (a probe, since root passes permission checks)', async () => {
+    // /proc/self is a directory where nobody, root included, can create an entry.
+    const error = await registerWith({ directory: '/proc/self' })
+    expect(error?.code).toBe('FST_TUS_DIRECTORY')
+    expect(error?.message).toContain('/proc/self')
+  })
+
+  it('accepts register options of Fastify itself', async () => {
+    expect(
+      await registerWith({ directory: await tempDir(), logLevel: 'warn', prefix: '/x' }),
+    ).toBeUndefined()
+  })
+})

@@ -1,0 +1,206 @@
+/**
+ * The plugin serves tus on real HTTP: uploads land on disk byte for byte, the routes honour a
+ * register prefix, stay encapsulated, run the user's hooks and survive failures after hijack.
+ */
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { Server } from '@tus/server'
+import Fastify from 'fastify'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import fastifyTus from '../src/index.js'
+import {
+  createUpload,
+  head,
+  request,
+  sha256,
+  sha256Of,
+  startServer,
+  TUS,
+  tempDir,
+  tusUpload,
+} from './helpers.js'
+
+describe('tus routes', () => {
+  it('stores an upload made with tus-js-client byte for byte', async () => {
+    const server = await startServer()
+    const data = Buffer.from(Array.from({ length: 300_001 }, (_, i) => (i * 7) % 251))
+    const url = await tusUpload(server.endpoint, data, {
+      chunkSize: 100_000,
+      metadata: { filename: 'a.bin' },
+    })
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(data))
+
+    const res = await head(url)
+    expect(res.status).toBe(200)
+    expect(res.headers['upload-offset']).toBe(String(data.length))
+    expect(res.headers['upload-length']).toBe(String(data.length))
+  })
+
+  it('answers OPTIONS with the tus versions and extensions', async () => {
+    const server = await startServer()
+    const res = await request(server.endpoint, 'OPTIONS')
+    expect(res.status).toBe(204)
+    expect(res.headers['tus-version']).toBe('1.0.0')
+    expect(res.headers['tus-extension']).toContain('expiration')
+  })
+
+  it('creates the upload directory when it is missing', async () => {
+    const server = await startServer()
+    const nested = path.join(server.directory, 'a', 'b')
+    const other = await startServer({ directory: nested })
+    await tusUpload(other.endpoint, Buffer.from('hello'))
+    expect((await fs.readdir(nested)).length).toBe(2)
+  })
+
+  it('serves under a register prefix, with the prefix in Location', async () => {
+    const server = await startServer({}, { register: { prefix: '/api' } })
+    expect(server.endpoint).toMatch(/\/api\/files$/)
+    const { response, url } = await createUpload(server.endpoint, 5)
+    expect(response.headers.location).toMatch(
+      /^http:\/\/127\.0\.0\.1:\d+\/api\/files\/[0-9a-f]{32}$/,
+    )
+    expect((await head(url)).status).toBe(200)
+    // Nothing at the unprefixed path.
+    expect((await request(`${server.origin}/files`, 'OPTIONS')).status).toBe(404)
+  })
+
+  it('builds Location from the parent prefixes too', async () => {
+    const directory = await tempDir()
+    const app = Fastify()
+    onTestFinished(() => app.close())
+    await app.register(
+      async (v1) => {
+        await v1.register(fastifyTus, { directory, path: '/uploads', prefix: '/api' })
+      },
+      { prefix: '/v1' },
+    )
+    const origin = await app.listen({ host: '127.0.0.1', port: 0 })
+    const { response, url } = await createUpload(`${origin}/v1/api/uploads`, 5)
+    expect(new URL(response.headers.location as string).pathname).toMatch(
+      /^\/v1\/api\/uploads\/[0-9a-f]{32}$/,
+    )
+    expect((await head(url)).status).toBe(200)
+  })
+
+  it('keeps its body parser out of the app: a user route still answers 415', async () => {
+    const server = await startServer(
+      {},
+      {
+        before: (app) => {
+          app.post('/echo', async (req) => ({ got: req.body }))
+        },
+      },
+    )
+    const res = await request(
+      `${server.origin}/echo`,
+      'POST',
+      { 'Content-Type': 'application/offset+octet-stream' },
+      'abc',
+    )
+    expect(res.status).toBe(415)
+    // And the app's own JSON parsing is intact.
+    const json = await request(
+      `${server.origin}/echo`,
+      'POST',
+      { 'Content-Type': 'application/json' },
+      '{"a":1}',
+    )
+    expect(JSON.parse(json.body)).toEqual({ got: { a: 1 } })
+  })
+
+  it('runs the user onRequest hooks for tus requests (auth)', async () => {
+    const server = await startServer(
+      {},
+      {
+        before: (app) => {
+          app.addHook('onRequest', async (req, reply) => {
+            if (req.headers.authorization !== 'Bearer ok') {
+              await reply.code(401).send({ error: 'no token' })
+            }
+          })
+        },
+      },
+    )
+    const denied = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '3' })
+    expect(denied.status).toBe(401)
+    expect(await fs.readdir(server.directory)).toEqual([])
+
+    const url = await tusUpload(server.endpoint, Buffer.from('abc'), {
+      headers: { Authorization: 'Bearer ok' },
+    })
+    expect(url).toMatch(/[0-9a-f]{32}$/)
+  })
+
+  it('keeps headers that hooks set with reply.header()', async () => {
+    const server = await startServer(
+      {},
+      {
+        before: (app) => {
+          app.addHook('onRequest', async (req, reply) => {
+            reply.header('x-request-id', req.id)
+          })
+        },
+      },
+    )
+    const res = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '3' })
+    expect(res.status).toBe(201)
+    expect(res.headers['x-request-id']).toMatch(/^req-/)
+    const options = await request(server.endpoint, 'OPTIONS')
+    expect(options.headers['x-request-id']).toMatch(/^req-/)
+  })
+
+  it('logs tus requests with the Fastify request id', async () => {
+    const server = await startServer()
+    const { url } = await createUpload(server.endpoint, 3)
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    await head(url)
+    const incoming = server.logs.filter((r) => r.msg === 'incoming request')
+    const completed = server.logs.filter((r) => r.msg === 'request completed')
+    expect(incoming.length).toBeGreaterThanOrEqual(2)
+    expect(completed.map((r) => (r.res as { statusCode: number }).statusCode)).toEqual([201, 200])
+    const headLog = incoming.find((r) => (r.req as { url: string }).url.endsWith(id))
+    expect(headLog?.reqId).toMatch(/^req-/)
+  })
+
+  it('answers once and keeps serving when a failure escapes tus after hijack', async () => {
+    const server = await startServer({
+      tus: {
+        // Runs inside tus' error path; a throw here rejects tus' own handler.
+        onResponseError: () => {
+          throw new Error('boom in onResponseError')
+        },
+      },
+    })
+    // PATCH to an unknown upload: tus answers 404 through onResponseError, which throws.
+    const res = await request(`${server.endpoint}/${'0'.repeat(32)}`, 'PATCH', {
+      ...TUS,
+      'Upload-Offset': '0',
+      'Content-Type': 'application/offset+octet-stream',
+    })
+    expect(res.status).toBe(500)
+    const logged = server.logs.find((r) => r.msg.includes('request failed after the hand-off'))
+    expect(logged?.reqId).toMatch(/^req-/)
+    expect(logged?.err).toMatchObject({ message: 'boom in onResponseError' })
+    // Still serving.
+    expect((await createUpload(server.endpoint, 1)).response.status).toBe(201)
+  })
+})
+
+describe('decorators', () => {
+  it('exposes the tus Server and a cleanup handle', async () => {
+    const server = await startServer({ cleanupOnStart: false })
+    expect(server.app.tus).toBeInstanceOf(Server)
+    expect(server.app.tusCleanup.last).toBeUndefined()
+    const report = await server.app.tusCleanup.run()
+    for (const key of ['scanned', 'removed', 'bytesFreed', 'errors', 'durationMs'] as const) {
+      expect(typeof report[key]).toBe('number')
+    }
+    expect(server.app.tusCleanup.last).toBe(report)
+  })
+
+  it('does not take the scheduler decorator name of @fastify/schedule', async () => {
+    const server = await startServer()
+    expect(server.app.hasDecorator('scheduler')).toBe(false)
+  })
+})
