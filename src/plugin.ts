@@ -63,6 +63,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   // Routes live in a child context (their body parser must not leak into the app); its prefix
   // is the full one, parents' included, which tus needs to build `Location`.
   let tus: Server | undefined
+  let closing = false
   await fastify.register(
     async (child) => {
       tus = new Server({
@@ -71,7 +72,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         datastore,
         locker,
       })
-      await tusRoutes(child, { path: options.path, tus, store })
+      await tusRoutes(child, { path: options.path, tus, store, isClosing: () => closing })
     },
     { prefix: options.prefix },
   )
@@ -87,6 +88,9 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
 
   fastify.addHook('onReady', async () => {
     publicCleanup.start()
+  })
+  fastify.addHook('preClose', async () => {
+    closing = true
   })
   fastify.addHook('onClose', async () => {
     await publicCleanup.stop()

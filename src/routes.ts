@@ -14,12 +14,14 @@ export interface TusRoutesOptions {
   tus: Server
   /** The built-in store, which states `Upload-Expires`; absent for a user's datastore. */
   store: ExpiringFileStore | undefined
+  /** True once `fastify.close()` has begun. */
+  isClosing: () => boolean
 }
 
 const TUS_METHODS: HTTPMethods[] = ['POST', 'HEAD', 'PATCH', 'OPTIONS', 'DELETE', 'GET']
 
 export async function tusRoutes(child: FastifyInstance, options: TusRoutesOptions): Promise<void> {
-  const { path, tus, store } = options
+  const { path, tus, store, isClosing } = options
 
   // Bodies stay unread for tus: no parser here may buffer an upload or apply bodyLimit.
   child.removeAllContentTypeParsers()
@@ -28,7 +30,10 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   const expires = store ? uploadExpiresHeader(tus, store) : undefined
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     reply.hijack()
-    await handOff(tus, request, reply, expires)
+    await handOff(tus, request, reply, expires, isClosing)
+    // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
+    // that ends after that moment would hold close() until the keep-alive timeout.
+    if (isClosing()) child.server.closeIdleConnections()
   }
   for (const url of [path, `${path}/*`]) {
     child.route({ method: TUS_METHODS, url, exposeHeadRoute: false, handler })
@@ -46,6 +51,7 @@ async function handOff(
   request: FastifyRequest,
   reply: FastifyReply,
   decorate: ResponseDecorator | undefined,
+  isClosing: () => boolean,
 ): Promise<void> {
   const res = reply.raw
   // Headers that the user's hooks set with reply.header() would be lost by hijack().
@@ -56,6 +62,7 @@ async function handOff(
     const webRequest = new NodeRequest({ req: request.raw, res })
     const response = await tus.handleWeb(webRequest)
     await decorate?.(webRequest, response)
+    if (isClosing()) response.headers.set('Connection', 'close')
     await sendNodeResponse(res, response)
   } catch (error) {
     request.log.error({ err: error }, 'fastify-tus: request failed after the hand-off to tus')

@@ -189,7 +189,9 @@ class Sweep {
     const id = file.slice(0, -METADATA_SUFFIX.length)
     // A record with its data file is visited through the data file.
     if (await this.exists(this.pathOf(id))) return
-    const meta = await this.fs.lstat(this.pathOf(file))
+    // Gone meanwhile: its data file's visit removed the pair.
+    const meta = await this.statIfPresent(this.pathOf(file))
+    if (!meta) return
     this.report.scanned++
     if (!isExpired(meta.mtimeMs, this.options.expireAfterMs, this.now())) return
     if (this.idPattern.test(id)) await this.remove(id, 'orphan-metadata')

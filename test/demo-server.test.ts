@@ -1,0 +1,91 @@
+/**
+ * The demo server (`npm start`), run as the built program: settings from the environment,
+ * a clear message and exit code 1 for bad ones, pino logs on stdout, a graceful SIGTERM.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import { tempDir, tusUpload, waitFor } from './helpers.js'
+
+const SERVER = path.resolve('dist/demo/server.js')
+
+function run(env: Record<string, string>) {
+  const child = spawn(process.execPath, [SERVER], {
+    env: { PATH: process.env.PATH, PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const out = { stdout: '', stderr: '' }
+  child.stdout.on('data', (c) => {
+    out.stdout += c
+  })
+  child.stderr.on('data', (c) => {
+    out.stderr += c
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
+  onTestFinished(() => {
+    if (child.exitCode === null) child.kill('SIGKILL')
+  })
+  return { child, out, exited }
+}
+
+async function listening(out: { stdout: string }, child: ChildProcess): Promise<string> {
+  const match = await waitFor(
+    () => /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out.stdout),
+    10_000,
+    `the demo to listen (exit code ${child.exitCode})`,
+  )
+  return match[1] as string
+}
+
+describe('demo server', () => {
+  it.each([
+    ['PORT', 'abc', /PORT must be a whole number from 0 to 65535, got "abc"/],
+    ['EXPIRE_AFTER_MS', '-5', /EXPIRE_AFTER_MS must be a whole number/],
+    ['CLEANUP_INTERVAL_MS', '0', /CLEANUP_INTERVAL_MS must be a whole number from 1/],
+    [
+      'LOG_LEVEL',
+      'loud',
+      /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "loud"/,
+    ],
+  ])('exits 1 with a clear message for a bad %s', async (name, value, message) => {
+    const dir = await tempDir()
+    const { out, exited } = run({ [name]: value, UPLOAD_DIR: dir })
+    expect(await exited).toBe(1)
+    expect(out.stderr).toMatch(message)
+    expect(out.stderr.split('\n').filter(Boolean)).toHaveLength(1) // one line, no stack trace
+  })
+
+  it('exits 1 naming an unusable upload directory', async () => {
+    const dir = await tempDir()
+    await fs.writeFile(path.join(dir, 'file'), '')
+    const { out, exited } = run({ UPLOAD_DIR: path.join(dir, 'file', 'uploads') })
+    expect(await exited).toBe(1)
+    expect(out.stderr).toMatch(
+      /cannot start: .*option `directory`: .*file\/uploads is not a writable directory/,
+    )
+  })
+
+  it('serves uploads into UPLOAD_DIR, logs JSON to stdout and closes on SIGTERM', async () => {
+    const dir = await tempDir()
+    const { child, out, exited } = run({
+      UPLOAD_DIR: dir,
+      LOG_LEVEL: 'debug',
+      CLEANUP_INTERVAL_MS: '50',
+    })
+    const origin = await listening(out, child)
+    const url = await tusUpload(`${origin}/files`, Buffer.from('hello demo'))
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    expect(await fs.readFile(path.join(dir, id), 'utf8')).toBe('hello demo')
+    await waitFor(() => out.stdout.includes('no expired uploads to remove'))
+    const records = out.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { msg: string; plugin?: string })
+    expect(records.some((r) => r.plugin === 'fastify-tus')).toBe(true)
+
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+    expect(out.stdout).toContain('"signal":"SIGTERM"')
+  })
+})

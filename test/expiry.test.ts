@@ -1,0 +1,278 @@
+/**
+ * Expiry of the built-in file store, over real HTTP: it slides with activity, it is stated in
+ * Upload-Expires, it answers 410 before any sweep, it never touches a finished upload, and it
+ * survives a restart.
+ */
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import * as tus from 'tus-js-client'
+import { describe, expect, it } from 'vitest'
+import {
+  age,
+  createUpload,
+  exists,
+  head,
+  patch,
+  request,
+  sha256,
+  sha256Of,
+  sleep,
+  slowPatch,
+  startServer,
+  TUS,
+  tempDir,
+  tusUpload,
+  waitFor,
+} from './helpers.js'
+
+const HOUR = 3_600_000
+const YEAR = 365 * 24 * HOUR
+
+function bytes(n: number, seed = 1): Buffer {
+  return Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) % 256))
+}
+
+function expiresMs(headers: Record<string, unknown>): number {
+  const value = headers['upload-expires']
+  if (typeof value !== 'string') throw new Error(`no Upload-Expires header (got ${String(value)})`)
+  return Date.parse(value)
+}
+
+describe('sliding expiry', () => {
+  it('never expires an upload that keeps receiving data in one long PATCH', async () => {
+    const expireAfterMs = 300
+    const server = await startServer({ expireAfterMs, cleanupIntervalMs: 50 })
+    const chunks = Array.from({ length: 16 }, (_, i) => bytes(1024, i))
+    const total = chunks.reduce((n, c) => n + c.length, 0)
+    const { url, id } = await createUpload(server.endpoint, total)
+    const started = Date.now()
+    // 16 pieces, one every 60 ms: the PATCH lasts about 1 s, over three times the period.
+    const res = await slowPatch(url, 0, chunks, 60)
+    expect(Date.now() - started).toBeGreaterThan(3 * expireAfterMs)
+    expect(res.status).toBe(204)
+    expect(res.headers['upload-offset']).toBe(String(total))
+    expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(Buffer.concat(chunks)))
+    // Sweeps did run meanwhile.
+    expect(
+      server.logs.filter((r) => r.plugin === 'fastify-tus' && 'scanned' in r).length,
+    ).toBeGreaterThan(5)
+  })
+
+  it('never expires an upload that keeps receiving data in many PATCHes', async () => {
+    const expireAfterMs = 300
+    const server = await startServer({ expireAfterMs, cleanupIntervalMs: 50 })
+    const pieces = Array.from({ length: 8 }, (_, i) => bytes(2048, i))
+    const { url, id } = await createUpload(server.endpoint, 8 * 2048)
+    const started = Date.now()
+    let offset = 0
+    for (const piece of pieces) {
+      await sleep(150) // each pause is shorter than the period; all of them together are not
+      const res = await patch(url, offset, piece)
+      expect(res.status).toBe(204)
+      offset += piece.length
+    }
+    expect(Date.now() - started).toBeGreaterThan(3 * expireAfterMs)
+    expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(Buffer.concat(pieces)))
+  })
+
+  it('expires an unfinished upload once it has been idle for expireAfterMs', async () => {
+    const server = await startServer({ expireAfterMs: 300, cleanupIntervalMs: 50 })
+    const { url, id } = await createUpload(server.endpoint, 100)
+    expect((await patch(url, 0, bytes(40))).status).toBe(204)
+    await waitFor(async () => !(await exists(path.join(server.directory, id))), 5000, 'removal')
+    expect(await exists(path.join(server.directory, `${id}.json`))).toBe(false)
+    expect([404, 410]).toContain((await head(url)).status)
+  })
+})
+
+describe('Upload-Expires', () => {
+  it('states the expiry on POST, PATCH and HEAD and moves it forward with activity', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const before = Date.now()
+    const { url, response } = await createUpload(server.endpoint, 100)
+    const onPost = expiresMs(response.headers)
+    // RFC 9110 IMF-fixdate, second precision.
+    expect(response.headers['upload-expires']).toMatch(
+      /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/,
+    )
+    expect(onPost).toBeGreaterThanOrEqual(Math.floor((before + HOUR) / 1000) * 1000)
+    expect(onPost).toBeLessThanOrEqual(Date.now() + HOUR)
+
+    expect(expiresMs((await head(url)).headers)).toBe(onPost) // HEAD is not activity
+
+    await sleep(1100)
+    const patched = await patch(url, 0, bytes(10))
+    expect(patched.status).toBe(204)
+    const onPatch = expiresMs(patched.headers)
+    expect(onPatch).toBeGreaterThan(onPost)
+    expect(expiresMs((await head(url)).headers)).toBe(onPatch)
+  })
+
+  it('sends none for a finished upload', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const { url, response } = await createUpload(server.endpoint, 10)
+    expect(response.headers['upload-expires']).toBeDefined()
+    const done = await patch(url, 0, bytes(10))
+    expect(done.status).toBe(204)
+    expect(done.headers['upload-expires']).toBeUndefined()
+    expect((await head(url)).headers['upload-expires']).toBeUndefined()
+
+    const empty = await createUpload(server.endpoint, 0) // finished the moment it exists
+    expect(empty.response.headers['upload-expires']).toBeUndefined()
+  })
+
+  it('states it for a deferred-length upload, which counts as unfinished', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const { url, response } = await createUpload(server.endpoint, 'deferred')
+    expect(response.headers['upload-expires']).toBeDefined()
+    const res = await patch(url, 0, bytes(10))
+    expect(res.status).toBe(204)
+    expect(res.headers['upload-expires']).toBeDefined()
+    const status = await head(url)
+    expect(status.headers['upload-defer-length']).toBe('1')
+    expect(status.headers['upload-expires']).toBeDefined()
+  })
+})
+
+describe('410 before the sweep', () => {
+  it('answers 410 to HEAD and PATCH past the expiry although nothing removed the upload yet', async () => {
+    const server = await startServer({
+      expireAfterMs: 250,
+      cleanupOnStart: false,
+      cleanupIntervalMs: HOUR,
+    })
+    const { url, id } = await createUpload(server.endpoint, 100)
+    expect((await patch(url, 0, bytes(10))).status).toBe(204)
+    await sleep(400)
+    expect((await head(url)).status).toBe(410)
+    expect((await patch(url, 10, bytes(10))).status).toBe(410)
+    expect(await exists(path.join(server.directory, id))).toBe(true) // no sweep ran
+    const report = await server.app.tusCleanup.run()
+    expect(report).toMatchObject({ removed: 1, errors: 0 })
+    expect([404, 410]).toContain((await head(url)).status)
+    expect([404, 410]).toContain((await patch(url, 10, bytes(10))).status)
+  })
+
+  it('expires a deferred-length upload like any unfinished one', async () => {
+    const server = await startServer({
+      expireAfterMs: 250,
+      cleanupOnStart: false,
+      cleanupIntervalMs: HOUR,
+    })
+    const { url } = await createUpload(server.endpoint, 'deferred')
+    expect((await patch(url, 0, bytes(10))).status).toBe(204)
+    await sleep(400)
+    expect((await head(url)).status).toBe(410)
+    expect((await server.app.tusCleanup.run()).removed).toBe(1)
+  })
+})
+
+describe('finished uploads', () => {
+  it('survive many sweeps past their expiry and are still served', async () => {
+    const server = await startServer({ expireAfterMs: 100, cleanupIntervalMs: 20 })
+    const data = bytes(50_000)
+    const url = await tusUpload(server.endpoint, data, { chunkSize: 10_000 })
+    const empty = await createUpload(server.endpoint, 0)
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    const sweepsBefore = server.logs.filter((r) => 'scanned' in r).length
+    await sleep(600)
+    expect(server.logs.filter((r) => 'scanned' in r).length - sweepsBefore).toBeGreaterThan(10)
+
+    // "However old": a year without activity changes nothing either.
+    await age(path.join(server.directory, id), YEAR)
+    await age(path.join(server.directory, `${id}.json`), YEAR)
+    await age(path.join(server.directory, empty.id), YEAR)
+    expect((await server.app.tusCleanup.run()).removed).toBe(0)
+
+    const status = await head(url)
+    expect(status.status).toBe(200)
+    expect(status.headers['upload-offset']).toBe(String(data.length))
+    expect(status.headers['upload-expires']).toBeUndefined()
+    expect((await head(empty.url)).status).toBe(200)
+    const download = await fetch(url)
+    expect(download.status).toBe(200)
+    expect(sha256Of(Buffer.from(await download.arrayBuffer()))).toBe(sha256Of(data))
+  })
+})
+
+describe('dry run', () => {
+  it('reports what would be removed, with the ids, and removes nothing', async () => {
+    const server = await startServer({ expireAfterMs: HOUR, cleanupOnStart: false })
+    const stale = await createUpload(server.endpoint, 100)
+    const fresh = await createUpload(server.endpoint, 100)
+    await age(path.join(server.directory, stale.id), 2 * HOUR)
+    const dry = await server.app.tusCleanup.run({ dryRun: true })
+    expect(dry).toMatchObject({ dryRun: true, removed: 1, ids: [stale.id] })
+    expect(await fs.readdir(server.directory)).toHaveLength(4)
+    expect(server.logs.some((r) => r.msg === 'dry run: would remove 1 expired uploads')).toBe(true)
+
+    const real = await server.app.tusCleanup.run()
+    expect(real).toMatchObject({ dryRun: false, removed: 1, ids: [stale.id] })
+    expect((await fs.readdir(server.directory)).sort()).toEqual(
+      [fresh.id, `${fresh.id}.json`].sort(),
+    )
+  })
+})
+
+describe('restart', () => {
+  it('keeps an upload and its expiry across a restart, and the upload resumes', async () => {
+    const directory = await tempDir()
+    const data = bytes(200_000)
+    const first = await startServer({ directory, expireAfterMs: HOUR })
+    const { url, id } = await createUpload(first.endpoint, data.length)
+    const half = await patch(url, 0, data.subarray(0, 100_000))
+    expect(half.status).toBe(204)
+    const expiryBefore = expiresMs(half.headers)
+    await first.app.close()
+
+    const second = await startServer({ directory, expireAfterMs: HOUR })
+    const newUrl = `${second.endpoint}/${id}`
+    const status = await head(newUrl)
+    expect(status.status).toBe(200)
+    expect(status.headers['upload-offset']).toBe('100000')
+    expect(expiresMs(status.headers)).toBe(expiryBefore)
+
+    await new Promise<void>((resolve, reject) => {
+      const upload = new tus.Upload(data, {
+        uploadUrl: newUrl,
+        chunkSize: 50_000,
+        retryDelays: [],
+        onSuccess: () => resolve(),
+        onError: reject,
+      })
+      upload.start()
+    })
+    expect(await sha256(path.join(directory, id))).toBe(sha256Of(data))
+  })
+
+  it('does not reset the activity clock on restart', async () => {
+    const directory = await tempDir()
+    const first = await startServer({
+      directory,
+      expireAfterMs: 400,
+      cleanupOnStart: false,
+      cleanupIntervalMs: HOUR,
+    })
+    const { url, id } = await createUpload(first.endpoint, 100)
+    await first.app.close()
+    await sleep(500)
+    const second = await startServer({
+      directory,
+      expireAfterMs: 400,
+      cleanupOnStart: false,
+      cleanupIntervalMs: HOUR,
+    })
+    expect((await head(`${second.endpoint}/${id}`)).status).toBe(410)
+    expect(url).toContain(id)
+  })
+})
+
+describe('requests for other paths', () => {
+  it('does not add Upload-Expires to OPTIONS or error answers', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    expect((await request(server.endpoint, 'OPTIONS')).headers['upload-expires']).toBeUndefined()
+    const missing = await request(`${server.endpoint}/${'f'.repeat(32)}`, 'HEAD', TUS)
+    expect(missing.status).toBe(404)
+    expect(missing.headers['upload-expires']).toBeUndefined()
+  })
+})

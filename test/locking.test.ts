@@ -1,0 +1,104 @@
+/**
+ * Nothing is removed mid-request: the sweep works under the tus server's own locker, skips
+ * uploads that a request holds or waits for, and races client DELETEs harmlessly.
+ */
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { MemoryLocker } from '@tus/server'
+import type { Lock, Locker, RequestRelease } from '@tus/utils'
+import { describe, expect, it } from 'vitest'
+import {
+  age,
+  createUpload,
+  exists,
+  request,
+  sha256,
+  sha256Of,
+  slowPatch,
+  startServer,
+  TUS,
+  tempDir,
+} from './helpers.js'
+
+const HOUR = 3_600_000
+
+/** The real MemoryLocker, noting for each lock event whether the upload's data file exists. */
+class RecordingLocker implements Locker {
+  readonly memory = new MemoryLocker()
+  events: Array<{ id: string; event: 'lock' | 'unlock'; dataExists: boolean }> = []
+  constructor(readonly directory: string) {}
+  newLock(id: string): Lock {
+    const inner = this.memory.newLock(id)
+    const note = async (event: 'lock' | 'unlock') => {
+      this.events.push({ id, event, dataExists: await exists(path.join(this.directory, id)) })
+    }
+    return {
+      lock: async (signal: AbortSignal, release: RequestRelease) => {
+        await inner.lock(signal, release)
+        await note('lock')
+      },
+      unlock: async () => {
+        await note('unlock')
+        await inner.unlock()
+      },
+    }
+  }
+}
+
+describe('locks', () => {
+  it('never removes an upload whose PATCH is under way, even one stalled past the period', async () => {
+    const server = await startServer({
+      expireAfterMs: 300,
+      cleanupIntervalMs: 50,
+      // Were the sweep to ask for the lock, the PATCH would be cancelled after this long.
+      tus: { lockDrainTimeout: 50 },
+    })
+    const chunks = [Buffer.alloc(1000, 1), Buffer.alloc(1000, 2), Buffer.alloc(1000, 3)]
+    const { url, id } = await createUpload(server.endpoint, 3000)
+    // No byte for 700 ms, twice: by its mtime the upload looks abandoned, but its lock is held.
+    const res = await slowPatch(url, 0, chunks, 700)
+    expect(res.status).toBe(204)
+    expect(res.headers['upload-offset']).toBe('3000')
+    expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(Buffer.concat(chunks)))
+    const skipped = server.logs.filter(
+      (r) => typeof r.skippedBusy === 'number' && (r.skippedBusy as number) > 0,
+    )
+    expect(skipped.length).toBeGreaterThan(0)
+  })
+
+  it('takes the configured locker lock before removing and releases it after', async () => {
+    const directory = await tempDir()
+    const locker = new RecordingLocker(directory)
+    const server = await startServer({
+      directory,
+      expireAfterMs: HOUR,
+      cleanupOnStart: false,
+      tus: { locker },
+    })
+    const { id } = await createUpload(server.endpoint, 100)
+    await age(path.join(directory, id), 2 * HOUR)
+    locker.events = []
+    expect((await server.app.tusCleanup.run()).removed).toBe(1)
+    expect(locker.events).toEqual([
+      { id, event: 'lock', dataExists: true },
+      { id, event: 'unlock', dataExists: false },
+    ])
+    expect(locker.memory.locks.size).toBe(0)
+  })
+
+  it('races client DELETEs without errors or unhandled rejections', async () => {
+    const server = await startServer({ expireAfterMs: HOUR, cleanupOnStart: false })
+    const uploads = []
+    for (let i = 0; i < 60; i++) uploads.push(await createUpload(server.endpoint, 100))
+    for (const { id } of uploads) await age(path.join(server.directory, id), 2 * HOUR)
+
+    const [report, ...answers] = await Promise.all([
+      server.app.tusCleanup.run(),
+      ...uploads.map(({ url }) => request(url, 'DELETE', TUS)),
+    ])
+    for (const answer of answers) expect([204, 404, 410]).toContain(answer.status)
+    expect(answers.some((a) => a.status === 204)).toBe(true)
+    expect(report?.removed).toBeLessThanOrEqual(uploads.length)
+    expect(await fs.readdir(server.directory)).toEqual([])
+  })
+})

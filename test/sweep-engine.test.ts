@@ -1,0 +1,288 @@
+/**
+ * The sweep engine on its own, over real directories: what it removes, what it leaves, how it
+ * reports, how it survives failing entries, and that its work is bounded.
+ */
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { type SweepFs, sweepDirectory } from '../src/index.js'
+import { age, exists, tempDir, writeSession } from './helpers.js'
+
+const HOUR = 3_600_000
+const hex = (n: number) => n.toString(16).padStart(32, '0')
+
+function warnings() {
+  const records: Array<{ obj: Record<string, unknown>; msg: string }> = []
+  return {
+    records,
+    log: {
+      warn(obj: object, msg: string) {
+        records.push({ obj: obj as Record<string, unknown>, msg })
+      },
+    },
+  }
+}
+
+async function listing(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isDirectory()) out.push(path.relative(dir, path.join(entry.parentPath, entry.name)))
+  }
+  return out.sort()
+}
+
+describe('what a sweep removes', () => {
+  it('removes expired unfinished uploads and keeps fresh and finished ones', async () => {
+    const dir = await tempDir()
+    await writeSession(dir, hex(1), { size: 100, bytes: 10, ageMs: 2 * HOUR }) // abandoned
+    await writeSession(dir, hex(2), { size: undefined, bytes: 10, ageMs: 2 * HOUR }) // abandoned, deferred length
+    await writeSession(dir, hex(3), { size: 100, bytes: 10, ageMs: 1000 }) // fresh
+    await writeSession(dir, hex(4), { size: 10, bytes: 10, ageMs: 100 * HOUR }) // finished, old
+    await writeSession(dir, hex(5), { size: 0, bytes: 0, ageMs: 100 * HOUR }) // finished, empty
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR })
+    expect(report).toMatchObject({ scanned: 5, removed: 2, orphans: 0, errors: 0 })
+    expect(report.ids.sort()).toEqual([hex(1), hex(2)])
+    expect(report.bytesFreed).toBeGreaterThan(20) // data and metadata
+    expect(await listing(dir)).toEqual(
+      [hex(3), hex(4), hex(5)].flatMap((id) => [id, `${id}.json`]).sort(),
+    )
+  })
+
+  it('removes old orphans of either half, keeps fresh ones and anything foreign', async () => {
+    const dir = await tempDir()
+    // Orphans, old: data without metadata, metadata without data.
+    await fs.writeFile(path.join(dir, hex(1)), 'data')
+    await fs.writeFile(path.join(dir, `${hex(2)}.json`), JSON.stringify({ id: hex(2), size: 5 }))
+    // Orphans, fresh (a POST may be between its two writes).
+    await fs.writeFile(path.join(dir, hex(3)), 'data')
+    await fs.writeFile(path.join(dir, `${hex(4)}.json`), '{}')
+    // Foreign files, old: a note, a pair that is not a tus record, a link, a dot-file.
+    await fs.writeFile(path.join(dir, 'notes.txt'), 'keep me')
+    await fs.writeFile(path.join(dir, 'report'), 'keep me')
+    await fs.writeFile(path.join(dir, 'report.json'), JSON.stringify({ title: 'not an upload' }))
+    await fs.writeFile(path.join(dir, hex(6)), 'keep me')
+    await fs.writeFile(
+      path.join(dir, `${hex(6)}.json`),
+      JSON.stringify({ id: 'another-id', size: 100 }),
+    )
+    await fs.writeFile(path.join(dir, '.hidden'), 'keep me')
+    const outside = await tempDir()
+    await fs.writeFile(path.join(outside, 'target'), 'keep me')
+    await fs.symlink(path.join(outside, 'target'), path.join(dir, hex(7)))
+    for (const name of [
+      hex(1),
+      `${hex(2)}.json`,
+      'notes.txt',
+      'report',
+      'report.json',
+      hex(6),
+      `${hex(6)}.json`,
+      '.hidden',
+    ]) {
+      await age(path.join(dir, name), 2 * HOUR)
+    }
+
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR })
+    expect(report).toMatchObject({ removed: 2, orphans: 2, errors: 0 })
+    expect(report.ids.sort()).toEqual([hex(1), hex(2)])
+    expect(await listing(dir)).toEqual(
+      [
+        '.hidden',
+        hex(3),
+        `${hex(4)}.json`,
+        hex(6),
+        `${hex(6)}.json`,
+        hex(7),
+        'notes.txt',
+        'report',
+        'report.json',
+      ].sort(),
+    )
+    expect(await fs.readFile(path.join(outside, 'target'), 'utf8')).toBe('keep me')
+  })
+
+  it('sweeps nested ids; nested orphans only with a matching idPattern', async () => {
+    const dir = await tempDir()
+    await writeSession(dir, `alice/${hex(1)}`, { size: 100, bytes: 1, ageMs: 2 * HOUR }) // abandoned
+    await writeSession(dir, `alice/${hex(2)}`, { size: 1, bytes: 1, ageMs: 2 * HOUR }) // finished
+    await writeSession(dir, `bob/deep/${hex(3)}`, { size: 100, bytes: 1, ageMs: 2 * HOUR }) // abandoned
+    await fs.writeFile(path.join(dir, 'alice', hex(4)), 'orphan')
+    await age(path.join(dir, 'alice', hex(4)), 2 * HOUR)
+
+    const first = await sweepDirectory({ directory: dir, expireAfterMs: HOUR })
+    expect(first.ids.sort()).toEqual([`alice/${hex(1)}`, `bob/deep/${hex(3)}`])
+    expect(await exists(path.join(dir, 'alice', hex(4)))).toBe(true) // the default pattern is flat
+
+    const second = await sweepDirectory({
+      directory: dir,
+      expireAfterMs: HOUR,
+      idPattern: /^[a-z]+\/[0-9a-f]{32}$/,
+    })
+    expect(second.ids).toEqual([`alice/${hex(4)}`])
+    expect(await listing(dir)).toEqual([`alice/${hex(2)}`, `alice/${hex(2)}.json`])
+  })
+
+  it('removes nothing when expireAfterMs is 0', async () => {
+    const dir = await tempDir()
+    await writeSession(dir, hex(1), { size: 100, bytes: 1, ageMs: 100 * HOUR })
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: 0 })
+    expect(report).toMatchObject({ scanned: 0, removed: 0 })
+    expect(await exists(path.join(dir, hex(1)))).toBe(true)
+  })
+})
+
+describe('report', () => {
+  it('lists what a dry run would remove and removes nothing', async () => {
+    const dir = await tempDir()
+    for (let i = 0; i < 5; i++)
+      await writeSession(dir, hex(i), { size: 9, bytes: 1, ageMs: 2 * HOUR })
+    const before = await listing(dir)
+    const seen: string[] = []
+    const dry = await sweepDirectory({
+      directory: dir,
+      expireAfterMs: HOUR,
+      dryRun: true,
+      onRemove: (r) => seen.push(r.id),
+    })
+    expect(dry).toMatchObject({ dryRun: true, removed: 5 })
+    expect(seen.sort()).toEqual(dry.ids.sort())
+    expect(await listing(dir)).toEqual(before)
+    const real = await sweepDirectory({ directory: dir, expireAfterMs: HOUR })
+    expect(real.ids.sort()).toEqual(dry.ids.sort())
+    expect(real.bytesFreed).toBe(dry.bytesFreed)
+  })
+
+  it('caps the listed ids', async () => {
+    const dir = await tempDir()
+    for (let i = 0; i < 5; i++)
+      await writeSession(dir, hex(i), { size: 9, bytes: 1, ageMs: 2 * HOUR })
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, maxReportedIds: 2 })
+    expect(report).toMatchObject({ removed: 5, idsTruncated: true })
+    expect(report.ids).toHaveLength(2)
+  })
+})
+
+describe('failing entries', () => {
+  it('counts corrupt metadata as an error, warns with the id and goes on', async () => {
+    const dir = await tempDir()
+    await writeSession(dir, hex(1), { size: 100, bytes: 1, ageMs: 2 * HOUR })
+    await fs.writeFile(path.join(dir, hex(2)), 'x')
+    await fs.writeFile(path.join(dir, `${hex(2)}.json`), '{"id": "trunc')
+    await fs.writeFile(path.join(dir, hex(3)), 'x')
+    await fs.writeFile(
+      path.join(dir, `${hex(3)}.json`),
+      JSON.stringify({ id: hex(3), size: 'big' }),
+    )
+    for (const f of [hex(2), hex(3)]) await age(path.join(dir, f), 2 * HOUR)
+    await writeSession(dir, hex(4), { size: 100, bytes: 1, ageMs: 2 * HOUR })
+    const { records, log } = warnings()
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, log })
+    expect(report).toMatchObject({ removed: 2, errors: 2 })
+    expect(records.map((r) => r.obj.id).sort()).toEqual([hex(2), hex(3)])
+    expect(await exists(path.join(dir, hex(2)))).toBe(true) // never removed on a guess
+  })
+
+  it('counts a failed unlink as an error and goes on (fault injected at the fs boundary)', async () => {
+    const dir = await tempDir()
+    for (let i = 1; i <= 4; i++)
+      await writeSession(dir, hex(i), { size: 100, bytes: 1, ageMs: 2 * HOUR })
+    const faulty: SweepFs = {
+      ...fs,
+      unlink: async (file) => {
+        if (String(file).endsWith(hex(2)))
+          throw Object.assign(new Error('EIO: i/o error, unlink'), { code: 'EIO' })
+        return fs.unlink(file)
+      },
+    }
+    const { records, log } = warnings()
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: faulty, log })
+    expect(report).toMatchObject({ removed: 3, errors: 1 })
+    expect(records).toHaveLength(1)
+    expect(records[0]?.obj).toMatchObject({ id: hex(2), err: { code: 'EIO' } })
+    expect(await listing(dir)).toEqual([hex(2), `${hex(2)}.json`])
+  })
+
+  it('counts an entry that vanished before it was examined as an error', async () => {
+    const dir = await tempDir()
+    for (let i = 1; i <= 3; i++)
+      await writeSession(dir, hex(i), { size: 100, bytes: 1, ageMs: 2 * HOUR })
+    const vanishing: SweepFs = {
+      ...fs,
+      lstat: (async (file: string) => {
+        // A client's DELETE between the listing and the look: both halves go.
+        if (file.endsWith(hex(1)))
+          await Promise.all([fs.rm(file), fs.rm(`${file}.json`)]).catch(() => {})
+        return fs.lstat(file)
+      }) as SweepFs['lstat'],
+    }
+    const { records, log } = warnings()
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: vanishing, log })
+    expect(report.errors).toBe(1)
+    expect(records[0]?.obj.id).toBe(hex(1))
+    expect(report.removed).toBe(2)
+  })
+
+  it('rejects when the directory itself is missing', async () => {
+    const dir = await tempDir()
+    await expect(
+      sweepDirectory({ directory: path.join(dir, 'gone'), expireAfterMs: HOUR }),
+    ).rejects.toMatchObject({
+      code: 'ENOENT',
+    })
+  })
+})
+
+describe('bounded work', () => {
+  it('never has more than `concurrency` file operations under way, however large the directory', async () => {
+    const dir = await tempDir()
+    const n = 1500
+    for (let i = 0; i < n; i++) {
+      await writeSession(dir, hex(i), { size: 100, bytes: 1, ageMs: i % 3 === 0 ? 2 * HOUR : 0 })
+    }
+    let inFlight = 0
+    let peak = 0
+    const counted =
+      <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+      async (...args: A): Promise<R> => {
+        inFlight++
+        peak = Math.max(peak, inFlight)
+        try {
+          return await fn(...args)
+        } finally {
+          inFlight--
+        }
+      }
+    const countingFs: SweepFs = {
+      opendir: fs.opendir,
+      lstat: counted(fs.lstat) as SweepFs['lstat'],
+      readFile: counted(fs.readFile) as SweepFs['readFile'],
+      unlink: counted(fs.unlink),
+    }
+    const report = await sweepDirectory({
+      directory: dir,
+      expireAfterMs: HOUR,
+      fs: countingFs,
+      concurrency: 4,
+    })
+    expect(report).toMatchObject({ scanned: n, removed: n / 3, errors: 0 })
+    expect(peak).toBeGreaterThan(1) // it does work in parallel...
+    expect(peak).toBeLessThanOrEqual(4) // ...within the bound
+  })
+
+  it('stops between entries when its signal aborts', async () => {
+    const dir = await tempDir()
+    for (let i = 0; i < 200; i++)
+      await writeSession(dir, hex(i), { size: 100, bytes: 1, ageMs: 2 * HOUR })
+    const controller = new AbortController()
+    const report = await sweepDirectory({
+      directory: dir,
+      expireAfterMs: HOUR,
+      signal: controller.signal,
+      concurrency: 2,
+      onRemove: () => controller.abort(),
+    })
+    expect(report.aborted).toBe(true)
+    expect(report.removed).toBeLessThanOrEqual(2)
+    expect((await listing(dir)).length).toBe(400 - 2 * report.removed)
+  })
+})
