@@ -11,8 +11,10 @@
  *   matches `idPattern` and it is older than the period;
  * - anything else (foreign files, symlinks, dot-files, records of another id): left alone.
  */
-import nodeFs from 'node:fs/promises'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import {
   DEFAULT_ID_PATTERN,
   isExpired,
@@ -23,7 +25,18 @@ import {
 import type { SweepLocker } from './locks.js'
 
 /** The filesystem calls the engine makes; tests inject faults here. */
-export type SweepFs = Pick<typeof nodeFs, 'opendir' | 'lstat' | 'readFile' | 'unlink'>
+export type SweepFs = Pick<typeof fsp, 'opendir' | 'lstat' | 'readFile' | 'unlink'>
+
+/**
+ * The callback API, promisified: on Node 20 it does the same calls in about half the time of
+ * `fs/promises` (200,000 lstat calls, 8 at a time: 1.1 s against 2.6 to 3.7 s here).
+ */
+const callbackFs: SweepFs = {
+  opendir: fsp.opendir,
+  lstat: promisify(fs.lstat) as SweepFs['lstat'],
+  readFile: promisify(fs.readFile) as SweepFs['readFile'],
+  unlink: promisify(fs.unlink),
+}
 
 /** Anything with pino's `warn(obj, msg)` (Fastify's logger, pino, a test spy). */
 export interface SweepLogger {
@@ -119,13 +132,15 @@ class Sweep {
   readonly maxIds: number
   readonly started = performance.now()
   readonly report: SweepReport
+  readonly root: string
 
   constructor(readonly options: SweepOptions) {
-    this.fs = options.fs ?? nodeFs
+    this.fs = options.fs ?? callbackFs
     this.now = options.now ?? Date.now
     this.idPattern = options.idPattern ?? DEFAULT_ID_PATTERN
     this.maxIds = options.maxReportedIds ?? DEFAULT_MAX_REPORTED_IDS
     this.report = newReport(options.dryRun === true)
+    this.root = path.resolve(options.directory)
   }
 
   async run(): Promise<SweepReport> {
@@ -144,7 +159,7 @@ class Sweep {
     for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
       let dir: Awaited<ReturnType<SweepFs['opendir']>>
       try {
-        dir = await this.fs.opendir(path.join(this.options.directory, rel), { bufferSize: 256 })
+        dir = await this.fs.opendir(rel === '' ? this.root : this.pathOf(rel), { bufferSize: 256 })
       } catch (error) {
         if (rel === '') throw error // the store's own directory: the sweep as a whole fails
         this.fail(rel, error, 'cannot read a subdirectory')
@@ -301,33 +316,35 @@ class Sweep {
     this.options.log?.warn({ id, err: error }, `fastify-tus sweep: ${msg}`)
   }
 
+  /** `rel` is already a clean relative path from the walk: a concatenation is enough. */
   pathOf(rel: string): string {
-    return path.join(this.options.directory, rel)
+    return `${this.root}/${rel}`
   }
 }
 
 /**
- * Runs `visit` over `source` with at most `limit` visits at once, pulling the next item only
- * when a slot is free, so memory stays flat however large the source is. `visit` must not
- * reject. Stops pulling once `signal` aborts and waits for the visits under way.
+ * Runs `visit` over `source` with `limit` workers, each pulling the next item only when it is
+ * free, so memory stays flat however large the source is (an async generator queues concurrent
+ * `next()` calls). `visit` must not reject. Stops pulling once `signal` aborts, waits for the
+ * visits under way, and closes the source.
  */
 async function forEachBounded<T>(
-  source: AsyncIterable<T>,
+  source: AsyncGenerator<T>,
   limit: number,
   signal: AbortSignal | undefined,
   visit: (item: T) => Promise<void>,
 ): Promise<void> {
-  const running = new Set<Promise<void>>()
-  try {
-    for await (const item of source) {
-      if (signal?.aborted) break
-      const task: Promise<void> = visit(item).finally(() => running.delete(task))
-      running.add(task)
-      if (running.size >= limit) await Promise.race(running)
+  const worker = async () => {
+    while (!signal?.aborted) {
+      const next = await source.next()
+      if (next.done) return
+      await visit(next.value)
     }
-  } finally {
-    await Promise.all(running)
   }
+  const results = await Promise.allSettled(Array.from({ length: limit }, worker))
+  await source.return(undefined)
+  const failure = results.find((r) => r.status === 'rejected')
+  if (failure) throw failure.reason
 }
 
 function isNotFound(error: unknown): boolean {

@@ -1,0 +1,112 @@
+/**
+ * A steady load of small tus requests (OPTIONS, POST + 1 KiB PATCH) from its own process, four
+ * at a time: first while the server is idle, then while it sweeps.
+ * `node latency-client.js <origin> <idleMs>`; prints latency percentiles of both phases.
+ */
+import http from 'node:http'
+import { percentile } from './measure.js'
+
+const [origin, idleArg] = process.argv.slice(2) as [string, string]
+const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
+const TUS = { 'Tus-Resumable': '1.0.0' }
+const body = Buffer.alloc(1024, 3)
+
+function send(
+  method: string,
+  url: string,
+  headers: Record<string, string | number>,
+  payload?: Buffer,
+) {
+  return new Promise<{ status: number; headers: http.IncomingHttpHeaders; ms: number }>(
+    (resolve, reject) => {
+      const started = performance.now()
+      const req = http.request(url, { method, headers, agent }, (res) => {
+        res.resume()
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            ms: performance.now() - started,
+          }),
+        )
+      })
+      req.on('error', reject)
+      req.end(payload)
+    },
+  )
+}
+
+let phase: 'idle' | 'sweep' | 'stop' = 'idle'
+const samples = { idle: [] as number[], sweep: [] as number[] }
+let failures = 0
+
+async function worker(n: number) {
+  for (let i = n; phase !== 'stop'; i++) {
+    const current = phase
+    const record = (ms: number, ok: boolean) => {
+      samples[current].push(ms)
+      if (!ok) failures++
+    }
+    if (i % 2 === 0) {
+      const r = await send('OPTIONS', `${origin}/files`, {})
+      record(r.ms, r.status === 204)
+    } else {
+      const created = await send('POST', `${origin}/files`, {
+        ...TUS,
+        'Upload-Length': body.length,
+      })
+      record(created.ms, created.status === 201)
+      const url = new URL(created.headers.location as string, origin).href
+      const patched = await send(
+        'PATCH',
+        url,
+        {
+          ...TUS,
+          'Upload-Offset': 0,
+          'Content-Type': 'application/offset+octet-stream',
+          'Content-Length': body.length,
+        },
+        body,
+      )
+      record(patched.ms, patched.status === 204)
+    }
+  }
+}
+
+const workers = [0, 1, 2, 3].map(worker)
+await new Promise((r) => setTimeout(r, Number(idleArg)))
+phase = 'sweep'
+const sweepStarted = performance.now()
+await send('POST', `${origin}/__bench/sweep`, {})
+let report: unknown
+for (;;) {
+  await new Promise((r) => setTimeout(r, 50))
+  const status = await new Promise<{ done: boolean; report: unknown }>((resolve, reject) => {
+    http
+      .get(`${origin}/__bench/sweep`, { agent }, (res) => {
+        let text = ''
+        res.on('data', (c) => {
+          text += c
+        })
+        res.on('end', () => resolve(JSON.parse(text)))
+      })
+      .on('error', reject)
+  })
+  if (status.done) {
+    report = status.report
+    break
+  }
+}
+const sweepMs = performance.now() - sweepStarted
+phase = 'stop'
+await Promise.all(workers)
+const stats = (xs: number[]) => ({
+  n: xs.length,
+  p50: percentile(xs, 50),
+  p99: percentile(xs, 99),
+  max: Math.max(...xs),
+})
+process.stdout.write(
+  `${JSON.stringify({ idle: stats(samples.idle), sweep: stats(samples.sweep), sweepMs, failures, report })}\n`,
+)
+agent.destroy()

@@ -1,0 +1,357 @@
+/**
+ * `npm run bench [-- <section> ...]`: runs the benchmark sections (sweep, startup, latency,
+ * upload; all by default), each contender in a process of its own, contenders alternating
+ * round by round, and writes BENCHMARKS.md with medians and ratios against the baselines
+ * measured in the same run. Not a test: nothing here asserts, CI does not run it.
+ */
+import { execFileSync, spawn } from 'node:child_process'
+import fs from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { copyOf, countSessions, DATA_ROOT, ensureDataset, periodFor } from './dataset.js'
+import { median } from './measure.js'
+
+const HERE = path.dirname(new URL(import.meta.url).pathname)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 100_000)
+const UPLOAD_MIB = Number(process.env.BENCH_UPLOAD_MIB ?? 1024)
+const CHUNK_MIB = 64
+
+type Row = Record<string, string | number>
+interface Section {
+  title: string
+  intro: string
+  rows: Row[]
+  goals: Array<{ goal: string; value: string; met: boolean }>
+  notes?: string[]
+}
+
+function worker(script: string, args: Array<string | number>): Record<string, unknown> {
+  const out = execFileSync(process.execPath, [path.join(HERE, script), ...args.map(String)], {
+    maxBuffer: 16 * 1024 * 1024,
+  })
+  return JSON.parse(out.toString().trim().split('\n').pop() as string)
+}
+
+/** Starts a long-running worker that prints `{"port": N}`; resolves to its origin and process. */
+async function server(script: string, args: Array<string | number>) {
+  const child = spawn(process.execPath, [path.join(HERE, script), ...args.map(String)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (chunk) => resolve(JSON.parse(String(chunk)).port))
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)))
+  })
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    stop: async () => {
+      child.kill('SIGKILL')
+      await new Promise((resolve) => child.once('exit', resolve))
+    },
+  }
+}
+
+/** The same contenders every round, their order rotated: A B C, B C A, C A B, ... */
+function rotations<T>(items: T[], rounds: number): T[][] {
+  return Array.from({ length: rounds }, (_, r) =>
+    items.map((_, i) => items[(i + r) % items.length] as T),
+  )
+}
+
+function append<T>(groups: Record<string, T[]>, key: string, value: T): void {
+  groups[key] = [...(groups[key] ?? []), value]
+}
+
+const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a')
+
+async function sweepSection(): Promise<Section> {
+  const big = await ensureDataset(SESSIONS)
+  const small = await ensureDataset(SESSIONS / 10)
+  const contenders = ['stock', 'engine', 'plugin'] as const
+  type Run = {
+    timeMs: number
+    peakRssMB: number
+    loopP99Ms: number
+    loopMaxMs: number
+    removed: number
+    left: number
+  }
+  const runs: Record<string, Run[]> = {}
+  const runOne = async (contender: string, dataset: typeof big, key: string) => {
+    const dir = await copyOf(dataset, `sweep-${contender}`)
+    const result = worker('sweep-worker.js', [contender, dir, periodFor(dataset)]) as unknown as Run
+    result.left = await countSessions(dir)
+    await fs.rm(dir, { recursive: true, force: true })
+    append(runs, key, result)
+    console.log(
+      `sweep ${key}: ${fmt(result.timeMs, 0)} ms, ${fmt(result.peakRssMB)} MiB, loop max ${fmt(result.loopMaxMs)} ms`,
+    )
+  }
+  for (const order of rotations([...contenders], ROUNDS)) {
+    for (const contender of order) await runOne(contender, big, contender)
+  }
+  for (const order of rotations(['engine', 'plugin'], ROUNDS)) {
+    for (const contender of order) await runOne(contender, small, `${contender}-small`)
+  }
+  const m = (key: string, field: keyof Run) => median((runs[key] ?? []).map((r) => r[field]))
+  const stockTime = m('stock', 'timeMs')
+  const stockRss = m('stock', 'peakRssMB')
+  const rows = contenders.map((c) => ({
+    contender: {
+      stock: 'stock FileStore.deleteExpired()',
+      engine: 'sweep engine alone',
+      plugin: 'plugin: tusCleanup.run()',
+    }[c],
+    'time (ms)': fmt(m(c, 'timeMs'), 0),
+    'vs stock': fmt(m(c, 'timeMs') / stockTime, 2),
+    'peak RSS (MiB)': fmt(m(c, 'peakRssMB')),
+    'loop p99 (ms)': fmt(m(c, 'loopP99Ms')),
+    'loop max (ms)': fmt(m(c, 'loopMaxMs')),
+    removed: m(c, 'removed'),
+    left: m(c, 'left'),
+  }))
+  const growth = (c: string) => m(c, 'peakRssMB') / m(`${c}-small`, 'peakRssMB') - 1
+  const worstLoopMax = Math.max(
+    ...['engine', 'plugin'].flatMap((c) => (runs[c] ?? []).map((r) => r.loopMaxMs)),
+  )
+  return {
+    title: `Sweep of ${SESSIONS.toLocaleString('en')} sessions`,
+    intro:
+      `${SESSIONS.toLocaleString('en')} sessions in the file store's layout (default ids, data + metadata file), ` +
+      `${big.abandoned.toLocaleString('en')} abandoned (unfinished, last active an hour before the others), the rest fresh. ` +
+      `Each run sweeps its own hard-linked copy in a process of its own; ${ROUNDS} rounds, contenders rotated; medians. ` +
+      'Peak RSS is VmHWM (see bench/measure.ts for why not maxRSS); loop figures are monitorEventLoopDelay at 1 ms resolution.',
+    rows,
+    goals: [
+      {
+        goal: 'time ≤ 0.25× stock (plugin)',
+        value: `${fmt(m('plugin', 'timeMs') / stockTime, 2)}×`,
+        met: m('plugin', 'timeMs') <= 0.25 * stockTime,
+      },
+      {
+        goal: 'time ≤ 0.25× stock (engine)',
+        value: `${fmt(m('engine', 'timeMs') / stockTime, 2)}×`,
+        met: m('engine', 'timeMs') <= 0.25 * stockTime,
+      },
+      {
+        goal: 'peak RSS ≤ stock (plugin)',
+        value: `${fmt(m('plugin', 'peakRssMB'))} vs ${fmt(stockRss)} MiB`,
+        met: m('plugin', 'peakRssMB') <= stockRss,
+      },
+      {
+        goal: `RSS growth ${(SESSIONS / 10).toLocaleString('en')} → ${SESSIONS.toLocaleString('en')} sessions ≤ 10%`,
+        value: `engine ${fmt(growth('engine') * 100)}%, plugin ${fmt(growth('plugin') * 100)}%`,
+        met: growth('engine') <= 0.1 && growth('plugin') <= 0.1,
+      },
+      {
+        goal: 'event-loop max ≤ 20 ms (worst run of engine and plugin)',
+        value: `${fmt(worstLoopMax)} ms`,
+        met: worstLoopMax <= 20,
+      },
+    ],
+    notes: [
+      `${(SESSIONS / 10).toLocaleString('en')} sessions: engine ${fmt(m('engine-small', 'timeMs'), 0)} ms / ${fmt(m('engine-small', 'peakRssMB'))} MiB, ` +
+        `plugin ${fmt(m('plugin-small', 'timeMs'), 0)} ms / ${fmt(m('plugin-small', 'peakRssMB'))} MiB.`,
+    ],
+  }
+}
+
+async function startupSection(): Promise<Section> {
+  const dataset = await ensureDataset(SESSIONS)
+  const stale = await copyOf(dataset, 'startup-stale')
+  const empty = path.join(DATA_ROOT, 'runs', 'startup-empty')
+  await fs.rm(empty, { recursive: true, force: true })
+  await fs.mkdir(empty, { recursive: true })
+  // A stale directory: every session past its period, so the startup sweep has all to do.
+  const period = 1000
+  const times: Record<string, number[]> = { empty: [], stale: [] }
+  for (const order of rotations(['empty', 'stale'], ROUNDS * 2)) {
+    for (const which of order) {
+      const r = worker('startup-worker.js', [which === 'empty' ? empty : stale, period])
+      times[which]?.push(r.readyMs as number)
+    }
+  }
+  await fs.rm(stale, { recursive: true, force: true })
+  const e = median(times.empty ?? [])
+  const s = median(times.stale ?? [])
+  return {
+    title: 'Startup',
+    intro: `Time from \`register\` to \`ready\`, ${ROUNDS * 2} runs each, alternating; medians. The stale directory holds ${SESSIONS.toLocaleString('en')} sessions, all expired.`,
+    rows: [
+      { directory: 'empty', 'register → ready (ms)': fmt(e) },
+      {
+        directory: `${SESSIONS.toLocaleString('en')} stale sessions`,
+        'register → ready (ms)': fmt(s),
+      },
+    ],
+    goals: [{ goal: 'stale ≤ 1.1× empty', value: `${fmt(s / e, 2)}×`, met: s <= 1.1 * e }],
+  }
+}
+
+async function latencySection(): Promise<Section> {
+  const dataset = await ensureDataset(SESSIONS)
+  const results: Array<
+    Record<string, { p50: number; p99: number; max: number; n: number } | number>
+  > = []
+  for (let round = 0; round < ROUNDS; round++) {
+    const dir = await copyOf(dataset, 'latency')
+    const srv = await server('latency-server.js', [dir, periodFor(dataset)])
+    try {
+      const r = worker('latency-client.js', [srv.origin, 3000]) as (typeof results)[number]
+      results.push(r)
+      const idle = r.idle as { p99: number }
+      const sweep = r.sweep as { p99: number }
+      console.log(
+        `latency round ${round + 1}: idle p99 ${fmt(idle.p99, 2)} ms, during sweep p99 ${fmt(sweep.p99, 2)} ms`,
+      )
+    } finally {
+      await srv.stop()
+      await fs.rm(dir, { recursive: true, force: true })
+    }
+  }
+  const pick = (phase: 'idle' | 'sweep', field: 'p50' | 'p99' | 'max' | 'n') =>
+    median(results.map((r) => (r[phase] as Record<string, number>)[field] as number))
+  const ratio = pick('sweep', 'p99') / pick('idle', 'p99')
+  return {
+    title: 'Requests during a sweep',
+    intro:
+      'A separate process keeps 4 requests in flight (OPTIONS, and POST + 1 KiB PATCH) against the plugin: 3 s idle, then ' +
+      `while a sweep of ${SESSIONS.toLocaleString('en')} sessions runs. ${ROUNDS} rounds, each on a fresh copy; medians of the per-round figures.`,
+    rows: (['idle', 'sweep'] as const).map((phase) => ({
+      phase: phase === 'idle' ? 'idle' : 'during the sweep',
+      requests: pick(phase, 'n'),
+      'p50 (ms)': fmt(pick(phase, 'p50'), 2),
+      'p99 (ms)': fmt(pick(phase, 'p99'), 2),
+      'max (ms)': fmt(pick(phase, 'max'), 1),
+    })),
+    goals: [
+      { goal: 'p99 during the sweep ≤ 1.5× idle', value: `${fmt(ratio, 2)}×`, met: ratio <= 1.5 },
+    ],
+    notes: [
+      `Sweep duration under load: ${fmt(median(results.map((r) => r.sweepMs as number)), 0)} ms (median).`,
+    ],
+  }
+}
+
+async function uploadSection(): Promise<Section> {
+  const dir = path.join(DATA_ROOT, 'runs', 'upload')
+  const variants = ['plugin', 'tus', 'raw'] as const
+  const speeds: Record<string, number[]> = {}
+  for (const order of rotations([...variants], ROUNDS)) {
+    for (const variant of order) {
+      await fs.rm(dir, { recursive: true, force: true })
+      await fs.mkdir(dir, { recursive: true })
+      const srv = await server('upload-server.js', [variant, dir])
+      try {
+        const r = worker('upload-client.js', [srv.origin, UPLOAD_MIB, CHUNK_MIB])
+        append(speeds, variant, r.mibPerSecond as number)
+        console.log(`upload ${variant}: ${fmt(r.mibPerSecond as number)} MiB/s`)
+      } finally {
+        await srv.stop()
+        await fs.rm(dir, { recursive: true, force: true })
+      }
+    }
+  }
+  const m = (v: string) => median(speeds[v] ?? [])
+  return {
+    title: 'Upload throughput',
+    intro: `One ${UPLOAD_MIB} MiB upload in ${CHUNK_MIB} MiB PATCHes from a client process, same disk for all; ${ROUNDS} rounds, rotated; medians.`,
+    rows: [
+      {
+        server: '(a) fastify-tus in Fastify',
+        'MiB/s': fmt(m('plugin')),
+        'vs (b)': fmt(m('plugin') / m('tus'), 2),
+        'vs (c)': fmt(m('plugin') / m('raw'), 2),
+      },
+      {
+        server: '(b) bare @tus/server + FileStore on node:http',
+        'MiB/s': fmt(m('tus')),
+        'vs (b)': '1.00',
+        'vs (c)': fmt(m('tus') / m('raw'), 2),
+      },
+      {
+        server: '(c) node:http piping to fs.createWriteStream',
+        'MiB/s': fmt(m('raw')),
+        'vs (b)': fmt(m('raw') / m('tus'), 2),
+        'vs (c)': '1.00',
+      },
+    ],
+    goals: [
+      {
+        goal: '(a) ≥ 1.0× (b)',
+        value: `${fmt(m('plugin') / m('tus'), 2)}×`,
+        met: m('plugin') >= m('tus'),
+      },
+      {
+        goal: '(a) ≥ 0.9× (c)',
+        value: `${fmt(m('plugin') / m('raw'), 2)}×`,
+        met: m('plugin') >= 0.9 * m('raw'),
+      },
+    ],
+  }
+}
+
+function table(rows: Row[]): string {
+  const first = rows[0]
+  if (!first) return ''
+  const keys = Object.keys(first)
+  const line = (cells: Array<string | number>) => `| ${cells.join(' | ')} |`
+  return [
+    line(keys),
+    line(keys.map(() => '---')),
+    ...rows.map((r) => line(keys.map((k) => r[k] ?? ''))),
+  ].join('\n')
+}
+
+const SECTIONS: Record<string, () => Promise<Section>> = {
+  sweep: sweepSection,
+  startup: startupSection,
+  latency: latencySection,
+  upload: uploadSection,
+}
+
+const wanted = process.argv.slice(2)
+const names = wanted.length > 0 ? wanted : Object.keys(SECTIONS)
+const results: Section[] = []
+for (const name of names) {
+  const section = SECTIONS[name]
+  if (!section)
+    throw new Error(`unknown section ${name}; sections: ${Object.keys(SECTIONS).join(', ')}`)
+  console.log(`== ${name}`)
+  results.push(await section())
+}
+await fs.rm(path.join(DATA_ROOT, 'runs'), { recursive: true, force: true })
+
+const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
+let disk = ''
+try {
+  disk = execFileSync('df', ['-h', DATA_ROOT]).toString().trim().split('\n').pop() ?? ''
+} catch {}
+const md = [
+  '# Benchmarks',
+  '',
+  `Written by \`npm run bench${wanted.length ? ` -- ${wanted.join(' ')}` : ''}\` on ${new Date().toISOString().slice(0, 10)}.`,
+  `Machine: ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, ${os.type()} ${os.release()}; ` +
+    `Node ${process.version}; data on \`${disk.replace(/\s+/g, ' ')}\`.`,
+  '',
+  'Every figure is a median over rounds in which the contenders alternate, each in a process of its own;',
+  'ratios are against a baseline measured in the same run. These are not tests: nothing here runs in CI.',
+  '',
+  ...results.flatMap((s) => [
+    `## ${s.title}`,
+    '',
+    s.intro,
+    '',
+    table(s.rows),
+    '',
+    '| goal | measured | met |',
+    '| --- | --- | --- |',
+    ...s.goals.map((g) => `| ${g.goal} | ${g.value} | ${g.met ? 'yes' : '**no**'} |`),
+    '',
+    ...(s.notes ?? []).flatMap((n) => [n, '']),
+  ]),
+].join('\n')
+const outFile = wanted.length > 0 ? `BENCHMARKS.${wanted.join('-')}.md` : 'BENCHMARKS.md'
+await fs.writeFile(outFile, md)
+console.log(`\nwrote ${outFile}\n`)
+console.log(md)

@@ -1,0 +1,50 @@
+/**
+ * One sweep in a process of its own, measured: `node sweep-worker.js <contender> <dir> <periodMs>`.
+ * Prints one JSON line: time, peak RSS, event-loop delay (1 ms resolution) and what it removed.
+ *
+ * Contenders: `plugin` (fastify.tusCleanup.run() in a Fastify app), `engine` (sweepDirectory
+ * alone) and `stock` (@tus/file-store's FileStore.deleteExpired()).
+ */
+import { FileStore } from '@tus/file-store'
+import Fastify from 'fastify'
+import fastifyTus, { sweepDirectory } from '../src/index.js'
+import { peakRssMB, withLoopDelay } from './measure.js'
+
+const [contender, dir, periodArg] = process.argv.slice(2)
+const period = Number(periodArg)
+if (!contender || !dir || !(period > 0))
+  throw new Error('usage: sweep-worker <plugin|engine|stock> <dir> <periodMs>')
+
+async function prepare(): Promise<() => Promise<number>> {
+  switch (contender) {
+    case 'plugin': {
+      const app = Fastify()
+      await app.register(fastifyTus, {
+        directory: dir,
+        expireAfterMs: period,
+        cleanupOnStart: false,
+      })
+      await app.ready()
+      return async () => (await app.tusCleanup.run()).removed
+    }
+    case 'engine':
+      return async () =>
+        (await sweepDirectory({ directory: dir as string, expireAfterMs: period })).removed
+    case 'stock': {
+      const store = new FileStore({
+        directory: dir as string,
+        expirationPeriodInMilliseconds: period,
+      })
+      return () => store.deleteExpired()
+    }
+    default:
+      throw new Error(`unknown contender ${contender}`)
+  }
+}
+
+const sweep = await prepare()
+const { result: removed, timeMs, loopP99Ms, loopMaxMs } = await withLoopDelay(sweep)
+process.stdout.write(
+  `${JSON.stringify({ contender, timeMs, removed, peakRssMB: peakRssMB(), loopP99Ms, loopMaxMs })}\n`,
+)
+process.exit(0)

@@ -1,0 +1,56 @@
+/**
+ * One upload of <sizeMiB> in PATCHes of <chunkMiB> from a process of its own:
+ * `node upload-client.js <origin> <sizeMiB> <chunkMiB>`. Prints the throughput in MiB/s, timed
+ * from the first PATCH to the last answer.
+ */
+import { randomFillSync } from 'node:crypto'
+import http from 'node:http'
+
+const [origin, sizeArg, chunkArg] = process.argv.slice(2) as [string, string, string]
+const MiB = 1024 * 1024
+const size = Number(sizeArg) * MiB
+const chunk = randomFillSync(Buffer.alloc(Number(chunkArg) * MiB))
+const agent = new http.Agent({ keepAlive: true })
+const TUS = { 'Tus-Resumable': '1.0.0' }
+
+function send(
+  method: string,
+  url: string,
+  headers: Record<string, string | number>,
+  body?: Buffer,
+) {
+  return new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res))
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+const created = await send('POST', `${origin}/files`, { ...TUS, 'Upload-Length': size })
+if (created.statusCode !== 201) throw new Error(`POST answered ${created.statusCode}`)
+const url = new URL(created.headers.location as string, origin).href
+const started = performance.now()
+for (let offset = 0; offset < size; offset += chunk.length) {
+  const res = await send(
+    'PATCH',
+    url,
+    {
+      ...TUS,
+      'Upload-Offset': offset,
+      'Content-Type': 'application/offset+octet-stream',
+      'Content-Length': chunk.length,
+    },
+    chunk,
+  )
+  if (res.statusCode !== 204 || Number(res.headers['upload-offset']) !== offset + chunk.length) {
+    throw new Error(
+      `PATCH at ${offset} answered ${res.statusCode} offset ${res.headers['upload-offset']}`,
+    )
+  }
+}
+const seconds = (performance.now() - started) / 1000
+process.stdout.write(`${JSON.stringify({ mibPerSecond: size / MiB / seconds, seconds, url })}\n`)
+agent.destroy()

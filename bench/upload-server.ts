@@ -1,0 +1,59 @@
+/**
+ * One upload server in a process of its own: `node upload-server.js <plugin|tus|raw> <dir>`.
+ * - plugin: Fastify with fastify-tus (the README setup);
+ * - tus: bare @tus/server with FileStore on node:http;
+ * - raw: node:http piping each PATCH body into fs.createWriteStream, the ceiling for Node on this disk.
+ * Prints `{"port": N}`.
+ */
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import http from 'node:http'
+import path from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { FileStore } from '@tus/file-store'
+import { Server } from '@tus/server'
+import Fastify from 'fastify'
+import fastifyTus from '../src/index.js'
+
+const [variant, dir] = process.argv.slice(2) as [string, string]
+
+async function listen(server: http.Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  return typeof address === 'object' && address ? address.port : 0
+}
+
+function rawServer(): http.Server {
+  return http.createServer((req, res) => {
+    if (req.method === 'POST') {
+      const id = randomBytes(16).toString('hex')
+      fs.writeFileSync(path.join(dir, id), '')
+      res.writeHead(201, { Location: `/files/${id}`, 'Tus-Resumable': '1.0.0' }).end()
+      return
+    }
+    const id = path.basename(req.url ?? '')
+    const offset = Number(req.headers['upload-offset'])
+    const target = fs.createWriteStream(path.join(dir, id), { flags: 'r+', start: offset })
+    pipeline(req, target).then(
+      () => res.writeHead(204, { 'Upload-Offset': String(offset + target.bytesWritten) }).end(),
+      () => res.writeHead(500).end(),
+    )
+  })
+}
+
+let port: number
+if (variant === 'plugin') {
+  const app = Fastify()
+  await app.register(fastifyTus, { directory: dir })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  port = typeof address === 'object' && address ? address.port : 0
+} else if (variant === 'tus') {
+  const tus = new Server({ path: '/files', datastore: new FileStore({ directory: dir }) })
+  port = await listen(http.createServer((req, res) => void tus.handle(req, res)))
+} else if (variant === 'raw') {
+  port = await listen(rawServer())
+} else {
+  throw new Error(`unknown variant ${variant}`)
+}
+process.stdout.write(`${JSON.stringify({ port })}\n`)
