@@ -187,6 +187,20 @@ describe('tus routes', () => {
   })
 })
 
+describe('close', () => {
+  it('does not wait for the keep-alive timeout after a download on a kept-alive connection', async () => {
+    const server = await startServer()
+    const url = await tusUpload(server.endpoint, Buffer.alloc(200_000, 5))
+    // fetch keeps the connection alive; the streamed answer ends a moment after the client has
+    // read it, that is after close() has closed the connections that were idle.
+    const download = await fetch(url)
+    expect((await download.arrayBuffer()).byteLength).toBe(200_000)
+    const started = Date.now()
+    await server.app.close()
+    expect(Date.now() - started).toBeLessThan(5000) // the keep-alive timeout is 72 s
+  })
+})
+
 describe('decorators', () => {
   it('exposes the tus Server and a cleanup handle', async () => {
     const server = await startServer({ cleanupOnStart: false })
