@@ -1,6 +1,6 @@
 /**
  * A steady load of small tus requests (OPTIONS, POST + 1 KiB PATCH) from its own process, four
- * at a time: first while the server is idle, then while it sweeps.
+ * at a time: after a 1 s warm-up, first while the server is idle, then while it sweeps.
  * `node latency-client.js <origin> <idleMs>`; prints latency percentiles of both phases.
  */
 import http from 'node:http'
@@ -36,8 +36,8 @@ function send(
   )
 }
 
-let phase: 'idle' | 'sweep' | 'stop' = 'idle'
-const samples = { idle: [] as number[], sweep: [] as number[] }
+let phase: 'warmup' | 'idle' | 'sweep' | 'stop' = 'warmup'
+const samples = { warmup: [] as number[], idle: [] as number[], sweep: [] as number[] }
 let failures = 0
 
 async function worker(n: number) {
@@ -74,6 +74,9 @@ async function worker(n: number) {
 }
 
 const workers = [0, 1, 2, 3].map(worker)
+// Not measured: JIT warm-up of client and server.
+await new Promise((r) => setTimeout(r, 1000))
+phase = 'idle'
 await new Promise((r) => setTimeout(r, Number(idleArg)))
 phase = 'sweep'
 const sweepStarted = performance.now()

@@ -9,7 +9,8 @@
  * - `deleteExpired` runs the sweep engine: locks, orphans, bounded work, per-entry errors;
  * - the directory is created and probed by `init()`, which rejects with a clear error, where
  *   the stock constructor throws from a callback and ends the process;
- * - `remove` tolerates a missing metadata file instead of answering 500.
+ * - `remove` tolerates a missing metadata file instead of answering 500;
+ * - PATCH bodies reach the data file directly (write-path.ts), not through web streams.
  */
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -19,6 +20,7 @@ import { DirectoryError } from './errors.js'
 import { expiresAt, isExpired, isFinished, METADATA_SUFFIX } from './expiry-policy.js'
 import type { SweepLocker } from './locks.js'
 import { type SweepOptions, type SweepReport, sweepDirectory } from './sweep.js'
+import type { DirectWriteStore } from './write-path.js'
 
 export interface ExpiringFileStoreOptions {
   directory: string
@@ -37,7 +39,7 @@ export interface ExpiringFileStoreOptions {
 
 export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>
 
-export class ExpiringFileStore extends FileStore {
+export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly expireAfterMs: number
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
@@ -106,8 +108,8 @@ export class ExpiringFileStore extends FileStore {
 
   override async remove(id: string): Promise<void> {
     const results = await Promise.allSettled([
-      fs.unlink(this.#dataPath(id)),
-      fs.unlink(this.#dataPath(id) + METADATA_SUFFIX),
+      fs.unlink(this.dataPathOf(id)),
+      fs.unlink(this.dataPathOf(id) + METADATA_SUFFIX),
     ])
     const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
     const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
@@ -133,11 +135,11 @@ export class ExpiringFileStore extends FileStore {
   }
 
   #statData(id: string) {
-    return fs.stat(this.#dataPath(id))
+    return fs.stat(this.dataPathOf(id))
   }
 
   /** The data file of `id`; like the stock store, refuses ids that leave the directory. */
-  #dataPath(id: string): string {
+  dataPathOf(id: string): string {
     const file = path.join(this.directory, id)
     if (!isPathInsideDirectory(this.directory, file)) throw ERRORS.FILE_NOT_FOUND
     return file

@@ -12,6 +12,7 @@ import { ExpiringFileStore } from './file-store.js'
 import { ActivityLocker } from './locks.js'
 import { type FastifyTusOptions, resolveOptions } from './options.js'
 import { tusRoutes } from './routes.js'
+import { installDirectWrite } from './write-path.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -72,6 +73,11 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         datastore,
         locker,
       })
+      if (store) {
+        // The direct write path: request bytes go straight into the data file.
+        installDirectWrite(tus.handlers.PATCH)
+        installDirectWrite(tus.handlers.POST)
+      }
       await tusRoutes(child, { path: options.path, tus, store, isClosing: () => closing })
     },
     { prefix: options.prefix },

@@ -7,6 +7,7 @@ import { EVENTS } from '@tus/utils'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
 import type { ExpiringFileStore } from './file-store.js'
+import { DirectBodyRequest } from './write-path.js'
 
 export interface TusRoutesOptions {
   /** The path relative to the child context, e.g. `/files`. */
@@ -59,7 +60,10 @@ async function handOff(
     if (value !== undefined) res.setHeader(name, value)
   }
   try {
-    const webRequest = new NodeRequest({ req: request.raw, res })
+    // With the built-in store the body stays a Node stream for the direct write path.
+    const webRequest = decorate
+      ? new DirectBodyRequest({ req: request.raw, res })
+      : new NodeRequest({ req: request.raw, res })
     const response = await tus.handleWeb(webRequest)
     await decorate?.(webRequest, response)
     if (isClosing()) response.headers.set('Connection', 'close')

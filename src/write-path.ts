@@ -1,0 +1,217 @@
+/**
+ * The write path of the built-in store: request bytes go from the socket's Node stream straight
+ * into the data file.
+ *
+ * The stock path sends every chunk through Node request → srvx web `Request` → web
+ * `ReadableStream` → `Readable.fromWeb` → PassThrough → StreamLimiter → the store's counting
+ * Transform → `fs.createWriteStream`: two promise-based queues and three Node transforms per chunk.
+ * Here the handlers' `writeToStore` (PATCH, and POST with a body) receives the Node request
+ * through a marked body and pumps it into the file, keeping what the stock path guarantees: the
+ * size limit (413, the crossing chunk is not written), a graceful stop when the lock is asked
+ * for (the bytes so far are kept and the new offset returned), `ABORTED` when the client goes
+ * away (the bytes so far are kept), `FILE_WRITE_ERROR` when the disk fails, and POST_RECEIVE
+ * progress events.
+ */
+import fs from 'node:fs'
+import type { IncomingMessage } from 'node:http'
+import { Readable } from 'node:stream'
+import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
+import { NodeRequest } from 'srvx/node'
+
+const NODE_BODY = Symbol('fastify-tus.nodeBody')
+
+type MarkedBody = ReadableStream<Uint8Array> & { [NODE_BODY]: IncomingMessage }
+
+/**
+ * A srvx request whose `body` keeps the Node stream within reach of the handlers below. The body
+ * is still a real web stream for anyone else who reads it (a user hook, a fallback path): it
+ * converts the Node stream only when first pulled, so nothing is read before someone asks.
+ */
+export class DirectBodyRequest extends NodeRequest {
+  readonly nodeRequest: IncomingMessage
+  directBody: MarkedBody | null | undefined
+
+  constructor(context: ConstructorParameters<typeof NodeRequest>[0]) {
+    super(context)
+    this.nodeRequest = context.req as IncomingMessage
+  }
+}
+// An accessor over the base class's own: TypeScript sees `body` as a plain property of Request.
+Object.defineProperty(DirectBodyRequest.prototype, 'body', {
+  get(this: DirectBodyRequest) {
+    if (this.directBody === undefined) {
+      const method = this.nodeRequest.method
+      this.directBody = method === 'GET' || method === 'HEAD' ? null : markedBody(this.nodeRequest)
+    }
+    return this.directBody
+  },
+})
+
+function markedBody(source: IncomingMessage): MarkedBody {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        reader ??= (Readable.toWeb(source) as ReadableStream<Uint8Array>).getReader()
+        const { done, value } = await reader.read()
+        if (done) controller.close()
+        else controller.enqueue(value)
+      },
+      async cancel(reason) {
+        if (reader) await reader.cancel(reason)
+        else source.destroy()
+      },
+    },
+    // 0: no pull before a read, so the Node stream stays untouched unless someone reads this.
+    { highWaterMark: 0 },
+  )
+  return Object.assign(stream, { [NODE_BODY]: source })
+}
+
+/** The Node request behind a body made by `DirectBodyRequest`, or `undefined`. */
+function nodeBodyOf(body: unknown): IncomingMessage | undefined {
+  return body !== null && typeof body === 'object' && NODE_BODY in body
+    ? (body as MarkedBody)[NODE_BODY]
+    : undefined
+}
+
+/** A store that can take a Node stream directly (the built-in file store). */
+export interface DirectWriteStore {
+  dataPathOf(id: string): string
+}
+
+function isDirectWriteStore(store: unknown): store is DirectWriteStore {
+  return typeof (store as Partial<DirectWriteStore>).dataPathOf === 'function'
+}
+
+export interface PumpOptions {
+  offset: number
+  /** Bytes this request may add; more is a 413, as with the stock StreamLimiter. */
+  maxBytes: number
+  /** Aborts gracefully: what arrived so far is written and counted. */
+  signal: AbortSignal
+  onProgress?: (received: number) => void
+}
+
+/** Writes `source` into `file` at `offset`; resolves to the number of bytes written. */
+export function pumpToFile(
+  source: IncomingMessage,
+  file: string,
+  options: PumpOptions,
+): Promise<number> {
+  const { offset, maxBytes, signal, onProgress } = options
+  if (signal.aborted) return Promise.reject(ERRORS.ABORTED)
+  return new Promise<number>((resolve, reject) => {
+    const out = fs.createWriteStream(file, { flags: 'r+', start: offset })
+    let received = 0
+    let failure: unknown
+    let stopped = false
+
+    const onData = (chunk: Buffer) => {
+      received += chunk.length
+      if (received > maxBytes) return stop(ERRORS.ERR_MAX_SIZE_EXCEEDED)
+      if (!out.write(chunk)) {
+        source.pause()
+        out.once('drain', () => {
+          if (!stopped) source.resume()
+        })
+      }
+      onProgress?.(received)
+    }
+    const onEnd = () => stop(undefined)
+    const onSourceGone = () => stop(ERRORS.ABORTED)
+    const onClose = () => {
+      if (!source.complete) stop(ERRORS.ABORTED)
+    }
+    const onAbort = () => stop(undefined)
+
+    function stop(error: unknown) {
+      if (stopped) return
+      stopped = true
+      failure = error
+      source.off('data', onData)
+      source.off('end', onEnd)
+      source.off('error', onSourceGone)
+      source.off('aborted', onSourceGone)
+      source.off('close', onClose)
+      signal.removeEventListener('abort', onAbort)
+      // Whatever is left of the body is not ours any more: Node discards it once the answer ends.
+      if (!source.readableEnded) source.pause()
+      out.end()
+    }
+
+    out.on('error', () => {
+      stop(ERRORS.FILE_WRITE_ERROR)
+      failure = ERRORS.FILE_WRITE_ERROR
+    })
+    out.on('close', () => {
+      if (failure) reject(failure)
+      else resolve(out.bytesWritten)
+    })
+    source.on('data', onData)
+    source.on('end', onEnd)
+    source.on('error', onSourceGone)
+    source.on('aborted', onSourceGone)
+    source.on('close', onClose)
+    signal.addEventListener('abort', onAbort, { once: true })
+    source.resume()
+  })
+}
+
+/** The part of a @tus/server handler (PATCH, POST) that the direct path uses. */
+interface WritingHandler {
+  store: unknown
+  options: { postReceiveInterval?: number }
+  listenerCount(event: string): number
+  emit(event: string, ...args: unknown[]): boolean
+  writeToStore(
+    body: ReadableStream | null,
+    upload: Upload,
+    maxFileSize: number,
+    context: CancellationContext,
+  ): Promise<number>
+}
+
+/**
+ * Routes a handler's `writeToStore` through the direct path when the body came from a
+ * `DirectBodyRequest` and the store can take it; otherwise through the stock one. @tus/server
+ * exports neither its handler classes nor `BaseHandler`, so the instance's method is wrapped
+ * instead of subclassed.
+ */
+export function installDirectWrite(handler: object): void {
+  const target = handler as WritingHandler
+  const stock = target.writeToStore.bind(target)
+  target.writeToStore = async (body, upload, maxFileSize, context) =>
+    (await writeDirect(target, body, upload, maxFileSize, context)) ??
+    stock(body, upload, maxFileSize, context)
+}
+
+/** `writeToStore` for the direct path, or `undefined` when it does not apply. */
+async function writeDirect(
+  handler: WritingHandler,
+  body: ReadableStream | null,
+  upload: Upload,
+  maxFileSize: number,
+  context: CancellationContext,
+): Promise<number | undefined> {
+  const source = nodeBodyOf(body)
+  if (!source || !isDirectWriteStore(handler.store)) return undefined
+  const interval = handler.options.postReceiveInterval ?? 1000
+  let nextProgress = performance.now() + interval
+  const onProgress =
+    handler.listenerCount(EVENTS.POST_RECEIVE) > 0
+      ? (received: number) => {
+          const now = performance.now()
+          if (now < nextProgress) return
+          nextProgress = now + interval
+          handler.emit(EVENTS.POST_RECEIVE, source, { ...upload, offset: upload.offset + received })
+        }
+      : undefined
+  const written = await pumpToFile(source, handler.store.dataPathOf(upload.id), {
+    offset: upload.offset,
+    maxBytes: maxFileSize,
+    signal: context.signal,
+    onProgress,
+  })
+  return upload.offset + written
+}
