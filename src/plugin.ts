@@ -28,27 +28,22 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   const log = fastify.log.child({ plugin: 'fastify-tus' }) as CleanupLogger
   const locker = new ActivityLocker((await options.tus.locker) ?? new MemoryLocker())
 
-  let cleanup: TusCleanup | undefined
-  let store: ExpiringFileStore | undefined
-  let datastore: DataStore
-  if (options.datastore) {
-    datastore = options.datastore
-  } else {
-    store = await ExpiringFileStore.open({
-      directory: options.directory,
-      expireAfterMs: options.expireAfterMs,
-      locker,
-      idPattern: options.idPattern,
-      // server.cleanUpExpiredUploads() joins the plugin's sweep instead of racing it.
-      sweepRunner: () => (cleanup as TusCleanup).run(),
-    })
-    datastore = store
-  }
+  // Without a user datastore: the built-in file store, whose sweep is the plugin's own.
+  const store = options.datastore
+    ? undefined
+    : await ExpiringFileStore.open({
+        directory: options.directory,
+        expireAfterMs: options.expireAfterMs,
+        locker,
+        idPattern: options.idPattern,
+        // server.cleanUpExpiredUploads() joins the plugin's sweep instead of racing it.
+        sweepRunner: () => cleanup.run(),
+      })
+  const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
 
-  const builtInStore = store
-  cleanup = new TusCleanup({
-    sweep: builtInStore
-      ? ({ dryRun, signal, log }) => builtInStore.sweep({ dryRun, signal, log })
+  const cleanup = new TusCleanup({
+    sweep: store
+      ? ({ dryRun, signal, log }) => store.sweep({ dryRun, signal, log })
       : ({ dryRun }) => sweepDatastore(datastore, dryRun),
     log,
     intervalMs: options.cleanupIntervalMs,
@@ -56,7 +51,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
     offBecause:
       options.expireAfterMs === 0
         ? 'expireAfterMs is 0'
-        : builtInStore
+        : store
           ? undefined
           : datastoreSweepOffReason(datastore),
   })
@@ -83,23 +78,22 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
     { prefix: options.prefix },
   )
 
-  const publicCleanup = cleanup
   fastify.decorate('tus', tus as Server)
   fastify.decorate('tusCleanup', {
-    run: (runOptions) => publicCleanup.run(runOptions),
+    run: (runOptions) => cleanup.run(runOptions),
     get last() {
-      return publicCleanup.last
+      return cleanup.last
     },
   } satisfies TusCleanupDecorator)
 
   fastify.addHook('onReady', async () => {
-    publicCleanup.start()
+    cleanup.start()
   })
   fastify.addHook('preClose', async () => {
     closing = true
   })
   fastify.addHook('onClose', async () => {
-    await publicCleanup.stop()
+    await cleanup.stop()
   })
 }
 

@@ -9,6 +9,7 @@ import * as tus from 'tus-js-client'
 import { describe, expect, it } from 'vitest'
 import {
   age,
+  pattern as bytes,
   createUpload,
   exists,
   head,
@@ -27,10 +28,6 @@ import {
 
 const HOUR = 3_600_000
 const YEAR = 365 * 24 * HOUR
-
-function bytes(n: number, seed = 1): Buffer {
-  return Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) % 256))
-}
 
 function expiresMs(headers: Record<string, unknown>): number {
   const value = headers['upload-expires']

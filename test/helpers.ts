@@ -178,14 +178,15 @@ export function head(url: string) {
 }
 
 /**
- * A PATCH whose body trickles in: `chunks` pieces of `chunkSize` bytes, one every `everyMs`.
- * Resolves to the response once the last piece is sent.
+ * A PATCH whose body trickles in: the `chunks` one every `everyMs`; with `chunked`, without
+ * Content-Length (chunked transfer encoding). Resolves to the response.
  */
 export function slowPatch(
   url: string,
   offset: number,
   chunks: Buffer[],
   everyMs: number,
+  { chunked = false }: { chunked?: boolean } = {},
 ): Promise<RawResponse> {
   const total = chunks.reduce((n, c) => n + c.length, 0)
   return new Promise((resolve, reject) => {
@@ -198,7 +199,7 @@ export function slowPatch(
           ...TUS,
           'Upload-Offset': offset,
           'Content-Type': 'application/offset+octet-stream',
-          'Content-Length': total,
+          ...(chunked ? {} : { 'Content-Length': total }),
         },
       },
       (res) => {
@@ -223,6 +224,11 @@ export function slowPatch(
     }
     next()
   })
+}
+
+/** `n` bytes of a repeatable pattern; `seed` varies it. */
+export function pattern(n: number, seed = 0): Buffer {
+  return Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) % 256))
 }
 
 /** Polls `check` until it returns a truthy value; fails after `timeoutMs`. */

@@ -144,6 +144,26 @@ describe('interval sweeps', () => {
     ).toBe(true)
   })
 
+  it('logs a sweep of a vanished upload directory at error and sweeps again once it is back', async () => {
+    const server = await startServer({ expireAfterMs: 60_000, cleanupIntervalMs: 50 })
+    await fs.rm(server.directory, { recursive: true })
+    await waitFor(
+      () => server.logs.some((r) => r.msg === 'fastify-tus sweep failed'),
+      5000,
+      'a failed sweep',
+    )
+    const failed = server.logs.find((r) => r.msg === 'fastify-tus sweep failed')
+    expect(failed).toMatchObject({ level: 50, err: { code: 'ENOENT' } })
+    expect((await request(server.endpoint, 'OPTIONS')).status).toBe(204)
+
+    await fs.mkdir(server.directory)
+    const okBefore = server.logs.filter((r) => r.msg === 'no expired uploads to remove').length
+    await waitFor(
+      () => server.logs.filter((r) => r.msg === 'no expired uploads to remove').length > okBefore,
+    )
+    expect((await createUpload(server.endpoint, 10)).response.status).toBe(201)
+  })
+
   it('says once at startup that a store without the expiration extension is not swept', async () => {
     const store = new ScriptedStore(['creation'])
     const server = await startServer({ datastore: store, cleanupIntervalMs: 20 })

@@ -11,6 +11,7 @@ import { EVENTS } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
 import { DirectBodyRequest } from '../src/write-path.js'
 import {
+  pattern as bytes,
   createUpload,
   head,
   patch,
@@ -24,43 +25,11 @@ import {
   waitFor,
 } from './helpers.js'
 
-function bytes(n: number, seed = 0): Buffer {
-  return Buffer.from(Array.from({ length: n }, (_, i) => (i * 13 + seed) % 256))
-}
-
-/** A PATCH without Content-Length (chunked), sending `chunks` one after another. */
-function chunkedPatch(url: string, offset: number, chunks: Buffer[]) {
-  return new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = http.request(
-      url,
-      {
-        method: 'PATCH',
-        agent: false,
-        headers: {
-          ...TUS,
-          'Upload-Offset': offset,
-          'Content-Type': 'application/offset+octet-stream',
-        },
-      },
-      (res) => {
-        let body = ''
-        res.on('data', (c) => {
-          body += c
-        })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-      },
-    )
-    req.on('error', reject)
-    for (const chunk of chunks) req.write(chunk)
-    req.end()
-  })
-}
-
 describe('direct write path', () => {
   it('answers 413 past tus.maxSize on a chunked body and writes nothing beyond it', async () => {
     const server = await startServer({ tus: { maxSize: 1000 } })
     const { url, id } = await createUpload(server.endpoint, 'deferred')
-    const res = await chunkedPatch(url, 0, [bytes(600), bytes(600, 1)])
+    const res = await slowPatch(url, 0, [bytes(600), bytes(600, 1)], 0, { chunked: true })
     expect(res.status).toBe(413)
     const size = (await fs.stat(path.join(server.directory, id))).size
     expect(size).toBeLessThanOrEqual(1000)
