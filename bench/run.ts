@@ -17,7 +17,7 @@ const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 100_000)
 const UPLOAD_MIB = Number(process.env.BENCH_UPLOAD_MIB ?? 1024)
 const CHUNK_MIB = 64
 /** Disk throughput on a VM varies from run to run: the upload section takes more rounds. */
-const UPLOAD_ROUNDS = Number(process.env.BENCH_UPLOAD_ROUNDS ?? 5)
+const UPLOAD_ROUNDS = Number(process.env.BENCH_UPLOAD_ROUNDS ?? 7)
 
 type Row = Record<string, string | number>
 interface Section {
@@ -253,7 +253,11 @@ async function latencySection(): Promise<Section> {
       { goal: 'p99 during the sweep ≤ 1.5× idle', value: `${fmt(ratio, 2)}×`, met: ratio <= 1.5 },
     ],
     notes: [
-      `Sweep duration under load: ${fmt(median(results.map((r) => r.sweepMs as number)), 0)} ms (median).`,
+      `Sweep duration under load: ${fmt(median(results.map((r) => r.sweepMs as number)), 0)} ms (median), against ` +
+        'about 4 s without load: the sweep yields to requests.',
+      'The server warms the directory into the kernel caches (a dry run) before the idle phase, so that both phases ' +
+        'see warm caches. On this VM requests have been faster during the sweep than idle (p50) in every run so far, ' +
+        'which flatters the ratio; the p99 and max columns are the ones to watch.',
     ],
   }
 }
