@@ -317,6 +317,14 @@ async function uploadSection(): Promise<Section> {
         met: m('plugin') >= 0.9 * m('raw'),
       },
     ],
+    notes: [
+      'Per round, in MiB/s (disk throughput on this VM varies by a third from one upload to the next, which is why ' +
+        `this section takes ${UPLOAD_ROUNDS} rounds): ` +
+        variants
+          .map((v) => `${v} ${(speeds[v] ?? []).map((x) => fmt(x, 0)).join(', ')}`)
+          .join('; ') +
+        '. (a) is `plugin`, (b) `tus`, (c) `raw`.',
+    ],
   }
 }
 
