@@ -37,6 +37,15 @@ export interface ExpiringFileStoreOptions {
   sweepRunner?: () => Promise<SweepReport>
 }
 
+export interface UploadFacts {
+  expiresAt: Date | undefined
+  rawMetadata: string | undefined
+}
+
+/** The record field with the `Upload-Metadata` header as sent. */
+const RAW_METADATA = 'raw_metadata'
+type RawMetadata = { [RAW_METADATA]?: string }
+
 export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>
 
 export class ExpiringFileStore extends FileStore implements DirectWriteStore {
@@ -51,6 +60,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     this.#locker = options.locker
     this.#idPattern = options.idPattern
     this.#sweepRunner = options.sweepRunner
+    // Checksums are verified by the direct write path (write-path.ts), which this store gets.
+    this.extensions = [...this.extensions, 'checksum']
     if (this.expireAfterMs === 0) {
       this.extensions = this.extensions.filter((extension) => extension !== 'expiration')
     }
@@ -90,20 +101,31 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * When an upload expires, for its `Upload-Expires` header: `undefined` for a finished upload,
-   * an unknown one, or when expiry is off.
+   * What the answers about an upload state beyond tus' own headers: when it expires
+   * (`Upload-Expires`; none for a finished upload or with expiry off) and its `Upload-Metadata`
+   * exactly as the client sent it. `undefined` for an unknown upload.
    */
-  async expiresAt(id: string): Promise<Date | undefined> {
-    if (this.expireAfterMs === 0) return undefined
+  async describe(id: string): Promise<UploadFacts | undefined> {
     try {
-      const record = await this.configstore.get(id)
+      const record = (await this.configstore.get(id)) as (Upload & RawMetadata) | undefined
       if (!record) return undefined
       const data = await this.#statData(id)
-      if (isFinished(record.size, data.size)) return undefined
-      return new Date(expiresAt(data.mtimeMs, this.expireAfterMs))
+      const expires =
+        this.expireAfterMs === 0 || isFinished(record.size, data.size)
+          ? undefined
+          : new Date(expiresAt(data.mtimeMs, this.expireAfterMs))
+      return { expiresAt: expires, rawMetadata: record[RAW_METADATA] }
     } catch {
       return undefined
     }
+  }
+
+  /**
+   * Keeps the `Upload-Metadata` header of a new upload as sent, in its record: tus stores it
+   * decoded, and its re-encoding changes values that are not UTF-8 and reorders numeric keys.
+   */
+  static rememberRawMetadata(upload: Upload, header: string | null): void {
+    if (header !== null) (upload as Upload & RawMetadata)[RAW_METADATA] = header
   }
 
   override async remove(id: string): Promise<void> {

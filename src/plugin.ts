@@ -11,6 +11,7 @@ import { datastoreSweepOffReason, sweepDatastore } from './datastore-sweep.js'
 import { ExpiringFileStore } from './file-store.js'
 import { ActivityLocker } from './locks.js'
 import { type FastifyTusOptions, resolveOptions } from './options.js'
+import { uploadIdFromPath } from './protocol.js'
 import { tusRoutes } from './routes.js'
 import { installDirectWrite } from './write-path.js'
 
@@ -62,11 +63,36 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   let closing = false
   await fastify.register(
     async (child) => {
+      const path = `${child.prefix}${options.path}`
+      const userIdOf = options.tus.getFileIdFromRequest
+      const userOnCreate = options.tus.onUploadCreate
       tus = new Server({
         ...options.tus,
-        path: `${child.prefix}${options.path}`,
+        path,
         datastore,
         locker,
+        // The id of an upload URL ignores its query string (`/files/<id>?token=...`).
+        getFileIdFromRequest: (req) => {
+          const id = uploadIdFromPath(new URL(req.url).pathname, path)
+          return userIdOf ? userIdOf(req, id) : id
+        },
+        // HEAD answers Upload-Metadata as sent, unless the user's hook replaced the metadata.
+        onUploadCreate: store
+          ? async (req, upload) => {
+              const patch = userOnCreate ? await userOnCreate(req, upload) : {}
+              if (!patch?.metadata) {
+                ExpiringFileStore.rememberRawMetadata(upload, req.headers.get('upload-metadata'))
+              }
+              return patch ?? {}
+            }
+          : userOnCreate,
+        // Browsers may send and read the headers of the checksum and expiration extensions.
+        allowedHeaders: [...(options.tus.allowedHeaders ?? []), 'Upload-Checksum'],
+        exposedHeaders: [
+          ...(options.tus.exposedHeaders ?? []),
+          'Upload-Expires',
+          'Tus-Checksum-Algorithm',
+        ],
       })
       if (store) {
         // The direct write path: request bytes go straight into the data file.

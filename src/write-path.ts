@@ -10,13 +10,16 @@
  * size limit (413, the crossing chunk is not written), a graceful stop when the lock is asked
  * for (the bytes so far are kept and the new offset returned), `ABORTED` when the client goes
  * away (the bytes so far are kept), `FILE_WRITE_ERROR` when the disk fails, and POST_RECEIVE
- * progress events.
+ * progress events. It also verifies `Upload-Checksum` as the bytes are written, and rolls the
+ * file back to its old length when the digest does not match (460).
  */
+import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
+import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
 
 const NODE_BODY = Symbol('fastify-tus.nodeBody')
 
@@ -86,6 +89,8 @@ function isDirectWriteStore(store: unknown): store is DirectWriteStore {
 
 export interface PumpOptions {
   offset: number
+  /** The body's expected digest: on a mismatch (or a body cut short) the file is truncated back. */
+  checksum?: Checksum | undefined
   /** Bytes this request may add; more is a 413, as with the stock StreamLimiter. */
   maxBytes: number
   /** Aborts gracefully: what arrived so far is written and counted. */
@@ -99,10 +104,11 @@ export function pumpToFile(
   file: string,
   options: PumpOptions,
 ): Promise<number> {
-  const { offset, maxBytes, signal, onProgress } = options
+  const { offset, maxBytes, signal, onProgress, checksum } = options
   if (signal.aborted) return Promise.reject(ERRORS.ABORTED)
   return new Promise<number>((resolve, reject) => {
     const out = fs.createWriteStream(file, { flags: 'r+', start: offset })
+    const hash = checksum ? createHash(checksum.algorithm) : undefined
     let received = 0
     let failure: unknown
     let stopped = false
@@ -110,6 +116,7 @@ export function pumpToFile(
     const onData = (chunk: Buffer) => {
       received += chunk.length
       if (received > maxBytes) return stop(ERRORS.ERR_MAX_SIZE_EXCEEDED)
+      hash?.update(chunk)
       if (!out.write(chunk)) {
         source.pause()
         out.once('drain', () => {
@@ -145,7 +152,12 @@ export function pumpToFile(
       failure = ERRORS.FILE_WRITE_ERROR
     })
     out.on('close', () => {
-      if (failure) reject(failure)
+      if (checksum && (failure || !hash?.digest().equals(checksum.digest))) {
+        // The digest covers the whole body: bytes that do not match it are not the upload's.
+        fs.truncate(file, offset, (error) =>
+          reject(error ? ERRORS.FILE_WRITE_ERROR : (failure ?? CHECKSUM_MISMATCH)),
+        )
+      } else if (failure) reject(failure)
       else resolve(out.bytesWritten)
     })
     source.on('data', onData)
@@ -207,7 +219,11 @@ async function writeDirect(
           handler.emit(EVENTS.POST_RECEIVE, source, { ...upload, offset: upload.offset + received })
         }
       : undefined
+  const header = source.headers['upload-checksum']
+  const checksum = header === undefined ? undefined : parseChecksum(header)
+  if (checksum && 'status' in checksum) throw { status_code: checksum.status, body: checksum.body }
   const written = await pumpToFile(source, handler.store.dataPathOf(upload.id), {
+    checksum,
     offset: upload.offset,
     maxBytes: maxFileSize,
     signal: context.signal,
