@@ -45,7 +45,15 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
     if (isClosing()) child.server.closeIdleConnections()
   }
   for (const url of [path, `${path}/*`]) {
-    child.route({ method: TUS_METHODS, url, exposeHeadRoute: false, handler })
+    child.route({
+      method: TUS_METHODS,
+      url,
+      exposeHeadRoute: false,
+      // @fastify/cors would answer preflights itself with its own methods (GET,HEAD,POST by
+      // default), which breaks PATCH and DELETE from browsers: tus does CORS on these routes.
+      config: { cors: false },
+      handler,
+    })
   }
 }
 
@@ -112,6 +120,7 @@ function refusalResponse(tus: Server, request: FastifyRequest, refusal: Refusal)
   if (refusal.status === 412) headers.set('Tus-Version', TUS_VERSION)
   const origin = corsOrigin(tus, request.headers.origin)
   if (origin) headers.set('Access-Control-Allow-Origin', origin)
+  if (tus.options.allowedOrigins) headers.set('Vary', 'Origin')
   if (tus.options.allowedCredentials === true)
     headers.set('Access-Control-Allow-Credentials', 'true')
   // The body of a refused request is not read: closing beats reading it to the end.
@@ -152,6 +161,8 @@ function answerFixes(tus: Server, store: ExpiringFileStore | undefined): AnswerF
 
   return async (request, response) => {
     const { method } = request
+    // The allowed origin depends on the request's Origin once allowedOrigins is set.
+    if (tus.options.allowedOrigins) response.headers.append('Vary', 'Origin')
     if (method === 'OPTIONS' && store) {
       response.headers.set('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','))
     }
