@@ -170,6 +170,11 @@ async function sweepSection(): Promise<Section> {
         `peak ${fmt(m('engine-small', 'peakRssMB'))} MiB, heap after GC ${fmt(m('engine-small', 'heapAfterGcMB'))} MiB; ` +
         `plugin ${fmt(m('plugin-small', 'timeMs'), 0)} ms, peak ${fmt(m('plugin-small', 'peakRssMB'))} MiB, ` +
         `heap after GC ${fmt(m('plugin-small', 'heapAfterGcMB'))} MiB.`,
+      'Event-loop max of every run, in ms (a single late tick counts, so one run can stand out): ' +
+        ['engine', 'plugin', 'engine-small', 'plugin-small']
+          .map((c) => `${c} ${(runs[c] ?? []).map((r) => fmt(r.loopMaxMs)).join(', ')}`)
+          .join('; ') +
+        '.',
       'About the RSS growth: the sweep keeps nothing per session (the heap after a full GC is the same at both sizes, ' +
         'and the walk holds one directory buffer and 8 entries in flight). The growth is V8 enlarging the young ' +
         'generation (--trace-gc: heap total 17 → 26 → 43 MB in steps, live heap after each scavenge flat at 9-10 MB) ' +
