@@ -179,14 +179,15 @@ export function head(url: string) {
 
 /**
  * A PATCH whose body trickles in: the `chunks` one every `everyMs`; with `chunked`, without
- * Content-Length (chunked transfer encoding). Resolves to the response.
+ * Content-Length (chunked transfer encoding); with `checksum`, an Upload-Checksum header.
+ * Resolves to the response.
  */
 export function slowPatch(
   url: string,
   offset: number,
   chunks: Buffer[],
   everyMs: number,
-  { chunked = false }: { chunked?: boolean } = {},
+  { chunked = false, checksum }: { chunked?: boolean; checksum?: string } = {},
 ): Promise<RawResponse> {
   const total = chunks.reduce((n, c) => n + c.length, 0)
   return new Promise((resolve, reject) => {
@@ -200,6 +201,7 @@ export function slowPatch(
           'Upload-Offset': offset,
           'Content-Type': 'application/offset+octet-stream',
           ...(chunked ? {} : { 'Content-Length': total }),
+          ...(checksum ? { 'Upload-Checksum': checksum } : {}),
         },
       },
       (res) => {

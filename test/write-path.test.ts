@@ -3,6 +3,7 @@
  * the stock path: size limits, kept bytes on disconnect, a lock released at once, a graceful
  * stop when another request wants the lock, progress events, creation-with-upload.
  */
+import { createHash } from 'node:crypto'
 import fs from 'node:fs/promises'
 import http from 'node:http'
 import path from 'node:path'
@@ -93,6 +94,24 @@ describe('direct write path', () => {
     const resumed = await patch(url, offset, Buffer.concat(chunks).subarray(offset))
     expect(resumed.status).toBe(204)
     expect(resumed.headers['upload-offset']).toBe('20000')
+  })
+
+  it('rolls back a checksummed body that another request cut short', async () => {
+    const server = await startServer({ tus: { lockDrainTimeout: 100 } })
+    const chunks = Array.from({ length: 20 }, (_, i) => bytes(1000, i))
+    const body = Buffer.concat(chunks)
+    const { url, id } = await createUpload(server.endpoint, body.length)
+    const checksum = `sha1 ${createHash('sha1').update(body).digest('base64')}`
+    const slow = slowPatch(url, 0, chunks, 50, { checksum }).catch((error: Error) => ({
+      status: 0,
+      error,
+    }))
+    await sleep(300)
+    // The HEAD takes the lock; the PATCH stops with part of a body whose digest cannot match.
+    const status = await head(url)
+    expect(status.headers['upload-offset']).toBe('0')
+    await slow
+    expect((await fs.stat(path.join(server.directory, id))).size).toBe(0)
   })
 
   it('emits POST_RECEIVE progress events', async () => {
