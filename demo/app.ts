@@ -1,7 +1,14 @@
 /**
- * The demo app: its settings from the environment, and the Fastify app with fastify-tus.
+ * The demo app: its settings from the environment, and the Fastify app with fastify-tus and a
+ * small upload page (demo/public) with the last sweep report.
  */
-import Fastify from 'fastify'
+import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
 import fastifyTus from '../src/index.js'
 
 export interface DemoConfig {
@@ -11,6 +18,10 @@ export interface DemoConfig {
   expireAfterMs: number
   cleanupIntervalMs: number
   logLevel: string
+  /** Several instances on one directory: Redis for locks and the sweep's lease. */
+  redisUrl?: string | undefined
+  redisPrefix?: string | undefined
+  redisLockTtlMs?: number | undefined
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -23,6 +34,11 @@ export function readConfig(env: NodeJS.ProcessEnv): DemoConfig {
     expireAfterMs: integer(env, 'EXPIRE_AFTER_MS', 600_000, 0, Number.MAX_SAFE_INTEGER),
     cleanupIntervalMs: integer(env, 'CLEANUP_INTERVAL_MS', 600_000, 1, 2 ** 31 - 2),
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
+    redisUrl: redisUrl(env),
+    redisPrefix: env.REDIS_PREFIX || undefined,
+    redisLockTtlMs: env.REDIS_LOCK_TTL_MS
+      ? integer(env, 'REDIS_LOCK_TTL_MS', 10_000, 100, 2 ** 31 - 2)
+      : undefined,
   }
 }
 
@@ -45,7 +61,35 @@ function oneOf(env: NodeJS.ProcessEnv, name: string, fallback: string, allowed: 
   return raw
 }
 
+function redisUrl(env: NodeJS.ProcessEnv): string | undefined {
+  const raw = env.REDIS_URL
+  if (raw === undefined || raw === '') return undefined
+  if (!/^rediss?:\/\//.test(raw)) {
+    throw new ConfigError(`REDIS_URL must be a redis:// or rediss:// URL, got "${raw}"`)
+  }
+  return raw
+}
+
 export class ConfigError extends Error {}
+
+/** A connected ioredis client, or a clear error when Redis cannot be reached. */
+async function connectRedis(url: string): Promise<Redis> {
+  const client = new Redis(url, { lazyConnect: true, connectTimeout: 3000 })
+  // ioredis reports the cause (ECONNREFUSED, ...) as an error event, not in the rejection.
+  let cause: Error | undefined
+  const remember = (error: Error) => {
+    cause = error
+  }
+  client.on('error', remember)
+  try {
+    await client.connect()
+  } catch (error) {
+    client.disconnect()
+    throw new Error(`cannot reach Redis at ${url}: ${(cause ?? (error as Error)).message}`)
+  }
+  client.off('error', remember)
+  return client
+}
 
 export async function startDemo(config: DemoConfig) {
   const app = Fastify({
@@ -54,11 +98,62 @@ export async function startDemo(config: DemoConfig) {
     requestTimeout: 0,
     connectionTimeout: 0,
   })
+  const redis = config.redisUrl ? await connectRedis(config.redisUrl) : undefined
+  if (redis) {
+    redis.on('error', (err) => app.log.warn({ err }, 'redis connection error'))
+    app.addHook('onClose', async () => void (await redis.quit()))
+  }
   await app.register(fastifyTus, {
     directory: config.uploadDir,
     expireAfterMs: config.expireAfterMs,
     cleanupIntervalMs: config.cleanupIntervalMs,
+    ...(redis && {
+      redis: {
+        client: redis,
+        ...(config.redisPrefix && { prefix: config.redisPrefix }),
+        ...(config.redisLockTtlMs && { lockTtlMs: config.redisLockTtlMs }),
+      },
+    }),
   })
+  demoPage(app, config)
   await app.listen({ host: config.host, port: config.port })
   return app
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+// The page is not compiled: from demo/ (TS source) it sits next to this file, from dist/demo
+// (`npm start`) it is the source tree's demo/public.
+const PUBLIC_DIR =
+  [path.join(here, 'public'), path.join(here, '../../demo/public')].find((dir) =>
+    existsSync(path.join(dir, 'index.html')),
+  ) ?? path.join(here, 'public')
+
+// tus-js-client's browser build, from the npm package: the page works offline.
+const TUS_BUNDLE = createRequire(import.meta.url).resolve('tus-js-client/dist/tus.min.js')
+
+const ASSETS: Record<string, { file: string; type: string }> = {
+  '/': { file: path.join(PUBLIC_DIR, 'index.html'), type: 'text/html; charset=utf-8' },
+  '/app.js': { file: path.join(PUBLIC_DIR, 'app.js'), type: 'text/javascript; charset=utf-8' },
+  '/style.css': { file: path.join(PUBLIC_DIR, 'style.css'), type: 'text/css; charset=utf-8' },
+  '/tus.min.js': { file: TUS_BUNDLE, type: 'text/javascript; charset=utf-8' },
+}
+
+/** The upload page, its assets, and `GET /api/sweep`: the last sweep report and the settings. */
+function demoPage(app: FastifyInstance, config: DemoConfig) {
+  for (const [url, asset] of Object.entries(ASSETS)) {
+    // Read on each request: a demo, and edits to the page show without a restart.
+    app.get(url, async (_request, reply) =>
+      reply
+        .type(asset.type)
+        .header('Cache-Control', 'no-cache')
+        .send(await readFile(asset.file)),
+    )
+  }
+  app.get('/api/sweep', async (_request, reply) =>
+    reply.header('Cache-Control', 'no-cache').send({
+      last: app.tusCleanup.last ?? null,
+      expireAfterMs: config.expireAfterMs,
+      cleanupIntervalMs: config.cleanupIntervalMs,
+    }),
+  )
 }

@@ -6,6 +6,7 @@
 import { AsyncTask, SimpleIntervalJob, ToadScheduler } from 'toad-scheduler'
 import { ClosedError, toError } from './errors.js'
 import { newReport, type SweepLogger, type SweepReport } from './sweep.js'
+import type { SweepLease } from './sweep-lease.js'
 
 export interface RunOptions {
   /** Report what would be removed, with the ids; remove nothing (built-in file store only). */
@@ -39,6 +40,8 @@ export interface TusCleanupOptions {
   runOnStart: boolean
   /** Why sweeping is off (expiry off, a store without expiry); `undefined` when it is on. */
   offBecause?: string | undefined
+  /** With several instances: a scheduled sweep runs only on the instance that wins the lease. */
+  lease?: SweepLease | undefined
 }
 
 const JOB_ID = 'fastify-tus-sweep'
@@ -60,17 +63,22 @@ export class TusCleanup implements TusCleanupDecorator {
   }
 
   run({ dryRun = false }: RunOptions = {}): Promise<SweepReport> {
+    return this.#run(dryRun, {})
+  }
+
+  /** `logFields` go into the sweep's log record (the lease's slot), if this call starts a sweep. */
+  #run(dryRun: boolean, logFields: object): Promise<SweepReport> {
     if (this.#stopping.signal.aborted) return Promise.reject(new ClosedError())
     const running = this.#running
     if (running?.dryRun === dryRun) return running.promise
     if (running) {
       // A sweep of the other kind is running: sweeps never overlap, so this one queues behind it.
-      const retry = () => this.run({ dryRun })
+      const retry = () => this.#run(dryRun, logFields)
       return running.promise.then(retry, retry)
     }
     if (this.#options.offBecause !== undefined) return Promise.resolve(newReport(dryRun))
 
-    const promise = this.#sweepOnce(dryRun).finally(() => {
+    const promise = this.#sweepOnce(dryRun, logFields).finally(() => {
       if (this.#running?.promise === promise) this.#running = undefined
     })
     this.#running = { dryRun, promise }
@@ -86,8 +94,8 @@ export class TusCleanup implements TusCleanupDecorator {
     }
     const task = new AsyncTask(
       JOB_ID,
-      // run() logs its own failure; the next interval simply tries again.
-      () => this.run().then(noop, noop),
+      // A sweep logs its own failure; the next interval simply tries again.
+      () => this.#scheduledRun().then(noop, noop),
       (error) => log.error({ err: toError(error) }, 'fastify-tus sweep task failed'),
     )
     const job = new SimpleIntervalJob(
@@ -105,7 +113,29 @@ export class TusCleanup implements TusCleanupDecorator {
     await this.#running?.promise.catch(noop)
   }
 
-  async #sweepOnce(dryRun: boolean): Promise<SweepReport> {
+  /** A tick of the job: a sweep, if this instance wins the interval's lease (when there is one). */
+  async #scheduledRun(): Promise<void> {
+    const { lease, log } = this.#options
+    if (!lease) {
+      await this.run()
+      return
+    }
+    let held: Awaited<ReturnType<SweepLease['acquire']>>
+    try {
+      held = await lease.acquire()
+    } catch (error) {
+      log.warn({ err: toError(error) }, 'fastify-tus could not reach Redis for the sweep lease')
+      return
+    }
+    if (!held) return // another instance sweeps this interval
+    try {
+      if (!this.#stopping.signal.aborted) await this.#run(false, { slot: held.slot })
+    } finally {
+      await held.release().catch(noop)
+    }
+  }
+
+  async #sweepOnce(dryRun: boolean, logFields: object): Promise<SweepReport> {
     const { log, sweep } = this.#options
     let report: SweepReport
     try {
@@ -116,14 +146,24 @@ export class TusCleanup implements TusCleanupDecorator {
       throw err
     }
     this.#last = report
-    logReport(log, report)
+    logReport(log, report, logFields)
     return report
   }
 }
 
-function logReport(log: CleanupLogger, report: SweepReport): void {
+function logReport(log: CleanupLogger, report: SweepReport, logFields: object): void {
   const { removed, scanned, bytesFreed, durationMs, errors, orphans, skippedBusy, dryRun } = report
-  const fields = { removed, scanned, bytesFreed, durationMs, errors, orphans, skippedBusy, dryRun }
+  const fields = {
+    removed,
+    scanned,
+    bytesFreed,
+    durationMs,
+    errors,
+    orphans,
+    skippedBusy,
+    dryRun,
+    ...logFields,
+  }
   if (dryRun) {
     log.info({ ...fields, ids: report.ids }, `dry run: would remove ${removed} expired uploads`)
   } else if (removed > 0) {

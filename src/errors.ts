@@ -19,6 +19,21 @@ export const ClosedError = createError<'FST_TUS_CLOSED', []>(
 )
 
 /**
+ * A request waited longer than `acquireTimeoutMs` for an upload's lock. @tus/server answers
+ * with its `status_code` and `body`: 423 Locked, which tus clients retry.
+ */
+export class LockTimeoutError extends createError<'FST_TUS_LOCK_TIMEOUT', [string, number]>(
+  'FST_TUS_LOCK_TIMEOUT',
+  'fastify-tus: upload %s is locked by another request; gave up waiting after %d ms',
+  423,
+) {
+  readonly status_code = 423
+  get body(): string {
+    return `${this.message}\n`
+  }
+}
+
+/**
  * @tus/server and its stores throw plain `{status_code, body}` objects; loggers and callers
  * want an `Error` with a message and a stack.
  */

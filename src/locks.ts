@@ -43,12 +43,14 @@ export class ActivityLocker implements Locker, SweepLocker {
   /**
    * Takes the lock of an upload that nobody in this process holds or waits for; `undefined`
    * when it is busy. With `MemoryLocker` the check and the acquisition happen in one tick, so
-   * no request can slip in between. With a locker shared by several processes, a lock held
-   * elsewhere shows up as a timeout, which also reads as busy.
+   * no request can slip in between. A locker with its own `tryLock` (the Redis locker) is asked
+   * directly; with any other locker, a lock held elsewhere shows up as a timeout, read as busy.
    */
   async tryLock(id: string): Promise<HeldLock | undefined> {
     if (this.isBusy(id)) return undefined
     if (this.#inner instanceof MemoryLocker) return this.#tryMemoryLock(this.#inner, id)
+    // A shared locker (Redis) that can try without asking the holder, wherever it runs, to let go.
+    if (hasTryLock(this.#inner)) return this.#inner.tryLock(id)
     const lock = this.newLock(id)
     // A timer cleared at once, not AbortSignal.timeout(): thousands of removals in a sweep
     // would otherwise keep thousands of pending signals alive for the whole timeout.
@@ -123,6 +125,10 @@ class TrackedLock implements Lock {
     if (n > 0) this.busy.set(this.id, n)
     else this.busy.delete(this.id)
   }
+}
+
+function hasTryLock(locker: Locker): locker is Locker & SweepLocker {
+  return typeof (locker as Partial<SweepLocker>).tryLock === 'function'
 }
 
 function isAbortError(error: unknown): boolean {

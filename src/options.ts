@@ -5,6 +5,7 @@ import type { ServerOptions } from '@tus/server'
 import type { DataStore, Locker } from '@tus/utils'
 import { InvalidOptionError } from './errors.js'
 import { DEFAULT_ID_PATTERN } from './expiry-policy.js'
+import { REDIS_LOCKER_DEFAULTS, type RedisClient } from './redis-locker.js'
 
 /** @tus/server options passed through; `path` and `datastore` come from the plugin's own options. */
 export type TusServerOptions = Partial<Omit<ServerOptions, 'path' | 'locker'>> & {
@@ -29,6 +30,26 @@ export interface FastifyTusOptions {
   idPattern?: RegExp
   /** Other @tus/server options (maxSize, hooks, locker, allowedOrigins, namingFunction, ...). */
   tus?: TusServerOptions
+  /** Several instances on one store: upload locks and the sweep's lease in Redis. */
+  redis?: FastifyTusRedisOptions
+}
+
+export interface FastifyTusRedisOptions {
+  /** Your ioredis client (`new Redis(...)`); the plugin opens one more connection from it (`duplicate()`) for pub/sub. */
+  client: RedisClient
+  /** Prefix of every key and channel; instances on one store share it. Default `'fastify-tus:'`. */
+  prefix?: string
+  /** A lock (or the sweep's lease) of an instance that died is free after this long. Default 10000. */
+  lockTtlMs?: number
+  /** A request waiting for an upload's lock gives up after this long with 423. Default 30000. */
+  acquireLockTimeoutMs?: number
+}
+
+export interface ResolvedRedisOptions {
+  client: RedisClient
+  prefix: string
+  lockTtlMs: number
+  acquireLockTimeoutMs: number
 }
 
 export interface ResolvedOptions {
@@ -41,6 +62,7 @@ export interface ResolvedOptions {
   cleanupOnStart: boolean
   idPattern: RegExp
   tus: TusServerOptions
+  redis: ResolvedRedisOptions | undefined
 }
 
 export const DEFAULTS = {
@@ -63,6 +85,7 @@ const OWN_KEYS = [
   'cleanupOnStart',
   'idPattern',
   'tus',
+  'redis',
 ]
 /** Keys that Fastify's `register` adds to a plugin's options. */
 const REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
@@ -170,6 +193,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     )
   }
 
+  const redis = resolveRedis(options.redis, tus)
+
   return {
     path,
     prefix,
@@ -180,7 +205,73 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     cleanupOnStart,
     idPattern,
     tus,
+    redis,
   }
+}
+
+const REDIS_KEYS = ['client', 'prefix', 'lockTtlMs', 'acquireLockTimeoutMs']
+
+function resolveRedis(input: unknown, tus: TusServerOptions): ResolvedRedisOptions | undefined {
+  if (input === undefined) return undefined
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new InvalidOptionError(
+      'redis',
+      `must be an object such as { client: new Redis() }, got ${describe(input)}`,
+    )
+  }
+  const redis = input as Partial<FastifyTusRedisOptions>
+  for (const key of Object.keys(redis)) {
+    if (!REDIS_KEYS.includes(key)) {
+      throw new InvalidOptionError(
+        `redis.${key}`,
+        `is not an option of fastify-tus (redis options: ${REDIS_KEYS.join(', ')})`,
+      )
+    }
+  }
+  if (!isRedisClient(redis.client)) {
+    throw new InvalidOptionError(
+      'redis.client',
+      `must be an ioredis client (new Redis(...) from ioredis 6), got ${describe(redis.client)}`,
+    )
+  }
+  if (tus.locker !== undefined) {
+    throw new InvalidOptionError(
+      'tus.locker',
+      'cannot be set together with `redis`: the Redis option brings its own locker',
+    )
+  }
+  const prefix = redis.prefix ?? REDIS_LOCKER_DEFAULTS.prefix
+  if (typeof prefix !== 'string' || prefix === '') {
+    throw new InvalidOptionError(
+      'redis.prefix',
+      `must be a non-empty string, got ${describe(prefix)}`,
+    )
+  }
+  const lockTtlMs = redis.lockTtlMs ?? REDIS_LOCKER_DEFAULTS.lockTtlMs
+  if (!Number.isSafeInteger(lockTtlMs) || lockTtlMs < 100 || lockTtlMs > MAX_INTERVAL_MS) {
+    throw new InvalidOptionError(
+      'redis.lockTtlMs',
+      `must be a whole number of milliseconds from 100 to ${MAX_INTERVAL_MS}, got ${describe(lockTtlMs)}`,
+    )
+  }
+  const acquireLockTimeoutMs = redis.acquireLockTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireTimeoutMs
+  if (
+    !Number.isSafeInteger(acquireLockTimeoutMs) ||
+    acquireLockTimeoutMs < 1 ||
+    acquireLockTimeoutMs > MAX_INTERVAL_MS
+  ) {
+    throw new InvalidOptionError(
+      'redis.acquireLockTimeoutMs',
+      `must be a whole number of milliseconds from 1 to ${MAX_INTERVAL_MS}, got ${describe(acquireLockTimeoutMs)}`,
+    )
+  }
+  return { client: redis.client, prefix, lockTtlMs, acquireLockTimeoutMs }
+}
+
+function isRedisClient(value: unknown): value is RedisClient {
+  if (typeof value !== 'object' || value === null) return false
+  const client = value as Record<string, unknown>
+  return ['eval', 'publish', 'duplicate'].every((method) => typeof client[method] === 'function')
 }
 
 function isDataStore(value: unknown): value is DataStore {

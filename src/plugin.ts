@@ -12,7 +12,9 @@ import { ExpiringFileStore } from './file-store.js'
 import { ActivityLocker } from './locks.js'
 import { type FastifyTusOptions, resolveOptions } from './options.js'
 import { uploadIdFromPath } from './protocol.js'
+import { RedisLocker } from './redis-locker.js'
 import { tusRoutes } from './routes.js'
+import { RedisSweepLease } from './sweep-lease.js'
 import { installDirectWrite } from './write-path.js'
 
 declare module 'fastify' {
@@ -27,7 +29,17 @@ declare module 'fastify' {
 async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTusOptions) {
   const options = resolveOptions(rawOptions)
   const log = fastify.log.child({ plugin: 'fastify-tus' }) as CleanupLogger
-  const locker = new ActivityLocker((await options.tus.locker) ?? new MemoryLocker())
+  // With Redis, uploads are locked fleet-wide, and one instance sweeps per interval.
+  const redis = options.redis
+  const redisLocker = redis
+    ? new RedisLocker({
+        client: redis.client,
+        prefix: redis.prefix,
+        lockTtlMs: redis.lockTtlMs,
+        acquireTimeoutMs: redis.acquireLockTimeoutMs,
+      })
+    : undefined
+  const locker = new ActivityLocker(redisLocker ?? (await options.tus.locker) ?? new MemoryLocker())
 
   // Without a user datastore: the built-in file store, whose sweep is the plugin's own.
   const store = options.datastore
@@ -49,6 +61,14 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
     log,
     intervalMs: options.cleanupIntervalMs,
     runOnStart: options.cleanupOnStart,
+    lease: redis
+      ? new RedisSweepLease({
+          client: redis.client,
+          prefix: redis.prefix,
+          intervalMs: options.cleanupIntervalMs,
+          ttlMs: redis.lockTtlMs,
+        })
+      : undefined,
     offBecause:
       options.expireAfterMs === 0
         ? 'expireAfterMs is 0'
@@ -120,6 +140,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   })
   fastify.addHook('onClose', async () => {
     await cleanup.stop()
+    await redisLocker?.close()
   })
 }
 

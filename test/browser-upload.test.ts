@@ -8,32 +8,14 @@ import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import cors from '@fastify/cors'
 import Fastify from 'fastify'
-import { type Browser, chromium } from 'playwright-core'
+import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
+import { launchChromium } from './chromium.js'
 import { sha256, sha256Of, startServer } from './helpers.js'
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-// Without the background-networking flags Chromium keeps calling out to a network it cannot reach.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-]
 
 let browser: Browser
 beforeAll(async () => {
-  try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
-  } catch (error) {
-    throw new Error(
-      `Chromium did not start from ${CHROMIUM} (.ci/run installs Debian's chromium): ${(error as Error).message}`,
-    )
-  }
+  browser = await launchChromium()
 })
 afterAll(async () => {
   await browser?.close()

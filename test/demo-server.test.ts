@@ -43,6 +43,12 @@ describe('demo server', () => {
     ['PORT', 'abc', /PORT must be a whole number from 0 to 65535, got "abc"/],
     ['EXPIRE_AFTER_MS', '-5', /EXPIRE_AFTER_MS must be a whole number/],
     ['CLEANUP_INTERVAL_MS', '0', /CLEANUP_INTERVAL_MS must be a whole number from 1/],
+    ['REDIS_URL', 'http://127.0.0.1:6379', /REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/],
+    [
+      'REDIS_URL',
+      'redis://127.0.0.1:1',
+      /cannot reach Redis at redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/,
+    ],
     [
       'LOG_LEVEL',
       'loud',

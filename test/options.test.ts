@@ -9,6 +9,11 @@ import { describe, expect, it } from 'vitest'
 import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
 import { tempDir } from './helpers.js'
 
+/** Enough of a client's shape to pass the type check; validation fails before it is used. */
+function fakeClient() {
+  return { eval() {}, publish() {}, duplicate() {} }
+}
+
 async function registerWith(options: unknown) {
   const app = Fastify()
   try {
@@ -63,6 +68,38 @@ describe('option errors', () => {
     ['locker function', { tus: { locker: () => ({}) } }, /`tus.locker` must be a Locker object/],
     ['idPattern string', { idPattern: '[a-z]+' }, /`idPattern` must be a RegExp/],
     ['tus not an object', { tus: 5 }, /`tus` must be an object/],
+    ['redis not an object', { redis: 'redis://x' }, /`redis` must be an object such as/],
+    ['redis without a client', { redis: {} }, /`redis.client` must be an ioredis client/],
+    [
+      'redis with a node-redis-like client',
+      { redis: { client: { set() {}, get() {} } } },
+      /`redis.client` must be an ioredis client/,
+    ],
+    [
+      'redis unknown key',
+      { redis: { client: fakeClient(), ttl: 5 } },
+      /`redis.ttl` is not an option/,
+    ],
+    [
+      'redis empty prefix',
+      { redis: { client: fakeClient(), prefix: '' } },
+      /`redis.prefix` must be a non-empty string/,
+    ],
+    [
+      'redis lockTtlMs too short',
+      { redis: { client: fakeClient(), lockTtlMs: 50 } },
+      /`redis.lockTtlMs` must be a whole number of milliseconds from 100/,
+    ],
+    [
+      'redis acquireLockTimeoutMs not a number',
+      { redis: { client: fakeClient(), acquireLockTimeoutMs: '30s' } },
+      /`redis.acquireLockTimeoutMs` must be a whole number.*got "30s"/,
+    ],
+    [
+      'redis with tus.locker',
+      { redis: { client: fakeClient() }, tus: { locker: { newLock() {} } } },
+      /`tus.locker` cannot be set together with `redis`/,
+    ],
   ]
   it.each(cases)('%s', async (_name, options, message) => {
     if (!('datastore' in options) && !('directory' in options)) {

@@ -4,6 +4,7 @@
  */
 import type { Server } from '@tus/server'
 import Fastify from 'fastify'
+import { Redis } from 'ioredis'
 import { expectTypeOf } from 'vitest'
 import fastifyTus, {
   type FastifyTusOptions,
@@ -33,3 +34,10 @@ app.register(fastifyTus, { expireAfterMs: '10m' })
 app.register(fastifyTus, { tus: { locker: () => ({ newLock: () => undefined }) } })
 // @ts-expect-error path comes from the plugin's own option
 app.register(fastifyTus, { tus: { path: '/x' } })
+
+// Several instances: an ioredis client is what `redis.client` takes.
+app.register(fastifyTus, { redis: { client: new Redis(), prefix: 'uploads:', lockTtlMs: 5000 } })
+// @ts-expect-error a URL is not a client
+app.register(fastifyTus, { redis: { client: 'redis://127.0.0.1:6379' } })
+// @ts-expect-error the client is required
+app.register(fastifyTus, { redis: { prefix: 'uploads:' } })

@@ -1,0 +1,286 @@
+/**
+ * Three real server processes (the demo server, built) on one upload directory and one real
+ * Redis (REDIS_URL, default redis://127.0.0.1:6379): uploads move between instances, one sweep
+ * per interval across the fleet, and an instance killed with SIGKILL.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import {
+  age,
+  createUpload,
+  exists,
+  head,
+  patch,
+  pattern,
+  randomId,
+  sha256,
+  sha256Of,
+  sleep,
+  slowPatch,
+  tempDir,
+  waitFor,
+} from './helpers.js'
+
+const SERVER = path.resolve('dist/demo/server.js')
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+const INTERVAL_MS = 100
+
+interface LogRecord {
+  msg: string
+  time: number
+  slot?: number
+  removed?: number
+  [key: string]: unknown
+}
+
+interface Instance {
+  name: string
+  child: ChildProcess
+  origin: string
+  endpoint: string
+  records: LogRecord[]
+  /** Sweep records (they carry the lease's slot). */
+  sweeps(): LogRecord[]
+  exited: Promise<unknown>
+}
+
+async function startInstance(name: string, env: Record<string, string>): Promise<Instance> {
+  const child = spawn(process.execPath, [SERVER], {
+    env: { PATH: process.env.PATH, PORT: '0', LOG_LEVEL: 'debug', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const records: LogRecord[] = []
+  let buffered = ''
+  let stderr = ''
+  child.stdout?.on('data', (chunk) => {
+    buffered += chunk
+    const lines = buffered.split('\n')
+    buffered = lines.pop() ?? ''
+    for (const line of lines) if (line) records.push(JSON.parse(line))
+  })
+  child.stderr?.on('data', (chunk) => {
+    stderr += chunk
+  })
+  const exited = new Promise((resolve) => child.on('exit', resolve))
+  onTestFinished(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM')
+      await exited
+    }
+  })
+  const listening = await waitFor(
+    () =>
+      records.find((r) => /^Server listening at http:\/\/127\.0\.0\.1:\d+$/.test(r.msg)) ??
+      (child.exitCode !== null
+        ? Promise.reject(new Error(`${name} exited: ${stderr}`))
+        : undefined),
+    15_000,
+    `${name} to listen`,
+  )
+  const origin = listening.msg.slice('Server listening at '.length)
+  return {
+    name,
+    child,
+    origin,
+    endpoint: `${origin}/files`,
+    records,
+    sweeps: () => records.filter((r) => typeof r.slot === 'number'),
+    exited,
+  }
+}
+
+/** Three instances on one directory and one Redis prefix (unique to the test). */
+async function startFleet(directory: string, env: Record<string, string> = {}) {
+  const shared = {
+    UPLOAD_DIR: directory,
+    REDIS_URL,
+    REDIS_PREFIX: `fleet-test:${randomId()}:`,
+    REDIS_LOCK_TTL_MS: '1000',
+    CLEANUP_INTERVAL_MS: String(INTERVAL_MS),
+    EXPIRE_AFTER_MS: '3000',
+    ...env,
+  }
+  return Promise.all(['a', 'b', 'c'].map((name) => startInstance(name, shared))) as Promise<
+    [Instance, Instance, Instance]
+  >
+}
+
+function idOf(url: string): string {
+  return url.slice(url.lastIndexOf('/') + 1)
+}
+
+describe('several instances on one directory and one Redis', () => {
+  it('completes an upload whose PATCH requests alternate between the three instances', async () => {
+    const dir = await tempDir()
+    const fleet = await startFleet(dir)
+    const data = pattern(9 * 64 * 1024, 7)
+    const { url } = await createUpload(fleet[0].endpoint, data.length)
+    const id = idOf(url)
+    const chunk = 64 * 1024
+    for (let offset = 0, i = 0; offset < data.length; offset += chunk, i++) {
+      const instance = fleet[i % 3] as Instance
+      const res = await patch(
+        `${instance.endpoint}/${id}`,
+        offset,
+        data.subarray(offset, offset + chunk),
+      )
+      expect(res.status, `PATCH ${i} on ${instance.name}: ${res.body}`).toBe(204)
+      expect(Number(res.headers['upload-offset'])).toBe(offset + chunk)
+    }
+    for (const instance of fleet) {
+      const res = await head(`${instance.endpoint}/${id}`)
+      expect(res.headers['upload-offset']).toBe(String(data.length))
+    }
+    expect(await sha256(path.join(dir, id))).toBe(sha256Of(data))
+  })
+
+  it('never interleaves the writes of two clients racing on one upload from different instances', async () => {
+    const dir = await tempDir()
+    const fleet = await startFleet(dir)
+    const size = 40 * 16 * 1024
+    const { url } = await createUpload(fleet[0].endpoint, size)
+    const id = idOf(url)
+    const bodies = [pattern(size, 1), pattern(size, 2)]
+    // The first bytes come 400 ms after the headers, so both requests get past the offset check.
+    const slices = (body: Buffer) => [
+      ...Array.from({ length: 16 }, () => Buffer.alloc(0)),
+      ...Array.from({ length: 40 }, (_, i) => body.subarray(i * 16 * 1024, (i + 1) * 16 * 1024)),
+    ]
+    // Both start at offset 0 at the same moment, on two instances, and trickle in for a second:
+    // without a shared lock both pass the offset check and write over each other.
+    const answers = await Promise.all([
+      slowPatch(`${fleet[1].endpoint}/${id}`, 0, slices(bodies[0] as Buffer), 25),
+      slowPatch(`${fleet[2].endpoint}/${id}`, 0, slices(bodies[1] as Buffer), 25),
+    ])
+
+    const written = await fs.readFile(path.join(dir, id))
+    const offset = Number((await head(`${fleet[0].endpoint}/${id}`)).headers['upload-offset'])
+    expect(written.length).toBe(offset)
+    expect(offset).toBeGreaterThan(0)
+    // What is on disk is the start of one client's body, never a mix of both.
+    const fromFirst = bodies[0]?.subarray(0, offset).equals(written)
+    const fromSecond = bodies[1]?.subarray(0, offset).equals(written)
+    expect(fromFirst || fromSecond, 'the data file mixes both bodies').toBe(true)
+    // The second waits for the lock and asks the first to let go; the first ends its write
+    // (within @tus/server's lockDrainTimeout), then the second finds the offset moved: 409.
+    expect(answers.map((a) => a.status)).toContain(409)
+  })
+
+  it('sweeps once per interval across the fleet, removing the abandoned uploads only', async () => {
+    const dir = await tempDir()
+    // The uploads exist before the fleet starts: one instance creates them, then stops.
+    const creator = await startInstance('creator', { UPLOAD_DIR: dir, EXPIRE_AFTER_MS: '0' })
+    const finished: string[] = []
+    const abandoned: string[] = []
+    for (let i = 0; i < 5; i++) {
+      const data = pattern(1000 + i, i)
+      const { url } = await createUpload(creator.endpoint, data.length)
+      expect((await patch(url, 0, data)).status).toBe(204)
+      finished.push(idOf(url))
+      const half = await createUpload(creator.endpoint, 2000)
+      expect((await patch(half.url, 0, pattern(500))).status).toBe(204)
+      abandoned.push(idOf(half.url))
+    }
+    creator.child.kill('SIGTERM')
+    await creator.exited
+    // Finished and abandoned uploads last touched an hour ago; the active one is fresh.
+    for (const id of [...finished, ...abandoned]) {
+      await age(path.join(dir, id), 3_600_000)
+      await age(path.join(dir, `${id}.json`), 3_600_000)
+    }
+
+    const fleet = await startFleet(dir)
+    // The active upload trickles in on one instance for 1.5 s, a write every 50 ms.
+    const active = await createUpload(fleet[0].endpoint, 30 * 1024)
+    const activeChunks = Array.from({ length: 30 }, (_, i) => pattern(1024, i))
+    const writing = slowPatch(`${fleet[1].endpoint}/${active.id}`, 0, activeChunks, 50)
+    const watchFrom = Date.now()
+    await sleep(2000)
+    const answer = await writing
+
+    expect(answer.status, answer.body).toBe(204)
+    expect(await sha256(path.join(dir, active.id))).toBe(sha256Of(Buffer.concat(activeChunks)))
+    for (const id of finished) expect(await exists(path.join(dir, id)), id).toBe(true)
+    for (const id of abandoned) {
+      expect(await exists(path.join(dir, id)), id).toBe(false)
+      expect(await exists(path.join(dir, `${id}.json`)), id).toBe(false)
+    }
+
+    const sweeps = fleet.flatMap((instance) => instance.sweeps())
+    const slots = sweeps.map((r) => r.slot as number)
+    // At most one sweep per interval: no slot was swept twice, by one instance or two.
+    expect(new Set(slots).size).toBe(slots.length)
+    // At least one per interval: most of the 19 slots of the watched 2 s were swept (each of the
+    // three instances tries every slot; a loaded machine may delay all three past a slot now and then).
+    const watched = new Set(
+      sweeps
+        .filter((r) => r.time >= watchFrom + INTERVAL_MS && r.time <= watchFrom + 2000)
+        .map((r) => r.slot),
+    )
+    expect(watched.size).toBeGreaterThanOrEqual(14)
+    expect(watched.size).toBeLessThanOrEqual(21)
+    // Each abandoned upload was removed once, by whichever instance swept.
+    expect(sweeps.reduce((n, r) => n + (r.removed ?? 0), 0)).toBe(abandoned.length)
+    // The lease moves between instances: more than one of them swept.
+    expect(fleet.filter((instance) => instance.sweeps().length > 0).length).toBeGreaterThan(1)
+  })
+
+  it('carries on after kill -9 of the sweeping instance: another sweeps within an interval, its upload lock expires and the upload resumes', async () => {
+    const dir = await tempDir()
+    // Expiry well beyond the lock's TTL: the upload must not expire while its lock lapses.
+    const fleet = await startFleet(dir, { EXPIRE_AFTER_MS: '10000' })
+    const data = pattern(64 * 1024, 3)
+    const { url } = await createUpload(fleet[0].endpoint, data.length)
+    const id = idOf(url)
+
+    // Wait for a sweep, then pick its instance as the victim, writing an upload when it dies.
+    const lastSweep = await waitFor(
+      () => {
+        const all = fleet.flatMap((instance) => instance.sweeps().map((r) => ({ instance, r })))
+        return all.sort((x, y) => x.r.time - y.r.time).at(-1)
+      },
+      5000,
+      'a sweep',
+    )
+    const victim = lastSweep.instance
+    const others = fleet.filter((instance) => instance !== victim)
+    const chunks = Array.from({ length: 16 }, (_, i) => data.subarray(i * 4096, (i + 1) * 4096))
+    const dying = slowPatch(`${victim.endpoint}/${id}`, 0, chunks, 100).catch((e: Error) => e)
+    await sleep(350) // a few chunks in, the victim holds the upload's lock in Redis
+
+    const sweptBefore = new Set(others.flatMap((o) => o.sweeps()))
+    const lastSlot = Math.max(...fleet.flatMap((i) => i.sweeps().map((r) => r.slot as number)))
+    victim.child.kill('SIGKILL')
+    const killedAt = Date.now()
+    await victim.exited
+    await dying
+
+    // Another instance sweeps the next interval.
+    const next = await waitFor(
+      () =>
+        others
+          .flatMap((o) => o.sweeps())
+          .find((r) => !sweptBefore.has(r) && (r.slot as number) > lastSlot),
+      3000,
+      'another instance to sweep',
+    )
+    expect(next.time - killedAt).toBeLessThan(2 * INTERVAL_MS + 300)
+
+    // The dead instance's lock lapses after REDIS_LOCK_TTL_MS (1 s); then the upload resumes.
+    const survivor = others[0] as Instance
+    const headAt = Date.now()
+    const state = await head(`${survivor.endpoint}/${id}`)
+    expect(state.status).toBe(200)
+    const offset = Number(state.headers['upload-offset'])
+    expect(offset).toBeGreaterThan(0)
+    expect(offset).toBeLessThan(data.length)
+    // The victim refreshed its lock every third of the TTL: it lapsed 667 to 1000 ms after the kill.
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(600)
+    expect(Date.now() - headAt).toBeLessThan(3000)
+    const rest = await patch(`${survivor.endpoint}/${id}`, offset, data.subarray(offset))
+    expect(rest.status, rest.body).toBe(204)
+    expect(await sha256(path.join(dir, id))).toBe(sha256Of(data))
+  })
+})

@@ -1,0 +1,309 @@
+/**
+ * The Redis locker and the sweep's lease on the real Redis server (REDIS_URL, default
+ * redis://127.0.0.1:6379). Lockers on separate connections stand for separate processes; the
+ * fleet tests (fleet.test.ts) run real processes.
+ */
+import path from 'node:path'
+import { Redis } from 'ioredis'
+import { afterEach, describe, expect, it } from 'vitest'
+import { LockTimeoutError } from '../src/errors.js'
+import { RedisLocker, type RedisLockerOptions } from '../src/redis-locker.js'
+import { RedisSweepLease } from '../src/sweep-lease.js'
+import {
+  age,
+  createUpload,
+  exists,
+  head,
+  pattern,
+  randomId,
+  sha256,
+  sha256Of,
+  sleep,
+  slowPatch,
+  startServer,
+  tusUpload,
+  waitFor,
+} from './helpers.js'
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+const clients: Redis[] = []
+const lockers: RedisLocker[] = []
+afterEach(async () => {
+  for (const locker of lockers.splice(0)) await locker.close()
+  for (const client of clients.splice(0)) client.disconnect()
+})
+
+function connect(): Redis {
+  const client = new Redis(REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 1 })
+  clients.push(client)
+  return client
+}
+
+/** A locker on its own connection, as another process would have; one key prefix per test. */
+function lockerFor(prefix: string, options: Partial<RedisLockerOptions> = {}): RedisLocker {
+  const locker = new RedisLocker({ client: connect(), prefix, ...options })
+  lockers.push(locker)
+  return locker
+}
+
+const never = new AbortController().signal
+function noRelease() {}
+
+describe('Redis locker', () => {
+  it('locks with the owner token and a TTL, and unlocks only its own lock', async () => {
+    const prefix = `test:${randomId()}:`
+    const redis = connect()
+    const a = lockerFor(prefix, { lockTtlMs: 5000 })
+    const lock = a.newLock('u1')
+    await lock.lock(never, noRelease)
+    const token = await redis.get(`${prefix}lock:u1`)
+    expect(token).toMatch(/^[0-9a-f-]{36}$/)
+    const ttl = await redis.pttl(`${prefix}lock:u1`)
+    expect(ttl).toBeGreaterThan(0)
+    expect(ttl).toBeLessThanOrEqual(5000)
+
+    // Another owner's release leaves it alone.
+    await a.release('u1', 'not-the-owner')
+    expect(await redis.get(`${prefix}lock:u1`)).toBe(token)
+    await lock.unlock()
+    expect(await redis.exists(`${prefix}lock:u1`)).toBe(0)
+  })
+
+  it('asks the holder on another connection to let go, and hands the lock over', async () => {
+    const prefix = `test:${randomId()}:`
+    const a = lockerFor(prefix)
+    const b = lockerFor(prefix)
+    const held = a.newLock('u1')
+    let asked = 0
+    await held.lock(never, () => {
+      asked++
+      // The holder (a PATCH) ends its write and unlocks, as @tus/server's handlers do.
+      setTimeout(() => held.unlock(), 50)
+    })
+    const started = Date.now()
+    const waiting = b.newLock('u1')
+    await waiting.lock(never, noRelease)
+    expect(asked).toBe(1)
+    // Woken by the unlock message, not by a slow poll or a timeout.
+    expect(Date.now() - started).toBeLessThan(1000)
+    await waiting.unlock()
+  })
+
+  it('gives up after acquireTimeoutMs with a 423 error when the holder does not let go', async () => {
+    const prefix = `test:${randomId()}:`
+    const a = lockerFor(prefix)
+    const b = lockerFor(prefix, { acquireTimeoutMs: 300 })
+    const held = a.newLock('u1')
+    let asked = 0
+    await held.lock(never, () => {
+      asked++
+    })
+    const started = Date.now()
+    const error = await b
+      .newLock('u1')
+      .lock(never, noRelease)
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(LockTimeoutError)
+    expect(error).toMatchObject({ code: 'FST_TUS_LOCK_TIMEOUT', status_code: 423 })
+    expect(String((error as LockTimeoutError).body)).toMatch(/upload u1 is locked.*300 ms/)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290)
+    expect(Date.now() - started).toBeLessThan(2000)
+    expect(asked).toBeGreaterThanOrEqual(1)
+    await held.unlock()
+  })
+
+  it('stops waiting when the request is aborted', async () => {
+    const prefix = `test:${randomId()}:`
+    const a = lockerFor(prefix)
+    const b = lockerFor(prefix)
+    const held = a.newLock('u1')
+    await held.lock(never, noRelease)
+    const abort = new AbortController()
+    setTimeout(() => abort.abort(), 100)
+    await expect(b.newLock('u1').lock(abort.signal, noRelease)).rejects.toMatchObject({
+      status_code: 400,
+    })
+    await held.unlock()
+  })
+
+  it('keeps a held lock alive past its TTL while the holder lives', async () => {
+    const prefix = `test:${randomId()}:`
+    const a = lockerFor(prefix, { lockTtlMs: 900 })
+    const b = lockerFor(prefix)
+    const held = a.newLock('u1')
+    await held.lock(never, noRelease)
+    await sleep(2500)
+    expect(await b.tryLock('u1')).toBeUndefined()
+    await held.unlock()
+    const taken = await b.tryLock('u1')
+    expect(taken).toBeDefined()
+    await taken?.unlock()
+  })
+
+  it('takes the lock of a holder that died once its TTL runs out', async () => {
+    const prefix = `test:${randomId()}:`
+    const redis = connect()
+    // A dead process's lock: a token nobody refreshes and nobody answers for.
+    await redis.set(`${prefix}lock:u1`, 'dead-process', 'PX', 400)
+    const b = lockerFor(prefix)
+    const started = Date.now()
+    const lock = b.newLock('u1')
+    await lock.lock(never, noRelease)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300)
+    await lock.unlock()
+  })
+
+  it('tells the holder to stop when its lock was lost', async () => {
+    const prefix = `test:${randomId()}:`
+    const redis = connect()
+    const a = lockerFor(prefix, { lockTtlMs: 300 })
+    let asked = 0
+    await a.newLock('u1').lock(never, () => {
+      asked++
+    })
+    // Someone else's token now (as after a TTL that ran out while Redis was unreachable).
+    await redis.set(`${prefix}lock:u1`, 'someone-else', 'PX', 5000)
+    await waitFor(() => asked === 1, 2000, 'the holder to be told')
+    expect(await redis.get(`${prefix}lock:u1`)).toBe('someone-else')
+  })
+
+  it('tryLock never asks a holder to let go', async () => {
+    const prefix = `test:${randomId()}:`
+    const a = lockerFor(prefix)
+    const b = lockerFor(prefix)
+    let asked = 0
+    const held = a.newLock('u1')
+    await held.lock(never, () => {
+      asked++
+    })
+    expect(await b.tryLock('u1')).toBeUndefined()
+    await sleep(100)
+    expect(asked).toBe(0)
+    await held.unlock()
+  })
+})
+
+describe('Redis sweep lease', () => {
+  it('gives each interval to one instance and keeps it while that one sweeps', async () => {
+    const prefix = `test:${randomId()}:`
+    const fleet = [connect(), connect(), connect()].map(
+      (client) => new RedisSweepLease({ client, prefix, intervalMs: 200, ttlMs: 1000 }),
+    )
+    const slots: number[] = []
+    const until = Date.now() + 2000
+    while (Date.now() < until) {
+      // Every instance tries, as each one's job ticks.
+      const held = (await Promise.all(fleet.map((lease) => lease.acquire()))).filter(
+        (lease) => lease !== undefined,
+      )
+      expect(held.length).toBeLessThanOrEqual(1)
+      for (const lease of held) {
+        slots.push(lease.slot)
+        await lease.release()
+      }
+      await sleep(20)
+    }
+    expect(new Set(slots).size).toBe(slots.length) // never the same interval twice
+    // About 10 intervals in 2 s; a loaded machine may let a few pass without any attempt.
+    expect(slots.length).toBeGreaterThanOrEqual(6)
+  })
+
+  it('lets nobody sweep while a sweep runs, and frees itself when its holder dies', async () => {
+    const prefix = `test:${randomId()}:`
+    const a = new RedisSweepLease({ client: connect(), prefix, intervalMs: 100, ttlMs: 900 })
+    const b = new RedisSweepLease({ client: connect(), prefix, intervalMs: 100, ttlMs: 900 })
+    const held = await a.acquire()
+    expect(held).toBeDefined()
+    await sleep(2000) // many intervals, beyond the TTL: the holder keeps it alive
+    expect(await b.acquire()).toBeUndefined()
+    await held?.release()
+    const next = await waitFor(() => b.acquire(), 1000, 'the next interval')
+    await next.release()
+
+    // A holder that dies: its key is not refreshed and expires after ttlMs.
+    const redis = connect()
+    await redis.set(`${prefix}{sweep}:running`, 'dead-process', 'PX', 300)
+    const started = Date.now()
+    const taken = await waitFor(() => b.acquire(), 2000, 'the lease of a dead holder')
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200)
+    await taken.release()
+  })
+})
+
+describe('the plugin with the redis option', () => {
+  it('locks uploads in Redis, sweeps under the lease and closes its own connection only', async () => {
+    const prefix = `test:${randomId()}:`
+    const name = `fastify-tus-test-${randomId()}`
+    const client = new Redis(REDIS_URL, { connectionName: name })
+    clients.push(client)
+    const named = async () =>
+      String(await client.client('LIST'))
+        .split('\n')
+        .filter((line) => line.includes(`name=${name} `)).length
+
+    const server = await startServer({
+      expireAfterMs: 60_000,
+      cleanupIntervalMs: 100,
+      redis: { client, prefix },
+    })
+    // A whole upload with the real client.
+    const data = pattern(200_000, 5)
+    const url = await tusUpload(server.endpoint, data)
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(data))
+
+    // While a PATCH writes, its lock is a key in Redis; afterwards it is gone.
+    const slow = await createUpload(server.endpoint, 3000)
+    const chunks = [pattern(1000, 1), pattern(1000, 2), pattern(1000, 3)]
+    const writing = slowPatch(slow.url, 0, chunks, 150)
+    await waitFor(() => client.exists(`${prefix}lock:${slow.id}`), 2000, 'the lock key')
+    expect((await writing).status).toBe(204)
+    expect(await client.exists(`${prefix}lock:${slow.id}`)).toBe(0)
+
+    // The scheduled sweeps went through the lease: their records carry its slot.
+    await waitFor(() => server.logs.filter((r) => typeof r.slot === 'number').length >= 3)
+    expect(await named()).toBe(2) // the user's client and the plugin's subscriber
+    await server.app.close()
+    expect(await named()).toBe(1) // the user's client stays open: it is theirs
+  })
+
+  it('answers 423 with a reason when the lock stays held elsewhere past acquireLockTimeoutMs', async () => {
+    const prefix = `test:${randomId()}:`
+    const server = await startServer({
+      redis: { client: connect(), prefix, acquireLockTimeoutMs: 300 },
+    })
+    const { url, id } = await createUpload(server.endpoint, 10)
+    // Another instance's request holds the lock and does not let go.
+    const elsewhere = lockerFor(prefix)
+    const held = elsewhere.newLock(id)
+    await held.lock(never, noRelease)
+    const started = Date.now()
+    const res = await head(url)
+    expect(res.status).toBe(423)
+    expect(res.headers['tus-resumable']).toBe('1.0.0')
+    expect(Date.now() - started).toBeLessThan(3000)
+    await held.unlock()
+    expect((await head(url)).status).toBe(200)
+  })
+
+  it('does not remove an expired upload whose lock another instance holds', async () => {
+    const prefix = `test:${randomId()}:`
+    const server = await startServer({
+      expireAfterMs: 1000,
+      cleanupIntervalMs: 100,
+      cleanupOnStart: false,
+      redis: { client: connect(), prefix },
+    })
+    const { id } = await createUpload(server.endpoint, 10)
+    await age(path.join(server.directory, id), 60_000)
+    const held = lockerFor(prefix).newLock(id)
+    await held.lock(never, noRelease)
+    const report = await server.app.tusCleanup.run()
+    expect(report).toMatchObject({ removed: 0, skippedBusy: 1 })
+    expect(await exists(path.join(server.directory, id))).toBe(true)
+    await held.unlock()
+    expect(await server.app.tusCleanup.run()).toMatchObject({ removed: 1 })
+    expect(await exists(path.join(server.directory, id))).toBe(false)
+  })
+})
