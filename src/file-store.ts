@@ -9,7 +9,8 @@
  * - `deleteExpired` runs the sweep engine: locks, orphans, bounded work, per-entry errors;
  * - the directory is created and probed by `init()`, which rejects with a clear error, where
  *   the stock constructor throws from a callback and ends the process;
- * - `remove` tolerates a missing metadata file instead of answering 500;
+ * - `remove` removes only an upload (a file whose `<id>.json` is its record), never another file
+ *   of the directory, and tolerates a missing data file;
  * - PATCH bodies reach the data file directly (write-path.ts), not through web streams.
  */
 import fs from 'node:fs/promises'
@@ -78,7 +79,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   async init(): Promise<void> {
     const directory = path.resolve(this.directory)
     try {
-      await fs.mkdir(directory, { recursive: true })
+      await makeDirectory(directory)
       // A probe, because `access(W_OK)` says yes to root even on a read-only mount.
       await fs.rmdir(await fs.mkdtemp(path.join(directory, '.fastify-tus-probe-')))
     } catch (error) {
@@ -129,6 +130,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   override async remove(id: string): Promise<void> {
+    // Only an upload is removed: without this, DELETE /files/<id>.json unlinked the metadata of
+    // upload <id>, and DELETE /files/<name> any other file of the directory.
+    const record = (await this.configstore.get(id)) as Partial<Upload> | undefined
+    if (record?.id !== id) throw ERRORS.FILE_NOT_FOUND
     const results = await Promise.allSettled([
       fs.unlink(this.dataPathOf(id)),
       fs.unlink(this.dataPathOf(id) + METADATA_SUFFIX),
@@ -165,6 +170,25 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const file = path.join(this.directory, id)
     if (!isPathInsideDirectory(this.directory, file)) throw ERRORS.FILE_NOT_FOUND
     return file
+  }
+}
+/**
+ * `mkdir -p`, which gives up where Node's recursive mkdir loops forever on a thread of the pool:
+ * a parent that exists but answers ENOENT for any child (procfs: `/proc/self/uploads`).
+ */
+async function makeDirectory(directory: string): Promise<void> {
+  try {
+    await fs.mkdir(directory)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') return // a file there fails the probe, with ENOTDIR
+    const parent = path.dirname(directory)
+    if (code !== 'ENOENT' || parent === directory) throw error
+    await makeDirectory(parent)
+    // A second ENOENT, now that the parent exists, is final.
+    await fs.mkdir(directory).catch((again: NodeJS.ErrnoException) => {
+      if (again.code !== 'EEXIST') throw again
+    })
   }
 }
 // The stock constructor creates the directory with a callback that throws, which ends the

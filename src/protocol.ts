@@ -8,6 +8,9 @@
  *   (stock: 403 or 400 for PATCH, and a POST body of any type is accepted).
  * - PATCH needs a valid `Upload-Offset`: 400 (stock: 403 when it is missing).
  * - `Upload-Checksum` must be `<algorithm> <base64 digest>` of a supported algorithm: 400.
+ * - `X-HTTP-Method-Override` naming another method answers 400 (stock: ignored, so a POST meant
+ *   as DELETE or PATCH creates an upload; honouring it would let a POST pass hooks that
+ *   authorise by method and then act as DELETE).
  * - A 409 carries the upload's current `Upload-Offset`.
  * - The id of an upload URL ignores its query string (stock: `<id>?x=1` is looked up, 404).
  * - HEAD answers carry `Content-Length: 0`: without it Node's own client (and others) cannot
@@ -51,6 +54,13 @@ export function refusalFor(
             ? `Tus-Resumable header required; this server speaks tus ${TUS_VERSION}\n`
             : `Tus-Resumable ${String(resumable)} is not supported; this server speaks tus ${TUS_VERSION}\n`,
       }
+    }
+  }
+  const override = headers['x-http-method-override']
+  if (override !== undefined && String(override).trim().toUpperCase() !== method) {
+    return {
+      status: 400,
+      body: `X-HTTP-Method-Override is not supported: send ${JSON.stringify(String(override))} as the request method\n`,
     }
   }
   if (method === 'PATCH') {

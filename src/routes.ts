@@ -7,6 +7,7 @@ import type { Server } from '@tus/server'
 import { EVENTS, HEADERS, TUS_RESUMABLE } from '@tus/utils'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
+import { isFinished } from './expiry-policy.js'
 import type { ExpiringFileStore } from './file-store.js'
 import {
   CHECKSUM_ALGORITHMS,
@@ -146,7 +147,7 @@ function exposedHeaders(tus: Server): string {
 /**
  * Fixes to tus' answers: `Upload-Expires` from the built-in store's activity clock and
  * `Upload-Metadata` as sent, the current `Upload-Offset` on a 409, `Tus-Checksum-Algorithm` on
- * OPTIONS when the store checks checksums.
+ * OPTIONS when the store checks checksums, no upload left behind by a refused creation.
  */
 function answerFixes(tus: Server, store: ExpiringFileStore | undefined): AnswerFix {
   // POST learns its id from the naming function; remember it per request.
@@ -165,6 +166,9 @@ function answerFixes(tus: Server, store: ExpiringFileStore | undefined): AnswerF
     if (tus.options.allowedOrigins) response.headers.append('Vary', 'Origin')
     if (method === 'OPTIONS' && store) {
       response.headers.set('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','))
+    }
+    if (method === 'POST' && response.status >= 400 && store) {
+      await removeRefusedCreation(store, created.get(request))
     }
     if (method === 'PATCH' && response.status === 409) {
       const id = idOf(request)
@@ -188,5 +192,21 @@ function answerFixes(tus: Server, store: ExpiringFileStore | undefined): AnswerF
         response.headers.set('Upload-Metadata', facts.rawMetadata)
       }
     }
+  }
+}
+
+/**
+ * A POST whose body failed (413 past the declared length or `maxSize`, a checksum mismatch, a
+ * client gone) after tus had created the upload: the client was refused and never learned the
+ * URL, so the unfinished upload is nobody's. A finished one (a user's `onUploadFinish` that
+ * refused it) stays.
+ */
+async function removeRefusedCreation(store: ExpiringFileStore, id: string | undefined) {
+  if (id === undefined) return
+  try {
+    const upload = await store.getUpload(id)
+    if (!isFinished(upload.size, upload.offset)) await store.remove(id)
+  } catch {
+    // Already gone, or unreadable: the sweep deals with what is left.
   }
 }
