@@ -1,0 +1,157 @@
+/**
+ * Does a directory look like a tus file store? The CLI asks before it sweeps, so that a wrong
+ * `--dir` (a home directory, a cache of hash-named files, a loose `--id-pattern`) is refused
+ * instead of swept.
+ *
+ * A store made by the plugin holds only `<id>` data files, `<id>.json` records of @tus/utils'
+ * `Upload` (`{"id", "offset", "creation_date", ...}`), subdirectories for nested ids, and
+ * dot-files (the plugin's write probe). So, over a bounded walk of the tree (dot-entries skipped,
+ * links never followed):
+ * - every other entry (a foreign file, a symbolic link, a FIFO) is a reason to refuse;
+ * - files named like uploads must come with at least one readable tus record among the sampled
+ *   `<id>.json`: names alone prove nothing (think of a cache of md5-named files);
+ * - a tree without any file (an empty store) is fine: there is nothing to do;
+ * - the home directory is refused outright: it often holds nothing but dot-files.
+ */
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { METADATA_SUFFIX, recordSize } from './expiry-policy.js'
+
+export interface StoreCheckOptions {
+  /** Names of uploads, relative paths with `/` for nested ids. */
+  idPattern: RegExp
+  /** Directory entries read at most, over the whole tree. */
+  maxEntries?: number
+  /** Metadata files read at most. */
+  maxRecords?: number
+}
+
+export type StoreCheck = { ok: true } | { ok: false; reason: string }
+
+const MAX_LISTED = 5
+/** A record is a few hundred bytes; reading more than this proves it is something else. */
+const MAX_RECORD_BYTES = 64 * 1024
+
+export async function checkStore(
+  directory: string,
+  { idPattern, maxEntries = 1000, maxRecords = 10 }: StoreCheckOptions,
+): Promise<StoreCheck> {
+  const refuse = (reason: string): StoreCheck => ({ ok: false, reason })
+  const root = path.resolve(directory)
+  if (root === path.resolve(os.homedir())) return refuse(`${root} is the home directory`)
+  try {
+    if (!(await fsp.stat(root)).isDirectory()) return refuse(`${root} is not a directory`)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return refuse(`${root} does not exist`)
+    return refuse(`cannot read ${root}: ${(error as Error).message}`)
+  }
+
+  const foreign: string[] = []
+  const records: string[] = []
+  let uploads = 0
+  let entries = 0
+  let complete = true
+  const pending = ['']
+  walk: for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
+    let dir: Awaited<ReturnType<typeof fsp.opendir>>
+    try {
+      dir = await fsp.opendir(path.join(root, rel))
+    } catch (error) {
+      if (rel === '') return refuse(`cannot read ${root}: ${(error as Error).message}`)
+      foreign.push(`${rel}/ (unreadable)`)
+      continue
+    }
+    // Leaving the loop early closes the directory handle.
+    for await (const entry of dir) {
+      if (++entries > maxEntries) {
+        complete = false
+        break walk
+      }
+      if (entry.name.startsWith('.')) continue
+      const name = rel === '' ? entry.name : `${rel}/${entry.name}`
+      if (entry.isDirectory()) pending.push(name)
+      else if (!entry.isFile())
+        foreign.push(`${name} (${entry.isSymbolicLink() ? 'link' : 'special file'})`)
+      else if (
+        name.endsWith(METADATA_SUFFIX) &&
+        idPattern.test(name.slice(0, -METADATA_SUFFIX.length))
+      ) {
+        if (records.length < maxRecords) records.push(name)
+      } else if (idPattern.test(name)) uploads++
+      else foreign.push(name)
+    }
+  }
+
+  if (foreign.length > 0) {
+    const listed = foreign.slice(0, MAX_LISTED).join(', ')
+    const more = foreign.length > MAX_LISTED ? ` and ${foreign.length - MAX_LISTED} more` : ''
+    const count = complete
+      ? `${foreign.length} ${plural(foreign.length, 'entry', 'entries')}`
+      : `${foreign.length} of its first ${maxEntries} entries`
+    return refuse(
+      `${root} does not look like a tus file store: ${count} ` +
+        `not named like an upload (<id> or <id>.json, id matching ${idPattern}): ${listed}${more}. ` +
+        'If the uploads have other ids (a custom namingFunction), pass --id-pattern.',
+    )
+  }
+  if (records.length === 0) {
+    if (uploads > 0) {
+      return refuse(
+        `${root} does not look like a tus file store: ${uploads} ${plural(uploads, 'file', 'files')} ` +
+          'named like upload ids but no <id>.json upload record beside them.',
+      )
+    }
+    if (!complete) {
+      return refuse(
+        `${root} does not look like a tus file store: no upload among its first ${maxEntries} entries.`,
+      )
+    }
+    return { ok: true } // no files at all: an empty store
+  }
+  let firstProblem = ''
+  for (const name of records) {
+    const problem = await recordProblem(root, name)
+    if (problem === undefined) return { ok: true }
+    firstProblem ||= `${name}: ${problem}`
+  }
+  return refuse(
+    `${root} does not look like a tus file store: none of the ${records.length} <id>.json files read ` +
+      `is a tus upload record (${firstProblem}).`,
+  )
+}
+
+/** Why `<root>/<name>` is not a record the file store wrote; `undefined` when it is one. */
+async function recordProblem(root: string, name: string): Promise<string | undefined> {
+  let text: string
+  try {
+    const file = await fsp.open(path.join(root, name), 'r')
+    try {
+      const buffer = Buffer.alloc(MAX_RECORD_BYTES + 1)
+      const { bytesRead } = await file.read(buffer, 0, buffer.length, 0)
+      if (bytesRead > MAX_RECORD_BYTES) return `larger than ${MAX_RECORD_BYTES} bytes`
+      text = buffer.toString('utf8', 0, bytesRead)
+    } finally {
+      await file.close()
+    }
+  } catch (error) {
+    return (error as Error).message
+  }
+  let record: unknown
+  try {
+    record = JSON.parse(text)
+    recordSize(record)
+  } catch (error) {
+    return (error as Error).message
+  }
+  const { id, offset } = record as { id?: unknown; offset?: unknown }
+  const expected = name.slice(0, -METADATA_SUFFIX.length)
+  if (id !== expected) return `its "id" is ${JSON.stringify(id)}, not "${expected}"`
+  if (typeof offset !== 'number') return 'it has no numeric "offset"'
+  return undefined
+}
+
+function plural(n: number, one: string, many: string): string {
+  return n === 1 ? one : many
+}

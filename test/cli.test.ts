@@ -1,0 +1,622 @@
+/**
+ * The operator CLI (`fastify-tus sweep`), run as the built program against real directories:
+ * stores made by the plugin through real tus uploads, foreign directories it must refuse, a
+ * server writing to the same directory, and signals.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { constants as fsConstants } from 'node:fs'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { Redis } from 'ioredis'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import { checkStore } from '../src/store-check.js'
+import {
+  age,
+  createUpload,
+  exists,
+  head,
+  patch,
+  pattern,
+  randomId,
+  sha256,
+  sha256Of,
+  slowPatch,
+  startServer,
+  tempDir,
+  tusUpload,
+  waitFor,
+  writeSession,
+} from './helpers.js'
+
+const CLI = path.resolve('dist/src/cli.js')
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+const HOUR = 3_600_000
+const DEFAULT = /^[0-9a-f]{32}$/
+
+interface Run {
+  child: ChildProcess
+  out: { stdout: string; stderr: string }
+  exited: Promise<number | null>
+}
+
+function start(args: string[], env: Record<string, string> = {}): Run {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const out = { stdout: '', stderr: '' }
+  child.stdout?.on('data', (c) => {
+    out.stdout += c
+  })
+  child.stderr?.on('data', (c) => {
+    out.stderr += c
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
+  onTestFinished(() => {
+    if (child.exitCode === null) child.kill('SIGKILL')
+  })
+  return { child, out, exited }
+}
+
+async function cli(args: string[], env: Record<string, string> = {}) {
+  const { out, exited } = start(args, env)
+  const code = await exited
+  return { code, ...out }
+}
+
+/** Files of the tree (not directories), relative, sorted. */
+async function listing(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true })
+  return entries
+    .filter((e) => !e.isDirectory())
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+    .sort()
+}
+
+const idOf = (url: string) => url.slice(url.lastIndexOf('/') + 1)
+const pair = (id: string) => [id, `${id}.json`]
+
+/**
+ * A store made by the plugin through real uploads, the server closed afterwards:
+ * - `finished`: a whole upload with tus-js-client, last written 2 h ago;
+ * - `expired`: 100 of 1000 bytes, idle 2 h; `deferred`: a deferred length, idle 2 h;
+ * - `fresh`: 100 of 1000 bytes, just written;
+ * - `orphanData`: a data file whose record is gone, 2 h old;
+ * - `orphanMeta`: a record whose data file is gone, 2 h old.
+ */
+async function realStore() {
+  const server = await startServer({ expireAfterMs: 3 * HOUR, cleanupOnStart: false })
+  const dir = server.directory
+  const body = pattern(200_000, 7)
+  const finished = idOf(await tusUpload(server.endpoint, body))
+  const expired = await createUpload(server.endpoint, 1000)
+  expect((await patch(expired.url, 0, pattern(100))).status).toBe(204)
+  const deferred = await createUpload(server.endpoint, 'deferred')
+  const fresh = await createUpload(server.endpoint, 1000)
+  expect((await patch(fresh.url, 0, pattern(100))).status).toBe(204)
+  const orphanData = await createUpload(server.endpoint, 1000)
+  const orphanMeta = await createUpload(server.endpoint, 1000)
+  await server.app.close()
+
+  await fs.rm(path.join(dir, `${orphanData.id}.json`))
+  await fs.rm(path.join(dir, orphanMeta.id))
+  for (const id of [finished, expired.id, deferred.id]) {
+    for (const file of pair(id)) await age(path.join(dir, file), 2 * HOUR)
+  }
+  await age(path.join(dir, orphanData.id), 2 * HOUR)
+  await age(path.join(dir, `${orphanMeta.id}.json`), 2 * HOUR)
+  return {
+    dir,
+    body,
+    finished,
+    expired: expired.id,
+    deferred: deferred.id,
+    fresh: fresh.id,
+    orphanData: orphanData.id,
+    orphanMeta: orphanMeta.id,
+  }
+}
+
+describe('fastify-tus sweep on a store made by the plugin', () => {
+  it('--dry-run --json lists what would be removed and removes nothing', async () => {
+    const store = await realStore()
+    const before = await listing(store.dir)
+    const { code, stdout, stderr } = await cli([
+      'sweep',
+      '--dir',
+      store.dir,
+      '--expire-after',
+      '1h',
+      '--dry-run',
+      '--json',
+    ])
+    expect(code, stderr).toBe(0)
+    const result = JSON.parse(stdout) // exactly one JSON document
+    expect(result.directory).toBe(store.dir)
+    expect(result.expireAfterMs).toBe(HOUR)
+    expect(result.report).toMatchObject({
+      dryRun: true,
+      scanned: 6,
+      removed: 4,
+      orphans: 2,
+      errors: 0,
+      aborted: false,
+    })
+    const removed = result.removed.map((r: { id: string; kind: string }) => [r.id, r.kind])
+    expect(removed).toEqual(
+      [
+        [store.expired, 'upload'],
+        [store.deferred, 'upload'],
+        [store.orphanData, 'orphan-data'],
+        [store.orphanMeta, 'orphan-metadata'],
+      ].sort((a, b) => ((a[0] as string) < (b[0] as string) ? -1 : 1)),
+    )
+    const expired = result.removed.find((r: { id: string }) => r.id === store.expired)
+    expect(expired.bytes).toBeGreaterThan(100) // data and record
+    expect(expired.idleMs).toBeGreaterThanOrEqual(2 * HOUR)
+    expect(new Date(expired.lastActivity).getTime()).toBeLessThan(Date.now() - 2 * HOUR + 60_000)
+    expect(await listing(store.dir)).toEqual(before)
+  })
+
+  it('removes exactly the expired unfinished uploads and the old orphans', async () => {
+    const store = await realStore()
+    const { code, stdout, stderr } = await cli([
+      'sweep',
+      '--dir',
+      store.dir,
+      '--expire-after',
+      '3600000', // a bare number: milliseconds
+      '--json',
+    ])
+    expect(code, stderr).toBe(0)
+    const { report } = JSON.parse(stdout)
+    expect(report).toMatchObject({ dryRun: false, removed: 4, orphans: 2, errors: 0 })
+    expect(await listing(store.dir)).toEqual([...pair(store.finished), ...pair(store.fresh)].sort())
+    expect(await sha256(path.join(store.dir, store.finished))).toBe(sha256Of(store.body))
+  })
+
+  it('prints a table of the removals and a summary line', async () => {
+    const store = await realStore()
+    const { code, stdout } = await cli(['sweep', '--dir', store.dir, '--expire-after', '90m'])
+    expect(code).toBe(0)
+    const lines = stdout.trimEnd().split('\n')
+    const header = lines[0] ?? ''
+    expect(header).toMatch(/^ID +KIND +SIZE +IDLE$/)
+    const row = (id: string) => lines.find((l) => l.startsWith(id)) ?? ''
+    // Aligned columns: kinds start under KIND, idle times under IDLE, sizes end under SIZE.
+    const at = (column: string) => header.indexOf(column)
+    for (const id of [store.expired, store.orphanData, store.orphanMeta]) {
+      expect(row(id).slice(at('KIND'))).toMatch(/^(upload|orphan-)/)
+      expect(row(id).slice(at('IDLE'))).toBe('2h')
+      expect(row(id).slice(at('SIZE'), at('SIZE') + 4)).toMatch(/ B$/)
+    }
+    expect(row(store.expired)).toMatch(/ upload +\d+ B {2}2h$/)
+    expect(row(store.deferred)).toMatch(/ upload +\d+ B {2}2h$/)
+    expect(row(store.orphanData)).toMatch(/ orphan-data +0 B {2}2h$/)
+    expect(row(store.orphanMeta)).toMatch(/ orphan-metadata +\d+ B {2}2h$/)
+    expect(row(store.finished)).toBe('')
+    expect(row(store.fresh)).toBe('')
+    expect(lines.at(-1)).toMatch(
+      /^scanned 6, removed 4 \(2 orphans\), freed \d+ B, errors 0, skipped busy 0, \d+ ms$/,
+    )
+
+    const again = await cli(['sweep', '--dir', store.dir, '--expire-after', '1h', '--dry-run'])
+    expect(again.code).toBe(0)
+    expect(again.stdout).toMatch(
+      /^scanned 2, would remove 0 \(0 orphans\), would free 0 B, errors 0, skipped busy 0, \d+ ms \(dry run: nothing removed\)\n$/,
+    )
+  })
+
+  it('shows sizes in binary units', async () => {
+    const dir = await tempDir()
+    await writeSession(dir, randomId(), {
+      size: 10 * 2 ** 20,
+      bytes: 1.5 * 2 ** 20,
+      ageMs: 2 * HOUR,
+    })
+    const { stdout } = await cli(['sweep', '--dir', dir, '--expire-after', '1h', '--dry-run'])
+    expect(stdout).toMatch(/ upload {2}1\.5 MiB {2}2h\n/)
+    expect(stdout).toMatch(/would free 1\.5 MiB/)
+  })
+
+  it('exits 1 and names the entry when an entry fails, and still removes the others', async () => {
+    const store = await realStore()
+    const corrupt = randomId()
+    await fs.writeFile(path.join(store.dir, corrupt), 'data')
+    await fs.writeFile(path.join(store.dir, `${corrupt}.json`), '{"id": "trunc')
+    await age(path.join(store.dir, corrupt), 2 * HOUR)
+    const { code, stdout, stderr } = await cli([
+      'sweep',
+      '--dir',
+      store.dir,
+      '--expire-after',
+      '1h',
+      '--json',
+    ])
+    expect(code).toBe(1)
+    expect(JSON.parse(stdout).report).toMatchObject({ removed: 4, errors: 1 })
+    expect(stderr).toMatch(new RegExp(`sweep entry failed: ${corrupt}: .*JSON`))
+    expect(await listing(store.dir)).toEqual(
+      [...pair(store.finished), ...pair(store.fresh), ...pair(corrupt)].sort(),
+    )
+  })
+
+  it('sweeps an empty directory: nothing to do', async () => {
+    const dir = await tempDir()
+    const { code, stdout } = await cli(['sweep', '--dir', dir, '--expire-after', '10m'])
+    expect(code).toBe(0)
+    expect(stdout).toMatch(/^scanned 0, removed 0 /)
+  })
+
+  it('sweeps nested ids once --id-pattern names them', async () => {
+    const server = await startServer({
+      cleanupOnStart: false,
+      tus: { namingFunction: () => `alice/${randomId()}` },
+    })
+    const dir = server.directory
+    const old = await createUpload(server.endpoint, 1000)
+    const kept = await createUpload(server.endpoint, 1000)
+    await server.app.close()
+    // The Location of a nested id is `/files/alice/<hex>`.
+    const nestedId = (url: string) =>
+      decodeURIComponent(new URL(url).pathname.slice('/files/'.length))
+    const id = nestedId(old.url)
+    const keptId = nestedId(kept.url)
+    expect(id).toMatch(/^alice\/[0-9a-f]{32}$/)
+    for (const file of pair(id)) await age(path.join(dir, file), 2 * HOUR)
+
+    const refused = await cli(['sweep', '--dir', dir, '--expire-after', '1h'])
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain(`${id}.json`)
+    expect(refused.stderr).toContain('pass --id-pattern')
+
+    const { code, stdout } = await cli([
+      'sweep',
+      '--dir',
+      dir,
+      '--expire-after',
+      '1h',
+      '--id-pattern',
+      '^[a-z]+/[0-9a-f]{32}$',
+      '--json',
+    ])
+    expect(code).toBe(0)
+    expect(JSON.parse(stdout).report.ids).toEqual([id])
+    expect(await listing(dir)).toEqual(pair(keptId))
+  })
+})
+
+describe('what the CLI refuses', () => {
+  async function refused(args: string[], env: Record<string, string> = {}) {
+    const result = await cli(args, env)
+    expect(result.code).toBe(2)
+    expect(result.stdout).toBe('')
+    return result.stderr
+  }
+
+  it('refuses a missing path, a file, and says so', async () => {
+    const dir = await tempDir()
+    const missing = path.join(dir, 'nope')
+    expect(await refused(['sweep', '--dir', missing, '--expire-after', '10m'])).toBe(
+      `fastify-tus: refusing to sweep: ${missing} does not exist\n`,
+    )
+    const file = path.join(dir, 'file.bin')
+    await fs.writeFile(file, 'x')
+    expect(await refused(['sweep', '--dir', file, '--expire-after', '10m'])).toBe(
+      `fastify-tus: refusing to sweep: ${file} is not a directory\n`,
+    )
+  })
+
+  it('refuses a directory of foreign files, naming them, and touches nothing', async () => {
+    const dir = await tempDir()
+    const old = randomId() // an upload-like pair among foreign files: still refused
+    await writeSession(dir, old, { size: 10, bytes: 1, ageMs: 2 * HOUR })
+    for (const name of ['notes.txt', 'photo.jpg', 'a.md', 'b.md', 'c.md', 'd.md']) {
+      await fs.writeFile(path.join(dir, name), 'mine')
+    }
+    const before = await listing(dir)
+    const stderr = await refused(['sweep', '--dir', dir, '--expire-after', '1h'])
+    expect(stderr).toMatch(
+      /does not look like a tus file store: 6 entries not named like an upload .* and 1 more\./,
+    )
+    expect(stderr).toMatch(/notes\.txt|photo\.jpg/)
+    expect(await listing(dir)).toEqual(before)
+  })
+
+  it('refuses the home directory', async () => {
+    const home = await tempDir()
+    await fs.writeFile(path.join(home, '.bashrc'), '')
+    expect(await refused(['sweep', '--dir', home, '--expire-after', '1h'], { HOME: home })).toBe(
+      `fastify-tus: refusing to sweep: ${home} is the home directory\n`,
+    )
+  })
+
+  it('refuses hash-named files without any tus record beside them', async () => {
+    const dir = await tempDir()
+    const cache = randomId()
+    await fs.writeFile(path.join(dir, cache), 'cached')
+    await age(path.join(dir, cache), 2 * HOUR)
+    const stderr = await refused(['sweep', '--dir', dir, '--expire-after', '1h'])
+    expect(stderr).toMatch(/1 file named like upload ids but no <id>\.json upload record/)
+    expect(await exists(path.join(dir, cache))).toBe(true)
+
+    // <hash>.json files that are some other program's JSON, not tus records.
+    await fs.writeFile(path.join(dir, `${cache}.json`), '{"etag": "x"}')
+    expect(await refused(['sweep', '--dir', dir, '--expire-after', '1h'])).toMatch(
+      /none of the 1 <id>\.json files read is a tus upload record/,
+    )
+    expect(await listing(dir)).toEqual(pair(cache))
+  })
+
+  it.each([
+    [
+      ['sweep', '--dir', '.', '--expire-after', 'abc'],
+      /--expire-after must be a positive duration .*got "abc"/,
+    ],
+    [
+      ['sweep', '--dir', '.', '--expire-after', '0'],
+      /--expire-after must be a positive duration .*got "0"/,
+    ],
+    [
+      ['sweep', '--dir', '.', '--expire-after=-5m'],
+      /--expire-after must be a positive duration .*got "-5m"/,
+    ],
+    [['sweep', '--dir', '.', '--expire-after', '-5m'], /'--expire-after' argument is ambiguous/],
+    [['sweep', '--dir', '.', '--expire-after', '1h', '--force'], /Unknown option '--force'/],
+    [['sweep', '--expire-after', '1h'], /--dir <path> is required/],
+    [['sweep', '--dir', '.'], /--expire-after <duration> is required/],
+    [['--dir', '.', '--expire-after', '1h'], /missing command: sweep/],
+    [['clean', '--dir', '.', '--expire-after', '1h'], /unknown command: clean/],
+    [
+      ['sweep', '--dir', '.', '--expire-after', '1h', '--id-pattern', '(['],
+      /--id-pattern is not a valid regular expression/,
+    ],
+  ])('exits 2 on a usage error: %j', async (args, message) => {
+    const stderr = await refused(args)
+    expect(stderr).toMatch(message)
+    expect(stderr).toMatch(/Run fastify-tus --help for usage\.\n$/)
+  })
+})
+
+describe('help and version', () => {
+  it('--help explains the options and what the operator must ensure without a shared lock', async () => {
+    const { code, stdout } = await cli(['--help'])
+    expect(code).toBe(0)
+    for (const flag of ['--dir', '--expire-after', '--id-pattern', '--dry-run', '--json']) {
+      expect(stdout).toContain(flag)
+    }
+    expect(stdout).toContain("no shorter than the server's expireAfterMs")
+    expect(stdout).toContain('does not see the server')
+    expect((await cli(['sweep', '-h'])).stdout).toBe(stdout)
+  })
+
+  it('--version prints the package version', async () => {
+    const pkg = JSON.parse(await fs.readFile('package.json', 'utf8'))
+    expect(await cli(['--version'])).toMatchObject({ code: 0, stdout: `${pkg.version}\n` })
+  })
+
+  it('the built file runs as a program (npm links the bin to it)', async () => {
+    expect((await fs.readFile(CLI, 'utf8')).startsWith('#!/usr/bin/env node\n')).toBe(true)
+    const pkg = JSON.parse(await fs.readFile('package.json', 'utf8'))
+    expect(path.resolve(pkg.bin['fastify-tus'])).toBe(CLI)
+  })
+})
+
+describe('with a server on the same directory', () => {
+  it('does not remove an upload a PATCH is writing, however old its creation', async () => {
+    const server = await startServer({ expireAfterMs: 3 * HOUR, cleanupOnStart: false })
+    const dir = server.directory
+    const abandoned = await createUpload(server.endpoint, 1000)
+    for (const file of pair(abandoned.id)) await age(path.join(dir, file), 2 * HOUR)
+    const active = await createUpload(server.endpoint, 4000)
+    // Created long ago, as far as its record and its data file tell.
+    for (const file of pair(active.id)) await age(path.join(dir, file), 2 * HOUR)
+    const chunks = Array.from({ length: 40 }, (_, i) => pattern(100, i))
+    let done = false
+    const writing = slowPatch(active.url, 0, chunks, 100).finally(() => {
+      done = true
+    })
+    await waitFor(async () => (await fs.stat(path.join(dir, active.id))).size >= 200)
+
+    const { code, stdout, stderr } = await cli([
+      'sweep',
+      '--dir',
+      dir,
+      '--expire-after',
+      '1s',
+      '--json',
+    ])
+    expect(code, stderr).toBe(0)
+    expect(JSON.parse(stdout).report.ids).toEqual([abandoned.id])
+    expect(done).toBe(false) // the sweep ran while the PATCH was writing
+
+    expect((await writing).status).toBe(204)
+    expect(await sha256(path.join(dir, active.id))).toBe(sha256Of(Buffer.concat(chunks)))
+    expect((await head(active.url)).headers['upload-offset']).toBe('4000')
+    expect(await exists(path.join(dir, abandoned.id))).toBe(false)
+  })
+
+  it('with --redis-url, skips an upload whose lock a server holds, even through a stalled PATCH', async () => {
+    const prefix = `cli-test:${randomId()}:`
+    const client = new Redis(REDIS_URL)
+    onTestFinished(() => void client.disconnect())
+    const server = await startServer({
+      expireAfterMs: 3 * HOUR,
+      cleanupOnStart: false,
+      redis: { client, prefix },
+    })
+    const dir = server.directory
+    const abandoned = await createUpload(server.endpoint, 1000)
+    const stalled = await createUpload(server.endpoint, 1000)
+    for (const id of [abandoned.id, stalled.id]) {
+      for (const file of pair(id)) await age(path.join(dir, file), 2 * HOUR)
+    }
+    // A PATCH that holds the upload's lock but sends its first byte only after 2 s: the data
+    // file stays 2 h old, so the CLI alone would take it for abandoned.
+    const silence = Array.from({ length: 20 }, () => Buffer.alloc(0))
+    const body = pattern(1000, 9)
+    const writing = slowPatch(stalled.url, 0, [...silence, body], 100)
+    await waitFor(() => client.exists(`${prefix}lock:${stalled.id}`), 2000, 'the lock')
+
+    const { code, stdout, stderr } = await cli([
+      'sweep',
+      '--dir',
+      dir,
+      '--expire-after',
+      '1s',
+      '--redis-url',
+      REDIS_URL,
+      '--redis-prefix',
+      prefix,
+      '--json',
+    ])
+    expect(code, stderr).toBe(0)
+    const { report } = JSON.parse(stdout)
+    expect(report.ids).toEqual([abandoned.id])
+    expect(report.skippedBusy).toBe(1)
+    expect(await exists(path.join(dir, stalled.id))).toBe(true)
+    expect((await writing).status).toBe(204)
+    expect(await sha256(path.join(dir, stalled.id))).toBe(sha256Of(body))
+  })
+
+  it('exits 1 naming the Redis it cannot reach', async () => {
+    const dir = await tempDir()
+    const { code, stderr } = await cli([
+      'sweep',
+      '--dir',
+      dir,
+      '--expire-after',
+      '1h',
+      '--redis-url',
+      'redis://127.0.0.1:1',
+    ])
+    expect(code).toBe(1)
+    expect(stderr).toMatch(/cannot reach Redis at redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/)
+  })
+})
+
+describe('signals', () => {
+  /** Sessions under `sub/` of `dir`, idle 2 h: abandoned unfinished uploads. */
+  async function abandoned(dir: string, n: number, sub = ''): Promise<string[]> {
+    const ids = Array.from({ length: n }, () => (sub ? `${sub}/${randomId()}` : randomId()))
+    for (let i = 0; i < ids.length; i += 50) {
+      await Promise.all(
+        ids
+          .slice(i, i + 50)
+          .map((id) => writeSession(dir, id, { size: 10, bytes: 1, ageMs: 2 * HOUR })),
+      )
+    }
+    return ids
+  }
+
+  it('SIGTERM stops the sweep between entries, prints what it removed, exits 143', async () => {
+    // The engine walks the top level, then `z/`, then `z/rest/`. The records of `z/`'s 8
+    // sessions (as many as the engine's workers) are FIFOs: reading one waits for this test to
+    // write it, so the sweep is stopped mid-way, deterministically. The store check reads the
+    // first 1000 entries (all at the top level) and never meets the FIFOs.
+    const dir = await tempDir()
+    const top = await abandoned(dir, 520)
+    const rest = await abandoned(dir, 50, 'z/rest')
+    const blocked = Array.from({ length: 8 }, () => `z/${randomId()}`)
+    for (const id of blocked) {
+      await fs.writeFile(path.join(dir, id), 'x')
+      await age(path.join(dir, id), 2 * HOUR)
+      execFileSync('mkfifo', [path.join(dir, `${id}.json`)])
+    }
+    const { child, out, exited } = start(['sweep', '--dir', dir, '--expire-after', '1h', '--json'])
+    let exitCode: number | null | undefined
+    exited.then((code) => {
+      exitCode = code
+    })
+    // A FIFO opens for writing without blocking only once a reader has it open: the sweep.
+    const writers = new Map<string, fs.FileHandle>()
+    const served = new Set<string>()
+    const openReadFifos = async () => {
+      for (const id of blocked) {
+        if (writers.has(id) || served.has(id)) continue
+        const flags = fsConstants.O_WRONLY | fsConstants.O_NONBLOCK
+        await fs.open(path.join(dir, `${id}.json`), flags).then(
+          (handle) => writers.set(id, handle),
+          () => {}, // ENXIO: no reader yet
+        )
+      }
+      return writers.size > 0
+    }
+    await waitFor(
+      async () => exitCode !== undefined || (await openReadFifos()),
+      20_000,
+      'the sweep to read a FIFO',
+    )
+    expect(exitCode).toBeUndefined()
+    child.kill('SIGTERM')
+    await waitFor(() => out.stderr.includes('SIGTERM: stopping'), 10_000, 'the CLI to see SIGTERM')
+    // Now unblock every read under way, with a valid unfinished record (which the sweep would
+    // remove, had it not been stopped), until the CLI exits.
+    await waitFor(
+      async () => {
+        await openReadFifos()
+        for (const [id, handle] of writers) {
+          await handle.write(JSON.stringify({ id, size: 10, offset: 0 }))
+          await handle.close()
+          writers.delete(id)
+          served.add(id)
+        }
+        return exitCode !== undefined
+      },
+      20_000,
+      'the CLI to exit',
+    )
+    expect(exitCode, out.stderr).toBe(143)
+
+    const result = JSON.parse(out.stdout)
+    expect(result.report).toMatchObject({ aborted: true, errors: 0 })
+    const removed: string[] = result.removed.map((r: { id: string }) => r.id)
+    expect(removed).toHaveLength(result.report.removed)
+    // When the first FIFO was read, every top-level session had been taken up; the other 7
+    // workers may have had one under way, which the signal left in place.
+    expect(removed.length).toBeGreaterThanOrEqual(top.length - 7)
+    expect(removed.every((id) => top.includes(id))).toBe(true)
+    // What it printed is exactly what is gone, pairs whole; nothing after the FIFOs was touched.
+    const kept = top.filter((id) => !removed.includes(id))
+    expect(await listing(dir)).toEqual([...kept, ...blocked, ...rest].flatMap(pair).sort())
+  })
+})
+
+describe('checkStore', () => {
+  it('accepts a store of unfinished uploads only, and one with orphans among uploads', async () => {
+    const dir = await tempDir()
+    await writeSession(dir, randomId(), { size: 10, bytes: 1 })
+    expect(await checkStore(dir, { idPattern: DEFAULT })).toEqual({ ok: true })
+    await fs.writeFile(path.join(dir, randomId()), 'orphan')
+    await fs.writeFile(path.join(dir, `${randomId()}.json`), 'broken')
+    await fs.mkdir(path.join(dir, '.fastify-tus-probe-x'))
+    expect(await checkStore(dir, { idPattern: DEFAULT })).toEqual({ ok: true })
+  })
+
+  it('refuses symbolic links and records of another id', async () => {
+    const dir = await tempDir()
+    const id = randomId()
+    await fs.writeFile(path.join(dir, `${id}.json`), JSON.stringify({ id: 'other', offset: 0 }))
+    expect(await checkStore(dir, { idPattern: DEFAULT })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining(`its "id" is "other", not "${id}"`),
+    })
+    await writeSession(dir, randomId(), { size: 10, bytes: 1 })
+    expect(await checkStore(dir, { idPattern: DEFAULT })).toEqual({ ok: true })
+    await fs.symlink('/etc', path.join(dir, 'etc'))
+    expect(await checkStore(dir, { idPattern: DEFAULT })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('etc (link)'),
+    })
+  })
+
+  it('reads a bounded number of entries and says when it saw no upload among them', async () => {
+    const dir = await tempDir()
+    for (let i = 0; i < 20; i++) await fs.mkdir(path.join(dir, `d${i}`))
+    expect(await checkStore(dir, { idPattern: DEFAULT, maxEntries: 10 })).toEqual({
+      ok: false,
+      reason: `${dir} does not look like a tus file store: no upload among its first 10 entries.`,
+    })
+    expect(await checkStore(dir, { idPattern: DEFAULT })).toEqual({ ok: true }) // empty dirs
+  })
+})
