@@ -52,6 +52,8 @@ export class TusCleanup implements TusCleanupDecorator {
   /** Aborted by `stop()`: the running sweep stops between entries. */
   readonly #stopping = new AbortController()
   #running: { dryRun: boolean; promise: Promise<SweepReport> } | undefined
+  /** The job's current tick: with a lease, it also takes and gives back the lease. */
+  #tick: Promise<void> | undefined
   #last: SweepReport | undefined
 
   constructor(options: TusCleanupOptions) {
@@ -95,7 +97,11 @@ export class TusCleanup implements TusCleanupDecorator {
     const task = new AsyncTask(
       JOB_ID,
       // A sweep logs its own failure; the next interval simply tries again.
-      () => this.#scheduledRun().then(noop, noop),
+      () => {
+        const tick = this.#scheduledRun()
+        this.#tick = tick
+        return tick.then(noop, noop)
+      },
       (error) => log.error({ err: toError(error) }, 'fastify-tus sweep task failed'),
     )
     const job = new SimpleIntervalJob(
@@ -111,6 +117,8 @@ export class TusCleanup implements TusCleanupDecorator {
     this.#scheduler.stop()
     this.#stopping.abort()
     await this.#running?.promise.catch(noop)
+    // The lease goes back before close() resolves, while the Redis client is still open.
+    await this.#tick?.catch(noop)
   }
 
   /** A tick of the job: a sweep, if this instance wins the interval's lease (when there is one). */
