@@ -30,6 +30,24 @@ export function isFinished(size: number | undefined, bytesOnDisk: number): boole
   return size !== undefined && bytesOnDisk >= size
 }
 
+/** The time the server was down between a graceful close and its next start (epoch ms). */
+export interface Downtime {
+  fromMs: number
+  toMs: number
+}
+
+/**
+ * An upload's last activity as the server counts it: its data file's mtime, moved later by the
+ * server's last downtime when it came before it. While the server was down its clients could
+ * not write, so that time does not count against them: an upload that had 4 of its 10 minutes
+ * left when the server closed still has 4 minutes once it is back, and one that had expired
+ * before the close is removed by the first sweep, as without a restart.
+ */
+export function lastActivityMs(mtimeMs: number, downtime?: Downtime): number {
+  if (!downtime || mtimeMs > downtime.fromMs) return mtimeMs
+  return mtimeMs + (downtime.toMs - downtime.fromMs)
+}
+
 /** The moment an unfinished upload whose last activity was `lastActivityMs` expires. */
 export function expiresAt(lastActivityMs: number, expireAfterMs: number): number {
   return lastActivityMs + expireAfterMs

@@ -18,7 +18,14 @@ import path from 'node:path'
 import { FileStore } from '@tus/file-store'
 import { ERRORS, isPathInsideDirectory, type Upload } from '@tus/utils'
 import { DirectoryError } from './errors.js'
-import { expiresAt, isExpired, isFinished, METADATA_SUFFIX } from './expiry-policy.js'
+import {
+  type Downtime,
+  expiresAt,
+  isExpired,
+  isFinished,
+  lastActivityMs,
+  METADATA_SUFFIX,
+} from './expiry-policy.js'
 import type { SweepLocker } from './locks.js'
 import { type SweepOptions, type SweepReport, sweepDirectory } from './sweep.js'
 import type { DirectWriteStore } from './write-path.js'
@@ -36,6 +43,8 @@ export interface ExpiringFileStoreOptions {
    * through `tusCleanup.run()` so that it joins a running sweep. Default: `sweep()`.
    */
   sweepRunner?: () => Promise<SweepReport>
+  /** The server's last downtime, which does not count against idle uploads (see expiry-policy). */
+  downtime?: Downtime | undefined
 }
 
 export interface UploadFacts {
@@ -51,6 +60,7 @@ export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' |
 
 export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly expireAfterMs: number
+  readonly downtime: Downtime | undefined
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
   readonly #sweepRunner: (() => Promise<SweepReport>) | undefined
@@ -58,6 +68,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   constructor(options: ExpiringFileStoreOptions) {
     super({ directory: options.directory, expirationPeriodInMilliseconds: 0 })
     this.expireAfterMs = options.expireAfterMs
+    this.downtime = options.downtime
     this.#locker = options.locker
     this.#idPattern = options.idPattern
     this.#sweepRunner = options.sweepRunner
@@ -96,7 +107,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const upload = await super.getUpload(id)
     if (this.expireAfterMs > 0 && !isFinished(upload.size, upload.offset)) {
       const { mtimeMs } = await this.#statData(id)
-      if (isExpired(mtimeMs, this.expireAfterMs, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
+      const activity = lastActivityMs(mtimeMs, this.downtime)
+      if (isExpired(activity, this.expireAfterMs, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
     }
     return upload
   }
@@ -114,7 +126,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       const expires =
         this.expireAfterMs === 0 || isFinished(record.size, data.size)
           ? undefined
-          : new Date(expiresAt(data.mtimeMs, this.expireAfterMs))
+          : new Date(expiresAt(lastActivityMs(data.mtimeMs, this.downtime), this.expireAfterMs))
       return { expiresAt: expires, rawMetadata: record[RAW_METADATA] }
     } catch {
       return undefined
@@ -151,6 +163,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       ...options,
       directory: this.directory,
       expireAfterMs: this.expireAfterMs,
+      downtime: this.downtime,
       locker: this.#locker,
       idPattern: this.#idPattern,
     })

@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { type CleanupLogger, TusCleanup, type TusCleanupDecorator } from './cleanup.js'
 import { datastoreSweepOffReason, sweepDatastore } from './datastore-sweep.js'
+import { recordClose, takeDowntime } from './downtime.js'
 import { ExpiringFileStore } from './file-store.js'
 import { ActivityLocker } from './locks.js'
 import { type FastifyTusOptions, resolveOptions } from './options.js'
@@ -41,6 +42,17 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
     : undefined
   const locker = new ActivityLocker(redisLocker ?? (await options.tus.locker) ?? new MemoryLocker())
 
+  // One server on its directory gives idle uploads back the time it was down (a restart). With
+  // Redis the other instances serve meanwhile, so there is nothing to give back.
+  const tracksDowntime = !options.datastore && !redis && options.expireAfterMs > 0
+  const downtime = tracksDowntime ? await takeDowntime(options.directory) : undefined
+  if (downtime) {
+    log.info(
+      { downtimeMs: downtime.toMs - downtime.fromMs },
+      'fastify-tus: idle uploads get back the time the server was down',
+    )
+  }
+
   // Without a user datastore: the built-in file store, whose sweep is the plugin's own.
   const store = options.datastore
     ? undefined
@@ -49,6 +61,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         expireAfterMs: options.expireAfterMs,
         locker,
         idPattern: options.idPattern,
+        downtime,
         // server.cleanUpExpiredUploads() joins the plugin's sweep instead of racing it.
         sweepRunner: () => cleanup.run(),
       })
@@ -141,6 +154,14 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   fastify.addHook('onClose', async () => {
     await cleanup.stop()
     await redisLocker?.close()
+    if (tracksDowntime) {
+      await recordClose(options.directory).catch((error: unknown) => {
+        log.warn(
+          { err: error },
+          'fastify-tus could not record its close; a restart will not give idle uploads their downtime back',
+        )
+      })
+    }
   })
 }
 

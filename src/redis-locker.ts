@@ -56,13 +56,13 @@ const ACQUIRE = `
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return nil end
 return redis.call('get', KEYS[1])`
 
-/** Deletes the key only for its owner. */
-const RELEASE = `
+/** Deletes the key only for its owner. KEYS: key. ARGV: token. */
+export const RELEASE = `
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0`
 
-/** Extends the key's life only for its owner. */
-const REFRESH = `
+/** Extends the key's life only for its owner. KEYS: key. ARGV: token, ttl. */
+export const REFRESH = `
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0`
 

@@ -10,7 +10,7 @@
  * of a sweep, its `running` key first has to expire (`ttlMs`).
  */
 import { randomUUID } from 'node:crypto'
-import type { RedisClient } from './redis-locker.js'
+import { REFRESH, RELEASE, type RedisClient } from './redis-locker.js'
 
 /** A lease held for one sweep. */
 export interface HeldLease {
@@ -47,14 +47,6 @@ if slot <= last then return {0, slot} end
 redis.call('set', KEYS[1], slot, 'PX', interval * 2)
 redis.call('set', KEYS[2], ARGV[1], 'PX', ARGV[3])
 return {1, slot}`
-
-const RELEASE = `
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0`
-
-const REFRESH = `
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0`
 
 export class RedisSweepLease implements SweepLease {
   readonly #options: RedisSweepLeaseOptions

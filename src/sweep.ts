@@ -17,8 +17,10 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import {
   DEFAULT_ID_PATTERN,
+  type Downtime,
   isExpired,
   isFinished,
+  lastActivityMs,
   METADATA_SUFFIX,
   recordSize,
 } from './expiry-policy.js'
@@ -48,6 +50,8 @@ export interface SweepOptions {
   directory: string
   /** An unfinished upload with no activity for this long expires. 0: nothing expires. */
   expireAfterMs: number
+  /** The server's last downtime, which does not count against idle uploads. Default: none. */
+  downtime?: Downtime | undefined
   /** Report what would be removed; remove nothing. */
   dryRun?: boolean
   /** Stops the sweep between entries; entries being removed finish first. */
@@ -143,6 +147,12 @@ class Sweep {
     this.root = path.resolve(options.directory)
   }
 
+  /** Whether a file last modified at `mtimeMs` belongs to an expired session. */
+  expired(mtimeMs: number): boolean {
+    const { expireAfterMs, downtime } = this.options
+    return isExpired(lastActivityMs(mtimeMs, downtime), expireAfterMs, this.now())
+  }
+
   async run(): Promise<SweepReport> {
     const { signal, concurrency = DEFAULT_CONCURRENCY, expireAfterMs } = this.options
     if (expireAfterMs > 0) {
@@ -188,7 +198,7 @@ class Sweep {
     const data = await this.fs.lstat(dataPath)
     this.report.scanned++
     // Most uploads are fresh: one lstat decides, the metadata is never read.
-    if (!isExpired(data.mtimeMs, this.options.expireAfterMs, this.now())) return
+    if (!this.expired(data.mtimeMs)) return
 
     const record = await this.readRecord(id)
     if (record === 'missing') {
@@ -208,7 +218,7 @@ class Sweep {
     const meta = await this.statIfPresent(this.pathOf(file))
     if (!meta) return
     this.report.scanned++
-    if (!isExpired(meta.mtimeMs, this.options.expireAfterMs, this.now())) return
+    if (!this.expired(meta.mtimeMs)) return
     if (this.idPattern.test(id)) await this.remove(id, 'orphan-metadata')
   }
 
@@ -245,17 +255,16 @@ class Sweep {
     id: string,
     kind: Removal['kind'],
   ): Promise<Omit<Removal, 'id' | 'kind'> | undefined> {
-    const expireAfterMs = this.options.expireAfterMs
     const dataPath = this.pathOf(id)
     const metaPath = this.pathOf(id + METADATA_SUFFIX)
     if (kind === 'orphan-metadata') {
       if (await this.exists(dataPath)) return undefined
       const meta = await this.statIfPresent(metaPath)
-      if (!meta || !isExpired(meta.mtimeMs, expireAfterMs, this.now())) return undefined
+      if (!meta || !this.expired(meta.mtimeMs)) return undefined
       return { bytes: meta.size, lastActivity: meta.mtime }
     }
     const data = await this.statIfPresent(dataPath)
-    if (!data || !isExpired(data.mtimeMs, expireAfterMs, this.now())) return undefined
+    if (!data || !this.expired(data.mtimeMs)) return undefined
     const meta = await this.statIfPresent(metaPath)
     if (kind === 'orphan-data') {
       return meta ? undefined : { bytes: data.size, lastActivity: data.mtime }

@@ -5,7 +5,6 @@
  */
 import { createHash } from 'node:crypto'
 import fs from 'node:fs/promises'
-import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -338,28 +337,10 @@ const CASES: BadRequest[] = [
 
 /** Sends the path exactly as given (http.request(url) would normalise it through URL). */
 function send(origin: string, req: BadRequest, ids: Record<string, string>): Promise<RawResponse> {
-  const { hostname, port } = new URL(origin)
-  const path = req.path.replace(/\{(\w+)\}/g, (_, key: string) => ids[key] as string)
+  const rawPath = req.path.replace(/\{(\w+)\}/g, (_, key: string) => ids[key] as string)
   const headers: Record<string, string | string[] | number> = { ...req.headers }
   if (req.body !== undefined) headers['Content-Length'] = Buffer.byteLength(req.body)
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      { hostname, port, path, method: req.method, headers, agent: false },
-      (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (chunk: Buffer) => chunks.push(chunk))
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: Buffer.concat(chunks).toString(),
-          }),
-        )
-      },
-    )
-    request.on('error', reject)
-    request.end(req.body)
-  })
+  return request(origin, req.method, headers, req.body, { rawPath })
 }
 
 /** Every file under `root`: size, mtime and content hash. */

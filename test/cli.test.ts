@@ -17,6 +17,7 @@ import {
   head,
   patch,
   pattern,
+  REDIS_URL,
   randomId,
   sha256,
   sha256Of,
@@ -29,7 +30,6 @@ import {
 } from './helpers.js'
 
 const CLI = path.resolve('dist/src/cli.js')
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const HOUR = 3_600_000
 const DEFAULT = /^[0-9a-f]{32}$/
 
@@ -64,11 +64,11 @@ async function cli(args: string[], env: Record<string, string> = {}) {
   return { code, ...out }
 }
 
-/** Files of the tree (not directories), relative, sorted. */
+/** Files of the tree (not directories, not the plugin's close marker), relative, sorted. */
 async function listing(dir: string): Promise<string[]> {
   const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true })
   return entries
-    .filter((e) => !e.isDirectory())
+    .filter((e) => !e.isDirectory() && e.name !== '.fastify-tus-closed')
     .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
     .sort()
 }

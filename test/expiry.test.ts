@@ -242,25 +242,63 @@ describe('restart', () => {
     expect(await sha256(path.join(directory, id))).toBe(sha256Of(data))
   })
 
-  it('does not reset the activity clock on restart', async () => {
-    const directory = await tempDir()
-    const first = await startServer({
-      directory,
-      expireAfterMs: 400,
-      cleanupOnStart: false,
-      cleanupIntervalMs: HOUR,
+  describe('across a restart', () => {
+    const settings = { expireAfterMs: 600, cleanupOnStart: false, cleanupIntervalMs: HOUR }
+
+    it('gives idle uploads back the time the server was down', async () => {
+      const directory = await tempDir()
+      const first = await startServer({ directory, ...settings })
+      const { id } = await createUpload(first.endpoint, 100)
+      await first.app.close()
+      await sleep(800) // longer than expireAfterMs, while nobody could write
+      const second = await startServer({ directory, ...settings })
+      const url = `${second.endpoint}/${id}`
+      const alive = await head(url)
+      expect(alive.status).toBe(200)
+      expect(second.logs.some((r) => typeof r.downtimeMs === 'number' && r.downtimeMs >= 800)).toBe(
+        true,
+      )
+      // The clock still runs once the server is back.
+      await sleep(900)
+      expect((await head(url)).status).toBe(410)
     })
-    const { url, id } = await createUpload(first.endpoint, 100)
-    await first.app.close()
-    await sleep(500)
-    const second = await startServer({
-      directory,
-      expireAfterMs: 400,
-      cleanupOnStart: false,
-      cleanupIntervalMs: HOUR,
+
+    it('does not revive an upload that had expired before the close', async () => {
+      const directory = await tempDir()
+      const first = await startServer({ directory, ...settings })
+      const { id } = await createUpload(first.endpoint, 100)
+      await age(path.join(directory, id), 5000)
+      await first.app.close()
+      await sleep(300)
+      const second = await startServer({ directory, ...settings })
+      expect((await head(`${second.endpoint}/${id}`)).status).toBe(410)
+      expect(await second.app.tusCleanup.run()).toMatchObject({ removed: 1 })
     })
-    expect((await head(`${second.endpoint}/${id}`)).status).toBe(410)
-    expect(url).toContain(id)
+
+    it('gives nothing back for an unreadable close record, and removes it', async () => {
+      const directory = await tempDir()
+      const first = await startServer({ directory, ...settings })
+      const { id } = await createUpload(first.endpoint, 100)
+      await first.app.close()
+      const marker = path.join(directory, '.fastify-tus-closed')
+      await fs.writeFile(marker, '{"closedAt": "yesterday"}')
+      await sleep(800)
+      const second = await startServer({ directory, ...settings })
+      expect((await head(`${second.endpoint}/${id}`)).status).toBe(410)
+      expect(await exists(marker)).toBe(false)
+    })
+
+    it('gives nothing back after a crash (no close recorded)', async () => {
+      const directory = await tempDir()
+      const first = await startServer({ directory, ...settings })
+      const { id } = await createUpload(first.endpoint, 100)
+      await first.app.close()
+      // A process killed does not run its onClose hook: no marker.
+      await fs.rm(path.join(directory, '.fastify-tus-closed'))
+      await sleep(800)
+      const second = await startServer({ directory, ...settings })
+      expect((await head(`${second.endpoint}/${id}`)).status).toBe(410)
+    })
   })
 })
 

@@ -14,6 +14,7 @@ import {
   head,
   patch,
   pattern,
+  REDIS_URL,
   randomId,
   sha256,
   sha256Of,
@@ -24,7 +25,6 @@ import {
 } from './helpers.js'
 
 const SERVER = path.resolve('dist/demo/server.js')
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const INTERVAL_MS = 100
 
 interface LogRecord {

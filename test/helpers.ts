@@ -15,6 +15,9 @@ import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
 
 export const TUS = { 'Tus-Resumable': '1.0.0' }
 
+/** The Redis the Redis tests use (`.ci/run` starts one on 127.0.0.1:6379). */
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+
 const cleanups: Array<() => Promise<unknown>> = []
 afterEach(async () => {
   // Servers first (they may still sweep), then directories.
@@ -115,15 +118,25 @@ export interface RawResponse {
   body: string
 }
 
-/** One HTTP request with node:http (no client-side header rules, a fresh connection each time). */
+/**
+ * One HTTP request with node:http (no client-side header rules, a fresh connection each time).
+ * `rawPath` is sent as written, where a URL would normalise `..`, `%2e` and the like.
+ */
 export function request(
   url: string,
   method: string,
-  headers: Record<string, string | number> = {},
+  headers: Record<string, string | string[] | number> = {},
   body?: Buffer | string,
+  { rawPath }: { rawPath?: string } = {},
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers, agent: false }, (res) => {
+    const options = {
+      method,
+      headers,
+      agent: false,
+      ...(rawPath !== undefined && { path: rawPath }),
+    }
+    const req = http.request(url, options, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () =>
@@ -138,6 +151,32 @@ export function request(
     req.on('error', reject)
     req.end(body)
   })
+}
+
+/**
+ * A PATCH of `data` from offset 0 whose client goes away (socket destroyed) once `sent` bytes
+ * are in `dataFile`.
+ */
+export async function disconnectMidPatch(
+  url: string,
+  data: Buffer,
+  sent: number,
+  dataFile: string,
+): Promise<void> {
+  const req = http.request(url, {
+    method: 'PATCH',
+    agent: false,
+    headers: {
+      ...TUS,
+      'Upload-Offset': 0,
+      'Content-Type': 'application/offset+octet-stream',
+      'Content-Length': data.length,
+    },
+  })
+  req.on('error', () => {})
+  req.write(data.subarray(0, sent))
+  await waitFor(async () => (await fs.stat(dataFile)).size === sent, 5000, 'bytes on disk')
+  req.destroy()
 }
 
 /** POST a new upload of `length` bytes (or deferred length); resolves to its URL and id. */

@@ -15,6 +15,7 @@ import {
   exists,
   head,
   pattern,
+  REDIS_URL,
   randomId,
   sha256,
   sha256Of,
@@ -24,8 +25,6 @@ import {
   tusUpload,
   waitFor,
 } from './helpers.js'
-
-export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 const clients: Redis[] = []
 const lockers: RedisLocker[] = []

@@ -14,6 +14,7 @@ import { DirectBodyRequest } from '../src/write-path.js'
 import {
   pattern as bytes,
   createUpload,
+  disconnectMidPatch,
   head,
   patch,
   request,
@@ -52,20 +53,7 @@ describe('direct write path', () => {
     const data = bytes(300_000)
     const { url, id } = await createUpload(server.endpoint, data.length)
 
-    const req = http.request(url, {
-      method: 'PATCH',
-      agent: false,
-      headers: {
-        ...TUS,
-        'Upload-Offset': 0,
-        'Content-Type': 'application/offset+octet-stream',
-        'Content-Length': data.length,
-      },
-    })
-    req.on('error', () => {})
-    req.write(data.subarray(0, 100_000))
-    await waitFor(async () => (await fs.stat(path.join(server.directory, id))).size === 100_000)
-    req.destroy() // the client goes away
+    await disconnectMidPatch(url, data, 100_000, path.join(server.directory, id)) // client gone
 
     const status = await waitFor(async () => {
       const res = await head(url)
