@@ -13,9 +13,9 @@ import type { Downtime } from './expiry-policy.js'
 
 export const CLOSED_MARKER = '.fastify-tus-closed'
 
-/** Records that the server closed now. */
-export async function recordClose(directory: string, now = Date.now()): Promise<void> {
-  await fs.writeFile(path.join(directory, CLOSED_MARKER), `${JSON.stringify({ closedAt: now })}\n`)
+/** Records that the server stopped serving at `closedAt` (when its close began). */
+export async function recordClose(directory: string, closedAt = Date.now()): Promise<void> {
+  await fs.writeFile(path.join(directory, CLOSED_MARKER), `${JSON.stringify({ closedAt })}\n`)
 }
 
 /**

@@ -30,21 +30,24 @@ export function isFinished(size: number | undefined, bytesOnDisk: number): boole
   return size !== undefined && bytesOnDisk >= size
 }
 
-/** The time the server was down between a graceful close and its next start (epoch ms). */
+/** The time the server was down: from the start of a graceful close to its next start (epoch ms). */
 export interface Downtime {
   fromMs: number
   toMs: number
 }
 
 /**
- * An upload's last activity as the server counts it: its data file's mtime, moved later by the
- * server's last downtime when it came before it. While the server was down its clients could
- * not write, so that time does not count against them: an upload that had 4 of its 10 minutes
- * left when the server closed still has 4 minutes once it is back, and one that had expired
- * before the close is removed by the first sweep, as without a restart.
+ * An upload's last activity as the server counts it: its data file's mtime, except that the
+ * server's downtime (from the start of a graceful close to the next start) does not count
+ * against it, since no client could write meanwhile. Activity before the downtime moves later by
+ * its length; activity during it (a PATCH that ended while the server was closing) counts as at
+ * its end. So an upload that had 4 of its 10 minutes left when the server closed still has 4
+ * minutes once it is back, and one that had expired before the close is removed by the first
+ * sweep, as without a restart.
  */
 export function lastActivityMs(mtimeMs: number, downtime?: Downtime): number {
-  if (!downtime || mtimeMs > downtime.fromMs) return mtimeMs
+  if (!downtime || mtimeMs >= downtime.toMs) return mtimeMs
+  if (mtimeMs >= downtime.fromMs) return downtime.toMs
   return mtimeMs + (downtime.toMs - downtime.fromMs)
 }
 

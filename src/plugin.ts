@@ -94,6 +94,8 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   // is the full one, parents' included, which tus needs to build `Location`.
   let tus: Server | undefined
   let closing = false
+  /** When close() began: from then on, clients cannot start new work here. */
+  let closingAt = 0
   await fastify.register(
     async (child) => {
       const path = `${child.prefix}${options.path}`
@@ -146,16 +148,19 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   } satisfies TusCleanupDecorator)
 
   fastify.addHook('onReady', async () => {
+    // The downtime ends when the server is ready to serve again, not when it was registered.
+    if (downtime) downtime.toMs = Math.max(downtime.toMs, Date.now())
     cleanup.start()
   })
   fastify.addHook('preClose', async () => {
     closing = true
+    closingAt = Date.now()
   })
   fastify.addHook('onClose', async () => {
     await cleanup.stop()
     await redisLocker?.close()
     if (tracksDowntime) {
-      await recordClose(options.directory).catch((error: unknown) => {
+      await recordClose(options.directory, closingAt || Date.now()).catch((error: unknown) => {
         log.warn(
           { err: error },
           'fastify-tus could not record its close; a restart will not give idle uploads their downtime back',

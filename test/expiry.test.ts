@@ -7,6 +7,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import * as tus from 'tus-js-client'
 import { describe, expect, it } from 'vitest'
+import { lastActivityMs } from '../src/expiry-policy.js'
 import {
   age,
   pattern as bytes,
@@ -243,6 +244,14 @@ describe('restart', () => {
   })
 
   describe('across a restart', () => {
+    it('counts activity before the downtime later by its length, and during it as at its end', () => {
+      const downtime = { fromMs: 10_000, toMs: 13_000 }
+      expect(lastActivityMs(4_000, downtime)).toBe(7_000)
+      expect(lastActivityMs(11_000, downtime)).toBe(13_000) // a PATCH that ended while closing
+      expect(lastActivityMs(15_000, downtime)).toBe(15_000)
+      expect(lastActivityMs(4_000)).toBe(4_000)
+    })
+
     const settings = { expireAfterMs: 600, cleanupOnStart: false, cleanupIntervalMs: HOUR }
 
     it('gives idle uploads back the time the server was down', async () => {

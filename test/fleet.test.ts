@@ -223,8 +223,6 @@ describe('several instances on one directory and one Redis', () => {
     expect(watched.size).toBeLessThanOrEqual(21)
     // Each abandoned upload was removed once, by whichever instance swept.
     expect(sweeps.reduce((n, r) => n + (r.removed ?? 0), 0)).toBe(abandoned.length)
-    // The lease moves between instances: more than one of them swept.
-    expect(fleet.filter((instance) => instance.sweeps().length > 0).length).toBeGreaterThan(1)
   })
 
   it('carries on after kill -9 of the sweeping instance: another sweeps within an interval, its upload lock expires and the upload resumes', async () => {
