@@ -93,9 +93,8 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   // Routes live in a child context (their body parser must not leak into the app); its prefix
   // is the full one, parents' included, which tus needs to build `Location`.
   let tus: Server | undefined
-  let closing = false
   /** When close() began: from then on, clients cannot start new work here. */
-  let closingAt = 0
+  let closingAt: number | undefined
   await fastify.register(
     async (child) => {
       const path = `${child.prefix}${options.path}`
@@ -134,7 +133,12 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         installDirectWrite(tus.handlers.PATCH)
         installDirectWrite(tus.handlers.POST)
       }
-      await tusRoutes(child, { path: options.path, tus, store, isClosing: () => closing })
+      await tusRoutes(child, {
+        path: options.path,
+        tus,
+        store,
+        isClosing: () => closingAt !== undefined,
+      })
     },
     { prefix: options.prefix },
   )
@@ -153,14 +157,13 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
     cleanup.start()
   })
   fastify.addHook('preClose', async () => {
-    closing = true
     closingAt = Date.now()
   })
   fastify.addHook('onClose', async () => {
     await cleanup.stop()
     await redisLocker?.close()
     if (tracksDowntime) {
-      await recordClose(options.directory, closingAt || Date.now()).catch((error: unknown) => {
+      await recordClose(options.directory, closingAt ?? Date.now()).catch((error: unknown) => {
         log.warn(
           { err: error },
           'fastify-tus could not record its close; a restart will not give idle uploads their downtime back',

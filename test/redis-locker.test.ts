@@ -265,6 +265,8 @@ describe('the plugin with the redis option', () => {
     expect(await named()).toBe(2) // the user's client and the plugin's subscriber
     await server.app.close()
     expect(await named()).toBe(1) // the user's client stays open: it is theirs
+    // Other instances serve while this one is down: no downtime is recorded to give back.
+    expect(await exists(path.join(server.directory, '.fastify-tus-closed'))).toBe(false)
   })
 
   it('answers 423 with a reason when the lock stays held elsewhere past acquireLockTimeoutMs', async () => {
