@@ -19,7 +19,7 @@ export const ClosedError = createError<'FST_TUS_CLOSED', []>(
 )
 
 /**
- * A request waited longer than `acquireTimeoutMs` for an upload's lock. @tus/server answers
+ * A request waited longer than `acquireLockTimeoutMs` for an upload's lock. @tus/server answers
  * with its `status_code` and `body`: 423 Locked, which tus clients retry.
  */
 export class LockTimeoutError extends createError<'FST_TUS_LOCK_TIMEOUT', [string, number]>(

@@ -45,12 +45,7 @@ export interface FastifyTusRedisOptions {
   acquireLockTimeoutMs?: number
 }
 
-export interface ResolvedRedisOptions {
-  client: RedisClient
-  prefix: string
-  lockTtlMs: number
-  acquireLockTimeoutMs: number
-}
+export type ResolvedRedisOptions = Required<FastifyTusRedisOptions>
 
 export interface ResolvedOptions {
   path: string
@@ -254,7 +249,8 @@ function resolveRedis(input: unknown, tus: TusServerOptions): ResolvedRedisOptio
       `must be a whole number of milliseconds from 100 to ${MAX_INTERVAL_MS}, got ${describe(lockTtlMs)}`,
     )
   }
-  const acquireLockTimeoutMs = redis.acquireLockTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireTimeoutMs
+  const acquireLockTimeoutMs =
+    redis.acquireLockTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireLockTimeoutMs
   if (
     !Number.isSafeInteger(acquireLockTimeoutMs) ||
     acquireLockTimeoutMs < 1 ||

@@ -32,14 +32,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   const log = fastify.log.child({ plugin: 'fastify-tus' }) as CleanupLogger
   // With Redis, uploads are locked fleet-wide, and one instance sweeps per interval.
   const redis = options.redis
-  const redisLocker = redis
-    ? new RedisLocker({
-        client: redis.client,
-        prefix: redis.prefix,
-        lockTtlMs: redis.lockTtlMs,
-        acquireTimeoutMs: redis.acquireLockTimeoutMs,
-      })
-    : undefined
+  const redisLocker = redis ? new RedisLocker(redis) : undefined
   const locker = new ActivityLocker(redisLocker ?? (await options.tus.locker) ?? new MemoryLocker())
 
   // One server on its directory gives idle uploads back the time it was down (a restart). With

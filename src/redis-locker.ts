@@ -36,7 +36,7 @@ export interface RedisLockerOptions {
   /** A held lock lives this long unless refreshed (every third of it) by its holder. Default 10 s. */
   lockTtlMs?: number
   /** A request gives up waiting for a lock after this long (HTTP 423). Default 30 s. */
-  acquireTimeoutMs?: number
+  acquireLockTimeoutMs?: number
   /** A waiter looks again at least this often (a holder that died never says it let go). Default 100 ms. */
   retryMs?: number
 }
@@ -44,7 +44,7 @@ export interface RedisLockerOptions {
 export const REDIS_LOCKER_DEFAULTS = {
   prefix: 'fastify-tus:',
   lockTtlMs: 10_000,
-  acquireTimeoutMs: 30_000,
+  acquireLockTimeoutMs: 30_000,
   retryMs: 100,
 } as const
 
@@ -75,7 +75,7 @@ export class RedisLocker implements Locker, SweepLocker {
   readonly client: RedisClient
   readonly prefix: string
   readonly lockTtlMs: number
-  readonly acquireTimeoutMs: number
+  readonly acquireLockTimeoutMs: number
   readonly retryMs: number
   readonly #releaseChannel: string
   readonly #unlockedChannel: string
@@ -90,7 +90,8 @@ export class RedisLocker implements Locker, SweepLocker {
     this.client = options.client
     this.prefix = options.prefix ?? REDIS_LOCKER_DEFAULTS.prefix
     this.lockTtlMs = options.lockTtlMs ?? REDIS_LOCKER_DEFAULTS.lockTtlMs
-    this.acquireTimeoutMs = options.acquireTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireTimeoutMs
+    this.acquireLockTimeoutMs =
+      options.acquireLockTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireLockTimeoutMs
     this.retryMs = options.retryMs ?? REDIS_LOCKER_DEFAULTS.retryMs
     this.#releaseChannel = `${this.prefix}release`
     this.#unlockedChannel = `${this.prefix}unlocked`
@@ -210,7 +211,7 @@ class RedisLock implements Lock, HeldLock {
   async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
     const { locker, id } = this
     const token = randomUUID()
-    const deadline = Date.now() + locker.acquireTimeoutMs
+    const deadline = Date.now() + locker.acquireLockTimeoutMs
     let asked: string | undefined
     let askedAt = 0
     for (;;) {
@@ -218,7 +219,7 @@ class RedisLock implements Lock, HeldLock {
       const holder = await this.tryOnce(requestRelease, token)
       if (holder === true) return
       const now = Date.now()
-      if (now >= deadline) throw new LockTimeoutError(id, locker.acquireTimeoutMs)
+      if (now >= deadline) throw new LockTimeoutError(id, locker.acquireLockTimeoutMs)
       if (holder !== asked || now - askedAt >= ASK_AGAIN_MS) {
         asked = holder
         askedAt = now

@@ -89,10 +89,10 @@ describe('Redis locker', () => {
     await waiting.unlock()
   })
 
-  it('gives up after acquireTimeoutMs with a 423 error when the holder does not let go', async () => {
+  it('gives up after acquireLockTimeoutMs with a 423 error when the holder does not let go', async () => {
     const prefix = `test:${randomId()}:`
     const a = lockerFor(prefix)
-    const b = lockerFor(prefix, { acquireTimeoutMs: 300 })
+    const b = lockerFor(prefix, { acquireLockTimeoutMs: 300 })
     const held = a.newLock('u1')
     let asked = 0
     await held.lock(never, () => {
