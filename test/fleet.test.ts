@@ -116,7 +116,10 @@ describe('several instances on one directory and one Redis', () => {
     const dir = await tempDir()
     const fleet = await startFleet(dir)
     const data = pattern(9 * 64 * 1024, 7)
-    const { url } = await createUpload(fleet[0].endpoint, data.length)
+    const metadata = 'filename d29ybGQuanBn,is_confidential'
+    const { url } = await createUpload(fleet[0].endpoint, data.length, {
+      'Upload-Metadata': metadata,
+    })
     const id = idOf(url)
     const chunk = 64 * 1024
     for (let offset = 0, i = 0; offset < data.length; offset += chunk, i++) {
@@ -129,9 +132,12 @@ describe('several instances on one directory and one Redis', () => {
       expect(res.status, `PATCH ${i} on ${instance.name}: ${res.body}`).toBe(204)
       expect(Number(res.headers['upload-offset'])).toBe(offset + chunk)
     }
+    // Every instance describes it the same: offset, length and metadata as sent, from the disk.
     for (const instance of fleet) {
       const res = await head(`${instance.endpoint}/${id}`)
       expect(res.headers['upload-offset']).toBe(String(data.length))
+      expect(res.headers['upload-length']).toBe(String(data.length))
+      expect(res.headers['upload-metadata']).toBe(metadata)
     }
     expect(await sha256(path.join(dir, id))).toBe(sha256Of(data))
   })
