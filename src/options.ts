@@ -143,17 +143,11 @@ export function resolveOptions(input: unknown): ResolvedOptions {
       `must be a whole number of milliseconds >= 0 (0 turns expiry off), got ${describe(expireAfterMs)}`,
     )
   }
-  const cleanupIntervalMs = options.cleanupIntervalMs ?? DEFAULTS.cleanupIntervalMs
-  if (
-    !Number.isSafeInteger(cleanupIntervalMs) ||
-    cleanupIntervalMs < 1 ||
-    cleanupIntervalMs > MAX_INTERVAL_MS
-  ) {
-    throw new InvalidOptionError(
-      'cleanupIntervalMs',
-      `must be a whole number of milliseconds from 1 to ${MAX_INTERVAL_MS}, got ${describe(cleanupIntervalMs)}`,
-    )
-  }
+  const cleanupIntervalMs = milliseconds(
+    'cleanupIntervalMs',
+    options.cleanupIntervalMs ?? DEFAULTS.cleanupIntervalMs,
+    1,
+  )
   const cleanupOnStart = options.cleanupOnStart ?? DEFAULTS.cleanupOnStart
   if (typeof cleanupOnStart !== 'boolean') {
     throw new InvalidOptionError(
@@ -242,26 +236,33 @@ function resolveRedis(input: unknown, tus: TusServerOptions): ResolvedRedisOptio
       `must be a non-empty string, got ${describe(prefix)}`,
     )
   }
-  const lockTtlMs = redis.lockTtlMs ?? REDIS_LOCKER_DEFAULTS.lockTtlMs
-  if (!Number.isSafeInteger(lockTtlMs) || lockTtlMs < 100 || lockTtlMs > MAX_INTERVAL_MS) {
-    throw new InvalidOptionError(
-      'redis.lockTtlMs',
-      `must be a whole number of milliseconds from 100 to ${MAX_INTERVAL_MS}, got ${describe(lockTtlMs)}`,
-    )
-  }
-  const acquireLockTimeoutMs =
-    redis.acquireLockTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireLockTimeoutMs
+  // Refreshed every third of it: shorter would be a refresh every few milliseconds.
+  const lockTtlMs = milliseconds(
+    'redis.lockTtlMs',
+    redis.lockTtlMs ?? REDIS_LOCKER_DEFAULTS.lockTtlMs,
+    100,
+  )
+  const acquireLockTimeoutMs = milliseconds(
+    'redis.acquireLockTimeoutMs',
+    redis.acquireLockTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireLockTimeoutMs,
+    1,
+  )
+  return { client: redis.client, prefix, lockTtlMs, acquireLockTimeoutMs }
+}
+
+/** A whole number of milliseconds from `min` to what a timer can wait, or an error naming the option. */
+function milliseconds(option: string, value: unknown, min: number): number {
   if (
-    !Number.isSafeInteger(acquireLockTimeoutMs) ||
-    acquireLockTimeoutMs < 1 ||
-    acquireLockTimeoutMs > MAX_INTERVAL_MS
+    !Number.isSafeInteger(value) ||
+    (value as number) < min ||
+    (value as number) > MAX_INTERVAL_MS
   ) {
     throw new InvalidOptionError(
-      'redis.acquireLockTimeoutMs',
-      `must be a whole number of milliseconds from 1 to ${MAX_INTERVAL_MS}, got ${describe(acquireLockTimeoutMs)}`,
+      option,
+      `must be a whole number of milliseconds from ${min} to ${MAX_INTERVAL_MS}, got ${describe(value)}`,
     )
   }
-  return { client: redis.client, prefix, lockTtlMs, acquireLockTimeoutMs }
+  return value as number
 }
 
 function isRedisClient(value: unknown): value is RedisClient {
