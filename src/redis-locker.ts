@@ -71,6 +71,7 @@ interface Holder {
   requestRelease: RequestRelease
 }
 
+/** Members marked `@internal` are the plumbing of its locks, left out of the published types. */
 export class RedisLocker implements Locker, SweepLocker {
   readonly client: RedisClient
   readonly prefix: string
@@ -115,11 +116,12 @@ export class RedisLocker implements Locker, SweepLocker {
     await subscriber?.quit().catch(() => {})
   }
 
+  /** @internal */
   keyOf(id: string): string {
     return `${this.prefix}lock:${id}`
   }
 
-  /** The subscription that carries release requests and wake-ups; opened on first use. */
+  /** The subscription that carries release requests and wake-ups; opened on first use. @internal */
   listening(): Promise<unknown> {
     if (!this.#subscribed) {
       const subscriber = this.client.duplicate()
@@ -134,36 +136,40 @@ export class RedisLocker implements Locker, SweepLocker {
     return this.#subscribed
   }
 
-  /** Atomically takes the key; `undefined` when taken, else the holder's token. */
+  /** Atomically takes the key; `undefined` when taken, else the holder's token. @internal */
   async acquire(id: string, token: string): Promise<string | undefined> {
     const holder = await this.client.eval(ACQUIRE, 1, this.keyOf(id), token, this.lockTtlMs)
     return holder == null ? undefined : String(holder)
   }
 
+  /** @internal */
   async release(id: string, token: string): Promise<void> {
     this.#held.delete(id)
     await this.client.eval(RELEASE, 1, this.keyOf(id), token)
     await this.client.publish(this.#unlockedChannel, id)
   }
 
-  /** False when the lock is no longer this token's (it expired, and maybe someone took it). */
+  /** False when the lock is no longer this token's (it expired, and maybe someone took it). @internal */
   async refresh(id: string, token: string): Promise<boolean> {
     return (await this.client.eval(REFRESH, 1, this.keyOf(id), token, this.lockTtlMs)) === 1
   }
 
+  /** @internal */
   askToRelease(id: string, token: string): Promise<number> {
     return this.client.publish(this.#releaseChannel, JSON.stringify({ id, token }))
   }
 
+  /** @internal */
   hold(id: string, holder: Holder): void {
     this.#held.set(id, holder)
   }
 
+  /** @internal */
   forget(id: string, token: string): void {
     if (this.#held.get(id)?.token === token) this.#held.delete(id)
   }
 
-  /** Resolves when the lock is released here or elsewhere, after `ms`, or on abort. */
+  /** Resolves when the lock is released here or elsewhere, after `ms`, or on abort. @internal */
   waitForRelease(id: string, ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const waiters = this.#waiters.get(id) ?? new Set<() => void>()
