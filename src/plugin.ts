@@ -32,7 +32,12 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   const log = fastify.log.child({ plugin: 'fastify-tus' }) as CleanupLogger
   // With Redis, uploads are locked fleet-wide, and one instance sweeps per interval.
   const redis = options.redis
-  const redisLocker = redis ? new RedisLocker(redis) : undefined
+  const redisLocker = redis
+    ? new RedisLocker({
+        ...redis,
+        onError: (err) => log.warn({ err }, 'fastify-tus: Redis subscription connection error'),
+      })
+    : undefined
   const locker = new ActivityLocker(redisLocker ?? (await options.tus.locker) ?? new MemoryLocker())
 
   // One server on its directory gives idle uploads back the time it was down (a restart). With

@@ -26,6 +26,7 @@ export interface RedisClient {
 export interface RedisSubscriber {
   subscribe(...channels: string[]): Promise<unknown>
   on(event: 'message', listener: (channel: string, message: string) => void): unknown
+  on(event: 'error', listener: (error: Error) => void): unknown
   quit(): Promise<unknown>
 }
 
@@ -39,6 +40,8 @@ export interface RedisLockerOptions {
   acquireLockTimeoutMs?: number
   /** A waiter looks again at least this often (a holder that died never says it let go). Default 100 ms. */
   retryMs?: number
+  /** Errors of the subscription connection (the plugin logs them); without it they are dropped. */
+  onError?: (error: Error) => void
 }
 
 export const REDIS_LOCKER_DEFAULTS = {
@@ -78,6 +81,7 @@ export class RedisLocker implements Locker, SweepLocker {
   readonly lockTtlMs: number
   readonly acquireLockTimeoutMs: number
   readonly retryMs: number
+  readonly #onError: (error: Error) => void
   readonly #releaseChannel: string
   readonly #unlockedChannel: string
   /** Locks this locker holds: id → token and how to ask the request to let go. */
@@ -94,6 +98,7 @@ export class RedisLocker implements Locker, SweepLocker {
     this.acquireLockTimeoutMs =
       options.acquireLockTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireLockTimeoutMs
     this.retryMs = options.retryMs ?? REDIS_LOCKER_DEFAULTS.retryMs
+    this.#onError = options.onError ?? (() => {})
     this.#releaseChannel = `${this.prefix}release`
     this.#unlockedChannel = `${this.prefix}unlocked`
   }
@@ -126,6 +131,8 @@ export class RedisLocker implements Locker, SweepLocker {
     if (!this.#subscribed) {
       const subscriber = this.client.duplicate()
       subscriber.on('message', (channel, message) => this.#onMessage(channel, message))
+      // Without a listener ioredis prints its connection errors to the console itself.
+      subscriber.on('error', (error) => this.#onError(error))
       this.#subscriber = subscriber
       this.#subscribed = subscriber.subscribe(this.#releaseChannel, this.#unlockedChannel)
       // A failed subscription is tried again by the next lock.

@@ -17,13 +17,16 @@ import {
   pattern,
   REDIS_URL,
   randomId,
+  request,
   sha256,
   sha256Of,
   sleep,
   slowPatch,
   startServer,
+  tempDir,
   tusUpload,
   waitFor,
+  writeSession,
 } from './helpers.js'
 
 const clients: Redis[] = []
@@ -286,6 +289,43 @@ describe('the plugin with the redis option', () => {
     expect(Date.now() - started).toBeLessThan(3000)
     await held.unlock()
     expect((await head(url)).status).toBe(200)
+  })
+
+  it('with Redis down: requests that need a lock fail fast, sweeps are skipped with a warning, nothing is removed', async () => {
+    // Nothing listens on port 1; no offline queue, so commands fail at once instead of waiting.
+    const down = new Redis('redis://127.0.0.1:1', {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    })
+    down.on('error', () => {})
+    clients.push(down)
+    const directory = await tempDir()
+    await writeSession(directory, 'a'.repeat(32), { size: 100, bytes: 10, ageMs: 3_600_000 })
+    const server = await startServer({
+      directory,
+      expireAfterMs: 1000,
+      cleanupIntervalMs: 100,
+      redis: { client: down, prefix: `test:${randomId()}:` },
+    })
+    await waitFor(
+      () =>
+        server.logs.some((r) => r.msg === 'fastify-tus could not reach Redis for the sweep lease'),
+      3000,
+      'the warning',
+    )
+    const started = Date.now()
+    const res = await head(`${server.endpoint}/${'a'.repeat(32)}`)
+    expect(res.status).toBeGreaterThanOrEqual(500)
+    expect(Date.now() - started).toBeLessThan(2000)
+    expect(await exists(path.join(directory, 'a'.repeat(32)))).toBe(true)
+    expect(server.app.tusCleanup.last).toBeUndefined() // no sweep ran
+    // The plugin's own connection reports through the Fastify logger, not ioredis' console line.
+    await waitFor(() =>
+      server.logs.some((r) => r.msg === 'fastify-tus: Redis subscription connection error'),
+    )
+    expect((await request(server.endpoint, 'OPTIONS')).status).toBe(204) // still serving
   })
 
   it('does not remove an expired upload whose lock another instance holds', async () => {
