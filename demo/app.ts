@@ -8,8 +8,8 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
-import { Redis } from 'ioredis'
 import fastifyTus from '../src/index.js'
+import { connectRedis, isRedisUrl } from '../src/redis-connect.js'
 
 export interface DemoConfig {
   host: string
@@ -64,32 +64,13 @@ function oneOf(env: NodeJS.ProcessEnv, name: string, fallback: string, allowed: 
 function redisUrl(env: NodeJS.ProcessEnv): string | undefined {
   const raw = env.REDIS_URL
   if (raw === undefined || raw === '') return undefined
-  if (!/^rediss?:\/\//.test(raw)) {
+  if (!isRedisUrl(raw)) {
     throw new ConfigError(`REDIS_URL must be a redis:// or rediss:// URL, got "${raw}"`)
   }
   return raw
 }
 
 export class ConfigError extends Error {}
-
-/** A connected ioredis client, or a clear error when Redis cannot be reached. */
-async function connectRedis(url: string): Promise<Redis> {
-  const client = new Redis(url, { lazyConnect: true, connectTimeout: 3000 })
-  // ioredis reports the cause (ECONNREFUSED, ...) as an error event, not in the rejection.
-  let cause: Error | undefined
-  const remember = (error: Error) => {
-    cause = error
-  }
-  client.on('error', remember)
-  try {
-    await client.connect()
-  } catch (error) {
-    client.disconnect()
-    throw new Error(`cannot reach Redis at ${url}: ${(cause ?? (error as Error)).message}`)
-  }
-  client.off('error', remember)
-  return client
-}
 
 export async function startDemo(config: DemoConfig) {
   const app = Fastify({
