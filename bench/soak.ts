@@ -3,7 +3,7 @@
  * printed as a table; exits with 1 if a check fails. The `SOAK_*` variables below tune it. Run
  * under `node --expose-gc` (the npm script does) for the heap figures.
  */
-import { formatSoak, runSoak, SOAK_DEFAULTS } from './soak-scenario.js'
+import { formatSoak, runSoak, SOAK_DEFAULTS } from '../test/soak-scenario.js'
 
 const MiB = 1024 * 1024
 const env = (name: string, fallback: number) => {

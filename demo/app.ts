@@ -9,7 +9,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyTus from '../src/index.js'
-import { connectRedis, isRedisUrl } from '../src/redis-connect.js'
+import { connectRedis, isRedisUrl } from '../src/redis/connect.js'
 
 export interface DemoConfig {
   host: string

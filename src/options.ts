@@ -4,8 +4,8 @@
 import type { ServerOptions } from '@tus/server'
 import type { DataStore, Locker } from '@tus/utils'
 import { InvalidOptionError } from './errors.js'
-import { DEFAULT_ID_PATTERN } from './expiry-policy.js'
-import { REDIS_LOCKER_DEFAULTS, type RedisClient } from './redis-locker.js'
+import { REDIS_LOCKER_DEFAULTS, type RedisClient } from './redis/locker.js'
+import { DEFAULT_ID_PATTERN } from './store/expiry-policy.js'
 
 /** @tus/server options passed through; `path` and `datastore` come from the plugin's own options. */
 export type TusServerOptions = Partial<Omit<ServerOptions, 'path' | 'locker'>> & {

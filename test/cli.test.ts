@@ -9,7 +9,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { checkStore } from '../src/store-check.js'
+import { checkStore } from '../src/cli/store-check.js'
 import {
   age,
   createUpload,
@@ -29,7 +29,7 @@ import {
   writeSession,
 } from './helpers.js'
 
-const CLI = path.resolve('dist/src/cli.js')
+const CLI = path.resolve('dist/src/cli/main.js')
 const HOUR = 3_600_000
 const DEFAULT = /^[0-9a-f]{32}$/
 

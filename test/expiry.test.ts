@@ -7,7 +7,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import * as tus from 'tus-js-client'
 import { describe, expect, it } from 'vitest'
-import { lastActivityMs } from '../src/expiry-policy.js'
+import { lastActivityMs } from '../src/store/expiry-policy.js'
 import {
   age,
   pattern as bytes,

@@ -9,7 +9,7 @@ import path from 'node:path'
 import type { FastifyHttpOptions, FastifyInstance } from 'fastify'
 import { describe, expect, it } from 'vitest'
 import { startDemo } from '../demo/app.js'
-import { type SweepFs, sweepDirectory } from '../src/sweep.js'
+import { type SweepFs, sweepDirectory } from '../src/sweep/engine.js'
 import {
   pattern as bytes,
   createUpload,

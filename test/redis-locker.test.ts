@@ -7,8 +7,8 @@ import path from 'node:path'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { LockTimeoutError } from '../src/errors.js'
-import { RedisLocker, type RedisLockerOptions } from '../src/redis-locker.js'
-import { RedisSweepLease } from '../src/sweep-lease.js'
+import { RedisSweepLease } from '../src/redis/lease.js'
+import { RedisLocker, type RedisLockerOptions } from '../src/redis/locker.js'
 import {
   age,
   createUpload,

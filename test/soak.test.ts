@@ -4,7 +4,7 @@
  * 100 ms, the server closed and restarted twice on the same directory and port meanwhile.
  */
 import { describe, expect, it } from 'vitest'
-import { formatSoak, runSoak } from '../bench/soak-scenario.js'
+import { formatSoak, runSoak } from './soak-scenario.js'
 
 const KiB = 1024
 

@@ -10,7 +10,7 @@ import path from 'node:path'
 import { MemoryLocker } from '@tus/server'
 import { EVENTS } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
-import { DirectBodyRequest } from '../src/write-path.js'
+import { DirectBodyRequest } from '../src/http/write-path.js'
 import {
   pattern as bytes,
   createUpload,

@@ -17,7 +17,10 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { FileStore } from '@tus/file-store'
 import { ERRORS, isPathInsideDirectory, Upload } from '@tus/utils'
-import { DirectoryError } from './errors.js'
+import { DirectoryError } from '../errors.js'
+import type { DirectWriteStore } from '../http/write-path.js'
+import type { SweepLocker } from '../sweep/activity-locker.js'
+import { type SweepOptions, type SweepReport, sweepDirectory } from '../sweep/engine.js'
 import {
   type Downtime,
   expiresAt,
@@ -26,9 +29,6 @@ import {
   lastActivityMs,
   METADATA_SUFFIX,
 } from './expiry-policy.js'
-import type { SweepLocker } from './locks.js'
-import { type SweepOptions, type SweepReport, sweepDirectory } from './sweep.js'
-import type { DirectWriteStore } from './write-path.js'
 
 export interface ExpiringFileStoreOptions {
   directory: string

@@ -10,7 +10,7 @@
  * of a sweep, its `running` key first has to expire (`ttlMs`).
  */
 import { randomUUID } from 'node:crypto'
-import { REFRESH, RELEASE, type RedisClient } from './redis-locker.js'
+import { REFRESH, RELEASE, type RedisClient } from './locker.js'
 
 /** A lease held for one sweep. */
 export interface HeldLease {

@@ -7,8 +7,8 @@ import type { Server } from '@tus/server'
 import { EVENTS, HEADERS, TUS_RESUMABLE } from '@tus/utils'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
-import { isFinished } from './expiry-policy.js'
-import type { ExpiringFileStore } from './file-store.js'
+import { isFinished } from '../store/expiry-policy.js'
+import type { ExpiringFileStore } from '../store/file-store.js'
 import {
   CHECKSUM_ALGORITHMS,
   normalizeContentType,

@@ -16,7 +16,7 @@
 import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { METADATA_SUFFIX, recordSize } from './expiry-policy.js'
+import { METADATA_SUFFIX, recordSize } from '../store/expiry-policy.js'
 
 export interface StoreCheckOptions {
   /** Names of uploads, relative paths with `/` for nested ids. */

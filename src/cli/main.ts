@@ -13,12 +13,12 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Redis } from 'ioredis'
 import ms from 'ms'
-import { DEFAULT_ID_PATTERN } from './expiry-policy.js'
-import type { SweepLocker } from './locks.js'
-import { connectRedis, isRedisUrl } from './redis-connect.js'
-import { REDIS_LOCKER_DEFAULTS, RedisLocker } from './redis-locker.js'
+import { connectRedis, isRedisUrl } from '../redis/connect.js'
+import { REDIS_LOCKER_DEFAULTS, RedisLocker } from '../redis/locker.js'
+import { DEFAULT_ID_PATTERN } from '../store/expiry-policy.js'
+import type { SweepLocker } from '../sweep/activity-locker.js'
+import { type Removal, type SweepReport, sweepDirectory } from '../sweep/engine.js'
 import { checkStore } from './store-check.js'
-import { type Removal, type SweepReport, sweepDirectory } from './sweep.js'
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, SIGINT: 130, SIGTERM: 143 } as const
 
@@ -353,8 +353,8 @@ function describe(error: unknown): string {
 }
 
 function packageVersion(): string {
-  // src/cli.ts under the repository, dist/src/cli.js once built or installed.
-  for (const relative of ['../package.json', '../../package.json']) {
+  // src/cli/main.ts under the repository, dist/src/cli/main.js once built or installed.
+  for (const relative of ['../../package.json', '../../../package.json']) {
     try {
       const pkg = JSON.parse(readFileSync(new URL(relative, import.meta.url), 'utf8'))
       if (pkg.name === 'fastify-tus') return String(pkg.version)

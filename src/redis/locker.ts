@@ -12,8 +12,8 @@
 import { randomUUID } from 'node:crypto'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import { ERRORS } from '@tus/utils'
-import { LockTimeoutError } from './errors.js'
-import type { HeldLock, SweepLocker } from './locks.js'
+import { LockTimeoutError } from '../errors.js'
+import type { HeldLock, SweepLocker } from '../sweep/activity-locker.js'
 
 /** The calls made on the client the user passes (an ioredis `Redis`). */
 export interface RedisClient {

@@ -23,8 +23,8 @@ import {
   lastActivityMs,
   METADATA_SUFFIX,
   recordSize,
-} from './expiry-policy.js'
-import type { SweepLocker } from './locks.js'
+} from '../store/expiry-policy.js'
+import type { SweepLocker } from './activity-locker.js'
 
 /** The filesystem calls the engine makes; tests inject faults here. */
 export type SweepFs = Pick<typeof fsp, 'opendir' | 'lstat' | 'readFile' | 'unlink'>
