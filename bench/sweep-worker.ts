@@ -7,7 +7,8 @@
  */
 import { FileStore } from '@tus/file-store'
 import Fastify from 'fastify'
-import fastifyTus, { sweepDirectory } from '../src/index.js'
+import fastifyTus from '../src/index.js'
+import { sweepDirectory } from '../src/sweep/index.js'
 import { peakRssMB, withLoopDelay } from './measure.js'
 
 const [contender, dir, periodArg] = process.argv.slice(2)

@@ -12,6 +12,15 @@ export const DirectoryError = createError<
   [string, string, { cause: unknown }?]
 >('FST_TUS_DIRECTORY', 'fastify-tus: option `directory`: %s is not a writable directory (%s)')
 
+/**
+ * The installed @tus/server (or @tus/file-store) lacks a non-public part the plugin relies on
+ * (see tus-internals.ts): refused at `register` rather than answering wrongly at run time.
+ */
+export const IncompatibleTusError = createError<'FST_TUS_INCOMPATIBLE', [string, string]>(
+  'FST_TUS_INCOMPATIBLE',
+  'fastify-tus: the installed %s lacks what fastify-tus relies on: %s. Install the version fastify-tus declares in its dependencies',
+)
+
 /** `tusCleanup.run()` was called after the server closed. */
 export const ClosedError = createError<'FST_TUS_CLOSED', []>(
   'FST_TUS_CLOSED',

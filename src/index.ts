@@ -1,25 +1,27 @@
+/**
+ * The package's main entry (`fastify-tus`): the plugin, its option and decorator types, its
+ * errors, and what a user's tus hooks need. The sweep engine, the store, the lockers and the
+ * lease are building blocks for advanced use, under `fastify-tus/sweep`.
+ */
 import { fastifyTus } from './plugin.js'
 
-export { ClosedError, DirectoryError, InvalidOptionError, LockTimeoutError } from './errors.js'
-export type { FastifyTusOptions, FastifyTusRedisOptions, TusServerOptions } from './options.js'
-export { type HeldLease, RedisSweepLease, type SweepLease } from './redis/lease.js'
+export { EVENTS, type Upload } from '@tus/utils'
 export {
-  type RedisClient,
-  RedisLocker,
-  type RedisLockerOptions,
-  type RedisSubscriber,
-} from './redis/locker.js'
+  ClosedError,
+  DirectoryError,
+  IncompatibleTusError,
+  InvalidOptionError,
+  LockTimeoutError,
+} from './errors.js'
+export type {
+  FastifyTusOptions,
+  FastifyTusRedisOptions,
+  TusServerOptions,
+} from './options.js'
+export type { TusCleanupDecorator } from './plugin.js'
+export type { RedisClient } from './redis/locker.js'
 export { DEFAULT_ID_PATTERN } from './store/expiry-policy.js'
-export { ExpiringFileStore, type ExpiringFileStoreOptions } from './store/file-store.js'
-export { ActivityLocker, type SweepLocker } from './sweep/activity-locker.js'
-export {
-  type Removal,
-  type SweepFs,
-  type SweepLogger,
-  type SweepOptions,
-  type SweepReport,
-  sweepDirectory,
-} from './sweep/engine.js'
-export type { RunOptions, TusCleanupDecorator } from './sweep/schedule.js'
+export type { SweepReport } from './sweep/engine.js'
+export type { RunOptions } from './sweep/schedule.js'
 export { fastifyTus }
 export default fastifyTus

@@ -1,22 +1,25 @@
 /**
- * The Fastify wiring: options → store → tus server → routes in a child context → decorators →
- * the sweep's schedule in `onReady`/`onClose`.
+ * The Fastify wiring, top to bottom: options; the locker, the store, the sweep schedule; the tus
+ * server and its routes in a child context; decorators; hooks. Each part is built from the ones
+ * above it, never the other way round.
  */
-import { MemoryLocker, Server } from '@tus/server'
-import type { DataStore } from '@tus/utils'
+import { MemoryLocker, type Server } from '@tus/server'
+import { type DataStore, ERRORS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { uploadIdFromPath } from './http/protocol.js'
 import { tusRoutes } from './http/routes.js'
-import { installDirectWrite } from './http/write-path.js'
-import { type FastifyTusOptions, resolveOptions } from './options.js'
+import { createTusServer } from './http/tus-server.js'
+import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
 import { recordClose, takeDowntime } from './store/downtime.js'
+import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
 import { ActivityLocker } from './sweep/activity-locker.js'
 import { datastoreSweepOffReason, sweepDatastore } from './sweep/datastore-sweep.js'
-import { type CleanupLogger, TusCleanup, type TusCleanupDecorator } from './sweep/schedule.js'
+import type { SweepReport } from './sweep/engine.js'
+import { type RunOptions, type ScheduleLogger, SweepSchedule } from './sweep/schedule.js'
+import { assertTusInternals } from './tus-internals.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -27,31 +30,22 @@ declare module 'fastify' {
   }
 }
 
+/** `fastify.tusCleanup` */
+export interface TusCleanupDecorator {
+  /** Sweeps now; a call while a sweep of the same kind runs joins it instead of starting another. */
+  run(options?: RunOptions): Promise<SweepReport>
+  /** The report of the last sweep that ended, or `undefined`. */
+  readonly last: SweepReport | undefined
+}
+
 async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTusOptions) {
   const options = resolveOptions(rawOptions)
-  const log = fastify.log.child({ plugin: 'fastify-tus' }) as CleanupLogger
-  // With Redis, uploads are locked fleet-wide, and one instance sweeps per interval.
-  const redis = options.redis
-  const redisLocker = redis
-    ? new RedisLocker({
-        ...redis,
-        onError: (err) => log.warn({ err }, 'fastify-tus: Redis subscription connection error'),
-      })
-    : undefined
-  const locker = new ActivityLocker(redisLocker ?? (await options.tus.locker) ?? new MemoryLocker())
+  assertTusInternals()
+  const log = fastify.log.child({ plugin: 'fastify-tus' }) as ScheduleLogger
 
-  // One server on its directory gives idle uploads back the time it was down (a restart). With
-  // Redis the other instances serve meanwhile, so there is nothing to give back.
-  const tracksDowntime = !options.datastore && !redis && options.expireAfterMs > 0
-  const downtime = tracksDowntime ? await takeDowntime(options.directory) : undefined
-  if (downtime) {
-    log.info(
-      { downtimeMs: downtime.toMs - downtime.fromMs },
-      'fastify-tus: idle uploads get back the time the server was down',
-    )
-  }
-
-  // Without a user datastore: the built-in file store, whose sweep is the plugin's own.
+  // The store and its sweep.
+  const { locker, redisLocker } = await buildLocker(options, log)
+  const downtime = await readDowntime(options, log)
   const store = options.datastore
     ? undefined
     : await ExpiringFileStore.open({
@@ -60,12 +54,119 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         locker,
         idPattern: options.idPattern,
         downtime,
-        // server.cleanUpExpiredUploads() joins the plugin's sweep instead of racing it.
-        sweepRunner: () => cleanup.run(),
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
+  const schedule = buildSchedule(options, datastore, store, log)
 
-  const cleanup = new TusCleanup({
+  // The tus server and its routes.
+  /** When close() began: from then on, clients cannot start new work here. */
+  let closingAt: number | undefined
+  let tus: Server | undefined
+  // Routes live in a child context (their body parser must not leak into the app); its prefix
+  // is the full one, parents' included, which tus needs to build `Location`.
+  await fastify.register(
+    async (child) => {
+      const created = createTusServer({
+        tus: options.tus,
+        path: `${child.prefix}${options.path}`,
+        datastore,
+        store,
+        locker,
+      })
+      tus = created.tus
+      await tusRoutes(child, {
+        path: options.path,
+        tus,
+        store,
+        fileIdOf: created.fileIdOf,
+        isClosing: () => closingAt !== undefined,
+      })
+    },
+    { prefix: options.prefix },
+  )
+  const server = tus as Server
+  routeCleanUpThroughSchedule(server, datastore, schedule)
+
+  fastify.decorate('tus', server)
+  fastify.decorate('tusCleanup', {
+    run: (runOptions) => schedule.run(runOptions),
+    get last() {
+      return schedule.last
+    },
+  } satisfies TusCleanupDecorator)
+
+  fastify.addHook('onReady', async () => {
+    // The downtime ends when the server is ready to serve again, not when it was registered.
+    if (downtime) downtime.toMs = Math.max(downtime.toMs, Date.now())
+    schedule.start()
+  })
+  fastify.addHook('preClose', async () => {
+    closingAt = Date.now()
+  })
+  fastify.addHook('onClose', async () => {
+    await schedule.stop()
+    await redisLocker?.close()
+    if (tracksDowntime(options)) {
+      await recordClose(options.directory, closingAt ?? Date.now()).catch((error: unknown) => {
+        log.warn(
+          { err: error },
+          'fastify-tus could not record its close; a restart will not give idle uploads their downtime back',
+        )
+      })
+    }
+  })
+}
+
+/**
+ * The tus server's locker, wrapped so that the sweep sees which uploads requests hold. With
+ * Redis, uploads are locked fleet-wide.
+ */
+async function buildLocker(options: ResolvedOptions, log: ScheduleLogger) {
+  const redisLocker = options.redis
+    ? new RedisLocker({
+        ...options.redis,
+        onError: (err) => log.warn({ err }, 'fastify-tus: Redis subscription connection error'),
+      })
+    : undefined
+  const inner = redisLocker ?? (await options.tus.locker) ?? new MemoryLocker()
+  return { locker: new ActivityLocker(inner), redisLocker }
+}
+
+/**
+ * One server on its directory gives idle uploads back the time it was down (a restart). With
+ * Redis the other instances serve meanwhile, so there is nothing to give back.
+ */
+function tracksDowntime(options: ResolvedOptions): boolean {
+  return !options.datastore && !options.redis && options.expireAfterMs > 0
+}
+
+async function readDowntime(
+  options: ResolvedOptions,
+  log: ScheduleLogger,
+): Promise<Downtime | undefined> {
+  if (!tracksDowntime(options)) return undefined
+  const downtime = await takeDowntime(options.directory)
+  if (downtime) {
+    log.info(
+      { downtimeMs: downtime.toMs - downtime.fromMs },
+      'fastify-tus: idle uploads get back the time the server was down',
+    )
+  }
+  return downtime
+}
+
+/**
+ * The sweep on its schedule: the built-in store's own sweep, or a user datastore's
+ * `deleteExpired()`; with Redis, one instance sweeps per interval.
+ */
+function buildSchedule(
+  options: ResolvedOptions,
+  datastore: DataStore,
+  store: ExpiringFileStore | undefined,
+  log: ScheduleLogger,
+): SweepSchedule {
+  const { redis } = options
+  return new SweepSchedule({
     sweep: store
       ? ({ dryRun, signal, log }) => store.sweep({ dryRun, signal, log })
       : ({ dryRun }) => sweepDatastore(datastore, dryRun),
@@ -87,88 +188,21 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
           ? undefined
           : datastoreSweepOffReason(datastore),
   })
+}
 
-  // Routes live in a child context (their body parser must not leak into the app); its prefix
-  // is the full one, parents' included, which tus needs to build `Location`.
-  let tus: Server | undefined
-  /** When close() began: from then on, clients cannot start new work here. */
-  let closingAt: number | undefined
-  await fastify.register(
-    async (child) => {
-      const path = `${child.prefix}${options.path}`
-      const userIdOf = options.tus.getFileIdFromRequest
-      const userOnCreate = options.tus.onUploadCreate
-      tus = new Server({
-        ...options.tus,
-        path,
-        datastore,
-        locker,
-        // The id of an upload URL ignores its query string (`/files/<id>?token=...`).
-        getFileIdFromRequest: (req) => {
-          const id = uploadIdFromPath(new URL(req.url).pathname, path)
-          return userIdOf ? userIdOf(req, id) : id
-        },
-        // HEAD answers Upload-Metadata as sent, unless the user's hook replaced the metadata.
-        onUploadCreate: store
-          ? async (req, upload) => {
-              const patch = userOnCreate ? await userOnCreate(req, upload) : {}
-              if (!patch?.metadata) {
-                ExpiringFileStore.rememberRawMetadata(upload, req.headers.get('upload-metadata'))
-              }
-              return patch ?? {}
-            }
-          : userOnCreate,
-        // Browsers may send and read the headers of the checksum and expiration extensions.
-        allowedHeaders: [...(options.tus.allowedHeaders ?? []), 'Upload-Checksum'],
-        exposedHeaders: [
-          ...(options.tus.exposedHeaders ?? []),
-          'Upload-Expires',
-          'Tus-Checksum-Algorithm',
-        ],
-      })
-      if (store) {
-        // The direct write path: request bytes go straight into the data file.
-        installDirectWrite(tus.handlers.PATCH)
-        installDirectWrite(tus.handlers.POST)
-      }
-      await tusRoutes(child, {
-        path: options.path,
-        tus,
-        store,
-        isClosing: () => closingAt !== undefined,
-      })
-    },
-    { prefix: options.prefix },
-  )
-
-  fastify.decorate('tus', tus as Server)
-  fastify.decorate('tusCleanup', {
-    run: (runOptions) => cleanup.run(runOptions),
-    get last() {
-      return cleanup.last
-    },
-  } satisfies TusCleanupDecorator)
-
-  fastify.addHook('onReady', async () => {
-    // The downtime ends when the server is ready to serve again, not when it was registered.
-    if (downtime) downtime.toMs = Math.max(downtime.toMs, Date.now())
-    cleanup.start()
-  })
-  fastify.addHook('preClose', async () => {
-    closingAt = Date.now()
-  })
-  fastify.addHook('onClose', async () => {
-    await cleanup.stop()
-    await redisLocker?.close()
-    if (tracksDowntime) {
-      await recordClose(options.directory, closingAt ?? Date.now()).catch((error: unknown) => {
-        log.warn(
-          { err: error },
-          'fastify-tus could not record its close; a restart will not give idle uploads their downtime back',
-        )
-      })
-    }
-  })
+/**
+ * `server.cleanUpExpiredUploads()` (public @tus/server API) joins the plugin's sweep instead of
+ * racing it; like the stock method, it throws for a store without the expiration extension.
+ */
+function routeCleanUpThroughSchedule(
+  server: Server,
+  datastore: DataStore,
+  schedule: SweepSchedule,
+): void {
+  server.cleanUpExpiredUploads = () => {
+    if (!datastore.hasExtension('expiration')) throw ERRORS.UNSUPPORTED_EXPIRATION_EXTENSION
+    return schedule.run().then((report) => report.removed)
+  }
 }
 
 export const fastifyTus = fp(fastifyTusPlugin, { fastify: '5.x', name: 'fastify-tus' })

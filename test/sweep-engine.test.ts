@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { type SweepFs, sweepDirectory } from '../src/index.js'
+import { type SweepFs, sweepDirectory } from '../src/sweep/index.js'
 import { age, exists, tempDir, writeSession } from './helpers.js'
 
 const HOUR = 3_600_000

@@ -4,18 +4,13 @@
  * before it, fixes to its answers after it.
  */
 import type { Server } from '@tus/server'
-import { EVENTS, HEADERS, TUS_RESUMABLE } from '@tus/utils'
+import { TUS_RESUMABLE } from '@tus/utils'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
-import { isFinished } from '../store/expiry-policy.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
-import {
-  CHECKSUM_ALGORITHMS,
-  normalizeContentType,
-  type Refusal,
-  refusalFor,
-  TUS_VERSION,
-} from './protocol.js'
+import { tusCorsHeaders } from '../tus-internals.js'
+import { answerFixes } from './answer.js'
+import { normalizeContentType, type Refusal, refusalFor, TUS_VERSION } from './protocol.js'
 import { DirectBodyRequest } from './write-path.js'
 
 export interface TusRoutesOptions {
@@ -24,6 +19,8 @@ export interface TusRoutesOptions {
   tus: Server
   /** The built-in store (expiry headers, checksums, direct writes); absent for a user's datastore. */
   store: ExpiringFileStore | undefined
+  /** The id in an upload URL, as tus reads it (the plugin's `getFileIdFromRequest`). */
+  fileIdOf: (request: Request) => string | undefined
   /** True once `fastify.close()` has begun. */
   isClosing: () => boolean
 }
@@ -37,7 +34,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   child.removeAllContentTypeParsers()
   child.addContentTypeParser('*', (_request, _payload, done) => done(null))
 
-  const fixAnswer = answerFixes(tus, store)
+  const fixAnswer = answerFixes({ tus, store, fileIdOf: options.fileIdOf })
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     reply.hijack()
     await handOff(request, reply, { tus, store, fixAnswer, isClosing })
@@ -58,7 +55,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   }
 }
 
-type AnswerFix = (request: Request, response: Response) => Promise<void>
+type AnswerFix = ReturnType<typeof answerFixes>
 
 interface HandOff {
   tus: Server
@@ -112,101 +109,15 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
 
 /** A guard's answer, with the headers tus puts on its own answers (version, CORS). */
 function refusalResponse(tus: Server, request: FastifyRequest, refusal: Refusal): Response {
-  const headers = new Headers({
-    'Tus-Resumable': TUS_RESUMABLE,
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': String(Buffer.byteLength(refusal.body)),
-    'Access-Control-Expose-Headers': exposedHeaders(tus),
-  })
+  const headers = tusCorsHeaders(tus, request.headers.origin)
+  headers.set('Tus-Resumable', TUS_RESUMABLE)
+  headers.set('Content-Type', 'text/plain; charset=utf-8')
+  headers.set('Content-Length', String(Buffer.byteLength(refusal.body)))
   if (refusal.status === 412) headers.set('Tus-Version', TUS_VERSION)
-  const origin = corsOrigin(tus, request.headers.origin)
-  if (origin) headers.set('Access-Control-Allow-Origin', origin)
   if (tus.options.allowedOrigins) headers.set('Vary', 'Origin')
-  if (tus.options.allowedCredentials === true)
-    headers.set('Access-Control-Allow-Credentials', 'true')
   // The body of a refused request is not read: closing beats reading it to the end.
   if (request.headers['content-length'] || request.headers['transfer-encoding']) {
     headers.set('Connection', 'close')
   }
   return new Response(refusal.body, { status: refusal.status, headers })
-}
-
-/** @tus/server's rule for `Access-Control-Allow-Origin`, for answers it does not write. */
-function corsOrigin(tus: Server, origin: string | undefined): string | null {
-  const { allowedOrigins } = tus.options
-  if (typeof allowedOrigins === 'function') return origin && allowedOrigins(origin) ? origin : null
-  if (!allowedOrigins) return '*'
-  if (!origin) return allowedOrigins[0] ?? null
-  return allowedOrigins.includes(origin) ? origin : (allowedOrigins[0] ?? null)
-}
-
-function exposedHeaders(tus: Server): string {
-  return [...HEADERS, ...(tus.options.exposedHeaders ?? [])].join(', ')
-}
-
-/**
- * Fixes to tus' answers: `Upload-Expires` from the built-in store's activity clock and
- * `Upload-Metadata` as sent, the current `Upload-Offset` on a 409, `Tus-Checksum-Algorithm` on
- * OPTIONS when the store checks checksums, no upload left behind by a refused creation.
- */
-function answerFixes(tus: Server, store: ExpiringFileStore | undefined): AnswerFix {
-  // POST learns its id from the naming function; remember it per request.
-  const created = new WeakMap<Request, string>()
-  tus.on(EVENTS.POST_CREATE, (req, upload) => {
-    created.set(req as unknown as Request, upload.id)
-  })
-  const idOf = (request: Request) =>
-    request.method === 'POST'
-      ? created.get(request)
-      : tus.handlers.HEAD.getFileIdFromRequest(request as never)
-
-  return async (request, response) => {
-    const { method } = request
-    // The allowed origin depends on the request's Origin once allowedOrigins is set.
-    if (tus.options.allowedOrigins) response.headers.append('Vary', 'Origin')
-    if (method === 'OPTIONS' && store) {
-      response.headers.set('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','))
-    }
-    if (method === 'POST' && response.status >= 400 && store) {
-      await removeRefusedCreation(store, created.get(request))
-    }
-    if (method === 'PATCH' && response.status === 409) {
-      const id = idOf(request)
-      const offset =
-        id === undefined
-          ? undefined
-          : await tus.datastore.getUpload(id).then(
-              (upload) => upload.offset,
-              () => undefined,
-            )
-      if (offset !== undefined) response.headers.set('Upload-Offset', String(offset))
-    }
-    if (store && response.status >= 200 && response.status <= 299) {
-      if (method !== 'POST' && method !== 'PATCH' && method !== 'HEAD') return
-      const id = idOf(request)
-      if (id === undefined) return
-      const facts = await store.describe(id)
-      if (facts?.expiresAt) response.headers.set('Upload-Expires', facts.expiresAt.toUTCString())
-      else response.headers.delete('Upload-Expires')
-      if (method === 'HEAD' && facts?.rawMetadata !== undefined) {
-        response.headers.set('Upload-Metadata', facts.rawMetadata)
-      }
-    }
-  }
-}
-
-/**
- * A POST whose body failed (413 past the declared length or `maxSize`, a checksum mismatch, a
- * client gone) after tus had created the upload: the client was refused and never learned the
- * URL, so the unfinished upload is nobody's. A finished one (a user's `onUploadFinish` that
- * refused it) stays.
- */
-async function removeRefusedCreation(store: ExpiringFileStore, id: string | undefined) {
-  if (id === undefined) return
-  try {
-    const upload = await store.getUpload(id)
-    if (!isFinished(upload.size, upload.offset)) await store.remove(id)
-  } catch {
-    // Already gone, or unreadable: the sweep deals with what is left.
-  }
 }

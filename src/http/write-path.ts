@@ -17,8 +17,10 @@ import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
+import type { Server } from '@tus/server'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
+import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
 
 const NODE_BODY = Symbol('fastify-tus.nodeBody')
@@ -170,32 +172,16 @@ export function pumpToFile(
   })
 }
 
-/** The part of a @tus/server handler (PATCH, POST) that the direct path uses. */
-interface WritingHandler {
-  store: unknown
-  options: { postReceiveInterval?: number }
-  listenerCount(event: string): number
-  emit(event: string, ...args: unknown[]): boolean
-  writeToStore(
-    body: ReadableStream | null,
-    upload: Upload,
-    maxFileSize: number,
-    context: CancellationContext,
-  ): Promise<number>
-}
-
 /**
- * Routes a handler's `writeToStore` through the direct path when the body came from a
- * `DirectBodyRequest` and the store can take it; otherwise through the stock one. @tus/server
- * exports neither its handler classes nor `BaseHandler`, so the instance's method is wrapped
- * instead of subclassed.
+ * Routes the `writeToStore` of the server's PATCH and POST handlers through the direct path when
+ * the body came from a `DirectBodyRequest` and the store can take it; otherwise through the
+ * stock one.
  */
-export function installDirectWrite(handler: object): void {
-  const target = handler as WritingHandler
-  const stock = target.writeToStore.bind(target)
-  target.writeToStore = async (body, upload, maxFileSize, context) =>
-    (await writeDirect(target, body, upload, maxFileSize, context)) ??
-    stock(body, upload, maxFileSize, context)
+export function installDirectWrite(server: Server): void {
+  wrapWriteToStore(server, (handler, stock) => async (body, upload, maxFileSize, context) => {
+    const written = await writeDirect(handler, body, upload, maxFileSize, context)
+    return written ?? stock(body, upload, maxFileSize, context)
+  })
 }
 
 /** `writeToStore` for the direct path, or `undefined` when it does not apply. */

@@ -1,6 +1,6 @@
 /**
  * The built-in store: @tus/file-store's `FileStore` with an expiry that cannot lose a finished
- * or an active upload (see expiry-policy.ts for the rule, sweep.ts for the removal).
+ * or an active upload (see expiry-policy.ts for the rule, sweep/engine.ts for the removal).
  *
  * What changes against the stock store:
  * - expiry slides with activity (the data file's mtime), instead of counting from creation;
@@ -11,7 +11,7 @@
  *   the stock constructor throws from a callback and ends the process;
  * - `remove` removes only an upload (a file whose `<id>.json` is its record), never another file
  *   of the directory, and tolerates a missing data file;
- * - PATCH bodies reach the data file directly (write-path.ts), not through web streams.
+ * - PATCH bodies reach the data file directly (http/write-path.ts), not through web streams.
  */
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -21,6 +21,7 @@ import { DirectoryError } from '../errors.js'
 import type { DirectWriteStore } from '../http/write-path.js'
 import type { SweepLocker } from '../sweep/activity-locker.js'
 import { type SweepOptions, type SweepReport, sweepDirectory } from '../sweep/engine.js'
+import { skipStockDirectoryCheck } from '../tus-internals.js'
 import {
   type Downtime,
   expiresAt,
@@ -29,6 +30,7 @@ import {
   lastActivityMs,
   METADATA_SUFFIX,
 } from './expiry-policy.js'
+import { rawMetadataOf } from './raw-metadata.js'
 
 export interface ExpiringFileStoreOptions {
   directory: string
@@ -38,11 +40,6 @@ export interface ExpiringFileStoreOptions {
   locker?: SweepLocker
   /** Names of orphans the sweep may remove. */
   idPattern?: RegExp
-  /**
-   * What `deleteExpired()` (and so `server.cleanUpExpiredUploads()`) runs; the plugin routes it
-   * through `tusCleanup.run()` so that it joins a running sweep. Default: `sweep()`.
-   */
-  sweepRunner?: () => Promise<SweepReport>
   /** The server's last downtime, which does not count against idle uploads (see expiry-policy). */
   downtime?: Downtime | undefined
 }
@@ -52,10 +49,6 @@ export interface UploadFacts {
   rawMetadata: string | undefined
 }
 
-/** The record field with the `Upload-Metadata` header as sent. */
-const RAW_METADATA = 'raw_metadata'
-type RawMetadata = { [RAW_METADATA]?: string }
-
 export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>
 
 export class ExpiringFileStore extends FileStore implements DirectWriteStore {
@@ -63,7 +56,6 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly downtime: Downtime | undefined
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
-  readonly #sweepRunner: (() => Promise<SweepReport>) | undefined
 
   constructor(options: ExpiringFileStoreOptions) {
     super({ directory: options.directory, expirationPeriodInMilliseconds: 0 })
@@ -71,8 +63,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     this.downtime = options.downtime
     this.#locker = options.locker
     this.#idPattern = options.idPattern
-    this.#sweepRunner = options.sweepRunner
-    // Checksums are verified by the direct write path (write-path.ts), which this store gets.
+    // Checksums are verified by the direct write path (http/write-path.ts), which this store gets.
     this.extensions = [...this.extensions, 'checksum']
     if (this.expireAfterMs === 0) {
       this.extensions = this.extensions.filter((extension) => extension !== 'expiration')
@@ -141,25 +132,17 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    */
   async describe(id: string): Promise<UploadFacts | undefined> {
     try {
-      const record = (await this.configstore.get(id)) as (Upload & RawMetadata) | undefined
+      const record = await this.configstore.get(id)
       if (!record) return undefined
       const data = await this.#statData(id)
       const expires =
         this.expireAfterMs === 0 || isFinished(record.size, data.size)
           ? undefined
           : new Date(expiresAt(lastActivityMs(data.mtimeMs, this.downtime), this.expireAfterMs))
-      return { expiresAt: expires, rawMetadata: record[RAW_METADATA] }
+      return { expiresAt: expires, rawMetadata: rawMetadataOf(record) }
     } catch {
       return undefined
     }
-  }
-
-  /**
-   * Keeps the `Upload-Metadata` header of a new upload as sent, in its record: tus stores it
-   * decoded, and its re-encoding changes values that are not UTF-8 and reorders numeric keys.
-   */
-  static rememberRawMetadata(upload: Upload, header: string | null): void {
-    if (header !== null) (upload as Upload & RawMetadata)[RAW_METADATA] = header
   }
 
   override async remove(id: string): Promise<void> {
@@ -191,7 +174,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   override async deleteExpired(): Promise<number> {
-    const report = await (this.#sweepRunner ? this.#sweepRunner() : this.sweep())
+    // The plugin routes `server.cleanUpExpiredUploads()` through its schedule, not through here.
+    const report = await this.sweep()
     return report.removed
   }
 
@@ -226,8 +210,5 @@ async function makeDirectory(directory: string): Promise<void> {
   }
 }
 // The stock constructor creates the directory with a callback that throws, which ends the
-// process on an unusable directory; `init()` does that job and rejects instead. TypeScript
-// calls the method private, hence the assignment rather than an override.
-;(
-  ExpiringFileStore.prototype as unknown as { checkOrCreateDirectory(): void }
-).checkOrCreateDirectory = () => {}
+// process on an unusable directory; `init()` does that job and rejects instead.
+skipStockDirectoryCheck(ExpiringFileStore)

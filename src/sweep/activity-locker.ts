@@ -1,6 +1,7 @@
 import { MemoryLocker } from '@tus/server'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import { ERRORS } from '@tus/utils'
+import { memoryLockTable } from '../tus-internals.js'
 
 /** A lock the sweep holds; released with `unlock()`. */
 export interface HeldLock {
@@ -71,16 +72,17 @@ export class ActivityLocker implements Locker, SweepLocker {
   /**
    * MemoryLocker has no try-lock: every `lock()` arms a 30 s timer and a race, which over the
    * thousands of removals of one sweep made tens of MB of garbage (peak RSS 96 against 73 MB
-   * at 100,000 sessions). Its uncontended acquisition is one entry in its public `locks` map,
+   * at 100,000 sessions). Its uncontended acquisition is one entry in its lock table (`locks`, see tus-internals.ts),
    * so the sweep takes it the same way; a request that comes meanwhile waits for it as usual.
    */
   #tryMemoryLock(locker: MemoryLocker, id: string): HeldLock | undefined {
-    if (locker.locks.has(id)) return undefined
+    const locks = memoryLockTable(locker)
+    if (locks.has(id)) return undefined
     const entry = { requestRelease: () => {} }
-    locker.locks.set(id, entry)
+    locks.set(id, entry)
     return {
       unlock: async () => {
-        if (locker.locks.get(id) === entry) locker.locks.delete(id)
+        if (locks.get(id) === entry) locks.delete(id)
       },
     }
   }

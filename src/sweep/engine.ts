@@ -24,6 +24,7 @@ import {
   METADATA_SUFFIX,
   recordSize,
 } from '../store/expiry-policy.js'
+import { walkTree } from '../store/walk.js'
 import type { SweepLocker } from './activity-locker.js'
 
 /** The filesystem calls the engine makes; tests inject faults here. */
@@ -165,22 +166,14 @@ class Sweep {
 
   /** Files of the tree, as `/`-separated paths relative to the directory; never follows links. */
   async *walk(): AsyncGenerator<string> {
-    const pending = ['']
-    for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
-      let dir: Awaited<ReturnType<SweepFs['opendir']>>
-      try {
-        dir = await this.fs.opendir(rel === '' ? this.root : this.pathOf(rel), { bufferSize: 256 })
-      } catch (error) {
-        if (rel === '') throw error // the store's own directory: the sweep as a whole fails
-        this.fail(rel, error, 'cannot read a subdirectory')
-        continue
-      }
-      for await (const entry of dir) {
-        if (entry.name.startsWith('.') || entry.isSymbolicLink()) continue
-        const name = rel === '' ? entry.name : `${rel}/${entry.name}`
-        if (entry.isDirectory()) pending.push(name)
-        else if (entry.isFile()) yield name
-      }
+    const tree = walkTree(this.root, {
+      kinds: ['file', 'unreadable-directory'],
+      opendir: (dir, options) => this.fs.opendir(dir, options),
+    })
+    // An unreadable store directory throws: the sweep as a whole fails.
+    for await (const entry of tree) {
+      if (entry.kind === 'file') yield entry.path
+      else this.fail(entry.path, entry.error, 'cannot read a subdirectory')
     }
   }
 

@@ -1,7 +1,7 @@
 /**
- * The sweep's schedule and its public face (`fastify.tusCleanup`): one sweep at a time, run on
- * a toad-scheduler interval job, logged, stoppable. Knows nothing of Fastify or of stores: it is
- * given a `sweep` function and a pino-style logger.
+ * The sweep's schedule: one sweep at a time, run on a toad-scheduler interval job, logged,
+ * stoppable; `run()` and `last` are what the plugin decorates as `fastify.tusCleanup`. Knows
+ * nothing of Fastify or of stores: it is given a `sweep` function and a pino-style logger.
  */
 import { AsyncTask, SimpleIntervalJob, ToadScheduler } from 'toad-scheduler'
 import { ClosedError, toError } from '../errors.js'
@@ -13,15 +13,7 @@ export interface RunOptions {
   dryRun?: boolean
 }
 
-/** `fastify.tusCleanup` */
-export interface TusCleanupDecorator {
-  /** Sweeps now; a call while a sweep of the same kind runs joins it instead of starting another. */
-  run(options?: RunOptions): Promise<SweepReport>
-  /** The report of the last sweep that ended, or `undefined`. */
-  readonly last: SweepReport | undefined
-}
-
-export interface CleanupLogger extends SweepLogger {
+export interface ScheduleLogger extends SweepLogger {
   info(obj: object, msg: string): void
   debug(obj: object, msg: string): void
   error(obj: object, msg: string): void
@@ -33,9 +25,9 @@ export type SweepFunction = (options: {
   log: SweepLogger
 }) => Promise<SweepReport>
 
-export interface TusCleanupOptions {
+export interface SweepScheduleOptions {
   sweep: SweepFunction
-  log: CleanupLogger
+  log: ScheduleLogger
   intervalMs: number
   runOnStart: boolean
   /** Why sweeping is off (expiry off, a store without expiry); `undefined` when it is on. */
@@ -46,8 +38,8 @@ export interface TusCleanupOptions {
 
 const JOB_ID = 'fastify-tus-sweep'
 
-export class TusCleanup implements TusCleanupDecorator {
-  readonly #options: TusCleanupOptions
+export class SweepSchedule {
+  readonly #options: SweepScheduleOptions
   readonly #scheduler = new ToadScheduler()
   /** Aborted by `stop()`: the running sweep stops between entries. */
   readonly #stopping = new AbortController()
@@ -56,14 +48,16 @@ export class TusCleanup implements TusCleanupDecorator {
   #tick: Promise<void> | undefined
   #last: SweepReport | undefined
 
-  constructor(options: TusCleanupOptions) {
+  constructor(options: SweepScheduleOptions) {
     this.#options = options
   }
 
+  /** The report of the last sweep that ended, or `undefined`. */
   get last(): SweepReport | undefined {
     return this.#last
   }
 
+  /** Sweeps now; a call while a sweep of the same kind runs joins it instead of starting another. */
   run({ dryRun = false }: RunOptions = {}): Promise<SweepReport> {
     return this.#run(dryRun, {})
   }
@@ -159,7 +153,7 @@ export class TusCleanup implements TusCleanupDecorator {
   }
 }
 
-function logReport(log: CleanupLogger, report: SweepReport, logFields: object): void {
+function logReport(log: ScheduleLogger, report: SweepReport, logFields: object): void {
   const { removed, scanned, bytesFreed, durationMs, errors, orphans, skippedBusy, dryRun } = report
   const fields = {
     removed,

@@ -1,0 +1,149 @@
+/**
+ * Fixes to @tus/server's answers, applied after it has answered, one small step each:
+ *
+ * - `varyOnOrigin`: the allowed origin depends on the request's `Origin` once
+ *   `allowedOrigins` is set;
+ * - `checksumAlgorithms`: OPTIONS lists `Tus-Checksum-Algorithm` when the store verifies checksums;
+ * - `removeRefusedCreation`: a POST refused after tus created the upload leaves nothing behind;
+ * - `offsetOnConflict`: a 409 carries the upload's current `Upload-Offset`;
+ * - `uploadExpires`: `Upload-Expires` from the built-in store's activity clock (none once finished);
+ * - `metadataAsSent`: HEAD answers `Upload-Metadata` as the client sent it (store/raw-metadata.ts).
+ */
+import type { Server } from '@tus/server'
+import { EVENTS } from '@tus/utils'
+import { isFinished } from '../store/expiry-policy.js'
+import type { ExpiringFileStore, UploadFacts } from '../store/file-store.js'
+import { answerRawMetadata } from '../store/raw-metadata.js'
+import { CHECKSUM_ALGORITHMS } from './protocol.js'
+
+/**
+ * What a step sees: the request tus answered, its answer, and the upload it is about. Steps read
+ * `id` only once they know they need it (it may run the user's getFileIdFromRequest).
+ */
+interface Answered {
+  request: Request
+  response: Response
+  method: string
+  /** The upload's id, or `undefined` (the collection, or a POST that created nothing); read once. */
+  readonly id: string | undefined
+}
+
+type Step = (answered: Answered) => void | Promise<void>
+
+export interface AnswerFixOptions {
+  tus: Server
+  /** The built-in store; `undefined` for a user's datastore (then only store-free steps run). */
+  store: ExpiringFileStore | undefined
+  /** The id in an upload URL, as tus reads it (the plugin's `getFileIdFromRequest`). */
+  fileIdOf: (request: Request) => string | undefined
+}
+
+/** The steps for this server and store, as one function run on every answer tus gives. */
+export function answerFixes({ tus, store, fileIdOf }: AnswerFixOptions) {
+  const created = new CreatedUploads(tus)
+  const steps: Step[] = [
+    tus.options.allowedOrigins ? varyOnOrigin : undefined,
+    store ? checksumAlgorithms : undefined,
+    store ? removeRefusedCreation(store) : undefined,
+    offsetOnConflict(tus),
+    store ? uploadFacts(store) : undefined,
+  ].filter((step) => step !== undefined)
+
+  return async (request: Request, response: Response): Promise<void> => {
+    const method = request.method
+    let id: { value: string | undefined } | undefined
+    const answered: Answered = {
+      request,
+      response,
+      method,
+      // Read on demand: the user's getFileIdFromRequest runs only for steps that need the id.
+      get id() {
+        id ??= { value: method === 'POST' ? created.idOf(request) : fileIdOf(request) }
+        return id.value
+      },
+    }
+    for (const step of steps) await step(answered)
+  }
+}
+
+/**
+ * The id of the upload a POST created: tus names it (the naming function) and tells it only in
+ * its POST_CREATE event, also when the answer then is a refusal without `Location`.
+ */
+class CreatedUploads {
+  readonly #ids = new WeakMap<Request, string>()
+
+  constructor(tus: Server) {
+    tus.on(EVENTS.POST_CREATE, (req, upload) => {
+      this.#ids.set(req as unknown as Request, upload.id)
+    })
+  }
+
+  idOf(request: Request): string | undefined {
+    return this.#ids.get(request)
+  }
+}
+
+const varyOnOrigin: Step = ({ response }) => {
+  response.headers.append('Vary', 'Origin')
+}
+
+const checksumAlgorithms: Step = ({ method, response }) => {
+  if (method === 'OPTIONS') {
+    response.headers.set('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','))
+  }
+}
+
+/**
+ * A POST whose body failed (413 past the declared length or `maxSize`, a checksum mismatch, a
+ * client gone) after tus had created the upload: the client was refused and never learned the
+ * URL, so the unfinished upload is nobody's. A finished one (a user's `onUploadFinish` that
+ * refused it) stays.
+ */
+function removeRefusedCreation(store: ExpiringFileStore): Step {
+  return async (answered) => {
+    const { method, response } = answered
+    if (method !== 'POST' || response.status < 400) return
+    const id = answered.id
+    if (id === undefined) return
+    try {
+      const upload = await store.getUpload(id)
+      if (!isFinished(upload.size, upload.offset)) await store.remove(id)
+    } catch {
+      // Already gone, or unreadable: the sweep deals with what is left.
+    }
+  }
+}
+
+function offsetOnConflict(tus: Server): Step {
+  return async (answered) => {
+    const { method, response } = answered
+    if (method !== 'PATCH' || response.status !== 409) return
+    const id = answered.id
+    if (id === undefined) return
+    const offset = await tus.datastore.getUpload(id).then(
+      (upload) => upload.offset,
+      () => undefined,
+    )
+    if (offset !== undefined) response.headers.set('Upload-Offset', String(offset))
+  }
+}
+
+/** `Upload-Expires` and `Upload-Metadata` as sent: both from one read of the upload's facts. */
+function uploadFacts(store: ExpiringFileStore): Step {
+  return async (answered) => {
+    const { method, response } = answered
+    if (response.status < 200 || response.status > 299) return
+    if (method !== 'POST' && method !== 'PATCH' && method !== 'HEAD') return
+    const id = answered.id
+    if (id === undefined) return
+    const facts = await store.describe(id)
+    uploadExpires(response, facts)
+    if (method === 'HEAD') answerRawMetadata(response, facts?.rawMetadata)
+  }
+}
+
+function uploadExpires(response: Response, facts: UploadFacts | undefined): void {
+  if (facts?.expiresAt) response.headers.set('Upload-Expires', facts.expiresAt.toUTCString())
+  else response.headers.delete('Upload-Expires')
+}

@@ -1,0 +1,66 @@
+/**
+ * The @tus/server `Server` behind the routes, configured from the plugin's options: the user's
+ * tus options, plus what the plugin's layer needs (the path under the register prefix, the store
+ * and locker, ids without query strings, metadata kept as sent, the headers browsers may use, the
+ * direct write path for the built-in store).
+ */
+import { Server } from '@tus/server'
+import type { DataStore, Locker } from '@tus/utils'
+import type { TusServerOptions } from '../options.js'
+import type { ExpiringFileStore } from '../store/file-store.js'
+import { keepingRawMetadata } from '../store/raw-metadata.js'
+import { uploadIdFromPath } from './protocol.js'
+import { installDirectWrite } from './write-path.js'
+
+export interface TusServerSetup {
+  /** The user's @tus/server options (`tus`). */
+  tus: TusServerOptions
+  /** The full route path, register prefixes included: tus builds `Location` from it. */
+  path: string
+  datastore: DataStore
+  /** The built-in store, when it is the datastore. */
+  store: ExpiringFileStore | undefined
+  locker: Locker
+}
+
+export interface CreatedTusServer {
+  tus: Server
+  /** The id in an upload URL, exactly as tus reads it. */
+  fileIdOf: (request: Request) => string | undefined
+}
+
+export function createTusServer({
+  tus: userOptions,
+  path,
+  datastore,
+  store,
+  locker,
+}: TusServerSetup): CreatedTusServer {
+  const userIdOf = userOptions.getFileIdFromRequest
+  // The id of an upload URL ignores its query string (`/files/<id>?token=...`).
+  const fileIdOf = (req: Request) => {
+    const id = uploadIdFromPath(new URL(req.url).pathname, path)
+    return userIdOf ? userIdOf(req, id) : id
+  }
+  const tus = new Server({
+    ...userOptions,
+    path,
+    datastore,
+    locker,
+    getFileIdFromRequest: fileIdOf,
+    // HEAD answers Upload-Metadata as sent, unless the user's hook replaced the metadata.
+    onUploadCreate: store
+      ? keepingRawMetadata(userOptions.onUploadCreate)
+      : userOptions.onUploadCreate,
+    // Browsers may send and read the headers of the checksum and expiration extensions.
+    allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum'],
+    exposedHeaders: [
+      ...(userOptions.exposedHeaders ?? []),
+      'Upload-Expires',
+      'Tus-Checksum-Algorithm',
+    ],
+  })
+  // The direct write path: request bytes go straight into the built-in store's data file.
+  if (store) installDirectWrite(tus)
+  return { tus, fileIdOf }
+}

@@ -1,0 +1,186 @@
+/**
+ * The one seam to the non-public parts of @tus/server and @tus/file-store. Every other module
+ * uses their public API only; what the plugin needs beyond it is reached through this file, and
+ * `assertTusInternals()` checks at `register` that the installed versions still have each part,
+ * so that an upgrade that drops or renames one fails loudly (`FST_TUS_INCOMPATIBLE`) instead of
+ * answering wrongly at run time.
+ *
+ * The parts, and why the plugin needs them:
+ * - the PATCH and POST handlers' `writeToStore(body, upload, maxFileSize, context)`: the direct
+ *   write path (http/write-path.ts) routes request bytes straight into the data file. @tus/server
+ *   exports neither its handler classes nor `BaseHandler`, so the instance method is wrapped.
+ * - `MemoryLocker.locks`, its lock table: the sweep takes an uncontended lock with one entry in
+ *   it, instead of arming a 30 s timer per removal (sweep/activity-locker.ts).
+ * - `FileStore.prototype.checkOrCreateDirectory`: the stock constructor creates the directory in
+ *   a callback that throws, which ends the process on an unusable directory; the built-in store
+ *   turns it off and creates the directory in `init()`, which rejects instead.
+ * - `Server.prototype.getCorsOrigin`: tus' rule for `Access-Control-Allow-Origin`, which the
+ *   answers the plugin writes itself (protocol refusals) must follow too.
+ */
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import { FileStore } from '@tus/file-store'
+import { MemoryLocker, Server } from '@tus/server'
+import { type CancellationContext, DataStore, HEADERS, type Upload } from '@tus/utils'
+import { IncompatibleTusError } from './errors.js'
+
+/** The handlers whose `writeToStore` the direct write path replaces. */
+export const WRITING_METHODS = ['PATCH', 'POST'] as const
+
+/** What a @tus/server handler (PATCH, POST) offers the direct write path. */
+export interface WritingHandler {
+  store: unknown
+  options: { postReceiveInterval?: number }
+  listenerCount(event: string): number
+  emit(event: string, ...args: unknown[]): boolean
+  writeToStore(
+    body: ReadableStream | null,
+    upload: Upload,
+    maxFileSize: number,
+    context: CancellationContext,
+  ): Promise<number>
+}
+
+export type WriteToStore = WritingHandler['writeToStore']
+
+/**
+ * Replaces `writeToStore` of the server's PATCH and POST handlers with `wrap(handler, stock)`,
+ * where `stock` is the handler's own method.
+ */
+export function wrapWriteToStore(
+  server: Server,
+  wrap: (handler: WritingHandler, stock: WriteToStore) => WriteToStore,
+): void {
+  for (const method of WRITING_METHODS) {
+    const handler = server.handlers[method] as unknown as WritingHandler
+    handler.writeToStore = wrap(handler, handler.writeToStore.bind(handler))
+  }
+}
+
+/** An entry of `MemoryLocker`'s lock table. */
+export interface MemoryLockEntry {
+  requestRelease: () => void
+}
+
+/** `MemoryLocker`'s lock table: upload id → its holder. A request's lock waits while an entry is there. */
+export function memoryLockTable(locker: MemoryLocker): Map<string, MemoryLockEntry> {
+  return locker.locks as Map<string, MemoryLockEntry>
+}
+
+/** Turns off the stock `FileStore` constructor's directory check for `StoreClass` (its subclass). */
+export function skipStockDirectoryCheck(StoreClass: typeof FileStore): void {
+  ;(StoreClass.prototype as unknown as { checkOrCreateDirectory(): void }).checkOrCreateDirectory =
+    () => {}
+}
+
+/**
+ * The CORS headers @tus/server puts on its own answers, for an answer the plugin writes itself:
+ * `Access-Control-Allow-Origin` by tus' own rule, `-Expose-Headers`, `-Allow-Credentials`.
+ */
+export function tusCorsHeaders(server: Server, origin: string | undefined): Headers {
+  const headers = new Headers({ 'Access-Control-Expose-Headers': exposedHeaders(server) })
+  const allowed = (server as unknown as TusCorsRule).getCorsOrigin(origin ?? null)
+  if (allowed) headers.set('Access-Control-Allow-Origin', allowed)
+  if (server.options.allowedCredentials === true) {
+    headers.set('Access-Control-Allow-Credentials', 'true')
+  }
+  return headers
+}
+
+function exposedHeaders(server: Server): string {
+  return [...HEADERS, ...(server.options.exposedHeaders ?? [])].join(', ')
+}
+
+interface TusCorsRule {
+  getCorsOrigin(origin: string | null): string | null
+}
+
+/** One part of the seam: its name as the error states it, and how to tell that it is there. */
+interface Seam {
+  name: string
+  present(probe: Server): boolean
+}
+
+const SEAMS: Seam[] = [
+  ...WRITING_METHODS.map((method) => ({
+    name: `Server.handlers.${method}.writeToStore(body, upload, maxFileSize, context)`,
+    present: (probe: Server) => {
+      const handler = probe.handlers[method] as unknown as Partial<WritingHandler> | undefined
+      return (
+        typeof handler?.writeToStore === 'function' &&
+        handler.writeToStore.length === 4 &&
+        typeof handler.emit === 'function' &&
+        typeof handler.listenerCount === 'function' &&
+        'store' in handler &&
+        typeof handler.options === 'object'
+      )
+    },
+  })),
+  {
+    name: 'MemoryLocker.locks (its lock table, a Map)',
+    present: () => (new MemoryLocker() as Partial<MemoryLocker>).locks instanceof Map,
+  },
+  {
+    name: 'FileStore.prototype.checkOrCreateDirectory',
+    present: () =>
+      typeof (FileStore.prototype as unknown as Partial<Record<string, unknown>>)
+        .checkOrCreateDirectory === 'function',
+  },
+  {
+    name: 'Server.prototype.getCorsOrigin(origin)',
+    present: (probe) => {
+      const rule = probe as unknown as Partial<TusCorsRule>
+      return (
+        typeof rule.getCorsOrigin === 'function' &&
+        // The rule as the plugin relies on it: an allowed origin is echoed, another is not.
+        rule.getCorsOrigin('https://a.example') === 'https://a.example' &&
+        rule.getCorsOrigin('https://b.example') !== 'https://b.example'
+      )
+    },
+  },
+]
+
+/** The seam's parts that the installed @tus/server or @tus/file-store lacks (none: `[]`). */
+export function missingTusInternals(): string[] {
+  let probe: Server
+  try {
+    probe = new Server({
+      path: '/fastify-tus-probe',
+      datastore: new DataStore(),
+      allowedOrigins: ['https://a.example'],
+    })
+  } catch (error) {
+    return [`new Server(options): ${(error as Error).message}`]
+  }
+  return SEAMS.filter((seam) => {
+    try {
+      return !seam.present(probe)
+    } catch {
+      return true
+    }
+  }).map((seam) => seam.name)
+}
+
+/** Rejects an installed @tus/server that lacks a part of the seam, naming every missing part. */
+export function assertTusInternals(): void {
+  const missing = missingTusInternals()
+  if (missing.length > 0) {
+    throw new IncompatibleTusError(installedVersion('@tus/server'), missing.join('; '))
+  }
+}
+
+/** The installed version of `name` (its package.json is not in its exports map). */
+function installedVersion(name: string): string {
+  const require = createRequire(import.meta.url)
+  try {
+    let dir = path.dirname(require.resolve(name))
+    for (let i = 0; i < 4; i++) {
+      try {
+        const pkg = require(path.join(dir, 'package.json')) as { name?: string; version?: string }
+        if (pkg.name === name) return `${name}@${pkg.version}`
+      } catch {}
+      dir = path.dirname(dir)
+    }
+  } catch {}
+  return name
+}
