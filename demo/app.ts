@@ -8,6 +8,7 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { MAX_TIMER_MS, parseWholeNumber } from '../src/duration.js'
 import fastifyTus from '../src/index.js'
 import { connectRedis, isRedisUrl } from '../src/redis/connect.js'
 
@@ -32,12 +33,12 @@ export function readConfig(env: NodeJS.ProcessEnv): DemoConfig {
     port: integer(env, 'PORT', 1080, 0, 65535),
     uploadDir: env.UPLOAD_DIR || './uploads',
     expireAfterMs: integer(env, 'EXPIRE_AFTER_MS', 600_000, 0, Number.MAX_SAFE_INTEGER),
-    cleanupIntervalMs: integer(env, 'CLEANUP_INTERVAL_MS', 600_000, 1, 2 ** 31 - 2),
+    cleanupIntervalMs: integer(env, 'CLEANUP_INTERVAL_MS', 600_000, 1, MAX_TIMER_MS),
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
     redisUrl: redisUrl(env),
     redisPrefix: env.REDIS_PREFIX || undefined,
     redisLockTtlMs: env.REDIS_LOCK_TTL_MS
-      ? integer(env, 'REDIS_LOCK_TTL_MS', 10_000, 100, 2 ** 31 - 2)
+      ? integer(env, 'REDIS_LOCK_TTL_MS', 10_000, 100, MAX_TIMER_MS)
       : undefined,
   }
 }
@@ -45,10 +46,8 @@ export function readConfig(env: NodeJS.ProcessEnv): DemoConfig {
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number) {
   const raw = env[name]
   if (raw === undefined || raw === '') return fallback
-  const value = Number(raw)
-  if (!/^\d+$/.test(raw.trim()) || value < min || value > max) {
-    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`)
-  }
+  const value = parseWholeNumber(raw, { min, max })
+  if (typeof value === 'string') throw new ConfigError(`${name} ${value}, got "${raw}"`)
   return value
 }
 

@@ -3,6 +3,7 @@
  */
 import type { ServerOptions } from '@tus/server'
 import type { DataStore, Locker } from '@tus/utils'
+import { checkMilliseconds, MAX_TIMER_MS } from './duration.js'
 import { InvalidOptionError } from './errors.js'
 import { REDIS_LOCKER_DEFAULTS, type RedisClient } from './redis/locker.js'
 import { DEFAULT_ID_PATTERN } from './store/expiry-policy.js'
@@ -67,9 +68,6 @@ export const DEFAULTS = {
   cleanupIntervalMs: 600_000,
   cleanupOnStart: true,
 } as const
-
-/** setInterval, and so toad-scheduler, cannot wait longer than this. */
-const MAX_INTERVAL_MS = 2 ** 31 - 2
 
 const OWN_KEYS = [
   'path',
@@ -137,10 +135,11 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   }
 
   const expireAfterMs = options.expireAfterMs ?? DEFAULTS.expireAfterMs
-  if (!Number.isSafeInteger(expireAfterMs) || expireAfterMs < 0) {
+  const expiryProblem = checkMilliseconds(expireAfterMs, { min: 0 })
+  if (typeof expiryProblem === 'string') {
     throw new InvalidOptionError(
       'expireAfterMs',
-      `must be a whole number of milliseconds >= 0 (0 turns expiry off), got ${describe(expireAfterMs)}`,
+      `${expiryProblem} (0 turns expiry off), got ${describe(expireAfterMs)}`,
     )
   }
   const cleanupIntervalMs = milliseconds(
@@ -252,23 +251,19 @@ function resolveRedis(input: unknown, tus: TusServerOptions): ResolvedRedisOptio
 
 /** A whole number of milliseconds from `min` to what a timer can wait, or an error naming the option. */
 function milliseconds(option: string, value: unknown, min: number): number {
-  if (
-    !Number.isSafeInteger(value) ||
-    (value as number) < min ||
-    (value as number) > MAX_INTERVAL_MS
-  ) {
-    throw new InvalidOptionError(
-      option,
-      `must be a whole number of milliseconds from ${min} to ${MAX_INTERVAL_MS}, got ${describe(value)}`,
-    )
+  const checked = checkMilliseconds(value, { min, max: MAX_TIMER_MS })
+  if (typeof checked === 'string') {
+    throw new InvalidOptionError(option, `${checked}, got ${describe(value)}`)
   }
-  return value as number
+  return checked
 }
 
 function isRedisClient(value: unknown): value is RedisClient {
   if (typeof value !== 'object' || value === null) return false
   const client = value as Record<string, unknown>
-  return ['eval', 'publish', 'duplicate'].every((method) => typeof client[method] === 'function')
+  // `defineCommand`: the scripts are ioredis commands (`eval`: the test doubles of options.test.ts).
+  const scripts = typeof client.defineCommand === 'function' || typeof client.eval === 'function'
+  return scripts && ['publish', 'duplicate'].every((method) => typeof client[method] === 'function')
 }
 
 function isDataStore(value: unknown): value is DataStore {

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Redis } from 'ioredis'
 import ms from 'ms'
+import * as duration from '../duration.js'
 import { connectRedis, isRedisUrl } from '../redis/connect.js'
 import { REDIS_LOCKER_DEFAULTS, RedisLocker } from '../redis/locker.js'
 import { DEFAULT_ID_PATTERN } from '../store/expiry-policy.js'
@@ -63,18 +64,11 @@ class UsageError extends Error {}
 
 /** A duration flag: `ms` syntax (`10m`, `2h`, `1.5d`) or a bare number of milliseconds. */
 export function parseDuration(flag: string, value: string): number {
-  let parsed: number | undefined
-  try {
-    parsed = ms(value as ms.StringValue)
-  } catch {
-    parsed = undefined
+  const parsed = duration.parseDuration(value, { min: 1 })
+  if (typeof parsed === 'string') {
+    throw new UsageError(`${flag} ${parsed}, got ${JSON.stringify(value)}`)
   }
-  if (typeof parsed !== 'number' || !(parsed >= 1) || parsed > Number.MAX_SAFE_INTEGER) {
-    throw new UsageError(
-      `${flag} must be a positive duration like 10m, 2h or 600000 (milliseconds), got ${JSON.stringify(value)}`,
-    )
-  }
-  return Math.round(parsed)
+  return parsed
 }
 
 function parseIdPattern(value: string): RegExp {

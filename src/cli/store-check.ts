@@ -17,6 +17,7 @@ import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { METADATA_SUFFIX, recordSize } from '../store/expiry-policy.js'
+import { walkTree } from '../store/walk.js'
 
 export interface StoreCheckOptions {
   /** Names of uploads, relative paths with `/` for nested ids. */
@@ -51,29 +52,22 @@ export async function checkStore(
   const foreign: string[] = []
   const records: string[] = []
   let uploads = 0
-  let entries = 0
   let complete = true
-  const pending = ['']
-  walk: for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
-    let dir: Awaited<ReturnType<typeof fsp.opendir>>
-    try {
-      dir = await fsp.opendir(path.join(root, rel))
-    } catch (error) {
-      if (rel === '') return refuse(`cannot read ${root}: ${(error as Error).message}`)
-      foreign.push(`${rel}/ (unreadable)`)
-      continue
-    }
-    // Leaving the loop early closes the directory handle.
-    for await (const entry of dir) {
-      if (++entries > maxEntries) {
-        complete = false
-        break walk
-      }
-      if (entry.name.startsWith('.')) continue
-      const name = rel === '' ? entry.name : `${rel}/${entry.name}`
-      if (entry.isDirectory()) pending.push(name)
-      else if (!entry.isFile())
-        foreign.push(`${name} (${entry.isSymbolicLink() ? 'link' : 'special file'})`)
+  // The root failing to open is a refusal (not a store we can read); an I/O error once it is
+  // open, while reading entries, rejects instead.
+  let rootOpened = false
+  const opendir: typeof fsp.opendir = async (dir, options) => {
+    const handle = await fsp.opendir(dir, options)
+    rootOpened = true
+    return handle
+  }
+  try {
+    for await (const entry of walkTree(root, { maxEntries, opendir })) {
+      const name = entry.path
+      if (entry.kind === 'truncated') complete = false
+      else if (entry.kind === 'unreadable-directory') foreign.push(`${name}/ (unreadable)`)
+      else if (entry.kind === 'link') foreign.push(`${name} (link)`)
+      else if (entry.kind === 'special') foreign.push(`${name} (special file)`)
       else if (
         name.endsWith(METADATA_SUFFIX) &&
         idPattern.test(name.slice(0, -METADATA_SUFFIX.length))
@@ -82,6 +76,9 @@ export async function checkStore(
       } else if (idPattern.test(name)) uploads++
       else foreign.push(name)
     }
+  } catch (error) {
+    if (rootOpened) throw error
+    return refuse(`cannot read ${root}: ${(error as Error).message}`)
   }
 
   if (foreign.length > 0) {
