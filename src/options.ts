@@ -261,9 +261,10 @@ function milliseconds(option: string, value: unknown, min: number): number {
 function isRedisClient(value: unknown): value is RedisClient {
   if (typeof value !== 'object' || value === null) return false
   const client = value as Record<string, unknown>
-  // `defineCommand`: the scripts are ioredis commands (`eval`: the test doubles of options.test.ts).
-  const scripts = typeof client.defineCommand === 'function' || typeof client.eval === 'function'
-  return scripts && ['publish', 'duplicate'].every((method) => typeof client[method] === 'function')
+  // `defineCommand`: the plugin's Lua scripts become commands of the client (ioredis).
+  return ['defineCommand', 'publish', 'duplicate'].every(
+    (method) => typeof client[method] === 'function',
+  )
 }
 
 function isDataStore(value: unknown): value is DataStore {

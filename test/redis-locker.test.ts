@@ -9,6 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { LockTimeoutError } from '../src/errors.js'
 import { RedisSweepLease } from '../src/redis/lease.js'
 import { RedisLocker, type RedisLockerOptions } from '../src/redis/locker.js'
+import { KeyRefresher } from '../src/redis/refresher.js'
+import { scriptsOf } from '../src/redis/scripts.js'
 import {
   age,
   createUpload,
@@ -66,7 +68,7 @@ describe('Redis locker', () => {
     expect(ttl).toBeLessThanOrEqual(5000)
 
     // Another owner's release leaves it alone.
-    await a.release('u1', 'not-the-owner')
+    await scriptsOf(redis).fastifyTusRelease(`${prefix}lock:u1`, 'not-the-owner')
     expect(await redis.get(`${prefix}lock:u1`)).toBe(token)
     await lock.unlock()
     expect(await redis.exists(`${prefix}lock:u1`)).toBe(0)
@@ -183,6 +185,85 @@ describe('Redis locker', () => {
     await sleep(100)
     expect(asked).toBe(0)
     await held.unlock()
+  })
+})
+
+describe('Redis scripts and refresher', () => {
+  it('defines the scripts once per client, whoever shares it, and survives a SCRIPT FLUSH', async () => {
+    const prefix = `test:${randomId()}:`
+    const client = connect()
+    const defined: string[] = []
+    const defineCommand = client.defineCommand.bind(client)
+    client.defineCommand = (name, definition) => {
+      defined.push(name)
+      defineCommand(name, definition)
+    }
+    const a = new RedisLocker({ client, prefix })
+    const b = new RedisLocker({ client, prefix })
+    lockers.push(a, b)
+    const lease = new RedisSweepLease({ client, prefix, intervalMs: 100, ttlMs: 1000 })
+    expect(defined.sort()).toEqual([
+      'fastifyTusAcquireLease',
+      'fastifyTusAcquireLock',
+      'fastifyTusRefresh',
+      'fastifyTusRelease',
+    ])
+
+    // Redis forgot the scripts (a restart, a flush): ioredis sends them again by itself.
+    await connect().script('FLUSH')
+    const lock = a.newLock('u1')
+    await lock.lock(never, noRelease)
+    expect(await b.tryLock('u1')).toBeUndefined()
+    await lock.unlock()
+    const held = await lease.acquire()
+    expect(held).toBeDefined()
+    await held?.release()
+  })
+
+  it('refreshes all its keys in one call per tick, and tells only the owner of a lost one', async () => {
+    const prefix = `test:${randomId()}:`
+    const redis = connect()
+    const client = connect()
+    const calls: number[] = []
+    const scripts = scriptsOf(client)
+    const refresh = scripts.fastifyTusRefresh.bind(client)
+    scripts.fastifyTusRefresh = (numberOfKeys, ...rest) => {
+      calls.push(numberOfKeys)
+      return refresh(numberOfKeys, ...rest)
+    }
+    const refresher = new KeyRefresher(client)
+    const lost: string[] = []
+    for (const name of ['a', 'b']) {
+      await redis.set(`${prefix}${name}`, `token-${name}`, 'PX', 600)
+      refresher.add(`${prefix}${name}`, `token-${name}`, 600, () => lost.push(name))
+    }
+    await sleep(1000) // beyond the TTL: both kept alive
+    expect(await redis.get(`${prefix}a`)).toBe('token-a')
+    expect(await redis.get(`${prefix}b`)).toBe('token-b')
+    expect(calls.length).toBeGreaterThanOrEqual(2)
+    expect(calls.every((keys) => keys === 2)).toBe(true)
+
+    await redis.set(`${prefix}b`, 'someone-else', 'PX', 5000)
+    await waitFor(() => lost.length > 0, 2000, 'the owner of b to be told')
+    expect(lost).toEqual(['b'])
+    await sleep(500)
+    expect(await redis.get(`${prefix}a`)).toBe('token-a')
+    expect(calls.at(-1)).toBe(1) // b is no longer refreshed
+
+    refresher.delete(`${prefix}a`, 'token-a')
+    const after = calls.length
+    await sleep(500)
+    expect(calls.length).toBe(after) // no key left: no timer
+    expect(lost).toEqual(['b'])
+
+    // A key taken again with another token before a tick: its previous owner lost it.
+    refresher.add(`${prefix}c`, 'first', 600, () => lost.push('c, first'))
+    refresher.add(`${prefix}c`, 'second', 600, () => lost.push('c, second'))
+    expect(lost).toEqual(['b', 'c, first'])
+    refresher.delete(`${prefix}c`, 'first') // no longer its key: nothing happens
+    refresher.delete(`${prefix}c`, 'second')
+    await sleep(300)
+    expect(calls.length).toBe(after)
   })
 })
 

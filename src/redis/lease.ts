@@ -10,7 +10,9 @@
  * of a sweep, its `running` key first has to expire (`ttlMs`).
  */
 import { randomUUID } from 'node:crypto'
-import { REFRESH, RELEASE, type RedisClient } from './locker.js'
+import type { RedisClient } from './locker.js'
+import { KeyRefresher } from './refresher.js'
+import { type Scripts, scriptsOf } from './scripts.js'
 
 /** A lease held for one sweep. */
 export interface HeldLease {
@@ -33,57 +35,42 @@ export interface RedisSweepLeaseOptions {
   ttlMs: number
 }
 
-/**
- * KEYS: slot, running. ARGV: token, intervalMs, ttlMs. Answers {1, slot} when taken, else {0, slot}.
- * The slot key outlives its slot by one interval, so that a slot is never taken twice.
- */
-const TAKE = `
-local time = redis.call('time')
-local interval = tonumber(ARGV[2])
-local slot = math.floor((tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)) / interval)
-if redis.call('exists', KEYS[2]) == 1 then return {0, slot} end
-local last = tonumber(redis.call('get', KEYS[1]) or '-1')
-if slot <= last then return {0, slot} end
-redis.call('set', KEYS[1], slot, 'PX', interval * 2)
-redis.call('set', KEYS[2], ARGV[1], 'PX', ARGV[3])
-return {1, slot}`
-
 export class RedisSweepLease implements SweepLease {
   readonly #options: RedisSweepLeaseOptions
+  readonly #scripts: RedisClient & Scripts
+  /** Keeps the `running` key alive while this instance sweeps. */
+  readonly #refresher: KeyRefresher
   // One hash tag, so that both keys live on one node of a Redis Cluster (the script uses both).
   readonly #slotKey: string
   readonly #runningKey: string
 
   constructor(options: RedisSweepLeaseOptions) {
     this.#options = options
+    this.#scripts = scriptsOf(options.client)
+    this.#refresher = new KeyRefresher(options.client)
     this.#slotKey = `${options.prefix}{sweep}:slot`
     this.#runningKey = `${options.prefix}{sweep}:running`
   }
 
   async acquire(): Promise<HeldLease | undefined> {
-    const { client, intervalMs, ttlMs } = this.#options
+    const { intervalMs, ttlMs } = this.#options
     const token = randomUUID()
-    const answer = (await client.eval(
-      TAKE,
-      2,
+    const [taken, slot] = await this.#scripts.fastifyTusAcquireLease(
       this.#slotKey,
       this.#runningKey,
       token,
       intervalMs,
       ttlMs,
-    )) as [number, number]
-    if (answer[0] !== 1) return undefined
-    const refresher = setInterval(() => {
-      // A failed refresh is tried again; if the key expires meanwhile, another instance may
-      // start a sweep while this one ends: each removal still takes the upload's lock.
-      client.eval(REFRESH, 1, this.#runningKey, token, ttlMs).catch(() => {})
-    }, ttlMs / 3)
-    refresher.unref()
+    )
+    if (taken !== 1) return undefined
+    // If the key expires meanwhile (Redis unreachable for a whole TTL), another instance may
+    // start a sweep while this one ends: each removal still takes the upload's lock.
+    this.#refresher.add(this.#runningKey, token, ttlMs, () => {})
     return {
-      slot: answer[1],
+      slot,
       release: async () => {
-        clearInterval(refresher)
-        await client.eval(RELEASE, 1, this.#runningKey, token)
+        this.#refresher.delete(this.#runningKey, token)
+        await this.#scripts.fastifyTusRelease(this.#runningKey, token)
       },
     }
   }

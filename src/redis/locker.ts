@@ -8,19 +8,27 @@
  * - `<prefix>lock:<id>`: the owner's token, expiring after `lockTtlMs` unless refreshed;
  * - channel `<prefix>release`: `{"id","token"}`, "the holder of this token, please release";
  * - channel `<prefix>unlocked`: `<id>`, wakes the waiters of that lock at once.
+ *
+ * The locker keeps all the state (the locks it holds, its waiting requests, the subscription);
+ * a lock is a handle (upload id and token) whose calls go to the locker.
  */
 import { randomUUID } from 'node:crypto'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import { ERRORS } from '@tus/utils'
 import { LockTimeoutError } from '../errors.js'
 import type { HeldLock, SweepLocker } from '../sweep/activity-locker.js'
+import { KeyRefresher } from './refresher.js'
+import { type Scripts, scriptsOf } from './scripts.js'
 
 /** The calls made on the client the user passes (an ioredis `Redis`). */
 export interface RedisClient {
-  eval(script: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>
+  /** Defines a Lua script as a command of the client (see scripts.ts). */
+  defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void
   publish(channel: string, message: string): Promise<number>
   /** A second connection for subscriptions (a subscribed connection can do nothing else). */
   duplicate(): RedisSubscriber
+  /** True for an ioredis `Cluster`, whose scripts may only use keys of one node. */
+  readonly isCluster?: boolean
 }
 
 export interface RedisSubscriber {
@@ -54,33 +62,19 @@ export const REDIS_LOCKER_DEFAULTS = {
 /** A waiter asks the same holder again after this long, in case the first request was missed. */
 const ASK_AGAIN_MS = 1000
 
-/** Sets the key if it is free; answers nil when it did, else the holder's token. */
-const ACQUIRE = `
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return nil end
-return redis.call('get', KEYS[1])`
-
-/** Deletes the key only for its owner. KEYS: key. ARGV: token. */
-export const RELEASE = `
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0`
-
-/** Extends the key's life only for its owner. KEYS: key. ARGV: token, ttl. */
-export const REFRESH = `
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0`
-
 interface Holder {
   token: string
   requestRelease: RequestRelease
 }
 
-/** Members marked `@internal` are the plumbing of its locks, left out of the published types. */
 export class RedisLocker implements Locker, SweepLocker {
   readonly client: RedisClient
   readonly prefix: string
   readonly lockTtlMs: number
   readonly acquireLockTimeoutMs: number
   readonly retryMs: number
+  readonly #scripts: RedisClient & Scripts
+  readonly #refresher: KeyRefresher
   readonly #onError: (error: Error) => void
   readonly #releaseChannel: string
   readonly #unlockedChannel: string
@@ -98,19 +92,26 @@ export class RedisLocker implements Locker, SweepLocker {
     this.acquireLockTimeoutMs =
       options.acquireLockTimeoutMs ?? REDIS_LOCKER_DEFAULTS.acquireLockTimeoutMs
     this.retryMs = options.retryMs ?? REDIS_LOCKER_DEFAULTS.retryMs
+    this.#scripts = scriptsOf(this.client)
+    this.#refresher = new KeyRefresher(this.client)
     this.#onError = options.onError ?? (() => {})
     this.#releaseChannel = `${this.prefix}release`
     this.#unlockedChannel = `${this.prefix}unlocked`
   }
 
   newLock(id: string): Lock {
-    return new RedisLock(id, this)
+    const token = randomUUID()
+    return {
+      lock: (signal, requestRelease) => this.#lock(id, token, signal, requestRelease),
+      unlock: () => this.#unlock(id, token),
+    }
   }
 
   /** Takes the lock only if nobody holds it, without asking anyone to let go (for the sweep). */
   async tryLock(id: string): Promise<HeldLock | undefined> {
-    const lock = new RedisLock(id, this)
-    return (await lock.tryOnce(() => {})) === true ? lock : undefined
+    const token = randomUUID()
+    if ((await this.#tryOnce(id, token, () => {})) !== true) return undefined
+    return { unlock: () => this.#unlock(id, token) }
   }
 
   /** Closes the subscription connection (the user's client stays open: it is theirs). */
@@ -121,13 +122,73 @@ export class RedisLocker implements Locker, SweepLocker {
     await subscriber?.quit().catch(() => {})
   }
 
-  /** @internal */
-  keyOf(id: string): string {
+  async #lock(
+    id: string,
+    token: string,
+    signal: AbortSignal,
+    requestRelease: RequestRelease,
+  ): Promise<void> {
+    const deadline = Date.now() + this.acquireLockTimeoutMs
+    let asked: string | undefined
+    let askedAt = 0
+    for (;;) {
+      if (signal.aborted) throw ERRORS.ABORTED
+      const holder = await this.#tryOnce(id, token, requestRelease)
+      if (holder === true) return
+      const now = Date.now()
+      if (now >= deadline) throw new LockTimeoutError(id, this.acquireLockTimeoutMs)
+      if (holder !== asked || now - askedAt >= ASK_AGAIN_MS) {
+        asked = holder
+        askedAt = now
+        await this.client.publish(this.#releaseChannel, JSON.stringify({ id, token: holder }))
+      }
+      await this.#waitForRelease(id, Math.min(this.retryMs, deadline - now), signal)
+    }
+  }
+
+  /** One attempt: true when taken (and then kept alive), else the holder's token. */
+  async #tryOnce(
+    id: string,
+    token: string,
+    requestRelease: RequestRelease,
+  ): Promise<true | string> {
+    // Release requests must reach this holder from the moment it holds the lock.
+    await this.#listening()
+    const key = this.#keyOf(id)
+    const holder = await this.#scripts.fastifyTusAcquireLock(key, token, this.lockTtlMs)
+    if (holder != null) return String(holder)
+    // The lock's TTL ran out (Redis unreachable for a whole TTL, or a stalled process): another
+    // request may hold it now, so the request that thought it held it must stop. Added before
+    // the lock is held, so that a holder of this locker that lost it to this one is told.
+    this.#refresher.add(key, token, this.lockTtlMs, () => {
+      if (this.#forget(id, token)) requestRelease()
+    })
+    this.#held.set(id, { token, requestRelease })
+    return true
+  }
+
+  /** Does nothing unless the lock is held with this token (never taken, lost, or let go). */
+  async #unlock(id: string, token: string): Promise<void> {
+    if (!this.#forget(id, token)) return
+    const key = this.#keyOf(id)
+    this.#refresher.delete(key, token)
+    await this.#scripts.fastifyTusRelease(key, token)
+    await this.client.publish(this.#unlockedChannel, id)
+  }
+
+  /** True when the lock was held with this token, and is no longer. */
+  #forget(id: string, token: string): boolean {
+    if (this.#held.get(id)?.token !== token) return false
+    this.#held.delete(id)
+    return true
+  }
+
+  #keyOf(id: string): string {
     return `${this.prefix}lock:${id}`
   }
 
-  /** The subscription that carries release requests and wake-ups; opened on first use. @internal */
-  listening(): Promise<unknown> {
+  /** The subscription that carries release requests and wake-ups; opened on first use. */
+  #listening(): Promise<unknown> {
     if (!this.#subscribed) {
       const subscriber = this.client.duplicate()
       subscriber.on('message', (channel, message) => this.#onMessage(channel, message))
@@ -143,41 +204,8 @@ export class RedisLocker implements Locker, SweepLocker {
     return this.#subscribed
   }
 
-  /** Atomically takes the key; `undefined` when taken, else the holder's token. @internal */
-  async acquire(id: string, token: string): Promise<string | undefined> {
-    const holder = await this.client.eval(ACQUIRE, 1, this.keyOf(id), token, this.lockTtlMs)
-    return holder == null ? undefined : String(holder)
-  }
-
-  /** @internal */
-  async release(id: string, token: string): Promise<void> {
-    this.#held.delete(id)
-    await this.client.eval(RELEASE, 1, this.keyOf(id), token)
-    await this.client.publish(this.#unlockedChannel, id)
-  }
-
-  /** False when the lock is no longer this token's (it expired, and maybe someone took it). @internal */
-  async refresh(id: string, token: string): Promise<boolean> {
-    return (await this.client.eval(REFRESH, 1, this.keyOf(id), token, this.lockTtlMs)) === 1
-  }
-
-  /** @internal */
-  askToRelease(id: string, token: string): Promise<number> {
-    return this.client.publish(this.#releaseChannel, JSON.stringify({ id, token }))
-  }
-
-  /** @internal */
-  hold(id: string, holder: Holder): void {
-    this.#held.set(id, holder)
-  }
-
-  /** @internal */
-  forget(id: string, token: string): void {
-    if (this.#held.get(id)?.token === token) this.#held.delete(id)
-  }
-
-  /** Resolves when the lock is released here or elsewhere, after `ms`, or on abort. @internal */
-  waitForRelease(id: string, ms: number, signal: AbortSignal): Promise<void> {
+  /** Resolves when the lock is released here or elsewhere, after `ms`, or on abort. */
+  #waitForRelease(id: string, ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const waiters = this.#waiters.get(id) ?? new Set<() => void>()
       this.#waiters.set(id, waiters)
@@ -209,79 +237,5 @@ export class RedisLocker implements Locker, SweepLocker {
     if (typeof request.id !== 'string') return
     const holder = this.#held.get(request.id)
     if (holder && holder.token === request.token) holder.requestRelease()
-  }
-}
-
-class RedisLock implements Lock, HeldLock {
-  #token: string | undefined
-  #refresher: NodeJS.Timeout | undefined
-
-  constructor(
-    readonly id: string,
-    readonly locker: RedisLocker,
-  ) {}
-
-  async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
-    const { locker, id } = this
-    const token = randomUUID()
-    const deadline = Date.now() + locker.acquireLockTimeoutMs
-    let asked: string | undefined
-    let askedAt = 0
-    for (;;) {
-      if (signal.aborted) throw ERRORS.ABORTED
-      const holder = await this.tryOnce(requestRelease, token)
-      if (holder === true) return
-      const now = Date.now()
-      if (now >= deadline) throw new LockTimeoutError(id, locker.acquireLockTimeoutMs)
-      if (holder !== asked || now - askedAt >= ASK_AGAIN_MS) {
-        asked = holder
-        askedAt = now
-        await locker.askToRelease(id, holder)
-      }
-      await locker.waitForRelease(id, Math.min(locker.retryMs, deadline - now), signal)
-    }
-  }
-
-  /** One attempt: true when taken, else the holder's token. */
-  async tryOnce(requestRelease: RequestRelease, token = randomUUID()): Promise<true | string> {
-    // Release requests must reach this holder from the moment it holds the lock.
-    await this.locker.listening()
-    const holder = await this.locker.acquire(this.id, token)
-    if (holder !== undefined) return holder
-    this.#token = token
-    this.locker.hold(this.id, { token, requestRelease })
-    this.#refresher = setInterval(() => this.#refresh(requestRelease), this.locker.lockTtlMs / 3)
-    this.#refresher.unref()
-    return true
-  }
-
-  async unlock(): Promise<void> {
-    const token = this.#token
-    if (token === undefined) return
-    this.#stop()
-    await this.locker.release(this.id, token)
-  }
-
-  #refresh(requestRelease: RequestRelease): void {
-    const token = this.#token
-    if (token === undefined) return
-    this.locker.refresh(this.id, token).then(
-      (stillOurs) => {
-        if (stillOurs || this.#token !== token) return
-        // The lease ran out (Redis unreachable for a whole TTL, or a stalled process): another
-        // request may hold it now, so the request that thought it held it must stop.
-        this.#stop()
-        this.locker.forget(this.id, token)
-        requestRelease()
-      },
-      // Redis unreachable: the next refresh tries again; the lease lasts a whole TTL.
-      () => {},
-    )
-  }
-
-  #stop(): void {
-    clearInterval(this.#refresher)
-    this.#refresher = undefined
-    this.#token = undefined
   }
 }
