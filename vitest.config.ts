@@ -1,12 +1,62 @@
-import { defineConfig } from 'vitest/config'
+import { configDefaults, defineConfig } from 'vitest/config'
+
+/**
+ * Two tiers. `vitest run` (what `npm test` runs) runs both; `npm run test:fast` and
+ * `npm run test:e2e` run one.
+ * - fast (every test file not listed below): the plugin, the sweep and the CLI over real
+ *   directories, real HTTP and Redis; no browser, no soak, no fleet, no demo program. Under
+ *   30 s on a 2-core machine.
+ * - e2e: browsers, the demo page and the demo server's processes, the soak, the fleet, socket
+ *   timeouts that only show over seconds, stores of thousands of uploads, and the Redis tests
+ *   that wait out real TTLs or stop and restart a Redis server.
+ */
+const E2E = [
+  'test/browser-upload.test.ts',
+  'test/browsers.test.ts',
+  'test/demo-page.test.ts',
+  'test/demo-server.test.ts',
+  'test/fleet.test.ts',
+  'test/soak.test.ts',
+  'test/long-uploads.test.ts',
+  'test/large-store.test.ts',
+  'test/redis-locker.test.ts',
+  'test/redis-down.test.ts',
+]
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    // Real servers, real sockets and real sweeps: some tests wait for short configured periods.
-    testTimeout: 30_000,
-    hookTimeout: 30_000,
-    pool: 'forks',
+    // Both tiers run the built package in child processes (the CLI, the demo server, the
+    // exit-on-close checks): it is built once per run, whichever tiers run.
     globalSetup: ['test/global-setup.ts'],
+    projects: [
+      {
+        test: {
+          name: 'fast',
+          include: ['test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, ...E2E],
+          // Real servers, sockets and sweeps, with short configured periods.
+          testTimeout: 15_000,
+          hookTimeout: 15_000,
+          pool: 'forks',
+          // The files mostly wait (on timers, disks, child processes): two at a time even on two
+          // cores, where Vitest's default would be one.
+          maxWorkers: 2,
+          // A whole run does this tier first, then the e2e one (which keeps Vitest's default
+          // number of workers: browsers, fleets and soaks do not share cores well).
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        test: {
+          name: 'e2e',
+          include: E2E,
+          // Browsers, child processes and waits of seconds.
+          testTimeout: 30_000,
+          hookTimeout: 30_000,
+          pool: 'forks',
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 })

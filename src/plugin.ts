@@ -12,7 +12,7 @@ import { createTusServer } from './http/tus-server.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
-import { recordClose, takeDowntime } from './store/downtime.js'
+import { CloseMarker, readDowntime } from './store/downtime.js'
 import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
 import { ActivityLocker } from './sweep/activity-locker.js'
@@ -45,7 +45,8 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
 
   // The store and its sweep.
   const { locker, redisLocker } = await buildLocker(options, log)
-  const downtime = await readDowntime(options, log)
+  const downtime = await downtimeBefore(options, log)
+  const closeMarker = new CloseMarker(tracksDowntime(options) ? options.directory : undefined, log)
   const store = options.datastore
     ? undefined
     : await ExpiringFileStore.open({
@@ -54,6 +55,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         locker,
         idPattern: options.idPattern,
         downtime,
+        holdsLock: (id) => locker.holds(id),
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
   const schedule = buildSchedule(options, datastore, store, log)
@@ -80,6 +82,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         store,
         fileIdOf: created.fileIdOf,
         isClosing: () => closingAt !== undefined,
+        serving: () => closeMarker.serving(),
       })
     },
     { prefix: options.prefix },
@@ -100,20 +103,14 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
     if (downtime) downtime.toMs = Math.max(downtime.toMs, Date.now())
     schedule.start()
   })
+  fastify.addHook('onListen', async () => closeMarker.serving())
   fastify.addHook('preClose', async () => {
     closingAt = Date.now()
   })
   fastify.addHook('onClose', async () => {
     await schedule.stop()
     await redisLocker?.close()
-    if (tracksDowntime(options)) {
-      await recordClose(options.directory, closingAt ?? Date.now()).catch((error: unknown) => {
-        log.warn(
-          { err: error },
-          'fastify-tus could not record its close; a restart will not give idle uploads their downtime back',
-        )
-      })
-    }
+    await closeMarker.closed(closingAt ?? Date.now())
   })
 }
 
@@ -140,12 +137,12 @@ function tracksDowntime(options: ResolvedOptions): boolean {
   return !options.datastore && !options.redis && options.expireAfterMs > 0
 }
 
-async function readDowntime(
+async function downtimeBefore(
   options: ResolvedOptions,
   log: ScheduleLogger,
 ): Promise<Downtime | undefined> {
   if (!tracksDowntime(options)) return undefined
-  const downtime = await takeDowntime(options.directory)
+  const downtime = await readDowntime(options.directory)
   if (downtime) {
     log.info(
       { downtimeMs: downtime.toMs - downtime.fromMs },

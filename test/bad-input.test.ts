@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import fs from 'node:fs/promises'
+import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -19,7 +20,9 @@ import {
   pattern,
   type RawResponse,
   request,
+  startServer,
   TUS,
+  tempDir,
 } from './helpers.js'
 
 const MAX_SIZE = 10_000
@@ -139,6 +142,12 @@ const CASES: BadRequest[] = [
   { name: 'metadata pair of three tokens', ...postWithMetadata('a YQ== Yg=='), status: 400 },
   { name: 'metadata of commas only', ...postWithMetadata(',,'), status: 400 },
   { name: 'metadata key __proto__', ...postWithMetadata('__proto__ YQ=='), status: 400 },
+  // HEAD answers the metadata back: past 8 KiB, Node clients could not read that answer
+  {
+    name: 'metadata over 8 KiB (9 KiB, within the request header limit)',
+    ...postWithMetadata(`a ${'QUFB'.repeat(2304)}`),
+    status: 400,
+  },
   // Node's 16 KiB header limit (Fastify answers it)
   {
     name: 'huge metadata value (20 KiB)',
@@ -428,5 +437,93 @@ describe('bad input', () => {
     expect(await snapshot(parent)).toEqual(before)
     // Nothing failed inside: a refusal is not an error.
     expect(logs.slice(logsBefore).filter((r) => r.level >= 50)).toEqual([])
+  })
+})
+
+describe('links and special files in the upload directory', () => {
+  /** A server on `<parent>/uploads`, an outside file beside it, and one upload. */
+  async function store(length: number | 'deferred' = 10) {
+    const parent = await tempDir()
+    const directory = path.join(parent, 'uploads')
+    const outside = path.join(parent, 'outside')
+    await fs.writeFile(outside, 'outside, never to be read or written\n')
+    const server = await startServer({ directory, cleanupOnStart: false })
+    const upload = await createUpload(server.endpoint, length)
+    const untouched = async () => {
+      expect(await fs.readFile(outside, 'utf8')).toBe('outside, never to be read or written\n')
+    }
+    return { directory, outside, server, upload, untouched }
+  }
+
+  it('a symbolic link in place of a data file: PATCH, GET and HEAD answer 404, the target is untouched', async () => {
+    const { directory, outside, upload, untouched } = await store()
+    await fs.rm(path.join(directory, upload.id))
+    await fs.symlink(outside, path.join(directory, upload.id))
+    expect((await patch(upload.url, 0, Buffer.from('evil'))).status).toBe(404)
+    expect((await head(upload.url)).status).toBe(404)
+    const get = await request(upload.url, 'GET', TUS)
+    expect(get.status).toBe(404)
+    expect(get.body).not.toContain('outside')
+    await untouched()
+  })
+
+  it('a hard link in place of a data file: PATCH, GET and HEAD answer 404, the other name is untouched', async () => {
+    const { directory, outside, upload, untouched } = await store()
+    await fs.rm(path.join(directory, upload.id))
+    await fs.link(outside, path.join(directory, upload.id))
+    expect((await patch(upload.url, 0, Buffer.from('evil'))).status).toBe(404)
+    expect((await head(upload.url)).status).toBe(404)
+    expect((await request(upload.url, 'GET', TUS)).status).toBe(404)
+    await untouched()
+  })
+
+  it('a symbolic link in place of a record: 404, and declaring the length does not write through it', async () => {
+    const { directory, outside, upload } = await store('deferred')
+    const record = path.join(directory, `${upload.id}.json`)
+    // The outside file is a valid record of the upload: a store that followed the link would use it.
+    const text = await fs.readFile(record, 'utf8')
+    await fs.writeFile(outside, text)
+    await fs.rm(record)
+    await fs.symlink(outside, record)
+    expect((await head(upload.url)).status).toBe(404)
+    const declared = await patch(upload.url, 0, Buffer.from('abc'), { 'Upload-Length': '3' })
+    expect(declared.status).toBe(404)
+    expect(await fs.readFile(outside, 'utf8')).toBe(text)
+  })
+
+  it('a record that is /dev/zero, or larger than a record can be, answers 404 at once', async () => {
+    const { directory, server, untouched } = await store()
+    const zero = await createUpload(server.endpoint, 10)
+    await fs.rm(path.join(directory, `${zero.id}.json`))
+    await fs.symlink('/dev/zero', path.join(directory, `${zero.id}.json`))
+    const huge = await createUpload(server.endpoint, 10)
+    await fs.writeFile(path.join(directory, `${huge.id}.json`), ' '.repeat(100 * 1024))
+    const started = performance.now()
+    expect((await head(zero.url)).status).toBe(404)
+    expect((await head(huge.url)).status).toBe(404)
+    // Reading /dev/zero whole took seconds and hundreds of MB per HEAD.
+    expect(performance.now() - started).toBeLessThan(1000)
+    await untouched()
+  })
+})
+
+describe('answers', () => {
+  it('carry the standard reason phrase', async () => {
+    const server = await startServer({ cleanupOnStart: false })
+    const phrase = (method: string, url: string, headers: Record<string, string | number>) =>
+      new Promise<string>((resolve, reject) => {
+        const req = http.request(url, { method, headers, agent: false }, (res) => {
+          res.resume()
+          resolve(`${res.statusCode} ${res.statusMessage}`)
+        })
+        req.on('error', reject)
+        req.end()
+      })
+    expect(await phrase('POST', server.endpoint, { ...TUS, 'Upload-Length': 3 })).toBe(
+      '201 Created',
+    )
+    expect(await phrase('OPTIONS', server.endpoint, {})).toBe('204 No Content')
+    expect(await phrase('HEAD', `${server.endpoint}/${'0'.repeat(32)}`, TUS)).toBe('404 Not Found')
+    expect(await phrase('POST', server.endpoint, {})).toBe('412 Precondition Failed')
   })
 })

@@ -30,6 +30,19 @@ import {
 const HOUR = 3_600_000
 const YEAR = 365 * 24 * HOUR
 
+/** Moves a file's mtime `ms` earlier: its last activity was that much longer ago. */
+async function earlier(file: string, ms: number): Promise<void> {
+  const { atime, mtimeMs } = await fs.stat(file)
+  await fs.utimes(file, atime, new Date(mtimeMs - ms))
+}
+
+/** Moves the close that the server recorded in `directory` `ms` earlier: a longer downtime. */
+async function closedEarlier(directory: string, ms: number): Promise<void> {
+  const marker = path.join(directory, '.fastify-tus-closed')
+  const { closedAt } = JSON.parse(await fs.readFile(marker, 'utf8'))
+  await fs.writeFile(marker, JSON.stringify({ closedAt: closedAt - ms }))
+}
+
 function expiresMs(headers: Record<string, unknown>): number {
   const value = headers['upload-expires']
   if (typeof value !== 'string') throw new Error(`no Upload-Expires header (got ${String(value)})`)
@@ -98,7 +111,8 @@ describe('Upload-Expires', () => {
 
     expect(expiresMs((await head(url)).headers)).toBe(onPost) // HEAD is not activity
 
-    await sleep(1100)
+    // Upload-Expires counts whole seconds: let the clock pass into the next one.
+    await sleep(1000 - (Date.now() % 1000) + 50)
     const patched = await patch(url, 0, bytes(10))
     expect(patched.status).toBe(204)
     const onPatch = expiresMs(patched.headers)
@@ -141,7 +155,7 @@ describe('410 before the sweep', () => {
     })
     const { url, id } = await createUpload(server.endpoint, 100)
     expect((await patch(url, 0, bytes(10))).status).toBe(204)
-    await sleep(400)
+    await age(path.join(server.directory, id), 400) // idle for 400 ms
     expect((await head(url)).status).toBe(410)
     expect((await patch(url, 10, bytes(10))).status).toBe(410)
     expect(await exists(path.join(server.directory, id))).toBe(true) // no sweep ran
@@ -157,9 +171,9 @@ describe('410 before the sweep', () => {
       cleanupOnStart: false,
       cleanupIntervalMs: HOUR,
     })
-    const { url } = await createUpload(server.endpoint, 'deferred')
+    const { url, id } = await createUpload(server.endpoint, 'deferred')
     expect((await patch(url, 0, bytes(10))).status).toBe(204)
-    await sleep(400)
+    await age(path.join(server.directory, id), 400) // idle for 400 ms
     expect((await head(url)).status).toBe(410)
     expect((await server.app.tusCleanup.run()).removed).toBe(1)
   })
@@ -172,14 +186,14 @@ describe('finished uploads', () => {
     const url = await tusUpload(server.endpoint, data, { chunkSize: 10_000 })
     const empty = await createUpload(server.endpoint, 0)
     const id = url.slice(url.lastIndexOf('/') + 1)
-    const sweepsBefore = server.logs.filter((r) => 'scanned' in r).length
-    await sleep(600)
-    expect(server.logs.filter((r) => 'scanned' in r).length - sweepsBefore).toBeGreaterThan(10)
-
-    // "However old": a year without activity changes nothing either.
+    // "However old": a year without activity, through every sweep that follows.
     await age(path.join(server.directory, id), YEAR)
     await age(path.join(server.directory, `${id}.json`), YEAR)
     await age(path.join(server.directory, empty.id), YEAR)
+    const sweeps = () => server.logs.filter((r) => 'scanned' in r).length
+    const sweepsBefore = sweeps()
+    await waitFor(() => sweeps() - sweepsBefore > 10, 5000, 'eleven sweeps')
+    expect(sweeps() - sweepsBefore).toBeGreaterThan(10)
     expect((await server.app.tusCleanup.run()).removed).toBe(0)
 
     const status = await head(url)
@@ -221,6 +235,12 @@ describe('restart', () => {
     const half = await patch(url, 0, data.subarray(0, 100_000))
     expect(half.status).toBe(204)
     const expiryBefore = expiresMs(half.headers)
+    // The restart gives the upload its downtime back, a few ms, which moves Upload-Expires into
+    // the next second when its last activity was late in one: make it the start of its second.
+    const dataFile = path.join(directory, id)
+    const { atime, mtimeMs } = await fs.stat(dataFile)
+    await fs.utimes(dataFile, atime, new Date(Math.floor(mtimeMs / 1000) * 1000))
+    expect(expiresMs((await head(url)).headers)).toBe(expiryBefore)
     await first.app.close()
 
     const second = await startServer({ directory, expireAfterMs: HOUR })
@@ -259,7 +279,11 @@ describe('restart', () => {
       const first = await startServer({ directory, ...settings })
       const { id } = await createUpload(first.endpoint, 100)
       await first.app.close()
-      await sleep(800) // longer than expireAfterMs, while nobody could write
+      // A downtime of 800 ms (longer than expireAfterMs) without waiting for it: the recorded
+      // close and the upload's last activity before it are moved 800 ms into the past.
+      await closedEarlier(directory, 800)
+      await earlier(path.join(directory, id), 800)
+      await earlier(path.join(directory, `${id}.json`), 800)
       const second = await startServer({ directory, ...settings })
       const url = `${second.endpoint}/${id}`
       const alive = await head(url)
@@ -267,8 +291,8 @@ describe('restart', () => {
       expect(second.logs.some((r) => typeof r.downtimeMs === 'number' && r.downtimeMs >= 800)).toBe(
         true,
       )
-      // The clock still runs once the server is back.
-      await sleep(900)
+      // The clock still runs once the server is back: 900 ms more without activity.
+      await earlier(path.join(directory, id), 900)
       expect((await head(url)).status).toBe(410)
     })
 
@@ -278,7 +302,7 @@ describe('restart', () => {
       const { id } = await createUpload(first.endpoint, 100)
       await age(path.join(directory, id), 5000)
       await first.app.close()
-      await sleep(300)
+      await closedEarlier(directory, 300) // 300 ms down
       const second = await startServer({ directory, ...settings })
       expect((await head(`${second.endpoint}/${id}`)).status).toBe(410)
       expect(await second.app.tusCleanup.run()).toMatchObject({ removed: 1 })
@@ -291,7 +315,7 @@ describe('restart', () => {
       await first.app.close()
       const marker = path.join(directory, '.fastify-tus-closed')
       await fs.writeFile(marker, '{"closedAt": "yesterday"}')
-      await sleep(800)
+      await earlier(path.join(directory, id), 800) // 800 ms down, no activity since
       const second = await startServer({ directory, ...settings })
       expect((await head(`${second.endpoint}/${id}`)).status).toBe(410)
       expect(await exists(marker)).toBe(false)
@@ -304,7 +328,7 @@ describe('restart', () => {
       await first.app.close()
       // A process killed does not run its onClose hook: no marker.
       await fs.rm(path.join(directory, '.fastify-tus-closed'))
-      await sleep(800)
+      await earlier(path.join(directory, id), 800) // 800 ms down, no activity since
       const second = await startServer({ directory, ...settings })
       expect((await head(`${second.endpoint}/${id}`)).status).toBe(410)
     })

@@ -2,6 +2,7 @@
  * Shared test tools: real temporary directories, a real listening Fastify server whose pino
  * records are captured, real HTTP, and the real tus client.
  */
+import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs/promises'
 import http from 'node:http'
@@ -10,7 +11,7 @@ import path from 'node:path'
 import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import * as tus from 'tus-js-client'
-import { afterEach } from 'vitest'
+import { afterEach, onTestFinished } from 'vitest'
 import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
 
 export const TUS = { 'Tus-Resumable': '1.0.0' }
@@ -218,15 +219,20 @@ export function head(url: string) {
 
 /**
  * A PATCH whose body trickles in: the `chunks` one every `everyMs`; with `chunked`, without
- * Content-Length (chunked transfer encoding); with `checksum`, an Upload-Checksum header.
- * Resolves to the response.
+ * Content-Length (chunked transfer encoding); with `checksum`, an Upload-Checksum header; with
+ * `until`, the chunks not yet sent go at once when `until` settles (a body that trickles, or
+ * stalls, exactly as long as the test needs). Resolves to the response.
  */
 export function slowPatch(
   url: string,
   offset: number,
   chunks: Buffer[],
   everyMs: number,
-  { chunked = false, checksum }: { chunked?: boolean; checksum?: string } = {},
+  {
+    chunked = false,
+    checksum,
+    until,
+  }: { chunked?: boolean; checksum?: string; until?: Promise<unknown> } = {},
 ): Promise<RawResponse> {
   const total = chunks.reduce((n, c) => n + c.length, 0)
   return new Promise((resolve, reject) => {
@@ -257,13 +263,25 @@ export function slowPatch(
     )
     req.on('error', reject)
     let i = 0
+    let hurry = false
+    let timer: NodeJS.Timeout | undefined
     const next = () => {
-      const chunk = chunks[i++]
-      if (chunk === undefined) return void req.end()
-      req.write(chunk)
-      setTimeout(next, everyMs)
+      timer = undefined
+      do {
+        const chunk = chunks[i++]
+        if (chunk === undefined) return void req.end()
+        req.write(chunk)
+      } while (hurry)
+      timer = setTimeout(next, everyMs)
     }
     next()
+    const rest = () => {
+      hurry = true
+      if (timer === undefined) return // ended already
+      clearTimeout(timer)
+      next()
+    }
+    until?.then(rest, rest)
   })
 }
 
@@ -286,6 +304,15 @@ export async function waitFor<T>(
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await sleep(10)
   }
+}
+
+/** A promise and the function that resolves it (Promise.withResolvers, which Node 20 lacks). */
+export function signal(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void
+  const promise = new Promise<void>((r) => {
+    resolve = r
+  })
+  return { promise, resolve }
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -341,6 +368,79 @@ export async function writeSession(
   }
 }
 
+/**
+ * Many sessions as `writeSession` writes them, fast: every data file is a hard link of one file
+ * of `bytes` bytes last touched `ageMs` ago (creating a file costs far more than linking one on
+ * some disks), every record a JSON of its own id. Ids may be nested (`sub/<id>`).
+ */
+export async function writeSessions(
+  dir: string,
+  ids: string[],
+  { size, bytes, ageMs = 0 }: { size: number | undefined; bytes: number; ageMs?: number },
+): Promise<void> {
+  const seed = path.join(await tempDir(), 'seed')
+  await fs.writeFile(seed, Buffer.alloc(bytes, 1))
+  if (ageMs > 0) await age(seed, ageMs)
+  const creation_date = new Date(Date.now() - ageMs).toISOString()
+  const one = async (id: string) => {
+    const data = path.join(dir, id)
+    await fs.mkdir(path.dirname(data), { recursive: true })
+    await fs.link(seed, data)
+    const record = { id, size, offset: 0, metadata: {}, creation_date }
+    await fs.writeFile(`${data}.json`, JSON.stringify(record))
+    if (ageMs > 0) await age(`${data}.json`, ageMs)
+  }
+  for (let i = 0; i < ids.length; i += 200) await Promise.all(ids.slice(i, i + 200).map(one))
+}
+
 export function randomId(): string {
   return createHash('md5').update(String(Math.random())).digest('hex')
 }
+
+/** The operator CLI as built by the global setup (`fastify-tus`, what npm links the bin to). */
+export const CLI = path.resolve('dist/src/cli/main.js')
+
+export interface CliRun {
+  child: ChildProcess
+  out: { stdout: string; stderr: string }
+  exited: Promise<number | null>
+}
+
+/** Starts the built CLI with only PATH, HOME and `env` in its environment; killed after the test. */
+export function startCli(args: string[], env: Record<string, string> = {}): CliRun {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const out = { stdout: '', stderr: '' }
+  child.stdout?.on('data', (c) => {
+    out.stdout += c
+  })
+  child.stderr?.on('data', (c) => {
+    out.stderr += c
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
+  onTestFinished(() => {
+    if (child.exitCode === null) child.kill('SIGKILL')
+  })
+  return { child, out, exited }
+}
+
+/** Runs the built CLI to its end: its exit code and output. */
+export async function cli(args: string[], env: Record<string, string> = {}) {
+  const { out, exited } = startCli(args, env)
+  const code = await exited
+  return { code, ...out }
+}
+
+/** Files of the tree (not directories, not the plugin's close marker), relative, sorted. */
+export async function listing(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true })
+  return entries
+    .filter((e) => !e.isDirectory() && e.name !== '.fastify-tus-closed')
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+    .sort()
+}
+
+/** The two files of the upload session `id`. */
+export const pair = (id: string) => [id, `${id}.json`]

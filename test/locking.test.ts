@@ -18,6 +18,7 @@ import {
   startServer,
   TUS,
   tempDir,
+  waitFor,
 } from './helpers.js'
 
 const HOUR = 3_600_000
@@ -55,14 +56,23 @@ describe('locks', () => {
     })
     const chunks = [Buffer.alloc(1000, 1), Buffer.alloc(1000, 2), Buffer.alloc(1000, 3)]
     const { url, id } = await createUpload(server.endpoint, 3000)
-    // No byte for 700 ms, twice: by its mtime the upload looks abandoned, but its lock is held.
-    const res = await slowPatch(url, 0, chunks, 700)
+    const dataFile = path.join(server.directory, id)
+    const skippedBusy = () =>
+      server.logs.filter((r) => typeof r.skippedBusy === 'number' && (r.skippedBusy as number) > 0)
+    // After its first 1000 bytes the PATCH stalls (until sweeps have skipped the upload, or 5 s
+    // at most): its data file is backdated past the period, so that by its mtime the upload
+    // looks abandoned, but its lock is held.
+    const stalled = (async () => {
+      await waitFor(async () => (await fs.stat(dataFile)).size === 1000, 5000, 'the first bytes')
+      await age(dataFile, 2 * HOUR)
+      await waitFor(() => skippedBusy().length >= 3, 5000, 'sweeps to skip the upload')
+    })()
+    const res = await slowPatch(url, 0, chunks, 5000, { until: stalled })
+    await stalled
     expect(res.status).toBe(204)
     expect(res.headers['upload-offset']).toBe('3000')
     expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(Buffer.concat(chunks)))
-    const skipped = server.logs.filter(
-      (r) => typeof r.skippedBusy === 'number' && (r.skippedBusy as number) > 0,
-    )
+    const skipped = skippedBusy()
     expect(skipped.length).toBeGreaterThan(0)
   })
 
@@ -88,9 +98,10 @@ describe('locks', () => {
 
   it('races client DELETEs without errors or unhandled rejections', async () => {
     const server = await startServer({ expireAfterMs: HOUR, cleanupOnStart: false })
-    const uploads = []
-    for (let i = 0; i < 60; i++) uploads.push(await createUpload(server.endpoint, 100))
-    for (const { id } of uploads) await age(path.join(server.directory, id), 2 * HOUR)
+    const uploads = await Promise.all(
+      Array.from({ length: 60 }, () => createUpload(server.endpoint, 100)),
+    )
+    await Promise.all(uploads.map(({ id }) => age(path.join(server.directory, id), 2 * HOUR)))
 
     const [report, ...answers] = await Promise.all([
       server.app.tusCleanup.run(),

@@ -11,7 +11,7 @@ import { tempDir } from './helpers.js'
 
 /** Enough of a client's shape to pass the type check; validation fails before it is used. */
 function fakeClient() {
-  return { eval() {}, publish() {}, duplicate() {} }
+  return { defineCommand() {}, publish() {}, duplicate() {} }
 }
 
 async function registerWith(options: unknown) {

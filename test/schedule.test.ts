@@ -16,6 +16,7 @@ import {
   tempDir,
   waitFor,
   writeSession,
+  writeSessions,
 } from './helpers.js'
 
 const HOUR = 3_600_000
@@ -209,13 +210,8 @@ describe('one sweep at a time', () => {
 
   it('routes server.cleanUpExpiredUploads() through the same sweep', async () => {
     const dir = await tempDir()
-    for (let i = 0; i < 200; i++) {
-      await writeSession(dir, i.toString(16).padStart(32, '0'), {
-        size: 100,
-        bytes: 1,
-        ageMs: HOUR,
-      })
-    }
+    const ids = Array.from({ length: 200 }, (_, i) => i.toString(16).padStart(32, '0'))
+    await writeSessions(dir, ids, { size: 100, bytes: 1, ageMs: HOUR })
     const server = await startServer({
       directory: dir,
       cleanupOnStart: false,
@@ -257,8 +253,10 @@ describe('close', () => {
 
   it('stops a sweep over a large directory between entries; nothing is removed after close', async () => {
     const dir = await tempDir()
-    const ids = Array.from({ length: 3000 }, (_, i) => i.toString(16).padStart(32, '0'))
-    for (const id of ids) await writeSession(dir, id, { size: 100, bytes: 1, ageMs: HOUR })
+    // 600 sessions: the sweep takes far longer than the wait for its first removal. (The
+    // large-store e2e test does the same over 20,000.)
+    const ids = Array.from({ length: 600 }, (_, i) => i.toString(16).padStart(32, '0'))
+    await writeSessions(dir, ids, { size: 100, bytes: 1, ageMs: HOUR })
     const server = await startServer({
       directory: dir,
       expireAfterMs: 60_000,

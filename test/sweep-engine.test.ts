@@ -6,7 +6,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { type SweepFs, sweepDirectory } from '../src/sweep/index.js'
-import { age, exists, tempDir, writeSession } from './helpers.js'
+import { age, exists, tempDir, writeSession, writeSessions } from './helpers.js'
 
 const HOUR = 3_600_000
 const hex = (n: number) => n.toString(16).padStart(32, '0')
@@ -163,23 +163,35 @@ describe('report', () => {
 })
 
 describe('failing entries', () => {
-  it('counts corrupt metadata as an error, warns with the id and goes on', async () => {
+  it('removes an old upload whose record a crash left torn, as an orphan; a record of the wrong shape is an error, kept', async () => {
     const dir = await tempDir()
     await writeSession(dir, hex(1), { size: 100, bytes: 1, ageMs: 2 * HOUR })
+    // Torn: what @tus/utils' truncate-then-write leaves when the process dies in between.
     await fs.writeFile(path.join(dir, hex(2)), 'x')
     await fs.writeFile(path.join(dir, `${hex(2)}.json`), '{"id": "trunc')
+    await fs.writeFile(path.join(dir, hex(5)), 'x')
+    await fs.writeFile(path.join(dir, `${hex(5)}.json`), '')
     await fs.writeFile(path.join(dir, hex(3)), 'x')
     await fs.writeFile(
       path.join(dir, `${hex(3)}.json`),
       JSON.stringify({ id: hex(3), size: 'big' }),
     )
-    for (const f of [hex(2), hex(3)]) await age(path.join(dir, f), 2 * HOUR)
+    for (const f of [hex(2), hex(3), hex(5)]) await age(path.join(dir, f), 2 * HOUR)
     await writeSession(dir, hex(4), { size: 100, bytes: 1, ageMs: 2 * HOUR })
     const { records, log } = warnings()
     const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, log })
-    expect(report).toMatchObject({ removed: 2, errors: 2 })
-    expect(records.map((r) => r.obj.id).sort()).toEqual([hex(2), hex(3)])
-    expect(await exists(path.join(dir, hex(2)))).toBe(true) // never removed on a guess
+    expect(report).toMatchObject({ removed: 4, orphans: 2, errors: 1 })
+    expect(records.map((r) => r.obj.id)).toEqual([hex(3)])
+    expect(await listing(dir)).toEqual([hex(3), `${hex(3)}.json`]) // never removed on a guess
+  })
+
+  it('keeps a fresh upload whose record is torn until it is older than the period', async () => {
+    const dir = await tempDir()
+    await fs.writeFile(path.join(dir, hex(1)), 'x')
+    await fs.writeFile(path.join(dir, `${hex(1)}.json`), '')
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR })
+    expect(report).toMatchObject({ removed: 0, errors: 0 })
+    expect(await listing(dir)).toEqual([hex(1), `${hex(1)}.json`])
   })
 
   it('counts a failed unlink as an error and goes on (fault injected at the fs boundary)', async () => {
@@ -202,7 +214,7 @@ describe('failing entries', () => {
     expect(await listing(dir)).toEqual([hex(2), `${hex(2)}.json`])
   })
 
-  it('counts an entry that vanished before it was examined as an error', async () => {
+  it('does not count an entry that vanished before it was examined (a DELETE, another sweeper)', async () => {
     const dir = await tempDir()
     for (let i = 1; i <= 3; i++)
       await writeSession(dir, hex(i), { size: 100, bytes: 1, ageMs: 2 * HOUR })
@@ -217,9 +229,24 @@ describe('failing entries', () => {
     }
     const { records, log } = warnings()
     const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: vanishing, log })
-    expect(report.errors).toBe(1)
-    expect(records[0]?.obj.id).toBe(hex(1))
-    expect(report.removed).toBe(2)
+    expect(report).toMatchObject({ removed: 2, errors: 0 })
+    expect(report.ids.sort()).toEqual([hex(2), hex(3)])
+    expect(records).toEqual([])
+  })
+
+  it('counts only what it removed itself when another sweeper removes the same uploads', async () => {
+    const dir = await tempDir()
+    for (let i = 1; i <= 40; i++)
+      await writeSession(dir, hex(i), { size: 100, bytes: 1, ageMs: 2 * HOUR })
+    const { records, log } = warnings()
+    const [a, b] = await Promise.all(
+      [1, 2].map(() => sweepDirectory({ directory: dir, expireAfterMs: HOUR, log })),
+    )
+    expect([a?.errors, b?.errors]).toEqual([0, 0])
+    expect((a?.removed ?? 0) + (b?.removed ?? 0)).toBe(40)
+    expect(new Set([...(a?.ids ?? []), ...(b?.ids ?? [])]).size).toBe(40)
+    expect(records).toEqual([])
+    expect(await listing(dir)).toEqual([])
   })
 
   it('rejects when the directory itself is missing', async () => {
@@ -235,10 +262,19 @@ describe('failing entries', () => {
 describe('bounded work', () => {
   it('never has more than `concurrency` file operations under way, however large the directory', async () => {
     const dir = await tempDir()
-    const n = 1500
-    for (let i = 0; i < n; i++) {
-      await writeSession(dir, hex(i), { size: 100, bytes: 1, ageMs: i % 3 === 0 ? 2 * HOUR : 0 })
-    }
+    // Hundreds of entries: a sweep that did not bound its work would have hundreds under way.
+    const n = 600
+    const ids = Array.from({ length: n }, (_, i) => hex(i))
+    await writeSessions(
+      dir,
+      ids.filter((_, i) => i % 3 === 0),
+      { size: 100, bytes: 1, ageMs: 2 * HOUR },
+    )
+    await writeSessions(
+      dir,
+      ids.filter((_, i) => i % 3 !== 0),
+      { size: 100, bytes: 1 },
+    )
     let inFlight = 0
     let peak = 0
     const counted =
@@ -271,8 +307,8 @@ describe('bounded work', () => {
 
   it('stops between entries when its signal aborts', async () => {
     const dir = await tempDir()
-    for (let i = 0; i < 200; i++)
-      await writeSession(dir, hex(i), { size: 100, bytes: 1, ageMs: 2 * HOUR })
+    const ids = Array.from({ length: 200 }, (_, i) => hex(i))
+    await writeSessions(dir, ids, { size: 100, bytes: 1, ageMs: 2 * HOUR })
     const controller = new AbortController()
     const report = await sweepDirectory({
       directory: dir,

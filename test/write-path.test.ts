@@ -20,12 +20,16 @@ import {
   request,
   sha256,
   sha256Of,
-  sleep,
   slowPatch,
   startServer,
   TUS,
   waitFor,
 } from './helpers.js'
+
+/** Waits until `file` holds at least `n` bytes. */
+function bytesOnDisk(file: string, n: number) {
+  return waitFor(async () => (await fs.stat(file)).size >= n, 5000, `${n} bytes in ${file}`)
+}
 
 describe('direct write path', () => {
   it('answers 413 past tus.maxSize on a chunked body and writes nothing beyond it', async () => {
@@ -68,9 +72,9 @@ describe('direct write path', () => {
   it('stops gracefully, keeping its bytes, when another request wants the lock', async () => {
     const server = await startServer({ tus: { lockDrainTimeout: 100 } })
     const chunks = Array.from({ length: 20 }, (_, i) => bytes(1000, i))
-    const { url } = await createUpload(server.endpoint, 20_000)
+    const { url, id } = await createUpload(server.endpoint, 20_000)
     const slow = slowPatch(url, 0, chunks, 50).catch((error: Error) => ({ status: 0, error }))
-    await sleep(300)
+    await bytesOnDisk(path.join(server.directory, id), 1000) // the PATCH is under way
     // HEAD takes the lock: the PATCH is asked to release it, ends after lockDrainTimeout, and
     // the HEAD then reports the bytes that the PATCH had written.
     const status = await head(url)
@@ -94,7 +98,7 @@ describe('direct write path', () => {
       status: 0,
       error,
     }))
-    await sleep(300)
+    await bytesOnDisk(path.join(server.directory, id), 1000) // the PATCH is under way
     // The HEAD takes the lock; the PATCH stops with part of a body whose digest cannot match.
     const status = await head(url)
     expect(status.headers['upload-offset']).toBe('0')

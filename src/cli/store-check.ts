@@ -16,7 +16,8 @@
 import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { METADATA_SUFFIX, recordSize } from '../store/expiry-policy.js'
+import { METADATA_SUFFIX, recordSize, wholeName } from '../store/expiry-policy.js'
+import { readRecordFile } from '../store/record-file.js'
 import { walkTree } from '../store/walk.js'
 
 export interface StoreCheckOptions {
@@ -31,13 +32,12 @@ export interface StoreCheckOptions {
 export type StoreCheck = { ok: true } | { ok: false; reason: string }
 
 const MAX_LISTED = 5
-/** A record is a few hundred bytes; reading more than this proves it is something else. */
-const MAX_RECORD_BYTES = 64 * 1024
 
 export async function checkStore(
   directory: string,
-  { idPattern, maxEntries = 1000, maxRecords = 10 }: StoreCheckOptions,
+  { idPattern: pattern, maxEntries = 1000, maxRecords = 10 }: StoreCheckOptions,
 ): Promise<StoreCheck> {
+  const idPattern = wholeName(pattern)
   const refuse = (reason: string): StoreCheck => ({ ok: false, reason })
   const root = path.resolve(directory)
   if (root === path.resolve(os.homedir())) return refuse(`${root} is the home directory`)
@@ -62,7 +62,8 @@ export async function checkStore(
     return handle
   }
   try {
-    for await (const entry of walkTree(root, { maxEntries, opendir })) {
+    const kinds = ['file', 'link', 'special', 'unreadable-directory', 'truncated'] as const
+    for await (const entry of walkTree(root, { maxEntries, opendir, kinds })) {
       const name = entry.path
       if (entry.kind === 'truncated') complete = false
       else if (entry.kind === 'unreadable-directory') foreign.push(`${name}/ (unreadable)`)
@@ -89,7 +90,7 @@ export async function checkStore(
       : `${foreign.length} of its first ${maxEntries} entries`
     return refuse(
       `${root} does not look like a tus file store: ${count} ` +
-        `not named like an upload (<id> or <id>.json, id matching ${idPattern}): ${listed}${more}. ` +
+        `not named like an upload (<id> or <id>.json, id matching ${pattern}): ${listed}${more}. ` +
         'If the uploads have other ids (a custom namingFunction), pass --id-pattern.',
     )
   }
@@ -121,20 +122,14 @@ export async function checkStore(
 
 /** Why `<root>/<name>` is not a record the file store wrote; `undefined` when it is one. */
 async function recordProblem(root: string, name: string): Promise<string | undefined> {
-  let text: string
+  let text: string | undefined
   try {
-    const file = await fsp.open(path.join(root, name), 'r')
-    try {
-      const buffer = Buffer.alloc(MAX_RECORD_BYTES + 1)
-      const { bytesRead } = await file.read(buffer, 0, buffer.length, 0)
-      if (bytesRead > MAX_RECORD_BYTES) return `larger than ${MAX_RECORD_BYTES} bytes`
-      text = buffer.toString('utf8', 0, bytesRead)
-    } finally {
-      await file.close()
-    }
+    // Never through a link, never blocking on a FIFO, never more than a record's size.
+    text = await readRecordFile(path.join(root, name))
   } catch (error) {
     return (error as Error).message
   }
+  if (text === undefined) return 'it vanished'
   let record: unknown
   try {
     record = JSON.parse(text)

@@ -13,6 +13,9 @@
  *   authorise by method and then act as DELETE).
  * - A 409 carries the upload's current `Upload-Offset`.
  * - The id of an upload URL ignores its query string (stock: `<id>?x=1` is looked up, 404).
+ * - `Upload-Metadata` longer than 8 KiB answers 400 at creation (stock: accepted, and then every
+ *   HEAD answer is too large for Node's HTTP client to read).
+ * - Answers carry the standard reason phrase (`201 Created`; stock: `201 `).
  * - HEAD answers carry `Content-Length: 0`: without it Node's own client (and others) cannot
  *   reuse a keep-alive connection after a HEAD.
  */
@@ -36,6 +39,11 @@ export interface Refusal {
 
 const OFFSET_OCTET_STREAM = 'application/offset+octet-stream'
 const MAX_ID_BYTES = 250
+/**
+ * HEAD answers `Upload-Metadata` back, and Node's clients refuse answers whose headers pass
+ * 16 KiB (`--max-http-header-size`): a larger header would make the upload impossible to resume.
+ */
+export const MAX_METADATA_BYTES = 8 * 1024
 const TUS_METHODS_WITH_RESUMABLE = new Set(['POST', 'HEAD', 'PATCH', 'DELETE'])
 
 /** Why `request` must not reach tus, or `undefined`. `checksums`: the store verifies checksums. */
@@ -76,6 +84,16 @@ export function refusalFor(
       return {
         status: 400,
         body: `Upload-Offset must be a non-negative whole number, got ${offset === undefined ? 'none' : JSON.stringify(offset)}\n`,
+      }
+    }
+  }
+  const metadata = headers['upload-metadata']
+  if (method === 'POST' && metadata !== undefined) {
+    const bytes = Buffer.byteLength(String(metadata))
+    if (bytes > MAX_METADATA_BYTES) {
+      return {
+        status: 400,
+        body: `Upload-Metadata is ${bytes} bytes; at most ${MAX_METADATA_BYTES} are accepted\n`,
       }
     }
   }

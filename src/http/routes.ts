@@ -3,6 +3,7 @@
  * not leak into the user's app, and the hand-off of each request to @tus/server: protocol guards
  * before it, fixes to its answers after it.
  */
+import { STATUS_CODES } from 'node:http'
 import type { Server } from '@tus/server'
 import { TUS_RESUMABLE } from '@tus/utils'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
@@ -23,6 +24,8 @@ export interface TusRoutesOptions {
   fileIdOf: (request: Request) => string | undefined
   /** True once `fastify.close()` has begun. */
   isClosing: () => boolean
+  /** Called for every request the routes serve (the first one is what counts). */
+  serving?: () => void
 }
 
 const TUS_METHODS: HTTPMethods[] = ['POST', 'HEAD', 'PATCH', 'OPTIONS', 'DELETE', 'GET']
@@ -36,6 +39,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
 
   const fixAnswer = answerFixes({ tus, store, fileIdOf: options.fileIdOf })
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    options.serving?.()
     reply.hijack()
     await handOff(request, reply, { tus, store, fixAnswer, isClosing })
     // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
@@ -95,7 +99,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       response.headers.delete('Content-Type')
     }
     if (how.isClosing()) response.headers.set('Connection', 'close')
-    await sendNodeResponse(res, response)
+    await sendNodeResponse(res, withReasonPhrase(response))
   } catch (error) {
     request.log.error({ err: error }, 'fastify-tus: request failed after the hand-off to tus')
     if (!res.headersSent) {
@@ -105,6 +109,24 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       res.destroy()
     }
   }
+}
+
+/** Reason phrases of the statuses tus answers that Node does not know. */
+const REASONS: Record<number, string> = { 460: 'Checksum Mismatch' }
+
+/**
+ * The answer with the standard reason phrase (`HTTP/1.1 201 Created`): tus builds its answers
+ * without one, and an empty one would be sent as it is (`HTTP/1.1 201 `).
+ */
+function withReasonPhrase(response: Response): Response {
+  if (response.statusText !== '') return response
+  const statusText = STATUS_CODES[response.status] ?? REASONS[response.status]
+  if (statusText === undefined) return response
+  return new Response(response.body, {
+    status: response.status,
+    statusText,
+    headers: response.headers,
+  })
 }
 
 /** A guard's answer, with the headers tus puts on its own answers (version, CORS). */

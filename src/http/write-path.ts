@@ -15,11 +15,13 @@
  */
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
+import type { FileHandle } from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
 import type { Server } from '@tus/server'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
+import { isMissing, openStoreFile, UnsafeFileError } from '../store/record-file.js'
 import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
 
@@ -83,6 +85,9 @@ function nodeBodyOf(body: unknown): IncomingMessage | undefined {
 /** A store that can take a Node stream directly (the built-in file store). */
 export interface DirectWriteStore {
   dataPathOf(id: string): string
+  /** Marks the bytes past `offset` as unverified until `endChecksummedWrite` (crash safety). */
+  beginChecksummedWrite(id: string, offset: number): Promise<void>
+  endChecksummedWrite(id: string): Promise<void>
 }
 
 function isDirectWriteStore(store: unknown): store is DirectWriteStore {
@@ -100,20 +105,42 @@ export interface PumpOptions {
   onProgress?: (received: number) => void
 }
 
-/** Writes `source` into `file` at `offset`; resolves to the number of bytes written. */
-export function pumpToFile(
+/**
+ * Writes `source` into the data file `file` at `offset`; resolves to the number of bytes
+ * written. The file is opened without following a link, and must be a regular file with one
+ * link (record-file.ts): otherwise 404, and nothing is written.
+ */
+export async function pumpToFile(
   source: IncomingMessage,
   file: string,
   options: PumpOptions,
 ): Promise<number> {
+  if (options.signal.aborted) throw ERRORS.ABORTED
+  let handle: FileHandle
+  try {
+    ;({ handle } = await openStoreFile(file, 'write'))
+  } catch (error) {
+    if (error instanceof UnsafeFileError || isMissing(error)) throw ERRORS.FILE_NOT_FOUND
+    throw ERRORS.FILE_WRITE_ERROR
+  }
+  try {
+    return await pump(source, handle, options)
+  } finally {
+    await handle.close()
+  }
+}
+
+function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions): Promise<number> {
   const { offset, maxBytes, signal, onProgress, checksum } = options
-  if (signal.aborted) return Promise.reject(ERRORS.ABORTED)
   return new Promise<number>((resolve, reject) => {
-    const out = fs.createWriteStream(file, { flags: 'r+', start: offset })
+    // On the descriptor, not the FileHandle: a stream of the handle holds it until the stream
+    // closes, and this one must leave it open for the truncation and the close below.
+    const out = fs.createWriteStream('', { fd: handle.fd, start: offset, autoClose: false })
     const hash = checksum ? createHash(checksum.algorithm) : undefined
     let received = 0
     let failure: unknown
     let stopped = false
+    let settled = false
 
     const onData = (chunk: Buffer) => {
       received += chunk.length
@@ -149,19 +176,26 @@ export function pumpToFile(
       out.end()
     }
 
-    out.on('error', () => {
-      stop(ERRORS.FILE_WRITE_ERROR)
-      failure = ERRORS.FILE_WRITE_ERROR
-    })
-    out.on('close', () => {
+    /** Every write has reached the file (or failed): keep the bytes, or roll them back. */
+    function finish() {
+      if (settled) return
+      settled = true
       if (checksum && (failure || !hash?.digest().equals(checksum.digest))) {
         // The digest covers the whole body: bytes that do not match it are not the upload's.
-        fs.truncate(file, offset, (error) =>
-          reject(error ? ERRORS.FILE_WRITE_ERROR : (failure ?? CHECKSUM_MISMATCH)),
+        handle.truncate(offset).then(
+          () => reject(failure ?? CHECKSUM_MISMATCH),
+          () => reject(ERRORS.FILE_WRITE_ERROR),
         )
       } else if (failure) reject(failure)
       else resolve(out.bytesWritten)
+    }
+
+    out.on('error', () => {
+      stop(ERRORS.FILE_WRITE_ERROR)
+      failure = ERRORS.FILE_WRITE_ERROR
+      finish()
     })
+    out.on('finish', finish)
     source.on('data', onData)
     source.on('end', onEnd)
     source.on('error', onSourceGone)
@@ -208,12 +242,23 @@ async function writeDirect(
   const header = source.headers['upload-checksum']
   const checksum = header === undefined ? undefined : parseChecksum(header)
   if (checksum && 'status' in checksum) throw { status_code: checksum.status, body: checksum.body }
-  const written = await pumpToFile(source, handler.store.dataPathOf(upload.id), {
-    checksum,
-    offset: upload.offset,
-    maxBytes: maxFileSize,
-    signal: context.signal,
-    onProgress,
-  })
+  const store = handler.store
+  const pumping = () =>
+    pumpToFile(source, store.dataPathOf(upload.id), {
+      checksum,
+      offset: upload.offset,
+      maxBytes: maxFileSize,
+      signal: context.signal,
+      onProgress,
+    })
+  if (!checksum) return upload.offset + (await pumping())
+  // Until the digest matched, the bytes past the offset are marked unverified in the record.
+  await store.beginChecksummedWrite(upload.id, upload.offset)
+  let written: number
+  try {
+    written = await pumping()
+  } finally {
+    await store.endChecksummedWrite(upload.id)
+  }
   return upload.offset + written
 }

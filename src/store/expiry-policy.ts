@@ -20,6 +20,34 @@ export interface UploadRecord {
   offset?: unknown
   creation_date?: unknown
   metadata?: unknown
+  /** Set while a checksummed body is written: the offset before it, see `verifiedBytes`. */
+  [UNVERIFIED_FROM]?: unknown
+}
+
+/**
+ * The record field that marks a checksummed body being written: the offset before it. Bytes past
+ * it are not the upload's until the body's digest matched; a crash mid-body leaves the field,
+ * and the next access rolls the data file back to it.
+ */
+export const UNVERIFIED_FROM = 'unverified_from'
+
+/**
+ * The bytes of an upload that count: all of its data file's, except past the offset of a
+ * checksummed body that never completed (`UNVERIFIED_FROM`).
+ */
+export function verifiedBytes(record: object, bytesOnDisk: number): number {
+  const from = (record as UploadRecord)[UNVERIFIED_FROM]
+  return typeof from === 'number' && Number.isSafeInteger(from) && from >= 0
+    ? Math.min(from, bytesOnDisk)
+    : bytesOnDisk
+}
+
+/**
+ * `pattern` matching whole names only (`^(?:...)$`), without the flags that make `test()`
+ * stateful: an id pattern without anchors would otherwise match any name that contains an id.
+ */
+export function wholeName(pattern: RegExp): RegExp {
+  return new RegExp(`^(?:${pattern.source})$`, pattern.flags.replace(/[gy]/g, ''))
 }
 
 /**

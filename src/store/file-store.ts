@@ -13,7 +13,8 @@
  *   of the directory, and tolerates a missing data file;
  * - PATCH bodies reach the data file directly (http/write-path.ts), not through web streams.
  */
-import fs from 'node:fs/promises'
+import fs, { createReadStream } from 'node:fs'
+import fsp from 'node:fs/promises'
 import path from 'node:path'
 import { FileStore } from '@tus/file-store'
 import { ERRORS, isPathInsideDirectory, Upload } from '@tus/utils'
@@ -29,8 +30,15 @@ import {
   isFinished,
   lastActivityMs,
   METADATA_SUFFIX,
+  UNVERIFIED_FROM,
+  verifiedBytes,
 } from './expiry-policy.js'
+
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants
+
 import { rawMetadataOf } from './raw-metadata.js'
+import { openStoreFile } from './record-file.js'
+import { RecordStore } from './record-store.js'
 
 export interface ExpiringFileStoreOptions {
   directory: string
@@ -42,6 +50,11 @@ export interface ExpiringFileStoreOptions {
   idPattern?: RegExp
   /** The server's last downtime, which does not count against idle uploads (see expiry-policy). */
   downtime?: Downtime | undefined
+  /**
+   * Whether a request of this process holds the lock of an upload (the plugin's ActivityLocker):
+   * only then is a checksummed body that a crash cut short rolled back. Default: never.
+   */
+  holdsLock?: (id: string) => boolean
 }
 
 export interface UploadFacts {
@@ -56,13 +69,22 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly downtime: Downtime | undefined
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
+  readonly #holdsLock: (id: string) => boolean
+  /** Uploads a checksummed body is being written to, here. */
+  readonly #writing = new Set<string>()
+  declare configstore: RecordStore
 
   constructor(options: ExpiringFileStoreOptions) {
-    super({ directory: options.directory, expirationPeriodInMilliseconds: 0 })
+    super({
+      directory: options.directory,
+      configstore: new RecordStore(options.directory),
+      expirationPeriodInMilliseconds: 0,
+    })
     this.expireAfterMs = options.expireAfterMs
     this.downtime = options.downtime
     this.#locker = options.locker
     this.#idPattern = options.idPattern
+    this.#holdsLock = options.holdsLock ?? (() => false)
     // Checksums are verified by the direct write path (http/write-path.ts), which this store gets.
     this.extensions = [...this.extensions, 'checksum']
     if (this.expireAfterMs === 0) {
@@ -83,7 +105,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     try {
       await makeDirectory(directory)
       // A probe, because `access(W_OK)` says yes to root even on a read-only mount.
-      await fs.rmdir(await fs.mkdtemp(path.join(directory, '.fastify-tus-probe-')))
+      await fsp.rmdir(await fsp.mkdtemp(path.join(directory, '.fastify-tus-probe-')))
     } catch (error) {
       throw new DirectoryError(directory, (error as Error).message, { cause: error })
     }
@@ -95,34 +117,117 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * The stock `getUpload` with the activity check, on one `stat` of the data file (the stock one
-   * and then ours took two, for every HEAD, PATCH, GET and DELETE).
+   * The stock `getUpload` with the activity check, on one `lstat` of the data file (the stock one
+   * and then ours took two, for every HEAD, PATCH, GET and DELETE). A data file that is not a
+   * regular file of the directory with one link (a symbolic or hard link to an outside file, a
+   * FIFO, a device) is no upload: 404. A checksummed body that a crash cut short is rolled back
+   * here, when the caller holds the upload's lock (see `#rollBack`).
    */
   override async getUpload(id: string): Promise<Upload> {
-    const record = (await this.configstore.get(id)) as Upload | undefined
+    const record = await this.configstore.get(id)
     if (!record) throw ERRORS.FILE_NOT_FOUND
     const file = this.dataPathOf(id)
-    let stats: Awaited<ReturnType<typeof fs.stat>>
+    let stats: fs.Stats
     try {
-      stats = await fs.stat(file)
+      stats = await fsp.lstat(file)
     } catch (error) {
       // A record without its data file: what the stock store answers, 410.
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw ERRORS.FILE_NO_LONGER_EXISTS
       throw error
     }
-    if (stats.isDirectory()) throw ERRORS.FILE_NOT_FOUND
-    if (this.expireAfterMs > 0 && !isFinished(record.size, stats.size)) {
+    if (!stats.isFile() || stats.nlink > 1) throw ERRORS.FILE_NOT_FOUND
+    let offset = verifiedBytes(record, stats.size)
+    if (offset < stats.size && this.#mayRollBack(id)) {
+      await this.#rollBack(id, record, offset)
+    } else if (offset === stats.size && UNVERIFIED_FROM in record && this.#mayRollBack(id)) {
+      await this.#clearUnverified(id, record)
+    }
+    if (this.expireAfterMs > 0 && !isFinished(record.size, offset)) {
       const activity = lastActivityMs(stats.mtimeMs, this.downtime)
       if (isExpired(activity, this.expireAfterMs, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
     }
+    offset = Math.min(offset, stats.size)
     return new Upload({
       id,
       size: record.size,
-      offset: stats.size,
+      offset,
       metadata: record.metadata,
       creation_date: record.creation_date,
       storage: { type: 'file', path: file },
     })
+  }
+
+  /** The stock `read`, without following a link out of the directory. */
+  override read(id: string) {
+    // Numeric flags go to fs.open as they are; the types only list the string forms.
+    const flags = (O_RDONLY | O_NOFOLLOW | O_NONBLOCK) as unknown as string
+    return createReadStream(this.dataPathOf(id), { flags })
+  }
+
+  /** The stock `create`, without writing through a link or over an existing file. */
+  override async create(upload: Upload): Promise<Upload> {
+    const file = this.dataPathOf(upload.id)
+    await fsp.mkdir(path.dirname(file), { recursive: true })
+    await (await fsp.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)).close()
+    await this.configstore.set(upload.id, upload)
+    upload.storage = { type: 'file', path: file }
+    return upload
+  }
+
+  /**
+   * Before a checksummed body is written at `offset`: the record says so, durably, so that a
+   * crash mid-body leaves bytes the next access rolls back instead of keeping them.
+   */
+  async beginChecksummedWrite(id: string, offset: number): Promise<void> {
+    const record = await this.configstore.get(id)
+    if (!record) throw ERRORS.FILE_NOT_FOUND
+    this.#writing.add(id)
+    try {
+      await this.configstore.set(
+        id,
+        { ...record, [UNVERIFIED_FROM]: offset } as unknown as Upload,
+        {
+          durable: true,
+        },
+      )
+    } catch (error) {
+      this.#writing.delete(id)
+      throw error
+    }
+  }
+
+  /** After the body was written and checked (or rolled back): its bytes are the upload's. */
+  async endChecksummedWrite(id: string): Promise<void> {
+    try {
+      const record = await this.configstore.get(id)
+      if (record) await this.#clearUnverified(id, record)
+    } finally {
+      this.#writing.delete(id)
+    }
+  }
+
+  /**
+   * Only a caller that holds the upload's lock may roll back, and only when no body is being
+   * written here: then the body that left the mark has ended for good (its process crashed, or
+   * it failed to clear the mark). Without the lock, the answer just counts the verified bytes.
+   */
+  #mayRollBack(id: string): boolean {
+    return !this.#writing.has(id) && this.#holdsLock(id)
+  }
+
+  async #rollBack(id: string, record: Upload, offset: number): Promise<void> {
+    const { handle } = await openStoreFile(this.dataPathOf(id), 'write')
+    try {
+      await handle.truncate(offset)
+    } finally {
+      await handle.close()
+    }
+    await this.#clearUnverified(id, record)
+  }
+
+  async #clearUnverified(id: string, record: Upload): Promise<void> {
+    const { [UNVERIFIED_FROM]: _, ...rest } = record as Upload & Record<string, unknown>
+    await this.configstore.set(id, rest as unknown as Upload)
   }
 
   /**
@@ -134,9 +239,9 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     try {
       const record = await this.configstore.get(id)
       if (!record) return undefined
-      const data = await this.#statData(id)
+      const data = await fsp.lstat(this.dataPathOf(id))
       const expires =
-        this.expireAfterMs === 0 || isFinished(record.size, data.size)
+        this.expireAfterMs === 0 || isFinished(record.size, verifiedBytes(record, data.size))
           ? undefined
           : new Date(expiresAt(lastActivityMs(data.mtimeMs, this.downtime), this.expireAfterMs))
       return { expiresAt: expires, rawMetadata: rawMetadataOf(record) }
@@ -151,8 +256,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const record = (await this.configstore.get(id)) as Partial<Upload> | undefined
     if (record?.id !== id) throw ERRORS.FILE_NOT_FOUND
     const results = await Promise.allSettled([
-      fs.unlink(this.dataPathOf(id)),
-      fs.unlink(this.dataPathOf(id) + METADATA_SUFFIX),
+      fsp.unlink(this.dataPathOf(id)),
+      fsp.unlink(this.dataPathOf(id) + METADATA_SUFFIX),
     ])
     const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
     const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
@@ -179,10 +284,6 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     return report.removed
   }
 
-  #statData(id: string) {
-    return fs.stat(this.dataPathOf(id))
-  }
-
   /** The data file of `id`; like the stock store, refuses ids that leave the directory. */
   dataPathOf(id: string): string {
     const file = path.join(this.directory, id)
@@ -196,7 +297,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
  */
 async function makeDirectory(directory: string): Promise<void> {
   try {
-    await fs.mkdir(directory)
+    await fsp.mkdir(directory)
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
     if (code === 'EEXIST') return // a file there fails the probe, with ENOTDIR
@@ -204,7 +305,7 @@ async function makeDirectory(directory: string): Promise<void> {
     if (code !== 'ENOENT' || parent === directory) throw error
     await makeDirectory(parent)
     // A second ENOENT, now that the parent exists, is final.
-    await fs.mkdir(directory).catch((again: NodeJS.ErrnoException) => {
+    await fsp.mkdir(directory).catch((again: NodeJS.ErrnoException) => {
       if (again.code !== 'EEXIST') throw again
     })
   }

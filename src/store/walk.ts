@@ -4,10 +4,11 @@
  *
  * The tree is read as a stream, one directory handle open at a time, depth first from a stack of
  * directories still to read (so a subdirectory is read after the rest of its parent). Dot-entries
- * are skipped, links are never followed. Leaving early (`break`, `return()` on the generator)
+ * are skipped (but for the store's own temporary records), links are never followed. Leaving early (`break`, `return()` on the generator)
  * closes the directory being read.
  */
 import fsp from 'node:fs/promises'
+import { TEMP_PREFIX } from './record-file.js'
 
 /**
  * What the walk reports:
@@ -15,9 +16,11 @@ import fsp from 'node:fs/promises'
  * - `link`: a symbolic link (never followed);
  * - `special`: anything else that is not a directory (FIFO, socket, device, unknown type);
  * - `unreadable-directory`: a subdirectory that could not be opened, with the error;
+ * - `temp`: a record the store was writing (record-file.ts `TEMP_PREFIX`), left by a crash if old;
+ *   the only dot-entries the walk yields;
  * - `truncated`: the walk read `maxEntries` entries and stopped; always the last entry.
  */
-export type WalkKind = 'file' | 'link' | 'special' | 'unreadable-directory' | 'truncated'
+export type WalkKind = 'file' | 'link' | 'special' | 'unreadable-directory' | 'temp' | 'truncated'
 
 /** An entry of kind `K`; `path` is relative to the root, `/`-separated (for `truncated`: the directory being read). */
 export type WalkEntry<K extends WalkKind = WalkKind> = K extends 'unreadable-directory'
@@ -65,7 +68,15 @@ export async function* walkTree<K extends WalkKind = WalkKind>(
         if (wanted('truncated')) yield { kind: 'truncated', path: rel } as WalkEntry<K>
         return
       }
-      if (entry.name.startsWith('.')) continue
+      if (entry.name.startsWith('.')) {
+        if (entry.name.startsWith(TEMP_PREFIX) && entry.isFile() && wanted('temp')) {
+          yield {
+            kind: 'temp',
+            path: rel === '' ? entry.name : `${rel}/${entry.name}`,
+          } as WalkEntry<K>
+        }
+        continue
+      }
       const name = rel === '' ? entry.name : `${rel}/${entry.name}`
       if (entry.isDirectory()) {
         pending.push(name)

@@ -28,17 +28,25 @@ export class ActivityLocker implements Locker, SweepLocker {
   readonly #inner: Locker
   /** Upload id → how many requests hold or wait for its lock. */
   readonly #busy = new Map<string, number>()
+  /** Uploads whose lock a request of this process holds (locks are exclusive: one each). */
+  readonly #held = new Set<string>()
 
   constructor(inner: Locker) {
     this.#inner = inner
   }
 
   newLock(id: string): Lock {
-    return new TrackedLock(id, this.#inner.newLock(id), this.#busy)
+    return new TrackedLock(id, this.#inner.newLock(id), this.#busy, this.#held)
   }
 
+  /** A request of this process holds or waits for the upload's lock. */
   isBusy(id: string): boolean {
     return this.#busy.has(id)
+  }
+
+  /** A request of this process holds the upload's lock. */
+  holds(id: string): boolean {
+    return this.#held.has(id)
   }
 
   /**
@@ -95,6 +103,7 @@ class TrackedLock implements Lock {
     readonly id: string,
     readonly inner: Lock,
     readonly busy: Map<string, number>,
+    readonly heldHere: Set<string>,
   ) {}
 
   async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
@@ -103,6 +112,7 @@ class TrackedLock implements Lock {
     try {
       await this.inner.lock(signal, requestRelease)
       this.#held = true
+      this.heldHere.add(this.id)
     } catch (error) {
       this.#count(-1)
       throw error
@@ -110,6 +120,7 @@ class TrackedLock implements Lock {
   }
 
   async unlock(): Promise<void> {
+    if (this.#held) this.heldHere.delete(this.id)
     try {
       await this.inner.unlock()
     } finally {

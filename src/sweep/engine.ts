@@ -23,7 +23,10 @@ import {
   lastActivityMs,
   METADATA_SUFFIX,
   recordSize,
+  verifiedBytes,
+  wholeName,
 } from '../store/expiry-policy.js'
+import { readRecordFile, TEMP_PREFIX } from '../store/record-file.js'
 import { walkTree } from '../store/walk.js'
 import type { SweepLocker } from './activity-locker.js'
 
@@ -37,7 +40,12 @@ export type SweepFs = Pick<typeof fsp, 'opendir' | 'lstat' | 'readFile' | 'unlin
 const callbackFs: SweepFs = {
   opendir: fsp.opendir,
   lstat: promisify(fs.lstat) as SweepFs['lstat'],
-  readFile: promisify(fs.readFile) as SweepFs['readFile'],
+  // Records are read as the store reads them: never through a link, never blocking on a FIFO.
+  readFile: (async (file: string) => {
+    const text = await readRecordFile(file)
+    if (text === undefined) throw Object.assign(new Error(`${file} is missing`), { code: 'ENOENT' })
+    return text
+  }) as SweepFs['readFile'],
   unlink: promisify(fs.unlink),
 }
 
@@ -142,7 +150,7 @@ class Sweep {
   constructor(readonly options: SweepOptions) {
     this.fs = options.fs ?? callbackFs
     this.now = options.now ?? Date.now
-    this.idPattern = options.idPattern ?? DEFAULT_ID_PATTERN
+    this.idPattern = wholeName(options.idPattern ?? DEFAULT_ID_PATTERN)
     this.maxIds = options.maxReportedIds ?? DEFAULT_MAX_REPORTED_IDS
     this.report = newReport(options.dryRun === true)
     this.root = path.resolve(options.directory)
@@ -164,22 +172,24 @@ class Sweep {
     return this.report
   }
 
-  /** Files of the tree, as `/`-separated paths relative to the directory; never follows links. */
-  async *walk(): AsyncGenerator<string> {
+  /** Files of the tree (and temporary records), `/`-separated paths relative to the directory; never follows links. */
+  async *walk(): AsyncGenerator<{ kind: 'file' | 'temp'; path: string }> {
     const tree = walkTree(this.root, {
-      kinds: ['file', 'unreadable-directory'],
+      kinds: ['file', 'temp', 'unreadable-directory'],
       opendir: (dir, options) => this.fs.opendir(dir, options),
     })
     // An unreadable store directory throws: the sweep as a whole fails.
     for await (const entry of tree) {
-      if (entry.kind === 'file') yield entry.path
-      else this.fail(entry.path, entry.error, 'cannot read a subdirectory')
+      if (entry.kind === 'unreadable-directory') {
+        this.fail(entry.path, entry.error, 'cannot read a subdirectory')
+      } else yield entry
     }
   }
 
-  async visit(file: string): Promise<void> {
+  async visit({ kind, path: file }: { kind: 'file' | 'temp'; path: string }): Promise<void> {
     try {
-      if (file.endsWith(METADATA_SUFFIX)) await this.visitMetadata(file)
+      if (kind === 'temp') await this.visitTemp(file)
+      else if (file.endsWith(METADATA_SUFFIX)) await this.visitMetadata(file)
       else await this.visitData(file)
     } catch (error) {
       this.fail(file, error, 'sweep entry failed')
@@ -187,20 +197,38 @@ class Sweep {
   }
 
   async visitData(id: string): Promise<void> {
-    const dataPath = this.pathOf(id)
-    const data = await this.fs.lstat(dataPath)
+    // Gone since the listing (a client's DELETE, another sweeper): nothing to do, no error.
+    const data = await this.statIfPresent(this.pathOf(id))
+    if (!data) return
     this.report.scanned++
     // Most uploads are fresh: one lstat decides, the metadata is never read.
     if (!this.expired(data.mtimeMs)) return
 
     const record = await this.readRecord(id)
-    if (record === 'missing') {
+    // A data file without a record, or whose record a crash left torn: half an upload.
+    if (record === 'missing' || record === 'torn') {
       if (this.idPattern.test(id)) await this.remove(id, 'orphan-data')
       return
     }
     if (record.id !== id) return // not a record of this file: someone else's pair of files
-    if (isFinished(recordSize(record), data.size)) return
+    if (isFinished(recordSize(record), verifiedBytes(record, data.size))) return
     await this.remove(id, 'upload')
+  }
+
+  /**
+   * A record the store was writing when its process died (record-file.ts): removed once older
+   * than the period, counted as half an upload. A fresh one is being written right now.
+   */
+  async visitTemp(file: string): Promise<void> {
+    const temp = await this.statIfPresent(this.pathOf(file))
+    if (!temp || !this.expired(temp.mtimeMs)) return
+    this.report.scanned++
+    const id = tempRecordId(file)
+    const found = { bytes: temp.size, lastActivity: temp.mtime }
+    if (this.options.dryRun) this.count(id, 'orphan-metadata', found)
+    else if (!this.options.signal?.aborted && (await this.unlinkIfPresent(this.pathOf(file)))) {
+      this.count(id, 'orphan-metadata', found)
+    }
   }
 
   async visitMetadata(file: string): Promise<void> {
@@ -235,9 +263,17 @@ class Sweep {
       const found = await this.lookAgain(id, kind)
       // Checked under the lock: once close() has begun, nothing more is deleted.
       if (!found || this.options.signal?.aborted) return
-      if (kind !== 'orphan-metadata') await this.unlinkIfPresent(this.pathOf(id))
-      if (kind !== 'orphan-data') await this.unlinkIfPresent(this.pathOf(id + METADATA_SUFFIX))
-      this.count(id, kind, found)
+      const dataPath = this.pathOf(id)
+      const metaPath = this.pathOf(id + METADATA_SUFFIX)
+      // Counted only when this sweep removed it: another sweeper, or a DELETE, may have been first.
+      let removed: boolean
+      if (kind === 'orphan-metadata') removed = await this.unlinkIfPresent(metaPath)
+      else {
+        removed = await this.unlinkIfPresent(dataPath)
+        // An orphan's record, if any, is a torn one.
+        await this.unlinkIfPresent(metaPath)
+      }
+      if (removed) this.count(id, kind, found)
     } finally {
       await lock?.unlock()
     }
@@ -259,14 +295,16 @@ class Sweep {
     const data = await this.statIfPresent(dataPath)
     if (!data || !this.expired(data.mtimeMs)) return undefined
     const meta = await this.statIfPresent(metaPath)
+    const record = meta ? await this.readRecord(id) : 'missing'
+    const bytes = data.size + (meta?.size ?? 0)
     if (kind === 'orphan-data') {
-      return meta ? undefined : { bytes: data.size, lastActivity: data.mtime }
+      return record === 'missing' || record === 'torn'
+        ? { bytes, lastActivity: data.mtime }
+        : undefined
     }
-    if (!meta) return undefined
-    const record = await this.readRecord(id)
-    if (record === 'missing' || record.id !== id) return undefined
-    if (isFinished(recordSize(record), data.size)) return undefined
-    return { bytes: data.size + meta.size, lastActivity: data.mtime }
+    if (record === 'missing' || record === 'torn' || record.id !== id) return undefined
+    if (isFinished(recordSize(record), verifiedBytes(record, data.size))) return undefined
+    return { bytes, lastActivity: data.mtime }
   }
 
   count(id: string, kind: Removal['kind'], found: Omit<Removal, 'id' | 'kind'>): void {
@@ -279,7 +317,12 @@ class Sweep {
     this.options.onRemove?.({ id, kind, ...found })
   }
 
-  async readRecord(id: string): Promise<Record<string, unknown> | 'missing'> {
+  /**
+   * The record of `id`: `missing`, `torn` (not JSON at all, as a crash mid-write of the stock
+   * store left it: empty or cut short), or the parsed record. Throws on a file that is unsafe to
+   * read or that is JSON but not a record of the store: an error, never removed on a guess.
+   */
+  async readRecord(id: string): Promise<Record<string, unknown> | 'missing' | 'torn'> {
     let text: string
     try {
       text = await this.fs.readFile(this.pathOf(id + METADATA_SUFFIX), 'utf8')
@@ -287,7 +330,12 @@ class Sweep {
       if (isNotFound(error)) return 'missing'
       throw error
     }
-    const record: unknown = JSON.parse(text)
+    let record: unknown
+    try {
+      record = JSON.parse(text)
+    } catch {
+      return 'torn'
+    }
     recordSize(record) // throws on a record that is not the store's
     return record as Record<string, unknown>
   }
@@ -305,11 +353,14 @@ class Sweep {
     }
   }
 
-  async unlinkIfPresent(file: string): Promise<void> {
+  /** True when this call removed the file; false when it was already gone. */
+  async unlinkIfPresent(file: string): Promise<boolean> {
     try {
       await this.fs.unlink(file)
+      return true
     } catch (error) {
       if (!isNotFound(error)) throw error
+      return false
     }
   }
 
@@ -347,6 +398,13 @@ async function forEachBounded<T>(
   await source.return(undefined)
   const failure = results.find((r) => r.status === 'rejected')
   if (failure) throw failure.reason
+}
+
+/** `dir/.fastify-tus-tmp.<random>.<id>.json` → `dir/<id>`. */
+function tempRecordId(file: string): string {
+  const slash = file.lastIndexOf('/')
+  const name = file.slice(slash + 1 + TEMP_PREFIX.length).replace(/^[0-9a-f]+\./, '')
+  return `${file.slice(0, slash + 1)}${name.slice(0, -METADATA_SUFFIX.length)}`
 }
 
 function isNotFound(error: unknown): boolean {

@@ -1,0 +1,39 @@
+/**
+ * The built-in store's records (`<id>.json`, @tus/utils' `Upload` as JSON): @tus/file-store's
+ * `configstore`, written atomically and read safely (record-file.ts) instead of @tus/utils'
+ * `FileKvStore`, whose truncate-then-write left 0-byte records after a crash.
+ */
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { ERRORS, isPathInsideDirectory, type KvStore, type Upload } from '@tus/utils'
+import { METADATA_SUFFIX } from './expiry-policy.js'
+import { readRecordFile, writeRecordFile } from './record-file.js'
+
+export class RecordStore implements KvStore<Upload> {
+  constructor(readonly directory: string) {}
+
+  /** The record of `id`, or `undefined` when it is missing, unreadable, unsafe or not JSON. */
+  async get(id: string): Promise<Upload | undefined> {
+    try {
+      const text = await readRecordFile(this.fileOf(id))
+      return text === undefined ? undefined : (JSON.parse(text) as Upload)
+    } catch {
+      return undefined
+    }
+  }
+
+  /** Replaces the record of `id` whole; `durable`: flushed to the disk before it replaces the old one. */
+  async set(id: string, record: Upload, { durable = false }: { durable?: boolean } = {}) {
+    await writeRecordFile(this.fileOf(id), JSON.stringify(record), { durable })
+  }
+
+  async delete(id: string): Promise<void> {
+    await fs.unlink(this.fileOf(id))
+  }
+
+  fileOf(id: string): string {
+    const file = path.resolve(this.directory, `${id}${METADATA_SUFFIX}`)
+    if (!isPathInsideDirectory(this.directory, file)) throw ERRORS.FILE_NOT_FOUND
+    return file
+  }
+}
