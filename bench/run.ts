@@ -140,6 +140,18 @@ async function sweepSection(): Promise<Section> {
     rows,
     goals: [
       {
+        // A sweep that removed nothing (every entry an error) would be fast and prove nothing.
+        goal: `every run removed the ${big.abandoned.toLocaleString('en')} abandoned sessions and nothing else`,
+        value: contenders
+          .map((c) => `${c} ${(runs[c] ?? []).map((r) => r.removed).join('/')}`)
+          .join(', '),
+        met: contenders.every((c) =>
+          (runs[c] ?? []).every(
+            (r) => r.removed === big.abandoned && r.left === SESSIONS - big.abandoned,
+          ),
+        ),
+      },
+      {
         goal: 'time ≤ 0.25× stock (plugin)',
         value: `${fmt(m('plugin', 'timeMs') / stockTime, 2)}×`,
         met: m('plugin', 'timeMs') <= 0.25 * stockTime,

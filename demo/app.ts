@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { MAX_TIMER_MS, parseWholeNumber } from '../src/duration.js'
 import fastifyTus from '../src/index.js'
-import { connectRedis, isRedisUrl } from '../src/redis/connect.js'
+import { connectRedis, FAIL_FAST_REDIS_OPTIONS, isRedisUrl } from '../src/redis/connect.js'
 
 export interface DemoConfig {
   host: string
@@ -78,7 +78,10 @@ export async function startDemo(config: DemoConfig) {
     requestTimeout: 0,
     connectionTimeout: 0,
   })
-  const redis = config.redisUrl ? await connectRedis(config.redisUrl) : undefined
+  // Fail fast while Redis is down: requests then answer 503 at once (docs/redis.md).
+  const redis = config.redisUrl
+    ? await connectRedis(config.redisUrl, FAIL_FAST_REDIS_OPTIONS)
+    : undefined
   if (redis) {
     redis.on('error', (err) => app.log.warn({ err }, 'redis connection error'))
     app.addHook('onClose', async () => void (await redis.quit()))

@@ -43,6 +43,23 @@ export class LockTimeoutError extends createError<'FST_TUS_LOCK_TIMEOUT', [strin
 }
 
 /**
+ * A request could not take an upload's lock because Redis did not answer (down, unreachable, or
+ * slower than the time left): @tus/server answers 503 with a neutral body, which tus clients
+ * retry. The Redis error is the `cause`, for logs only: it never reaches the client.
+ */
+export class LockUnavailableError extends createError<
+  'FST_TUS_LOCK_UNAVAILABLE',
+  [{ cause: unknown }?]
+>(
+  'FST_TUS_LOCK_UNAVAILABLE',
+  'fastify-tus: upload locks are unavailable: Redis did not answer',
+  503,
+) {
+  readonly status_code = 503
+  readonly body = 'Upload locks are unavailable right now; try again\n'
+}
+
+/**
  * @tus/server and its stores throw plain `{status_code, body}` objects; loggers and callers
  * want an `Error` with a message and a stack.
  */

@@ -12,6 +12,7 @@ export {
   IncompatibleTusError,
   InvalidOptionError,
   LockTimeoutError,
+  LockUnavailableError,
 } from './errors.js'
 export type {
   FastifyTusOptions,

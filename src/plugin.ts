@@ -122,7 +122,7 @@ async function buildLocker(options: ResolvedOptions, log: ScheduleLogger) {
   const redisLocker = options.redis
     ? new RedisLocker({
         ...options.redis,
-        onError: (err) => log.warn({ err }, 'fastify-tus: Redis subscription connection error'),
+        onError: (err) => log.warn({ err }, 'fastify-tus: Redis error'),
       })
     : undefined
   const inner = redisLocker ?? (await options.tus.locker) ?? new MemoryLocker()

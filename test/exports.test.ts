@@ -16,6 +16,7 @@ describe('the package exports', () => {
       'IncompatibleTusError',
       'InvalidOptionError',
       'LockTimeoutError',
+      'LockUnavailableError',
       'default',
       'fastifyTus',
     ])

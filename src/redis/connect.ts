@@ -5,6 +5,19 @@
  */
 import type { Redis, RedisOptions } from 'ioredis'
 
+/**
+ * Settings for a client that fails fast while Redis is down (the demo's), where ioredis'
+ * defaults queue a command over 20 reconnection attempts: a command sent while the connection
+ * is down fails at once (no offline queue), one caught by a dropped connection fails after two
+ * reconnection attempts. The lock path bounds its own calls whatever the client (docs/redis.md,
+ * "When Redis fails"). Without an offline queue a command sent before the first connection is
+ * ready fails too: connect first, as `connectRedis()` does.
+ */
+export const FAIL_FAST_REDIS_OPTIONS = {
+  maxRetriesPerRequest: 1,
+  enableOfflineQueue: false,
+} as const satisfies RedisOptions
+
 /** `redis://` or `rediss://`, and something after it. */
 export function isRedisUrl(value: string): boolean {
   return /^rediss?:\/\/./.test(value)

@@ -10,6 +10,7 @@
  * of a sweep, its `running` key first has to expire (`ttlMs`).
  */
 import { randomUUID } from 'node:crypto'
+import { attempt, bounded, CALL_TIMEOUT_MS } from './bounded.js'
 import type { RedisClient } from './locker.js'
 import { KeyRefresher } from './refresher.js'
 import { type Scripts, scriptsOf } from './scripts.js'
@@ -52,16 +53,34 @@ export class RedisSweepLease implements SweepLease {
     this.#runningKey = `${options.prefix}{sweep}:running`
   }
 
+  /**
+   * Rejects when Redis fails or does not answer within a couple of seconds, whatever the
+   * client's retry settings (the schedule then skips this interval with a warning).
+   */
   async acquire(): Promise<HeldLease | undefined> {
     const { intervalMs, ttlMs } = this.#options
     const token = randomUUID()
-    const [taken, slot] = await this.#scripts.fastifyTusAcquireLease(
-      this.#slotKey,
-      this.#runningKey,
-      token,
-      intervalMs,
-      ttlMs,
+    const acquiring = attempt(() =>
+      this.#scripts.fastifyTusAcquireLease(
+        this.#slotKey,
+        this.#runningKey,
+        token,
+        intervalMs,
+        ttlMs,
+      ),
     )
+    let taken: number
+    let slot: number
+    try {
+      ;[taken, slot] = await bounded(acquiring, CALL_TIMEOUT_MS, 'the sweep lease')
+    } catch (error) {
+      // Given up on, but the client may still send it once Redis is back: nobody sweeps with
+      // a lease taken then, so its `running` key goes at once rather than after a whole TTL.
+      acquiring.then(([late]) => {
+        if (late === 1) this.#release(token).catch(() => {})
+      }, noop)
+      throw error
+    }
     if (taken !== 1) return undefined
     // If the key expires meanwhile (Redis unreachable for a whole TTL), another instance may
     // start a sweep while this one ends: each removal still takes the upload's lock.
@@ -70,8 +89,18 @@ export class RedisSweepLease implements SweepLease {
       slot,
       release: async () => {
         this.#refresher.delete(this.#runningKey, token)
-        await this.#scripts.fastifyTusRelease(this.#runningKey, token)
+        await this.#release(token)
       },
     }
   }
+
+  #release(token: string): Promise<number> {
+    return bounded(
+      attempt(() => this.#scripts.fastifyTusRelease(this.#runningKey, token)),
+      CALL_TIMEOUT_MS,
+      'the sweep lease release',
+    )
+  }
 }
+
+function noop() {}

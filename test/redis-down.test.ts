@@ -1,0 +1,388 @@
+/**
+ * Redis stopped mid-request (issue 13, item 4), against a throwaway redis-server of each test's
+ * own, on a free port, killed with SIGKILL and started again on the same port. The shared Redis
+ * on 6379 is never touched. Each case runs with the demo's fail-fast client and with a default
+ * `new Redis()` (20 reconnection attempts with an offline queue): the locker bounds its own
+ * calls, so both answer in time.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { accessSync, constants } from 'node:fs'
+import fs from 'node:fs/promises'
+import http from 'node:http'
+import net from 'node:net'
+import path from 'node:path'
+import { Redis } from 'ioredis'
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
+import { LockUnavailableError } from '../src/errors.js'
+import { connectRedis, FAIL_FAST_REDIS_OPTIONS } from '../src/redis/connect.js'
+import { RedisLocker } from '../src/redis/locker.js'
+import {
+  createUpload,
+  head,
+  type LogRecord,
+  patch,
+  pattern,
+  type RawResponse,
+  randomId,
+  request,
+  sha256,
+  sha256Of,
+  startServer,
+  TUS,
+  tempDir,
+  tusUpload,
+  waitFor,
+} from './helpers.js'
+
+const ACQUIRE_LOCK_TIMEOUT_MS = 1500
+const NEUTRAL_BODY = 'Upload locks are unavailable right now; try again\n'
+const REDIS_INTERNALS = /ioredis|ECONNREFUSED|Connection is closed|Stream isn't writeable/i
+
+/** Debian's redis-server, or any on PATH; without one (REDIS_URL elsewhere) these tests skip. */
+const REDIS_SERVER = (process.env.PATH ?? '')
+  .split(path.delimiter)
+  .map((dir) => path.join(dir, 'redis-server'))
+  .find((file) => {
+    try {
+      accessSync(file, constants.X_OK)
+      return true
+    } catch {
+      return false
+    }
+  })
+
+/** What the tests measured, printed at the end: how long the answers took with Redis dead. */
+const timings: string[] = []
+afterAll(() => {
+  if (timings.length > 0) console.log(`redis-down timings:\n  ${timings.join('\n  ')}`)
+})
+
+/** A redis-server of this test's own, on a port nobody else uses; killed when the test ends. */
+class ThrowawayRedis {
+  #child: ChildProcess | undefined
+
+  private constructor(
+    readonly port: number,
+    readonly dir: string,
+  ) {}
+
+  static async start(): Promise<ThrowawayRedis> {
+    const redis = new ThrowawayRedis(await freePort(), await tempDir())
+    onTestFinished(() => redis.kill())
+    await redis.start()
+    return redis
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`
+  }
+
+  /** Starts (again) on the same port; nothing is kept from a previous run. */
+  async start(): Promise<void> {
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir]
+    args.push('--save', '', '--appendonly', 'no', '--loglevel', 'warning')
+    const child = spawn(REDIS_SERVER as string, args, { stdio: 'ignore' })
+    this.#child = child
+    await waitFor(
+      () =>
+        child.exitCode !== null
+          ? Promise.reject(new Error(`redis-server exited with ${child.exitCode}`))
+          : ping(this.port),
+      5000,
+      'the throwaway redis-server to answer',
+    )
+  }
+
+  /** Redis stopped dead (SIGKILL, by pid): connections drop, nothing is answered. */
+  async kill(): Promise<void> {
+    const child = this.#child
+    this.#child = undefined
+    if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    process.kill(child.pid, 'SIGKILL')
+    await exited
+  }
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as net.AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/** True when a Redis answers PING on the port. */
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1')
+    socket.setTimeout(500)
+    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.once('data', (data) => {
+      socket.destroy()
+      resolve(String(data).startsWith('+PONG'))
+    })
+    socket.once('error', () => resolve(false))
+    socket.once('timeout', () => {
+      socket.destroy()
+      resolve(false)
+    })
+  })
+}
+
+type Client = Redis
+const CLIENTS: Array<[string, (url: string) => Promise<Client>]> = [
+  // The demo's connection (demo/app.ts).
+  ["the demo's fail-fast client", (url) => connectRedis(url, FAIL_FAST_REDIS_OPTIONS)],
+  // ioredis' defaults: commands queue over 20 reconnection attempts.
+  ['a default new Redis() client', async (url) => new Redis(url)],
+]
+
+async function clientOf(make: (url: string) => Promise<Client>, url: string): Promise<Client> {
+  const client = await make(url)
+  // The servers log what the plugin sees; the client's own errors are the user's to handle.
+  client.on('error', () => {})
+  onTestFinished(() => client.disconnect())
+  return client
+}
+
+/** A PATCH whose body the test sends in two parts; `end()` resolves to the answer. */
+function openPatch(url: string, length: number) {
+  let answered: (res: RawResponse) => void = () => {}
+  let failed: (error: Error) => void = () => {}
+  const response = new Promise<RawResponse>((resolve, reject) => {
+    answered = resolve
+    failed = reject
+  })
+  const req = http.request(
+    url,
+    {
+      method: 'PATCH',
+      agent: false,
+      headers: {
+        ...TUS,
+        'Upload-Offset': 0,
+        'Content-Type': 'application/offset+octet-stream',
+        'Content-Length': length,
+      },
+    },
+    (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () =>
+        answered({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(chunks).toString(),
+        }),
+      )
+    },
+  )
+  req.on('error', failed)
+  return {
+    write: (data: Buffer) => req.write(data),
+    end: (data: Buffer) => {
+      req.end(data)
+      return response
+    },
+  }
+}
+
+/** Upload files, without the hidden files of the store (markers). */
+async function uploadFiles(directory: string): Promise<string[]> {
+  return (await fs.readdir(directory)).filter((name) => !name.startsWith('.')).sort()
+}
+
+/** The log record of the failed release of upload `id`'s lock. */
+function releaseReport(logs: LogRecord[], id: string): LogRecord | undefined {
+  return logs.find((record) =>
+    String((record.err as { message?: unknown } | undefined)?.message).includes(
+      `could not release the lock of upload ${id}`,
+    ),
+  )
+}
+
+describe.skipIf(!REDIS_SERVER)('Redis stopped mid-request (throwaway redis-server)', () => {
+  describe.each(CLIENTS)('with %s', (clientName, makeClient) => {
+    it('a PATCH that completes the upload while Redis dies answers 204 at once, runs onUploadFinish once and keeps every byte', async () => {
+      const redis = await ThrowawayRedis.start()
+      const client = await clientOf(makeClient, redis.url)
+      const finished: string[] = []
+      const server = await startServer({
+        redis: {
+          client,
+          prefix: `test:${randomId()}:`,
+          acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS,
+        },
+        tus: {
+          onUploadFinish: async (_req, upload) => {
+            finished.push(upload.id)
+            return {}
+          },
+        },
+      })
+      const data = pattern(300_000, 7)
+      const { url, id } = await createUpload(server.endpoint, data.length)
+      const file = path.join(server.directory, id)
+
+      const patching = openPatch(url, data.length)
+      patching.write(data.subarray(0, 1000))
+      // Bytes on disk: the PATCH holds its lock (tus writes only under it). Then Redis dies.
+      await waitFor(async () => (await fs.stat(file)).size === 1000, 5000, 'the first bytes')
+      await redis.kill()
+      const started = Date.now()
+      const res = await patching.end(data.subarray(1000))
+      const tookMs = Date.now() - started
+      timings.push(
+        `${clientName}: PATCH completing the upload, Redis dead: ${res.status} in ${tookMs} ms`,
+      )
+
+      expect(res.status).toBe(204)
+      expect(res.headers['upload-offset']).toBe(String(data.length))
+      expect(tookMs).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS / 2)
+      expect(finished).toEqual([id])
+      expect(await sha256(file)).toBe(sha256Of(data))
+      // The failed release is reported (the plugin logs it at warn); the key's TTL frees the lock.
+      const record = await waitFor(
+        () => releaseReport(server.logs, id),
+        5000,
+        'the failed release in the log',
+      )
+      expect(record.level).toBe(40) // warn
+      expect(finished).toEqual([id])
+    })
+
+    it('with Redis down, HEAD, POST, PATCH and DELETE answer 503 with a neutral body within acquireLockTimeoutMs', async () => {
+      const redis = await ThrowawayRedis.start()
+      const client = await clientOf(makeClient, redis.url)
+      const prefix = `test:${randomId()}:`
+      const redisOption = { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS }
+      const server = await startServer({ redis: redisOption })
+      const { url, id } = await createUpload(server.endpoint, 10)
+      await redis.kill()
+
+      const requests: Array<[string, () => Promise<RawResponse>]> = [
+        ['HEAD', () => head(url)],
+        ['POST', () => request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '10' })],
+        ['PATCH', () => patch(url, 0, pattern(10))],
+        ['DELETE', () => request(url, 'DELETE', TUS)],
+      ]
+      // A second instance on the same directory that never reached Redis (no subscription yet).
+      const fresh = await startServer({ directory: server.directory, redis: redisOption })
+      requests.push(['HEAD, first request of an instance', () => head(`${fresh.endpoint}/${id}`)])
+
+      // All at once: each one is timed on its own.
+      const answers = await Promise.all(
+        requests.map(async ([name, send]) => {
+          const started = Date.now()
+          const res = await send()
+          return { name, res, tookMs: Date.now() - started }
+        }),
+      )
+      for (const { name, res, tookMs } of answers) {
+        timings.push(`${clientName}: ${name}, Redis down: ${res.status} in ${tookMs} ms`)
+        expect(res.status, name).toBe(503)
+        expect(tookMs, name).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS + 500)
+        expect(res.headers['tus-resumable'], name).toBe('1.0.0')
+        if (!name.startsWith('HEAD')) expect(res.body, name).toBe(NEUTRAL_BODY)
+        expect(res.body, name).not.toMatch(REDIS_INTERNALS)
+      }
+      // Nothing changed: no new upload, no byte written, nothing deleted.
+      expect(await uploadFiles(server.directory)).toEqual([id, `${id}.json`].sort())
+      expect((await fs.stat(path.join(server.directory, id))).size).toBe(0)
+      // The cause is in the log, for the operator.
+      expect(
+        server.logs.some(
+          (r) => (r.err as { type?: string } | undefined)?.type === 'LockUnavailableError',
+        ),
+      ).toBe(true)
+    })
+
+    it('once Redis is back on the same port, the same uploads and new ones work again', async () => {
+      const redis = await ThrowawayRedis.start()
+      const client = await clientOf(makeClient, redis.url)
+      const prefix = `test:${randomId()}:`
+      const server = await startServer({
+        redis: { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS },
+      })
+      const { url } = await createUpload(server.endpoint, 10)
+      await redis.kill()
+      const down = await Promise.all([head(url), patch(url, 0, pattern(10))])
+      expect(down.map((res) => res.status)).toEqual([503, 503])
+
+      await redis.start()
+      // The client reconnects by itself (ioredis backs off up to 2 s between attempts).
+      const statuses: number[] = []
+      await waitFor(
+        async () => {
+          const status = (await head(url)).status
+          statuses.push(status)
+          return status === 200
+        },
+        10_000,
+        'HEAD to answer 200 again',
+      )
+      // Only 503s before: no lock left behind by a call given up on while Redis was down.
+      expect(statuses.filter((status) => status !== 503 && status !== 200)).toEqual([])
+      const res = await patch(url, 0, pattern(10))
+      expect(res.status).toBe(204)
+      expect(res.headers['upload-offset']).toBe('10')
+
+      const data = pattern(200_000, 3)
+      const upload = await tusUpload(server.endpoint, data)
+      const uploadId = upload.slice(upload.lastIndexOf('/') + 1)
+      expect(await sha256(path.join(server.directory, uploadId))).toBe(sha256Of(data))
+      // Every lock went back: none is left in Redis.
+      await waitFor(
+        async () => (await client.keys(`${prefix}lock:*`)).length === 0,
+        3000,
+        'no lock',
+      )
+    })
+  })
+
+  it('a lock whose Redis died: unlock() resolves at once and reports the release; lock() rejects with LockUnavailableError in time', async () => {
+    const redis = await ThrowawayRedis.start()
+    const client = await clientOf(async (url) => new Redis(url), redis.url)
+    const errors: Error[] = []
+    const locker = new RedisLocker({
+      client,
+      prefix: `test:${randomId()}:`,
+      acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS,
+      onError: (error) => errors.push(error),
+    })
+    onTestFinished(() => locker.close())
+    const never = new AbortController().signal
+    const lock = locker.newLock('u1')
+    await lock.lock(never, () => {})
+    await redis.kill()
+
+    let started = Date.now()
+    await expect(lock.unlock()).resolves.toBeUndefined()
+    expect(Date.now() - started).toBeLessThan(500)
+    await waitFor(
+      () => errors.some((e) => /could not release the lock of upload u1/.test(e.message)),
+      5000,
+      'the failed release to be reported',
+    )
+
+    started = Date.now()
+    const error = await locker
+      .newLock('u2')
+      .lock(never, () => {})
+      .catch((e: unknown) => e)
+    const tookMs = Date.now() - started
+    timings.push(
+      `a default new Redis() client: RedisLocker.lock(), Redis down: rejected in ${tookMs} ms`,
+    )
+    expect(error).toBeInstanceOf(LockUnavailableError)
+    expect(error).toMatchObject({
+      code: 'FST_TUS_LOCK_UNAVAILABLE',
+      status_code: 503,
+      body: NEUTRAL_BODY,
+    })
+    expect((error as Error).cause).toBeInstanceOf(Error)
+    expect(tookMs).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS + 200)
+    expect(errors).toContain(error)
+  })
+})
