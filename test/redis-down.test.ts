@@ -38,7 +38,10 @@ const ACQUIRE_LOCK_TIMEOUT_MS = 1500
 const NEUTRAL_BODY = 'Upload locks are unavailable right now; try again\n'
 const REDIS_INTERNALS = /ioredis|ECONNREFUSED|Connection is closed|Stream isn't writeable/i
 
-/** Debian's redis-server, or any on PATH; without one (REDIS_URL elsewhere) these tests skip. */
+/**
+ * Debian's redis-server, or any on PATH (`npm test`'s pretest installs it). Without one these tests
+ * skip only when REDIS_URL points the suite at another server; otherwise they fail.
+ */
 const REDIS_SERVER = (process.env.PATH ?? '')
   .split(path.delimiter)
   .map((dir) => path.join(dir, 'redis-server'))
@@ -81,7 +84,8 @@ class ThrowawayRedis {
   async start(): Promise<void> {
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir]
     args.push('--save', '', '--appendonly', 'no', '--loglevel', 'warning')
-    const child = spawn(REDIS_SERVER as string, args, { stdio: 'ignore' })
+    if (!REDIS_SERVER) throw new Error('no redis-server on PATH: run scripts/ensure-redis.sh')
+    const child = spawn(REDIS_SERVER, args, { stdio: 'ignore' })
     this.#child = child
     await waitFor(
       () =>
@@ -202,187 +206,190 @@ function releaseReport(logs: LogRecord[], id: string): LogRecord | undefined {
   )
 }
 
-describe.skipIf(!REDIS_SERVER)('Redis stopped mid-request (throwaway redis-server)', () => {
-  describe.each(CLIENTS)('with %s', (clientName, makeClient) => {
-    it('a PATCH that completes the upload while Redis dies answers 204 at once, runs onUploadFinish once and keeps every byte', async () => {
-      const redis = await ThrowawayRedis.start()
-      const client = await clientOf(makeClient, redis.url)
-      const finished: string[] = []
-      const server = await startServer({
-        redis: {
-          client,
-          prefix: `test:${randomId()}:`,
-          acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS,
-        },
-        tus: {
-          onUploadFinish: async (_req, upload) => {
-            finished.push(upload.id)
-            return {}
+describe.skipIf(!REDIS_SERVER && process.env.REDIS_URL !== undefined)(
+  'Redis stopped mid-request (throwaway redis-server)',
+  () => {
+    describe.each(CLIENTS)('with %s', (clientName, makeClient) => {
+      it('a PATCH that completes the upload while Redis dies answers 204 at once, runs onUploadFinish once and keeps every byte', async () => {
+        const redis = await ThrowawayRedis.start()
+        const client = await clientOf(makeClient, redis.url)
+        const finished: string[] = []
+        const server = await startServer({
+          redis: {
+            client,
+            prefix: `test:${randomId()}:`,
+            acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS,
           },
-        },
-      })
-      const data = pattern(300_000, 7)
-      const { url, id } = await createUpload(server.endpoint, data.length)
-      const file = path.join(server.directory, id)
+          tus: {
+            onUploadFinish: async (_req, upload) => {
+              finished.push(upload.id)
+              return {}
+            },
+          },
+        })
+        const data = pattern(300_000, 7)
+        const { url, id } = await createUpload(server.endpoint, data.length)
+        const file = path.join(server.directory, id)
 
-      const patching = openPatch(url, data.length)
-      patching.write(data.subarray(0, 1000))
-      // Bytes on disk: the PATCH holds its lock (tus writes only under it). Then Redis dies.
-      await waitFor(async () => (await fs.stat(file)).size === 1000, 5000, 'the first bytes')
+        const patching = openPatch(url, data.length)
+        patching.write(data.subarray(0, 1000))
+        // Bytes on disk: the PATCH holds its lock (tus writes only under it). Then Redis dies.
+        await waitFor(async () => (await fs.stat(file)).size === 1000, 5000, 'the first bytes')
+        await redis.kill()
+        const started = Date.now()
+        const res = await patching.end(data.subarray(1000))
+        const tookMs = Date.now() - started
+        timings.push(
+          `${clientName}: PATCH completing the upload, Redis dead: ${res.status} in ${tookMs} ms`,
+        )
+
+        expect(res.status).toBe(204)
+        expect(res.headers['upload-offset']).toBe(String(data.length))
+        expect(tookMs).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS / 2)
+        expect(finished).toEqual([id])
+        expect(await sha256(file)).toBe(sha256Of(data))
+        // The failed release is reported (the plugin logs it at warn); the key's TTL frees the lock.
+        const record = await waitFor(
+          () => releaseReport(server.logs, id),
+          5000,
+          'the failed release in the log',
+        )
+        expect(record.level).toBe(40) // warn
+        expect(finished).toEqual([id])
+      })
+
+      it('with Redis down, HEAD, POST, PATCH and DELETE answer 503 with a neutral body within acquireLockTimeoutMs', async () => {
+        const redis = await ThrowawayRedis.start()
+        const client = await clientOf(makeClient, redis.url)
+        const prefix = `test:${randomId()}:`
+        const redisOption = { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS }
+        const server = await startServer({ redis: redisOption })
+        const { url, id } = await createUpload(server.endpoint, 10)
+        await redis.kill()
+
+        const requests: Array<[string, () => Promise<RawResponse>]> = [
+          ['HEAD', () => head(url)],
+          ['POST', () => request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '10' })],
+          ['PATCH', () => patch(url, 0, pattern(10))],
+          ['DELETE', () => request(url, 'DELETE', TUS)],
+        ]
+        // A second instance on the same directory that never reached Redis (no subscription yet).
+        const fresh = await startServer({ directory: server.directory, redis: redisOption })
+        requests.push(['HEAD, first request of an instance', () => head(`${fresh.endpoint}/${id}`)])
+
+        // All at once: each one is timed on its own.
+        const answers = await Promise.all(
+          requests.map(async ([name, send]) => {
+            const started = Date.now()
+            const res = await send()
+            return { name, res, tookMs: Date.now() - started }
+          }),
+        )
+        for (const { name, res, tookMs } of answers) {
+          timings.push(`${clientName}: ${name}, Redis down: ${res.status} in ${tookMs} ms`)
+          expect(res.status, name).toBe(503)
+          expect(tookMs, name).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS + 500)
+          expect(res.headers['tus-resumable'], name).toBe('1.0.0')
+          if (!name.startsWith('HEAD')) expect(res.body, name).toBe(NEUTRAL_BODY)
+          expect(res.body, name).not.toMatch(REDIS_INTERNALS)
+        }
+        // Nothing changed: no new upload, no byte written, nothing deleted.
+        expect(await uploadFiles(server.directory)).toEqual([id, `${id}.json`].sort())
+        expect((await fs.stat(path.join(server.directory, id))).size).toBe(0)
+        // The cause is in the log, for the operator.
+        expect(
+          server.logs.some(
+            (r) => (r.err as { type?: string } | undefined)?.type === 'LockUnavailableError',
+          ),
+        ).toBe(true)
+      })
+
+      it('once Redis is back on the same port, the same uploads and new ones work again', async () => {
+        const redis = await ThrowawayRedis.start()
+        const client = await clientOf(makeClient, redis.url)
+        const prefix = `test:${randomId()}:`
+        const server = await startServer({
+          redis: { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS },
+        })
+        const { url } = await createUpload(server.endpoint, 10)
+        await redis.kill()
+        const down = await Promise.all([head(url), patch(url, 0, pattern(10))])
+        expect(down.map((res) => res.status)).toEqual([503, 503])
+
+        await redis.start()
+        // The client reconnects by itself (ioredis backs off up to 2 s between attempts).
+        const statuses: number[] = []
+        await waitFor(
+          async () => {
+            const status = (await head(url)).status
+            statuses.push(status)
+            return status === 200
+          },
+          10_000,
+          'HEAD to answer 200 again',
+        )
+        // Only 503s before: no lock left behind by a call given up on while Redis was down.
+        expect(statuses.filter((status) => status !== 503 && status !== 200)).toEqual([])
+        const res = await patch(url, 0, pattern(10))
+        expect(res.status).toBe(204)
+        expect(res.headers['upload-offset']).toBe('10')
+
+        const data = pattern(200_000, 3)
+        const upload = await tusUpload(server.endpoint, data)
+        const uploadId = upload.slice(upload.lastIndexOf('/') + 1)
+        expect(await sha256(path.join(server.directory, uploadId))).toBe(sha256Of(data))
+        // Every lock went back: none is left in Redis.
+        await waitFor(
+          async () => (await client.keys(`${prefix}lock:*`)).length === 0,
+          3000,
+          'no lock',
+        )
+      })
+    })
+
+    it('a lock whose Redis died: unlock() resolves at once and reports the release; lock() rejects with LockUnavailableError in time', async () => {
+      const redis = await ThrowawayRedis.start()
+      const client = await clientOf(async (url) => new Redis(url), redis.url)
+      const errors: Error[] = []
+      const locker = new RedisLocker({
+        client,
+        prefix: `test:${randomId()}:`,
+        acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS,
+        onError: (error) => errors.push(error),
+      })
+      onTestFinished(() => locker.close())
+      const never = new AbortController().signal
+      const lock = locker.newLock('u1')
+      await lock.lock(never, () => {})
       await redis.kill()
-      const started = Date.now()
-      const res = await patching.end(data.subarray(1000))
+
+      let started = Date.now()
+      await expect(lock.unlock()).resolves.toBeUndefined()
+      expect(Date.now() - started).toBeLessThan(500)
+      await waitFor(
+        () => errors.some((e) => /could not release the lock of upload u1/.test(e.message)),
+        5000,
+        'the failed release to be reported',
+      )
+
+      started = Date.now()
+      const error = await locker
+        .newLock('u2')
+        .lock(never, () => {})
+        .catch((e: unknown) => e)
       const tookMs = Date.now() - started
       timings.push(
-        `${clientName}: PATCH completing the upload, Redis dead: ${res.status} in ${tookMs} ms`,
+        `a default new Redis() client: RedisLocker.lock(), Redis down: rejected in ${tookMs} ms`,
       )
-
-      expect(res.status).toBe(204)
-      expect(res.headers['upload-offset']).toBe(String(data.length))
-      expect(tookMs).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS / 2)
-      expect(finished).toEqual([id])
-      expect(await sha256(file)).toBe(sha256Of(data))
-      // The failed release is reported (the plugin logs it at warn); the key's TTL frees the lock.
-      const record = await waitFor(
-        () => releaseReport(server.logs, id),
-        5000,
-        'the failed release in the log',
-      )
-      expect(record.level).toBe(40) // warn
-      expect(finished).toEqual([id])
-    })
-
-    it('with Redis down, HEAD, POST, PATCH and DELETE answer 503 with a neutral body within acquireLockTimeoutMs', async () => {
-      const redis = await ThrowawayRedis.start()
-      const client = await clientOf(makeClient, redis.url)
-      const prefix = `test:${randomId()}:`
-      const redisOption = { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS }
-      const server = await startServer({ redis: redisOption })
-      const { url, id } = await createUpload(server.endpoint, 10)
-      await redis.kill()
-
-      const requests: Array<[string, () => Promise<RawResponse>]> = [
-        ['HEAD', () => head(url)],
-        ['POST', () => request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '10' })],
-        ['PATCH', () => patch(url, 0, pattern(10))],
-        ['DELETE', () => request(url, 'DELETE', TUS)],
-      ]
-      // A second instance on the same directory that never reached Redis (no subscription yet).
-      const fresh = await startServer({ directory: server.directory, redis: redisOption })
-      requests.push(['HEAD, first request of an instance', () => head(`${fresh.endpoint}/${id}`)])
-
-      // All at once: each one is timed on its own.
-      const answers = await Promise.all(
-        requests.map(async ([name, send]) => {
-          const started = Date.now()
-          const res = await send()
-          return { name, res, tookMs: Date.now() - started }
-        }),
-      )
-      for (const { name, res, tookMs } of answers) {
-        timings.push(`${clientName}: ${name}, Redis down: ${res.status} in ${tookMs} ms`)
-        expect(res.status, name).toBe(503)
-        expect(tookMs, name).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS + 500)
-        expect(res.headers['tus-resumable'], name).toBe('1.0.0')
-        if (!name.startsWith('HEAD')) expect(res.body, name).toBe(NEUTRAL_BODY)
-        expect(res.body, name).not.toMatch(REDIS_INTERNALS)
-      }
-      // Nothing changed: no new upload, no byte written, nothing deleted.
-      expect(await uploadFiles(server.directory)).toEqual([id, `${id}.json`].sort())
-      expect((await fs.stat(path.join(server.directory, id))).size).toBe(0)
-      // The cause is in the log, for the operator.
-      expect(
-        server.logs.some(
-          (r) => (r.err as { type?: string } | undefined)?.type === 'LockUnavailableError',
-        ),
-      ).toBe(true)
-    })
-
-    it('once Redis is back on the same port, the same uploads and new ones work again', async () => {
-      const redis = await ThrowawayRedis.start()
-      const client = await clientOf(makeClient, redis.url)
-      const prefix = `test:${randomId()}:`
-      const server = await startServer({
-        redis: { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS },
+      expect(error).toBeInstanceOf(LockUnavailableError)
+      expect(error).toMatchObject({
+        code: 'FST_TUS_LOCK_UNAVAILABLE',
+        status_code: 503,
+        body: NEUTRAL_BODY,
       })
-      const { url } = await createUpload(server.endpoint, 10)
-      await redis.kill()
-      const down = await Promise.all([head(url), patch(url, 0, pattern(10))])
-      expect(down.map((res) => res.status)).toEqual([503, 503])
-
-      await redis.start()
-      // The client reconnects by itself (ioredis backs off up to 2 s between attempts).
-      const statuses: number[] = []
-      await waitFor(
-        async () => {
-          const status = (await head(url)).status
-          statuses.push(status)
-          return status === 200
-        },
-        10_000,
-        'HEAD to answer 200 again',
-      )
-      // Only 503s before: no lock left behind by a call given up on while Redis was down.
-      expect(statuses.filter((status) => status !== 503 && status !== 200)).toEqual([])
-      const res = await patch(url, 0, pattern(10))
-      expect(res.status).toBe(204)
-      expect(res.headers['upload-offset']).toBe('10')
-
-      const data = pattern(200_000, 3)
-      const upload = await tusUpload(server.endpoint, data)
-      const uploadId = upload.slice(upload.lastIndexOf('/') + 1)
-      expect(await sha256(path.join(server.directory, uploadId))).toBe(sha256Of(data))
-      // Every lock went back: none is left in Redis.
-      await waitFor(
-        async () => (await client.keys(`${prefix}lock:*`)).length === 0,
-        3000,
-        'no lock',
-      )
+      expect((error as Error).cause).toBeInstanceOf(Error)
+      expect(tookMs).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS + 200)
+      expect(errors).toContain(error)
     })
-  })
-
-  it('a lock whose Redis died: unlock() resolves at once and reports the release; lock() rejects with LockUnavailableError in time', async () => {
-    const redis = await ThrowawayRedis.start()
-    const client = await clientOf(async (url) => new Redis(url), redis.url)
-    const errors: Error[] = []
-    const locker = new RedisLocker({
-      client,
-      prefix: `test:${randomId()}:`,
-      acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS,
-      onError: (error) => errors.push(error),
-    })
-    onTestFinished(() => locker.close())
-    const never = new AbortController().signal
-    const lock = locker.newLock('u1')
-    await lock.lock(never, () => {})
-    await redis.kill()
-
-    let started = Date.now()
-    await expect(lock.unlock()).resolves.toBeUndefined()
-    expect(Date.now() - started).toBeLessThan(500)
-    await waitFor(
-      () => errors.some((e) => /could not release the lock of upload u1/.test(e.message)),
-      5000,
-      'the failed release to be reported',
-    )
-
-    started = Date.now()
-    const error = await locker
-      .newLock('u2')
-      .lock(never, () => {})
-      .catch((e: unknown) => e)
-    const tookMs = Date.now() - started
-    timings.push(
-      `a default new Redis() client: RedisLocker.lock(), Redis down: rejected in ${tookMs} ms`,
-    )
-    expect(error).toBeInstanceOf(LockUnavailableError)
-    expect(error).toMatchObject({
-      code: 'FST_TUS_LOCK_UNAVAILABLE',
-      status_code: 503,
-      body: NEUTRAL_BODY,
-    })
-    expect((error as Error).cause).toBeInstanceOf(Error)
-    expect(tookMs).toBeLessThan(ACQUIRE_LOCK_TIMEOUT_MS + 200)
-    expect(errors).toContain(error)
-  })
-})
+  },
+)
