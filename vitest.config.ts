@@ -17,6 +17,7 @@ const E2E = [
   'test/demo-server.test.ts',
   'test/fleet.test.ts',
   'test/soak.test.ts',
+  'test/crash-soak.test.ts',
   'test/long-uploads.test.ts',
   'test/large-store.test.ts',
   'test/redis-locker.test.ts',
