@@ -18,6 +18,7 @@ import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { METADATA_SUFFIX, UNVERIFIED_FROM } from '../src/store/expiry-policy.js'
 import { TEMP_PREFIX } from '../src/store/record-file.js'
+import { dataPool, prng } from './soak-scenario.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -184,31 +185,6 @@ export interface CrashSoakResult {
   problems: string[]
   checks: CrashSoakCheck[]
   ok: boolean
-}
-
-/** A small seeded PRNG (mulberry32): the same seed plans the same run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-/** Seeded bytes; each client uploads a window of it at its own offset. */
-function dataPool(seed: number, size: number): Buffer {
-  const words = new Uint32Array(Math.ceil(size / 4))
-  let x = (seed * 2654435761) >>> 0 || 1
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    words[i] = x >>> 0
-  }
-  return Buffer.from(words.buffer, 0, size)
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))

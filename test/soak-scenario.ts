@@ -174,7 +174,7 @@ export interface SoakResult {
 }
 
 /** A small seeded PRNG (mulberry32): the same seed plans the same run. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6d2b79f5) >>> 0
@@ -191,7 +191,7 @@ function prng(seed: number): () => number {
  * the pool but start at different places, so bytes landing in the wrong upload or at the wrong
  * offset change the hash.
  */
-function dataPool(seed: number, size: number): Buffer {
+export function dataPool(seed: number, size: number): Buffer {
   const pool = Buffer.alloc(size + (4 - (size % 4)))
   const words = new Uint32Array(pool.buffer, pool.byteOffset, pool.length / 4)
   let x = (seed * 2654435761) >>> 0 || 1
