@@ -22,6 +22,7 @@ const E2E = [
   'test/large-store.test.ts',
   'test/redis-locker.test.ts',
   'test/redis-down.test.ts',
+  'test/readme.test.ts',
 ]
 
 export default defineConfig({

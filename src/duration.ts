@@ -31,10 +31,15 @@ export function parseWholeNumber(text: string, bounds: Bounds): number | string 
 }
 
 /**
- * A duration in `ms` syntax (`10m`, `2h`, `1.5d`) or a bare number of milliseconds, rounded to
- * a whole millisecond, within `bounds` (checked before rounding), else why not.
+ * A duration in `ms` syntax with its unit (`10m`, `2h`, `1.5d`, `600000ms`), rounded to a whole
+ * millisecond, within `bounds` (checked before rounding), else why not. A number without a unit
+ * is refused: `10` could mean 10 minutes to the one who typed it and 10 ms to `ms`.
  */
 export function parseDuration(text: string, bounds: Bounds): number | string {
+  const what = 'duration with a unit, like 10m, 2h or 600000ms'
+  if (/^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$/.test(text)) {
+    return `needs a unit (ms, s, m, h, d): a ${what}`
+  }
   let parsed: number | undefined
   try {
     parsed = ms(text as ms.StringValue)
@@ -43,7 +48,6 @@ export function parseDuration(text: string, bounds: Bounds): number | string {
   }
   const { min, max = Number.MAX_SAFE_INTEGER } = bounds
   if (typeof parsed === 'number' && parsed >= min && parsed <= max) return Math.round(parsed)
-  const what = 'duration like 10m, 2h or 600000 (milliseconds)'
   return min === 1 && bounds.max === undefined
     ? `must be a positive ${what}`
     : `must be a ${what} ${range(bounds)}`

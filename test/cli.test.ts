@@ -128,7 +128,7 @@ describe('fastify-tus sweep on a store made by the plugin', () => {
       '--dir',
       store.dir,
       '--expire-after',
-      '3600000', // a bare number: milliseconds
+      '3600000ms',
       '--json',
     ])
     expect(code, stderr).toBe(0)
@@ -321,8 +321,13 @@ describe('what the CLI refuses', () => {
       /--expire-after must be a positive duration .*got "abc"/,
     ],
     [
-      ['sweep', '--dir', '.', '--expire-after', '0'],
-      /--expire-after must be a positive duration .*got "0"/,
+      ['sweep', '--dir', '.', '--expire-after', '0ms'],
+      /--expire-after must be a positive duration .*got "0ms"/,
+    ],
+    [
+      // 10 ms to the `ms` library, which would remove every live upload
+      ['sweep', '--dir', '.', '--expire-after', '10'],
+      /--expire-after needs a unit \(ms, s, m, h, d\).*got "10"/,
     ],
     [
       ['sweep', '--dir', '.', '--expire-after=-5m'],

@@ -838,7 +838,7 @@ async function crashSoak(
       else leftovers.orphanData++
     }
   }
-  const sweep = await runCli(cli, ['sweep', '--dir', directory, '--expire-after', '1', '--json'])
+  const sweep = await runCli(cli, ['sweep', '--dir', directory, '--expire-after', '1ms', '--json'])
   const finalSweep = { exitCode: sweep.code, scanned: 0, removed: 0, orphans: 0, errors: -1 }
   try {
     const { report } = JSON.parse(sweep.stdout)

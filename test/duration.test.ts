@@ -49,28 +49,36 @@ describe('parseWholeNumber', () => {
 })
 
 describe('parseDuration', () => {
-  it('reads ms syntax and bare milliseconds', () => {
+  it('reads ms syntax with its unit', () => {
     expect(parseDuration('10m', { min: 1 })).toBe(600_000)
     expect(parseDuration('2h', { min: 1 })).toBe(7_200_000)
     expect(parseDuration('1.5d', { min: 1 })).toBe(129_600_000)
-    expect(parseDuration('600000', { min: 1 })).toBe(600_000)
+    expect(parseDuration('600000ms', { min: 1 })).toBe(600_000)
+  })
+
+  it('refuses a number without a unit, which would silently mean milliseconds', () => {
+    for (const text of ['10', '600000', '1.5', ' 10 ', '.5', '-5']) {
+      expect(parseDuration(text, { min: 1 })).toBe(
+        'needs a unit (ms, s, m, h, d): a duration with a unit, like 10m, 2h or 600000ms',
+      )
+    }
   })
 
   it('rounds to a whole millisecond after checking the bounds', () => {
-    expect(parseDuration('1.5', { min: 1 })).toBe(2)
-    expect(parseDuration('0.6', { min: 1 })).toBe(
-      'must be a positive duration like 10m, 2h or 600000 (milliseconds)',
+    expect(parseDuration('1.5ms', { min: 1 })).toBe(2)
+    expect(parseDuration('0.6ms', { min: 1 })).toBe(
+      'must be a positive duration with a unit, like 10m, 2h or 600000ms',
     )
   })
 
   it('refuses text that is no duration, and durations out of bounds', () => {
-    for (const text of ['abc', '', '0', '-5m', '1e3', 'x'.repeat(101)]) {
+    for (const text of ['abc', '', '0ms', '-5m', '1e3', 'x'.repeat(101)]) {
       expect(parseDuration(text, { min: 1 })).toBe(
-        'must be a positive duration like 10m, 2h or 600000 (milliseconds)',
+        'must be a positive duration with a unit, like 10m, 2h or 600000ms',
       )
     }
     expect(parseDuration('1h', { min: 100, max: 60_000 })).toBe(
-      'must be a duration like 10m, 2h or 600000 (milliseconds) from 100 to 60000',
+      'must be a duration with a unit, like 10m, 2h or 600000ms from 100 to 60000',
     )
   })
 })

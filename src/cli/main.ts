@@ -31,7 +31,7 @@ plugin's own sweep engine, without a server. Finished uploads are never removed.
 Options:
   --dir <path>              the store's directory (the plugin's \`directory\` option)
   --expire-after <duration> an unfinished upload idle this long expires: 10m, 2h, 1d,
-                            or milliseconds (600000)
+                            600000ms (a unit is required: a bare 10 is refused)
   --id-pattern <regex>      names of uploads, as the plugin's \`idPattern\` option
                             (default ${DEFAULT_ID_PATTERN.source})
   --redis-url <url>         the Redis of the servers on this directory (their \`redis\`
@@ -62,7 +62,7 @@ printed; a second signal exits at once).`
 
 class UsageError extends Error {}
 
-/** A duration flag: `ms` syntax (`10m`, `2h`, `1.5d`) or a bare number of milliseconds. */
+/** A duration flag in `ms` syntax with its unit (`10m`, `2h`, `1.5d`, `600000ms`). */
 export function parseDuration(flag: string, value: string): number {
   const parsed = duration.parseDuration(value, { min: 1 })
   if (typeof parsed === 'string') {
