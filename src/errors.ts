@@ -21,6 +21,25 @@ export const IncompatibleTusError = createError<'FST_TUS_INCOMPATIBLE', [string,
   'fastify-tus: the installed %s lacks what fastify-tus relies on: %s. Install the version fastify-tus declares in its dependencies',
 )
 
+/**
+ * A registration that would take the place of another on the same Fastify instance: a second one
+ * without `namespace`, or one reusing a namespace. The message names both endpoints.
+ */
+export const AlreadyRegisteredError = createError<'FST_TUS_ALREADY_REGISTERED', [string]>(
+  'FST_TUS_ALREADY_REGISTERED',
+  'fastify-tus: %s',
+)
+
+/**
+ * Two registrations in one process on one store (directory, or datastore object) that do not
+ * share Redis: their sweeps and upload locks would not see each other. The message names the
+ * store and both endpoints.
+ */
+export const DirectoryInUseError = createError<'FST_TUS_DIRECTORY_IN_USE', [string]>(
+  'FST_TUS_DIRECTORY_IN_USE',
+  'fastify-tus: %s',
+)
+
 /** `tusCleanup.run()` was called after the server closed. */
 export const ClosedError = createError<'FST_TUS_CLOSED', []>(
   'FST_TUS_CLOSED',

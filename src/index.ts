@@ -6,9 +6,12 @@
 import { fastifyTus } from './plugin.js'
 
 export { EVENTS, type Upload } from '@tus/utils'
+export type { FastifyTusNamespaced } from './endpoints.js'
 export {
+  AlreadyRegisteredError,
   ClosedError,
   DirectoryError,
+  DirectoryInUseError,
   IncompatibleTusError,
   InvalidOptionError,
   LockTimeoutError,

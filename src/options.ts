@@ -15,6 +15,11 @@ export type TusServerOptions = Partial<Omit<ServerOptions, 'path' | 'locker'>> &
 }
 
 export interface FastifyTusOptions {
+  /**
+   * Several endpoints in one app: this registration's decorators become `fastify.tus[namespace]`
+   * and `fastify.tusCleanup[namespace]`. A letter, then letters, digits, `_` or `-` (64 at most).
+   */
+  namespace?: string
   /** Route path, under the register `prefix` if one is given. Default `'/files'`. */
   path?: string
   /** Directory of the built-in file store; created if missing. Default `'./uploads'`. */
@@ -38,7 +43,10 @@ export interface FastifyTusOptions {
 export interface FastifyTusRedisOptions {
   /** Your ioredis client (`new Redis(...)`); the plugin opens one more connection from it (`duplicate()`) for pub/sub. */
   client: RedisClient
-  /** Prefix of every key and channel; instances on one store share it. Default `'fastify-tus:'`. */
+  /**
+   * Prefix of every key and channel; instances on one store share it, other stores use another.
+   * Default `'fastify-tus:'`, or `'fastify-tus:<namespace>:'` with `namespace`.
+   */
   prefix?: string
   /** A lock (or the sweep's lease) of an instance that died is free after this long. Default 10000. */
   lockTtlMs?: number
@@ -49,6 +57,7 @@ export interface FastifyTusRedisOptions {
 export type ResolvedRedisOptions = Required<FastifyTusRedisOptions>
 
 export interface ResolvedOptions {
+  namespace: string | undefined
   path: string
   prefix: string
   directory: string
@@ -70,6 +79,7 @@ export const DEFAULTS = {
 } as const
 
 const OWN_KEYS = [
+  'namespace',
   'path',
   'directory',
   'datastore',
@@ -96,6 +106,14 @@ export function resolveOptions(input: unknown): ResolvedOptions {
         `is not an option of fastify-tus (options: ${OWN_KEYS.join(', ')})`,
       )
     }
+  }
+
+  const namespace = options.namespace
+  if (namespace !== undefined && (typeof namespace !== 'string' || !NAMESPACE.test(namespace))) {
+    throw new InvalidOptionError(
+      'namespace',
+      `must be a name such as 'videos' (a letter, then letters, digits, '_' or '-', 64 at most), got ${describe(namespace)}`,
+    )
   }
 
   const path = options.path ?? DEFAULTS.path
@@ -181,9 +199,10 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     )
   }
 
-  const redis = resolveRedis(options.redis, tus)
+  const redis = resolveRedis(options.redis, tus, namespace)
 
   return {
+    namespace,
     path,
     prefix,
     directory,
@@ -199,7 +218,14 @@ export function resolveOptions(input: unknown): ResolvedOptions {
 
 const REDIS_KEYS = ['client', 'prefix', 'lockTtlMs', 'acquireLockTimeoutMs']
 
-function resolveRedis(input: unknown, tus: TusServerOptions): ResolvedRedisOptions | undefined {
+/** What `namespace` may be: it names a property (`fastify.tus.videos`) and goes into Redis keys. */
+const NAMESPACE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/
+
+function resolveRedis(
+  input: unknown,
+  tus: TusServerOptions,
+  namespace: string | undefined,
+): ResolvedRedisOptions | undefined {
   if (input === undefined) return undefined
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new InvalidOptionError(
@@ -228,7 +254,12 @@ function resolveRedis(input: unknown, tus: TusServerOptions): ResolvedRedisOptio
       'cannot be set together with `redis`: the Redis option brings its own locker',
     )
   }
-  const prefix = redis.prefix ?? REDIS_LOCKER_DEFAULTS.prefix
+  // Each namespace its own keys by default: endpoints on other stores must not share a lease.
+  const prefix =
+    redis.prefix ??
+    (namespace === undefined
+      ? REDIS_LOCKER_DEFAULTS.prefix
+      : `${REDIS_LOCKER_DEFAULTS.prefix}${namespace}:`)
   if (typeof prefix !== 'string' || prefix === '') {
     throw new InvalidOptionError(
       'redis.prefix',

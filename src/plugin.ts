@@ -1,12 +1,21 @@
 /**
- * The Fastify wiring, top to bottom: options; the locker, the store, the sweep schedule; the tus
- * server and its routes in a child context; decorators; hooks. Each part is built from the ones
- * above it, never the other way round.
+ * The Fastify wiring, top to bottom: options; the endpoint's name and store checked against the
+ * other registrations (endpoints.ts); the locker, the store, the sweep schedule; the tus server
+ * and its routes in a child context; decorators; hooks. Each part is built from the ones above
+ * it, never the other way round.
  */
 import { MemoryLocker, type Server } from '@tus/server'
 import { type DataStore, ERRORS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import {
+  checkDecorators,
+  claimStore,
+  decorate,
+  describeEndpoint,
+  endpointPath,
+  type FastifyTusNamespaced,
+} from './endpoints.js'
 import { tusRoutes } from './http/routes.js'
 import { createTusServer } from './http/tus-server.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
@@ -23,10 +32,13 @@ import { assertTusInternals } from './tus-internals.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** The @tus/server `Server` behind the routes. */
-    tus: Server
-    /** Run a sweep now, read the last report. */
-    tusCleanup: TusCleanupDecorator
+    /**
+     * The @tus/server `Server` behind the routes; with the `namespace` option,
+     * `fastify.tus[namespace]`.
+     */
+    tus: Server & FastifyTusNamespaced<Server>
+    /** Run a sweep now, read the last report; with `namespace`, `fastify.tusCleanup[namespace]`. */
+    tusCleanup: TusCleanupDecorator & FastifyTusNamespaced<TusCleanupDecorator>
   }
 }
 
@@ -41,7 +53,31 @@ export interface TusCleanupDecorator {
 async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTusOptions) {
   const options = resolveOptions(rawOptions)
   assertTusInternals()
-  const log = fastify.log.child({ plugin: 'fastify-tus' }) as ScheduleLogger
+  const { namespace } = options
+  const endpoint = endpointPath(fastify.prefix, options)
+  checkDecorators(fastify, namespace, endpoint)
+  const releaseStore = await claimStore(options, describeEndpoint(endpoint, namespace))
+  try {
+    await serve(fastify, options, endpoint, releaseStore)
+  } catch (error) {
+    releaseStore()
+    throw error
+  }
+}
+
+/** Everything the registration builds once its store is its own; `releaseStore` goes in onClose. */
+async function serve(
+  fastify: FastifyInstance,
+  options: ResolvedOptions,
+  endpoint: string,
+  releaseStore: () => void,
+) {
+  const { namespace } = options
+  const log = fastify.log.child({
+    plugin: 'fastify-tus',
+    ...(namespace !== undefined && { namespace }),
+    endpoint,
+  }) as ScheduleLogger
 
   // The store and its sweep.
   const { locker, redisLocker } = await buildLocker(options, log)
@@ -90,13 +126,13 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   const server = tus as Server
   routeCleanUpThroughSchedule(server, datastore, schedule)
 
-  fastify.decorate('tus', server)
-  fastify.decorate('tusCleanup', {
+  const tusCleanup: TusCleanupDecorator = {
     run: (runOptions) => schedule.run(runOptions),
     get last() {
       return schedule.last
     },
-  } satisfies TusCleanupDecorator)
+  }
+  decorate(fastify, namespace, endpoint, { tus: server, tusCleanup })
 
   fastify.addHook('onReady', async () => {
     // The downtime ends when the server is ready to serve again, not when it was registered.
@@ -108,9 +144,14 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
     closingAt = Date.now()
   })
   fastify.addHook('onClose', async () => {
-    await schedule.stop()
-    await redisLocker?.close()
-    await closeMarker.closed(closingAt ?? Date.now())
+    try {
+      await schedule.stop()
+      await redisLocker?.close()
+      await closeMarker.closed(closingAt ?? Date.now())
+    } finally {
+      // Another registration (a new app in tests, say) may serve the store from now on.
+      releaseStore()
+    }
   })
 }
 

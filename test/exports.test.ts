@@ -9,9 +9,11 @@ describe('the package exports', () => {
   it('the plugin, its errors and what hooks need from the main entry, and nothing else', async () => {
     const main = await import('fastify-tus')
     expect(Object.keys(main).sort()).toEqual([
+      'AlreadyRegisteredError',
       'ClosedError',
       'DEFAULT_ID_PATTERN',
       'DirectoryError',
+      'DirectoryInUseError',
       'EVENTS',
       'IncompatibleTusError',
       'InvalidOptionError',

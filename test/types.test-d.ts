@@ -7,6 +7,9 @@ import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import { expectTypeOf } from 'vitest'
 import fastifyTus, {
+  AlreadyRegisteredError,
+  DirectoryInUseError,
+  type FastifyTusNamespaced,
   type FastifyTusOptions,
   fastifyTus as named,
   type SweepReport,
@@ -18,8 +21,9 @@ app.register(fastifyTus, { directory: './uploads', expireAfterMs: 60_000, prefix
 app.register(named, { path: '/uploads', tus: { maxSize: 1024, relativeLocation: true } })
 
 // Decorators, by declaration merging.
-expectTypeOf(app.tus).toEqualTypeOf<Server>()
-expectTypeOf(app.tusCleanup).toEqualTypeOf<TusCleanupDecorator>()
+expectTypeOf(app.tus).toExtend<Server>()
+expectTypeOf(app.tus.handle).toEqualTypeOf<Server['handle']>()
+expectTypeOf(app.tusCleanup).toExtend<TusCleanupDecorator>()
 expectTypeOf(app.tusCleanup.run()).resolves.toEqualTypeOf<SweepReport>()
 expectTypeOf(app.tusCleanup.run({ dryRun: true })).resolves.toHaveProperty('ids')
 expectTypeOf(app.tusCleanup.last).toEqualTypeOf<SweepReport | undefined>()
@@ -41,3 +45,16 @@ app.register(fastifyTus, { redis: { client: new Redis(), prefix: 'uploads:', loc
 app.register(fastifyTus, { redis: { client: 'redis://127.0.0.1:6379' } })
 // @ts-expect-error the client is required
 app.register(fastifyTus, { redis: { prefix: 'uploads:' } })
+
+// Several endpoints: with `namespace`, the decorators hold one entry per namespace (possibly
+// absent: this project type-checks with noUncheckedIndexedAccess).
+app.register(fastifyTus, { namespace: 'videos', path: '/videos', directory: './videos' })
+expectTypeOf(app.tus.videos).toEqualTypeOf<Server | undefined>()
+expectTypeOf(app.tusCleanup.videos).toEqualTypeOf<TusCleanupDecorator | undefined>()
+expectTypeOf(app.tusCleanup.videos?.run()).toEqualTypeOf<Promise<SweepReport> | undefined>()
+expectTypeOf(app.tus).toExtend<FastifyTusNamespaced<Server>>()
+expectTypeOf<FastifyTusOptions['namespace']>().toEqualTypeOf<string | undefined>()
+// @ts-expect-error a namespace is a name
+app.register(fastifyTus, { namespace: 5 })
+expectTypeOf(new AlreadyRegisteredError('x').code).toEqualTypeOf<'FST_TUS_ALREADY_REGISTERED'>()
+expectTypeOf(new DirectoryInUseError('x').code).toEqualTypeOf<'FST_TUS_DIRECTORY_IN_USE'>()
