@@ -3,15 +3,18 @@
  * user's TypeScript sees them.
  */
 import type { Server } from '@tus/server'
-import Fastify from 'fastify'
+import Fastify, { type FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
 import { expectTypeOf } from 'vitest'
 import fastifyTus, {
   type FastifyTusOptions,
+  fastifyRequestOf,
   fastifyTus as named,
   type SweepReport,
   type TusCleanupDecorator,
 } from '../src/index.js'
+// The app's augmentation of FastifyRequest (`user`), as an app that authenticates has one.
+import type {} from './auth-app.js'
 
 const app = Fastify()
 app.register(fastifyTus, { directory: './uploads', expireAfterMs: 60_000, prefix: '/api' })
@@ -41,3 +44,16 @@ app.register(fastifyTus, { redis: { client: new Redis(), prefix: 'uploads:', loc
 app.register(fastifyTus, { redis: { client: 'redis://127.0.0.1:6379' } })
 // @ts-expect-error the client is required
 app.register(fastifyTus, { redis: { prefix: 'uploads:' } })
+
+// A tus hook reaches the Fastify request behind its web Request, with the app's augmentation.
+app.register(fastifyTus, {
+  tus: {
+    onUploadCreate: async (req, upload) => {
+      expectTypeOf(fastifyRequestOf(req)).toEqualTypeOf<FastifyRequest | undefined>()
+      expectTypeOf(fastifyRequestOf(req)?.user?.id).toEqualTypeOf<string | undefined>()
+      return { metadata: { ...upload.metadata, owner: fastifyRequestOf(req)?.user?.id ?? null } }
+    },
+  },
+})
+// @ts-expect-error a string is not a request
+fastifyRequestOf('/files/1')
