@@ -115,8 +115,14 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
   } catch (error) {
     request.log.error({ err: error }, 'fastify-tus: request failed after the hand-off to tus')
     if (!res.headersSent) {
+      let tusHeaders: Record<string, string> = {}
+      try {
+        tusHeaders = tusAnswerHeaders(how.tus, request.headers.origin)
+      } catch {
+        // A user's allowedOrigins function that throws: the 500 goes out without CORS.
+      }
       res.writeHead(500, {
-        ...tusAnswerHeaders(how.tus, request.headers.origin),
+        ...tusHeaders,
         'Content-Type': 'text/plain; charset=utf-8',
         Connection: 'close',
       })
