@@ -13,6 +13,8 @@ import { configDefaults, defineConfig } from 'vitest/config'
 const E2E = [
   'test/browser-upload.test.ts',
   'test/browsers.test.ts',
+  'test/browser-auth.test.ts',
+  'test/uppy.test.ts',
   'test/demo-page.test.ts',
   'test/demo-server.test.ts',
   'test/fleet.test.ts',

@@ -17,6 +17,7 @@ export {
   LockTimeoutError,
   LockUnavailableError,
 } from './errors.js'
+export { fastifyRequestOf } from './http/fastify-request.js'
 export type {
   FastifyTusOptions,
   FastifyTusRedisOptions,

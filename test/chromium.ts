@@ -2,7 +2,10 @@
  * Debian's Chromium for the browser tests, driven by playwright-core (`npx playwright install`
  * does not work here). If it cannot start, the error says so: browser tests fail, never skip.
  */
+import { readFile } from 'node:fs/promises'
+import Fastify from 'fastify'
 import { type Browser, chromium } from 'playwright-core'
+import { onTestFinished } from 'vitest'
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 // Without the background-networking flags Chromium keeps calling out to a network it cannot reach.
@@ -25,4 +28,27 @@ export async function launchChromium(): Promise<Browser> {
       `Chromium did not start from ${CHROMIUM} (.ci/run installs Debian's chromium): ${(error as Error).message}`,
     )
   }
+}
+
+/** A file a page origin serves: its URL path, where it is on disk, its content type. */
+export interface PageFile {
+  path: string
+  file: string
+  type: string
+}
+
+/**
+ * A page on its own origin (another port: another origin than the tus server's), serving `html`
+ * at `/` and `files` from disk (node_modules: the browser reaches no network). Resolves to its
+ * URL; closed after the test.
+ */
+export async function servePage(html: string, files: PageFile[]): Promise<string> {
+  const app = Fastify()
+  onTestFinished(() => app.close())
+  for (const { path, file, type } of files) {
+    const body = await readFile(file)
+    app.get(path, async (_req, reply) => reply.type(type).send(body))
+  }
+  app.get('/', async (_req, reply) => reply.type('text/html').send(html))
+  return app.listen({ host: '127.0.0.1', port: 0 })
 }

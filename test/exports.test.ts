@@ -20,6 +20,7 @@ describe('the package exports', () => {
       'LockTimeoutError',
       'LockUnavailableError',
       'default',
+      'fastifyRequestOf',
       'fastifyTus',
     ])
     expect(main.default).toBe(main.fastifyTus)

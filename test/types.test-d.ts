@@ -3,7 +3,7 @@
  * user's TypeScript sees them.
  */
 import type { Server } from '@tus/server'
-import Fastify from 'fastify'
+import Fastify, { type FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
 import { expectTypeOf } from 'vitest'
 import fastifyTus, {
@@ -11,10 +11,13 @@ import fastifyTus, {
   DirectoryInUseError,
   type FastifyTusNamespaced,
   type FastifyTusOptions,
+  fastifyRequestOf,
   fastifyTus as named,
   type SweepReport,
   type TusCleanupDecorator,
 } from '../src/index.js'
+// The app's augmentation of FastifyRequest (`user`), as an app that authenticates has one.
+import type {} from './auth-app.js'
 
 const app = Fastify()
 app.register(fastifyTus, { directory: './uploads', expireAfterMs: 60_000, prefix: '/api' })
@@ -58,3 +61,16 @@ expectTypeOf<FastifyTusOptions['namespace']>().toEqualTypeOf<string | undefined>
 app.register(fastifyTus, { namespace: 5 })
 expectTypeOf(new AlreadyRegisteredError('x').code).toEqualTypeOf<'FST_TUS_ALREADY_REGISTERED'>()
 expectTypeOf(new DirectoryInUseError('x').code).toEqualTypeOf<'FST_TUS_DIRECTORY_IN_USE'>()
+
+// A tus hook reaches the Fastify request behind its web Request, with the app's augmentation.
+app.register(fastifyTus, {
+  tus: {
+    onUploadCreate: async (req, upload) => {
+      expectTypeOf(fastifyRequestOf(req)).toEqualTypeOf<FastifyRequest | undefined>()
+      expectTypeOf(fastifyRequestOf(req)?.user?.id).toEqualTypeOf<string | undefined>()
+      return { metadata: { ...upload.metadata, owner: fastifyRequestOf(req)?.user?.id ?? null } }
+    },
+  },
+})
+// @ts-expect-error a string is not a request
+fastifyRequestOf('/files/1')

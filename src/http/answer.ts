@@ -3,6 +3,7 @@
  *
  * - `varyOnOrigin`: the allowed origin depends on the request's `Origin` once
  *   `allowedOrigins` is set;
+ * - `corsOnDownloads`: GET answers carry CORS as the others do (tus leaves them without);
  * - `checksumAlgorithms`: OPTIONS lists `Tus-Checksum-Algorithm` when the store verifies checksums;
  * - `removeRefusedCreation`: a POST refused after tus created the upload leaves nothing behind;
  * - `offsetOnConflict`: a 409 carries the upload's current `Upload-Offset`;
@@ -14,6 +15,7 @@ import { EVENTS } from '@tus/utils'
 import { isFinished } from '../store/expiry-policy.js'
 import type { ExpiringFileStore, UploadFacts } from '../store/file-store.js'
 import { answerRawMetadata } from '../store/raw-metadata.js'
+import { tusCorsHeaders } from '../tus-internals.js'
 import { CHECKSUM_ALGORITHMS } from './protocol.js'
 
 /**
@@ -43,6 +45,7 @@ export function answerFixes({ tus, store, fileIdOf }: AnswerFixOptions) {
   const created = new CreatedUploads(tus)
   const steps: Step[] = [
     tus.options.allowedOrigins ? varyOnOrigin : undefined,
+    corsOnDownloads(tus),
     store ? checksumAlgorithms : undefined,
     store ? removeRefusedCreation(store) : undefined,
     offsetOnConflict(tus),
@@ -86,6 +89,15 @@ class CreatedUploads {
 
 const varyOnOrigin: Step = ({ response }) => {
   response.headers.append('Vary', 'Origin')
+}
+
+function corsOnDownloads(tus: Server): Step {
+  return ({ method, request, response }) => {
+    if (method !== 'GET' || response.headers.has('Access-Control-Allow-Origin')) return
+    for (const [name, value] of tusCorsHeaders(tus, request.headers.get('origin') ?? undefined)) {
+      response.headers.set(name, value)
+    }
+  }
 }
 
 const checksumAlgorithms: Step = ({ method, response }) => {

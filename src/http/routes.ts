@@ -11,6 +11,7 @@ import { NodeRequest, sendNodeResponse } from 'srvx/node'
 import type { ExpiringFileStore } from '../store/file-store.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { answerFixes } from './answer.js'
+import { linkFastifyRequest } from './fastify-request.js'
 import { normalizeContentType, type Refusal, refusalFor, TUS_VERSION } from './protocol.js'
 import { DirectBodyRequest } from './write-path.js'
 
@@ -36,6 +37,16 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   // Bodies stay unread for tus: no parser here may buffer an upload or apply bodyLimit.
   child.removeAllContentTypeParsers()
   child.addContentTypeParser('*', (_request, _payload, done) => done(null))
+
+  // Answers Fastify sends on these routes (a refusal from the app's auth hook, a thrown error)
+  // carry what tus puts on its own: without Access-Control-Allow-Origin a browser on another
+  // origin sees a network error instead of the 401. Hijacked tus answers do not pass here.
+  child.addHook('onSend', async (request, reply, payload) => {
+    for (const [name, value] of Object.entries(tusAnswerHeaders(tus, request.headers.origin))) {
+      reply.header(name, name === 'Vary' ? varyWith(reply.getHeader('vary'), value) : value)
+    }
+    return payload
+  })
 
   const fixAnswer = answerFixes({ tus, store, fileIdOf: options.fileIdOf })
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -90,6 +101,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       const webRequest = how.store
         ? new DirectBodyRequest({ req: request.raw, res })
         : new NodeRequest({ req: request.raw, res })
+      linkFastifyRequest(webRequest, request)
       response = await how.tus.handleWeb(webRequest)
       await how.fixAnswer(webRequest, response)
     }
@@ -103,7 +115,17 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
   } catch (error) {
     request.log.error({ err: error }, 'fastify-tus: request failed after the hand-off to tus')
     if (!res.headersSent) {
-      res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' })
+      let tusHeaders: Record<string, string> = {}
+      try {
+        tusHeaders = tusAnswerHeaders(how.tus, request.headers.origin)
+      } catch {
+        // A user's allowedOrigins function that throws: the 500 goes out without CORS.
+      }
+      res.writeHead(500, {
+        ...tusHeaders,
+        'Content-Type': 'text/plain; charset=utf-8',
+        Connection: 'close',
+      })
       res.end('Internal Server Error\n')
     } else {
       res.destroy()
@@ -129,14 +151,34 @@ function withReasonPhrase(response: Response): Response {
   })
 }
 
+/**
+ * The headers tus puts on its own answers, for an answer it did not write: the version, CORS by
+ * tus' rule, and `Vary: Origin` when the allowed origin depends on the request's.
+ */
+function tusAnswerHeaders(tus: Server, origin: string | undefined): Record<string, string> {
+  const headers: Record<string, string> = { 'Tus-Resumable': TUS_RESUMABLE }
+  for (const [name, value] of tusCorsHeaders(tus, origin)) headers[name] = value
+  if (tus.options.allowedOrigins) headers.Vary = 'Origin'
+  return headers
+}
+
+/** A `Vary` header that also names `value`, keeping what it named. */
+function varyWith(current: unknown, value: string): string {
+  if (current === undefined || current === '') return value
+  const names = String(current)
+    .split(',')
+    .map((name) => name.trim().toLowerCase())
+  return names.includes(value.toLowerCase()) || names.includes('*')
+    ? String(current)
+    : `${String(current)}, ${value}`
+}
+
 /** A guard's answer, with the headers tus puts on its own answers (version, CORS). */
 function refusalResponse(tus: Server, request: FastifyRequest, refusal: Refusal): Response {
-  const headers = tusCorsHeaders(tus, request.headers.origin)
-  headers.set('Tus-Resumable', TUS_RESUMABLE)
+  const headers = new Headers(tusAnswerHeaders(tus, request.headers.origin))
   headers.set('Content-Type', 'text/plain; charset=utf-8')
   headers.set('Content-Length', String(Buffer.byteLength(refusal.body)))
   if (refusal.status === 412) headers.set('Tus-Version', TUS_VERSION)
-  if (tus.options.allowedOrigins) headers.set('Vary', 'Origin')
   // The body of a refused request is not read: closing beats reading it to the end.
   if (request.headers['content-length'] || request.headers['transfer-encoding']) {
     headers.set('Connection', 'close')
