@@ -7,8 +7,9 @@ import { configDefaults, defineConfig } from 'vitest/config'
  *   directories, real HTTP and Redis; no browser, no soak, no fleet, no demo program. Under
  *   30 s on a 2-core machine.
  * - e2e: browsers, the demo page and the demo server's processes, the soak, the fleet, socket
- *   timeouts that only show over seconds, stores of thousands of uploads, and the Redis tests
- *   that wait out real TTLs or stop and restart a Redis server.
+ *   timeouts that only show over seconds, stores of thousands of uploads, the Redis tests
+ *   that wait out real TTLs or stop and restart a Redis server, and the packed package
+ *   installed into a scratch application.
  */
 const E2E = [
   'test/browser-upload.test.ts',
@@ -25,6 +26,7 @@ const E2E = [
   'test/redis-locker.test.ts',
   'test/redis-down.test.ts',
   'test/readme.test.ts',
+  'test/package.test.ts',
 ]
 
 export default defineConfig({

@@ -245,7 +245,7 @@ function resolveRedis(
   if (!isRedisClient(redis.client)) {
     throw new InvalidOptionError(
       'redis.client',
-      `must be an ioredis client (new Redis(...) from ioredis 6), got ${describe(redis.client)}`,
+      `must be an ioredis client (new Redis(...) from ioredis 5 or 6), got ${describe(redis.client)}`,
     )
   }
   if (tus.locker !== undefined) {

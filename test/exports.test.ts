@@ -38,6 +38,29 @@ describe('the package exports', () => {
     ])
   })
 
+  it('require() gives the plugin itself with every export on it, the same objects as import', () => {
+    // A child process: Node's own loaders, one module instance for both (no dual-package copy).
+    const script = `
+      import assert from 'node:assert/strict'
+      import { createRequire } from 'node:module'
+      const require = createRequire(import.meta.url)
+      const cjs = require('fastify-tus')
+      const esm = await import('fastify-tus')
+      assert.equal(typeof cjs, 'function')
+      assert.equal(cjs, esm.default)
+      for (const name of Object.keys(esm)) assert.equal(cjs[name], esm[name], name)
+      const sweep = require('fastify-tus/sweep')
+      const esmSweep = await import('fastify-tus/sweep')
+      assert.deepEqual(Object.keys(sweep).sort(), Object.keys(esmSweep).sort())
+      for (const name of Object.keys(esmSweep)) assert.equal(sweep[name], esmSweep[name], name)
+    `
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+    })
+    expect(run.stderr.replace(/.*ExperimentalWarning.*\n|.*--trace-warnings.*\n/g, '')).toBe('')
+    expect(run.status).toBe(0)
+  })
+
   it('no deep imports: Node refuses files outside the exports map', () => {
     const run = spawnSync(
       process.execPath,

@@ -5,6 +5,7 @@
 import type { Server } from '@tus/server'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
+import { Redis as Redis5 } from 'ioredis5'
 import { expectTypeOf } from 'vitest'
 import fastifyTus, {
   AlreadyRegisteredError,
@@ -44,6 +45,8 @@ app.register(fastifyTus, { tus: { path: '/x' } })
 
 // Several instances: an ioredis client is what `redis.client` takes.
 app.register(fastifyTus, { redis: { client: new Redis(), prefix: 'uploads:', lockTtlMs: 5000 } })
+// ioredis 5 (what @fastify/redis 8 and BullMQ use) as well.
+app.register(fastifyTus, { redis: { client: new Redis5() } })
 // @ts-expect-error a URL is not a client
 app.register(fastifyTus, { redis: { client: 'redis://127.0.0.1:6379' } })
 // @ts-expect-error the client is required

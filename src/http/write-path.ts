@@ -21,6 +21,7 @@ import { Readable } from 'node:stream'
 import type { Server } from '@tus/server'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
+import type { DirectWriteStore } from '../store/direct-write.js'
 import { isMissing, openStoreFile, UnsafeFileError } from '../store/record-file.js'
 import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
@@ -80,14 +81,6 @@ function nodeBodyOf(body: unknown): IncomingMessage | undefined {
   return body !== null && typeof body === 'object' && NODE_BODY in body
     ? (body as MarkedBody)[NODE_BODY]
     : undefined
-}
-
-/** A store that can take a Node stream directly (the built-in file store). */
-export interface DirectWriteStore {
-  dataPathOf(id: string): string
-  /** Marks the bytes past `offset` as unverified until `endChecksummedWrite` (crash safety). */
-  beginChecksummedWrite(id: string, offset: number): Promise<void>
-  endChecksummedWrite(id: string): Promise<void>
 }
 
 function isDirectWriteStore(store: unknown): store is DirectWriteStore {

@@ -19,10 +19,10 @@ import path from 'node:path'
 import { FileStore } from '@tus/file-store'
 import { ERRORS, isPathInsideDirectory, Upload } from '@tus/utils'
 import { DirectoryError } from '../errors.js'
-import type { DirectWriteStore } from '../http/write-path.js'
 import type { SweepLocker } from '../sweep/activity-locker.js'
 import { type SweepOptions, type SweepReport, sweepDirectory } from '../sweep/engine.js'
 import { skipStockDirectoryCheck } from '../tus-internals.js'
+import type { DirectWriteStore } from './direct-write.js'
 import {
   type Downtime,
   expiresAt,

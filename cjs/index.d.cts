@@ -1,0 +1,40 @@
+/**
+ * Types of `require('fastify-tus')` (`import fastifyTus = require('fastify-tus')` in a CommonJS
+ * TypeScript file): the plugin, whose namespace holds every export of the ES module's types
+ * (dist/src/index.d.ts), as @fastify/* plugins type themselves.
+ */
+import type * as esm from '../dist/src/index.js' with { 'resolution-mode': 'import' }
+
+type Plugin = typeof esm.fastifyTus
+
+/** The plugin (a declared function, so that its namespace below can merge with it). */
+declare function fastifyTus(...args: Parameters<Plugin>): ReturnType<Plugin>
+
+declare namespace fastifyTus {
+  export type FastifyTusOptions = esm.FastifyTusOptions
+  export type FastifyTusRedisOptions = esm.FastifyTusRedisOptions
+  export type TusServerOptions = esm.TusServerOptions
+  export type TusCleanupDecorator = esm.TusCleanupDecorator
+  export type RedisClient = esm.RedisClient
+  export type SweepReport = esm.SweepReport
+  export type RunOptions = esm.RunOptions
+  export type Upload = esm.Upload
+
+  export const EVENTS: typeof esm.EVENTS
+  export const DEFAULT_ID_PATTERN: typeof esm.DEFAULT_ID_PATTERN
+
+  export const ClosedError: typeof esm.ClosedError
+  export const DirectoryError: typeof esm.DirectoryError
+  export const IncompatibleTusError: typeof esm.IncompatibleTusError
+  export const InvalidOptionError: typeof esm.InvalidOptionError
+  export const LockTimeoutError: typeof esm.LockTimeoutError
+  export type LockTimeoutError = esm.LockTimeoutError
+  export const LockUnavailableError: typeof esm.LockUnavailableError
+  export type LockUnavailableError = esm.LockUnavailableError
+
+  const plugin: Plugin
+
+  export { plugin as default, plugin as fastifyTus }
+}
+
+export = fastifyTus

@@ -1,0 +1,13 @@
+/**
+ * What the write path (http/write-path.ts) needs of a store to write a Node stream straight into
+ * its data file. A module of its own, so that the published types of the store do not load the
+ * write path's srvx/node types.
+ */
+
+/** A store that can take a Node stream directly (the built-in file store). */
+export interface DirectWriteStore {
+  dataPathOf(id: string): string
+  /** Marks the bytes past `offset` as unverified until `endChecksummedWrite` (crash safety). */
+  beginChecksummedWrite(id: string, offset: number): Promise<void>
+  endChecksummedWrite(id: string): Promise<void>
+}
