@@ -21,6 +21,15 @@ export const IncompatibleTusError = createError<'FST_TUS_INCOMPATIBLE', [string,
   'fastify-tus: the installed %s lacks what fastify-tus relies on: %s. Install the version fastify-tus declares in its dependencies',
 )
 
+/** The `metrics` option asks for Prometheus metrics, and prom-client cannot be loaded. */
+export const MetricsUnavailableError = createError<
+  'FST_TUS_METRICS_UNAVAILABLE',
+  [{ cause: unknown }?]
+>(
+  'FST_TUS_METRICS_UNAVAILABLE',
+  'fastify-tus: option `metrics` needs prom-client, an optional peer dependency: npm install prom-client',
+)
+
 /** `tusCleanup.run()` was called after the server closed. */
 export const ClosedError = createError<'FST_TUS_CLOSED', []>(
   'FST_TUS_CLOSED',

@@ -13,10 +13,13 @@ export {
   InvalidOptionError,
   LockTimeoutError,
   LockUnavailableError,
+  MetricsUnavailableError,
 } from './errors.js'
 export type {
+  FastifyTusMetricsOptions,
   FastifyTusOptions,
   FastifyTusRedisOptions,
+  MetricsRegistry,
   TusServerOptions,
 } from './options.js'
 export type { TusCleanupDecorator } from './plugin.js'

@@ -4,11 +4,12 @@
  * above it, never the other way round.
  */
 import { MemoryLocker, type Server } from '@tus/server'
-import { type DataStore, ERRORS } from '@tus/utils'
+import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { tusRoutes } from './http/routes.js'
 import { createTusServer } from './http/tus-server.js'
+import { TusMetrics } from './metrics.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
@@ -42,9 +43,13 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   const options = resolveOptions(rawOptions)
   assertTusInternals()
   const log = fastify.log.child({ plugin: 'fastify-tus' }) as ScheduleLogger
+  const endpoint = `${fastify.prefix}${options.prefix}${options.path}`
+  const metrics = options.metrics
+    ? await TusMetrics.create(options.metrics, endpoint, options.redis !== undefined)
+    : undefined
 
   // The store and its sweep.
-  const { locker, redisLocker } = await buildLocker(options, log)
+  const { locker, redisLocker } = await buildLocker(options, log, metrics)
   const downtime = await downtimeBefore(options, log)
   const closeMarker = new CloseMarker(tracksDowntime(options) ? options.directory : undefined, log)
   const store = options.datastore
@@ -58,7 +63,7 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         holdsLock: (id) => locker.holds(id),
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
-  const schedule = buildSchedule(options, datastore, store, log)
+  const schedule = buildSchedule(options, datastore, store, log, metrics)
 
   // The tus server and its routes.
   /** When close() began: from then on, clients cannot start new work here. */
@@ -83,12 +88,17 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
         fileIdOf: created.fileIdOf,
         isClosing: () => closingAt !== undefined,
         serving: () => closeMarker.serving(),
+        metrics,
       })
     },
     { prefix: options.prefix },
   )
   const server = tus as Server
   routeCleanUpThroughSchedule(server, datastore, schedule)
+  if (metrics) {
+    server.on(EVENTS.POST_FINISH, () => metrics.uploadFinished())
+    server.on(EVENTS.POST_TERMINATE, () => metrics.uploadTerminated())
+  }
 
   fastify.decorate('tus', server)
   fastify.decorate('tusCleanup', {
@@ -118,7 +128,11 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
  * The tus server's locker, wrapped so that the sweep sees which uploads requests hold. With
  * Redis, uploads are locked fleet-wide.
  */
-async function buildLocker(options: ResolvedOptions, log: ScheduleLogger) {
+async function buildLocker(
+  options: ResolvedOptions,
+  log: ScheduleLogger,
+  metrics: TusMetrics | undefined,
+) {
   const redisLocker = options.redis
     ? new RedisLocker({
         ...options.redis,
@@ -126,7 +140,9 @@ async function buildLocker(options: ResolvedOptions, log: ScheduleLogger) {
       })
     : undefined
   const inner = redisLocker ?? (await options.tus.locker) ?? new MemoryLocker()
-  return { locker: new ActivityLocker(inner), redisLocker }
+  // With Redis, how long requests wait for a lock is worth watching (other instances hold them).
+  const onLockWait = metrics && redisLocker ? (s: number) => metrics.lockWaited(s) : undefined
+  return { locker: new ActivityLocker(inner, onLockWait), redisLocker }
 }
 
 /**
@@ -161,6 +177,7 @@ function buildSchedule(
   datastore: DataStore,
   store: ExpiringFileStore | undefined,
   log: ScheduleLogger,
+  metrics: TusMetrics | undefined,
 ): SweepSchedule {
   const { redis } = options
   return new SweepSchedule({
@@ -170,6 +187,7 @@ function buildSchedule(
     log,
     intervalMs: options.cleanupIntervalMs,
     runOnStart: options.cleanupOnStart,
+    observer: metrics,
     lease: redis
       ? new RedisSweepLease({
           client: redis.client,

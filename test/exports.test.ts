@@ -17,6 +17,7 @@ describe('the package exports', () => {
       'InvalidOptionError',
       'LockTimeoutError',
       'LockUnavailableError',
+      'MetricsUnavailableError',
       'default',
       'fastifyTus',
     ])
