@@ -1,7 +1,7 @@
 /**
  * One upload of <sizeMiB> in PATCHes of <chunkMiB> from a process of its own:
  * `node upload-client.js <origin> <sizeMiB> <chunkMiB>`. Prints the throughput in MiB/s, timed
- * from the first PATCH to the last answer.
+ * from the first PATCH to the last answer, and the server's CPU time per GiB over the same span.
  */
 import { randomFillSync } from 'node:crypto'
 import http from 'node:http'
@@ -32,6 +32,15 @@ function send(
 const created = await send('POST', `${origin}/files`, { ...TUS, 'Upload-Length': size })
 if (created.statusCode !== 201) throw new Error(`POST answered ${created.statusCode}`)
 const url = new URL(created.headers.location as string, origin).href
+
+/** The server process's CPU time so far, in seconds (its `GET /__cpu`). */
+async function serverCpu(): Promise<number> {
+  const res = await fetch(`${origin}/__cpu`)
+  const { user, system } = (await res.json()) as { user: number; system: number }
+  return (user + system) / 1e6
+}
+
+const cpuBefore = await serverCpu()
 const started = performance.now()
 for (let offset = 0; offset < size; offset += chunk.length) {
   const res = await send(
@@ -52,5 +61,8 @@ for (let offset = 0; offset < size; offset += chunk.length) {
   }
 }
 const seconds = (performance.now() - started) / 1000
-process.stdout.write(`${JSON.stringify({ mibPerSecond: size / MiB / seconds, seconds, url })}\n`)
+const cpuSecondsPerGiB = ((await serverCpu()) - cpuBefore) / (size / 1024 ** 3)
+process.stdout.write(
+  `${JSON.stringify({ mibPerSecond: size / MiB / seconds, seconds, cpuSecondsPerGiB, url })}\n`,
+)
 agent.destroy()

@@ -1,9 +1,10 @@
 /**
  * One upload server in a process of its own: `node upload-server.js <plugin|tus|raw> <dir>`.
  * - plugin: Fastify with fastify-tus (the README setup);
+ * - plugin-metrics: the same with `metrics: true` (prom-client counting every answer and byte);
  * - tus: bare @tus/server with FileStore on node:http;
  * - raw: node:http piping each PATCH body into fs.createWriteStream, the ceiling for Node on this disk.
- * Prints `{"port": N}`.
+ * Every variant answers `GET /__cpu` with its `process.cpuUsage()`. Prints `{"port": N}`.
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -17,6 +18,13 @@ import fastifyTus from '../src/index.js'
 
 const [variant, dir] = process.argv.slice(2) as [string, string]
 
+/** `GET /__cpu`: the process's CPU time so far, for CPU per byte. */
+function cpuRoute(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+  if (req.url !== '/__cpu') return false
+  res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(process.cpuUsage()))
+  return true
+}
+
 async function listen(server: http.Server): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const address = server.address()
@@ -25,6 +33,7 @@ async function listen(server: http.Server): Promise<number> {
 
 function rawServer(): http.Server {
   return http.createServer((req, res) => {
+    if (cpuRoute(req, res)) return
     if (req.method === 'POST') {
       const id = randomBytes(16).toString('hex')
       fs.writeFileSync(path.join(dir, id), '')
@@ -42,15 +51,20 @@ function rawServer(): http.Server {
 }
 
 let port: number
-if (variant === 'plugin') {
+if (variant === 'plugin' || variant === 'plugin-metrics') {
   const app = Fastify()
-  await app.register(fastifyTus, { directory: dir })
+  await app.register(fastifyTus, { directory: dir, metrics: variant === 'plugin-metrics' })
+  app.get('/__cpu', async () => process.cpuUsage())
   await app.listen({ host: '127.0.0.1', port: 0 })
   const address = app.server.address()
   port = typeof address === 'object' && address ? address.port : 0
 } else if (variant === 'tus') {
   const tus = new Server({ path: '/files', datastore: new FileStore({ directory: dir }) })
-  port = await listen(http.createServer((req, res) => void tus.handle(req, res)))
+  port = await listen(
+    http.createServer((req, res) => {
+      if (!cpuRoute(req, res)) void tus.handle(req, res)
+    }),
+  )
 } else if (variant === 'raw') {
   port = await listen(rawServer())
 } else {

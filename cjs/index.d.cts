@@ -13,6 +13,9 @@ declare function fastifyTus(...args: Parameters<Plugin>): ReturnType<Plugin>
 declare namespace fastifyTus {
   export type FastifyTusOptions = esm.FastifyTusOptions
   export type FastifyTusRedisOptions = esm.FastifyTusRedisOptions
+  export type FastifyTusMetricsOptions = esm.FastifyTusMetricsOptions
+  export type MetricsRegistry = esm.MetricsRegistry
+  export type FastifyTusNamespaced<T> = esm.FastifyTusNamespaced<T>
   export type TusServerOptions = esm.TusServerOptions
   export type TusCleanupDecorator = esm.TusCleanupDecorator
   export type RedisClient = esm.RedisClient
@@ -23,14 +26,19 @@ declare namespace fastifyTus {
   export const EVENTS: typeof esm.EVENTS
   export const DEFAULT_ID_PATTERN: typeof esm.DEFAULT_ID_PATTERN
 
+  export const fastifyRequestOf: typeof esm.fastifyRequestOf
+
+  export const AlreadyRegisteredError: typeof esm.AlreadyRegisteredError
   export const ClosedError: typeof esm.ClosedError
   export const DirectoryError: typeof esm.DirectoryError
+  export const DirectoryInUseError: typeof esm.DirectoryInUseError
   export const IncompatibleTusError: typeof esm.IncompatibleTusError
   export const InvalidOptionError: typeof esm.InvalidOptionError
   export const LockTimeoutError: typeof esm.LockTimeoutError
   export type LockTimeoutError = esm.LockTimeoutError
   export const LockUnavailableError: typeof esm.LockUnavailableError
   export type LockUnavailableError = esm.LockUnavailableError
+  export const MetricsUnavailableError: typeof esm.MetricsUnavailableError
 
   const plugin: Plugin
 

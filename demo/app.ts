@@ -23,6 +23,8 @@ export interface DemoConfig {
   redisUrl?: string | undefined
   redisPrefix?: string | undefined
   redisLockTtlMs?: number | undefined
+  /** `METRICS=1`: Prometheus metrics on `GET /metrics`. */
+  metrics?: boolean | undefined
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -40,6 +42,7 @@ export function readConfig(env: NodeJS.ProcessEnv): DemoConfig {
     redisLockTtlMs: env.REDIS_LOCK_TTL_MS
       ? integer(env, 'REDIS_LOCK_TTL_MS', 10_000, 100, MAX_TIMER_MS)
       : undefined,
+    metrics: oneOf(env, 'METRICS', '0', ['0', '1']) === '1',
   }
 }
 
@@ -97,7 +100,15 @@ export async function startDemo(config: DemoConfig) {
         ...(config.redisLockTtlMs && { lockTtlMs: config.redisLockTtlMs }),
       },
     }),
+    metrics: config.metrics ?? false,
   })
+  if (config.metrics) {
+    // prom-client's default registry, where `metrics: true` registers the plugin's metrics.
+    const { register } = await import('prom-client')
+    app.get('/metrics', async (_request, reply) =>
+      reply.type(register.contentType).send(await register.metrics()),
+    )
+  }
   demoPage(app, config)
   await app.listen({ host: config.host, port: config.port })
   return app

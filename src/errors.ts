@@ -40,6 +40,15 @@ export const DirectoryInUseError = createError<'FST_TUS_DIRECTORY_IN_USE', [stri
   'fastify-tus: %s',
 )
 
+/** The `metrics` option asks for Prometheus metrics, and prom-client cannot be loaded. */
+export const MetricsUnavailableError = createError<
+  'FST_TUS_METRICS_UNAVAILABLE',
+  [{ cause: unknown }?]
+>(
+  'FST_TUS_METRICS_UNAVAILABLE',
+  'fastify-tus: option `metrics` needs prom-client, an optional peer dependency: npm install prom-client',
+)
+
 /** `tusCleanup.run()` was called after the server closed. */
 export const ClosedError = createError<'FST_TUS_CLOSED', []>(
   'FST_TUS_CLOSED',

@@ -16,11 +16,14 @@ export {
   InvalidOptionError,
   LockTimeoutError,
   LockUnavailableError,
+  MetricsUnavailableError,
 } from './errors.js'
 export { fastifyRequestOf } from './http/fastify-request.js'
 export type {
+  FastifyTusMetricsOptions,
   FastifyTusOptions,
   FastifyTusRedisOptions,
+  MetricsRegistry,
   TusServerOptions,
 } from './options.js'
 export type { TusCleanupDecorator } from './plugin.js'

@@ -38,6 +38,28 @@ export interface FastifyTusOptions {
   tus?: TusServerOptions
   /** Several instances on one store: upload locks and the sweep's lease in Redis. */
   redis?: FastifyTusRedisOptions
+  /** Prometheus metrics with prom-client (an optional peer dependency): `true` for its default registry, or `{ registry, prefix? }`. Default `false`. */
+  metrics?: boolean | FastifyTusMetricsOptions
+}
+
+/** What a metrics registry must offer: prom-client's `Registry` (fastify-metrics' included). */
+export interface MetricsRegistry {
+  getSingleMetric(name: string): unknown
+  registerMetric(metric: never): void
+  metrics(): Promise<string>
+}
+
+export interface FastifyTusMetricsOptions {
+  /** The prom-client registry to register into. Default: prom-client's default registry. */
+  registry?: MetricsRegistry
+  /** Put before every metric name, e.g. `'myapp_'`. Default `''`. */
+  prefix?: string
+}
+
+export interface ResolvedMetricsOptions {
+  /** `undefined`: prom-client's default registry. */
+  registry: MetricsRegistry | undefined
+  prefix: string
 }
 
 export interface FastifyTusRedisOptions {
@@ -68,6 +90,7 @@ export interface ResolvedOptions {
   idPattern: RegExp
   tus: TusServerOptions
   redis: ResolvedRedisOptions | undefined
+  metrics: ResolvedMetricsOptions | undefined
 }
 
 export const DEFAULTS = {
@@ -89,6 +112,7 @@ const OWN_KEYS = [
   'idPattern',
   'tus',
   'redis',
+  'metrics',
 ]
 /** Keys that Fastify's `register` adds to a plugin's options. */
 const REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
@@ -200,6 +224,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   }
 
   const redis = resolveRedis(options.redis, tus, namespace)
+  const metrics = resolveMetrics(options.metrics)
 
   return {
     namespace,
@@ -213,7 +238,50 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     idPattern,
     tus,
     redis,
+    metrics,
   }
+}
+
+const METRICS_KEYS = ['registry', 'prefix']
+
+function resolveMetrics(input: unknown): ResolvedMetricsOptions | undefined {
+  if (input === undefined || input === false) return undefined
+  if (input === true) return { registry: undefined, prefix: '' }
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new InvalidOptionError(
+      'metrics',
+      `must be true, false or { registry, prefix? }, got ${describe(input)}`,
+    )
+  }
+  const metrics = input as FastifyTusMetricsOptions
+  for (const key of Object.keys(metrics)) {
+    if (!METRICS_KEYS.includes(key)) {
+      throw new InvalidOptionError(
+        `metrics.${key}`,
+        `is not an option of fastify-tus (metrics options: ${METRICS_KEYS.join(', ')})`,
+      )
+    }
+  }
+  const { registry } = metrics
+  if (
+    registry !== undefined &&
+    !['getSingleMetric', 'registerMetric', 'metrics'].every(
+      (method) => typeof (registry as unknown as Record<string, unknown>)?.[method] === 'function',
+    )
+  ) {
+    throw new InvalidOptionError(
+      'metrics.registry',
+      `must be a prom-client Registry, got ${describe(registry)}`,
+    )
+  }
+  const prefix = metrics.prefix ?? ''
+  if (typeof prefix !== 'string' || !/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {
+    throw new InvalidOptionError(
+      'metrics.prefix',
+      `must be the start of a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), got ${describe(prefix)}`,
+    )
+  }
+  return { registry, prefix }
 }
 
 const REDIS_KEYS = ['client', 'prefix', 'lockTtlMs', 'acquireLockTimeoutMs']

@@ -5,7 +5,7 @@
  * it, never the other way round.
  */
 import { MemoryLocker, type Server } from '@tus/server'
-import { type DataStore, ERRORS } from '@tus/utils'
+import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import {
@@ -18,6 +18,7 @@ import {
 } from './endpoints.js'
 import { tusRoutes } from './http/routes.js'
 import { createTusServer } from './http/tus-server.js'
+import { TusMetrics } from './metrics.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
@@ -78,9 +79,13 @@ async function serve(
     ...(namespace !== undefined && { namespace }),
     endpoint,
   }) as ScheduleLogger
+  // Metrics label each registration by its namespace, or else its path.
+  const metrics = options.metrics
+    ? await TusMetrics.create(options.metrics, namespace ?? endpoint, options.redis !== undefined)
+    : undefined
 
   // The store and its sweep.
-  const { locker, redisLocker } = await buildLocker(options, log)
+  const { locker, redisLocker } = await buildLocker(options, log, metrics)
   const downtime = await downtimeBefore(options, log)
   const closeMarker = new CloseMarker(tracksDowntime(options) ? options.directory : undefined, log)
   const store = options.datastore
@@ -94,7 +99,7 @@ async function serve(
         holdsLock: (id) => locker.holds(id),
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
-  const schedule = buildSchedule(options, datastore, store, log)
+  const schedule = buildSchedule(options, datastore, store, log, metrics)
 
   // The tus server and its routes.
   /** When close() began: from then on, clients cannot start new work here. */
@@ -119,12 +124,17 @@ async function serve(
         fileIdOf: created.fileIdOf,
         isClosing: () => closingAt !== undefined,
         serving: () => closeMarker.serving(),
+        metrics,
       })
     },
     { prefix: options.prefix },
   )
   const server = tus as Server
   routeCleanUpThroughSchedule(server, datastore, schedule)
+  if (metrics) {
+    server.on(EVENTS.POST_FINISH, () => metrics.uploadFinished())
+    server.on(EVENTS.POST_TERMINATE, () => metrics.uploadTerminated())
+  }
 
   const tusCleanup: TusCleanupDecorator = {
     run: (runOptions) => schedule.run(runOptions),
@@ -159,7 +169,11 @@ async function serve(
  * The tus server's locker, wrapped so that the sweep sees which uploads requests hold. With
  * Redis, uploads are locked fleet-wide.
  */
-async function buildLocker(options: ResolvedOptions, log: ScheduleLogger) {
+async function buildLocker(
+  options: ResolvedOptions,
+  log: ScheduleLogger,
+  metrics: TusMetrics | undefined,
+) {
   const redisLocker = options.redis
     ? new RedisLocker({
         ...options.redis,
@@ -167,7 +181,9 @@ async function buildLocker(options: ResolvedOptions, log: ScheduleLogger) {
       })
     : undefined
   const inner = redisLocker ?? (await options.tus.locker) ?? new MemoryLocker()
-  return { locker: new ActivityLocker(inner), redisLocker }
+  // With Redis, how long requests wait for a lock is worth watching (other instances hold them).
+  const onLockWait = metrics && redisLocker ? (s: number) => metrics.lockWaited(s) : undefined
+  return { locker: new ActivityLocker(inner, onLockWait), redisLocker }
 }
 
 /**
@@ -202,6 +218,7 @@ function buildSchedule(
   datastore: DataStore,
   store: ExpiringFileStore | undefined,
   log: ScheduleLogger,
+  metrics: TusMetrics | undefined,
 ): SweepSchedule {
   const { redis } = options
   return new SweepSchedule({
@@ -211,6 +228,7 @@ function buildSchedule(
     log,
     intervalMs: options.cleanupIntervalMs,
     runOnStart: options.cleanupOnStart,
+    observer: metrics,
     lease: redis
       ? new RedisSweepLease({
           client: redis.client,

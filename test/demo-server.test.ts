@@ -94,4 +94,26 @@ describe('demo server', () => {
     expect(await exited).toBe(0)
     expect(out.stdout).toContain('"signal":"SIGTERM"')
   })
+
+  it('with METRICS=1, serves the Prometheus metrics of the plugin on GET /metrics', async () => {
+    const dir = await tempDir()
+    const { child, out, exited } = run({ UPLOAD_DIR: dir, METRICS: '1' })
+    const origin = await listening(out, child)
+    await tusUpload(`${origin}/files`, Buffer.from('hello metrics'))
+    const res = await fetch(`${origin}/metrics`)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/)
+    const text = await res.text()
+    expect(text).toMatch(/^tus_uploads_finished_total\{endpoint="\/files"\} 1$/m)
+    expect(text).toMatch(/^tus_bytes_received_total\{endpoint="\/files"\} 13$/m)
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+  })
+
+  it('without METRICS, has no /metrics route', async () => {
+    const dir = await tempDir()
+    const { child, out } = run({ UPLOAD_DIR: dir })
+    const origin = await listening(out, child)
+    expect((await fetch(`${origin}/metrics`)).status).toBe(404)
+  })
 })

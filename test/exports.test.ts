@@ -19,6 +19,7 @@ describe('the package exports', () => {
       'InvalidOptionError',
       'LockTimeoutError',
       'LockUnavailableError',
+      'MetricsUnavailableError',
       'default',
       'fastifyRequestOf',
       'fastifyTus',

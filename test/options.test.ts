@@ -101,6 +101,22 @@ describe('option errors', () => {
       /`redis.acquireLockTimeoutMs` must be a whole number.*got "30s"/,
     ],
     [
+      'metrics not a boolean or object',
+      { metrics: 'yes' },
+      /`metrics` must be true, false or \{ registry, prefix\? \}/,
+    ],
+    ['metrics unknown key', { metrics: { registery: {} } }, /`metrics.registery` is not an option/],
+    [
+      'metrics registry of the wrong kind',
+      { metrics: { registry: { metrics: 1 } } },
+      /`metrics.registry` must be a prom-client Registry/,
+    ],
+    [
+      'metrics prefix that is no metric name',
+      { metrics: { prefix: 'my-app.' } },
+      /`metrics.prefix` must be the start of a Prometheus metric name.*got "my-app."/,
+    ],
+    [
       'redis with tus.locker',
       { redis: { client: fakeClient() }, tus: { locker: { newLock() {} } } },
       /`tus.locker` cannot be set together with `redis`/,

@@ -6,8 +6,15 @@
 import { STATUS_CODES } from 'node:http'
 import type { Server } from '@tus/server'
 import { TUS_RESUMABLE } from '@tus/utils'
-import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
+import type {
+  FastifyContextConfig,
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  HTTPMethods,
+} from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
+import type { TusMetrics } from '../metrics.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { answerFixes } from './answer.js'
@@ -27,9 +34,18 @@ export interface TusRoutesOptions {
   isClosing: () => boolean
   /** Called for every request the routes serve (the first one is what counts). */
   serving?: () => void
+  /** Counts answers and stored bytes (the `metrics` option). */
+  metrics?: TusMetrics | undefined
 }
 
 const TUS_METHODS: HTTPMethods[] = ['POST', 'HEAD', 'PATCH', 'OPTIONS', 'DELETE', 'GET']
+
+/**
+ * @fastify/cors would answer preflights itself with its own methods (GET,HEAD,POST by default),
+ * which breaks PATCH and DELETE from browsers: tus does CORS on these routes. (A constant, not
+ * a literal in the route: the key is typed only where @fastify/cors is installed.)
+ */
+const ROUTE_CONFIG = { cors: false } as FastifyContextConfig
 
 export async function tusRoutes(child: FastifyInstance, options: TusRoutesOptions): Promise<void> {
   const { path, tus, store, isClosing } = options
@@ -48,11 +64,19 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
     return payload
   })
 
+  const { metrics } = options
+  if (metrics) {
+    // Every answer on these routes, the app's hook refusals and hijacked tus answers included.
+    child.addHook('onResponse', async (request, reply) => {
+      metrics.answered(request.raw.method ?? '', reply.raw.statusCode)
+    })
+  }
+
   const fixAnswer = answerFixes({ tus, store, fileIdOf: options.fileIdOf })
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
-    await handOff(request, reply, { tus, store, fixAnswer, isClosing })
+    await handOff(request, reply, { tus, store, fixAnswer, isClosing, metrics })
     // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
     // that ends after that moment would hold close() until the keep-alive timeout.
     if (isClosing()) child.server.closeIdleConnections()
@@ -62,9 +86,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
       method: TUS_METHODS,
       url,
       exposeHeadRoute: false,
-      // @fastify/cors would answer preflights itself with its own methods (GET,HEAD,POST by
-      // default), which breaks PATCH and DELETE from browsers: tus does CORS on these routes.
-      config: { cors: false },
+      config: ROUTE_CONFIG,
       handler,
     })
   }
@@ -77,6 +99,7 @@ interface HandOff {
   store: ExpiringFileStore | undefined
   fixAnswer: AnswerFix
   isClosing: () => boolean
+  metrics: TusMetrics | undefined
 }
 
 /**
@@ -104,6 +127,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       linkFastifyRequest(webRequest, request)
       response = await how.tus.handleWeb(webRequest)
       await how.fixAnswer(webRequest, response)
+      if (how.metrics) how.metrics.bytesReceived(bytesStored(request, response))
     }
     if (request.raw.method === 'HEAD') {
       // The answer describes the upload, not a GET download; 0 frames it for every client.
@@ -131,6 +155,15 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       res.destroy()
     }
   }
+}
+
+/** How far the answer moved the upload's offset: the bytes a PATCH (or a creation) stored. */
+function bytesStored(request: FastifyRequest, response: Response): number {
+  const after = response.headers.get('upload-offset')
+  if (after === null) return 0
+  if (request.raw.method === 'POST') return response.status === 201 ? Number(after) : 0
+  if (request.raw.method !== 'PATCH' || response.status !== 204) return 0
+  return Number(after) - Number(request.headers['upload-offset'])
 }
 
 /** Reason phrases of the statuses tus answers that Node does not know. */

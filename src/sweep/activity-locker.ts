@@ -31,12 +31,16 @@ export class ActivityLocker implements Locker, SweepLocker {
   /** Uploads whose lock a request of this process holds (locks are exclusive: one each). */
   readonly #held = new Set<string>()
 
-  constructor(inner: Locker) {
+  /** Told how long each request waited for a lock, acquired or not (metrics). */
+  readonly #onLockWait: ((seconds: number) => void) | undefined
+
+  constructor(inner: Locker, onLockWait?: (seconds: number) => void) {
     this.#inner = inner
+    this.#onLockWait = onLockWait
   }
 
   newLock(id: string): Lock {
-    return new TrackedLock(id, this.#inner.newLock(id), this.#busy, this.#held)
+    return new TrackedLock(id, this.#inner.newLock(id), this.#busy, this.#held, this.#onLockWait)
   }
 
   /** A request of this process holds or waits for the upload's lock. */
@@ -104,11 +108,13 @@ class TrackedLock implements Lock {
     readonly inner: Lock,
     readonly busy: Map<string, number>,
     readonly heldHere: Set<string>,
+    readonly onWait: ((seconds: number) => void) | undefined,
   ) {}
 
   async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
     // Counted before the inner call so that a waiting request already makes the upload busy.
     this.#count(+1)
+    const started = this.onWait ? performance.now() : 0
     try {
       await this.inner.lock(signal, requestRelease)
       this.#held = true
@@ -116,6 +122,8 @@ class TrackedLock implements Lock {
     } catch (error) {
       this.#count(-1)
       throw error
+    } finally {
+      this.onWait?.((performance.now() - started) / 1000)
     }
   }
 

@@ -34,6 +34,19 @@ export interface SweepScheduleOptions {
   offBecause?: string | undefined
   /** With several instances: a scheduled sweep runs only on the instance that wins the lease. */
   lease?: SweepLease | undefined
+  /** Told how each sweep ended, and when the lease is taken and given back (for metrics). */
+  observer?: ScheduleObserver | undefined
+}
+
+/** How a sweep ended: `skipped` is a scheduled tick that did not sweep (another instance's lease, or Redis unreachable). */
+export type SweepOutcome =
+  | { result: 'ok'; report: SweepReport }
+  | { result: 'failed'; durationMs: number }
+  | { result: 'skipped' }
+
+export interface ScheduleObserver {
+  sweepEnded(outcome: SweepOutcome): void
+  leaseHeld(held: boolean): void
 }
 
 const JOB_ID = 'fastify-tus-sweep'
@@ -117,7 +130,7 @@ export class SweepSchedule {
 
   /** A tick of the job: a sweep, if this instance wins the interval's lease (when there is one). */
   async #scheduledRun(): Promise<void> {
-    const { lease, log } = this.#options
+    const { lease, log, observer } = this.#options
     if (!lease) {
       await this.run()
       return
@@ -127,28 +140,39 @@ export class SweepSchedule {
       held = await lease.acquire()
     } catch (error) {
       log.warn({ err: toError(error) }, 'fastify-tus could not reach Redis for the sweep lease')
+      observer?.sweepEnded({ result: 'skipped' })
       return
     }
-    if (!held) return // another instance sweeps this interval
+    if (!held) {
+      // another instance sweeps this interval
+      observer?.sweepEnded({ result: 'skipped' })
+      return
+    }
+    observer?.leaseHeld(true)
     try {
       if (!this.#stopping.signal.aborted) await this.#run(false, { slot: held.slot })
     } finally {
       await held.release().catch(noop)
+      observer?.leaseHeld(false)
     }
   }
 
   async #sweepOnce(dryRun: boolean, logFields: object): Promise<SweepReport> {
-    const { log, sweep } = this.#options
+    const { log, sweep, observer } = this.#options
+    const started = performance.now()
     let report: SweepReport
     try {
       report = await sweep({ dryRun, signal: this.#stopping.signal, log })
     } catch (error) {
       const err = toError(error)
       log.error({ err }, 'fastify-tus sweep failed')
+      if (!dryRun)
+        observer?.sweepEnded({ result: 'failed', durationMs: performance.now() - started })
       throw err
     }
     this.#last = report
     logReport(log, report, logFields)
+    if (!dryRun) observer?.sweepEnded({ result: 'ok', report })
     return report
   }
 }
