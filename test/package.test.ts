@@ -228,6 +228,19 @@ describe('the packed package', () => {
     expect(JSON.parse(sweep.stdout).report).toMatchObject({ scanned: 0, removed: 0, errors: 0 })
   })
 
+  it('asks for prom-client by name when metrics are on and it is not installed (an optional peer)', async () => {
+    await fs.writeFile(path.join(app, 'esm/metrics.js'), ESM_METRICS_WITHOUT_PROM_CLIENT)
+    const upload = path.join(work, 'metrics-uploads')
+    const result = await run(process.execPath, ['esm/metrics.js', '--', upload], app)
+    expect(result.stderr).toBe('')
+    expect(JSON.parse(result.stdout)).toEqual({
+      code: 'FST_TUS_METRICS_UNAVAILABLE',
+      message:
+        'fastify-tus: option `metrics` needs prom-client, an optional peer dependency: npm install prom-client',
+      withoutMetrics: 204,
+    })
+  })
+
   it('has right types in every resolution mode of the node16 profile (@arethetypeswrong/cli)', async () => {
     // node10 (TypeScript's `moduleResolution: node`, removed in TypeScript 7) reads no exports
     // map: it cannot reach `fastify-tus/sweep`, and the profile leaves it out.
@@ -386,6 +399,28 @@ await app.close()
 client.disconnect()
 if (typeof RedisLocker !== 'function') throw new Error('no RedisLocker')
 console.log(JSON.stringify({ status: res.status, tusVersion: res.headers.get('tus-version') }))
+`
+
+/** `node esm/metrics.js -- <directory>`: `metrics: true` without prom-client, then without metrics. */
+const ESM_METRICS_WITHOUT_PROM_CLIENT = `
+import Fastify from 'fastify'
+import fastifyTus from 'fastify-tus'
+
+const [directory] = process.argv.slice(process.argv.indexOf('--') + 1)
+let refused
+const broken = Fastify()
+try {
+  await broken.register(fastifyTus, { directory, metrics: true })
+} catch (error) {
+  refused = error
+}
+await broken.close()
+const app = Fastify()
+await app.register(fastifyTus, { directory })
+const origin = await app.listen({ host: '127.0.0.1', port: 0 })
+const res = await fetch(origin + '/files', { method: 'OPTIONS' })
+await app.close()
+console.log(JSON.stringify({ code: refused?.code, message: refused?.message, withoutMetrics: res.status }))
 `
 
 const CJS_SERVE = `
