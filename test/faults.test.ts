@@ -410,3 +410,26 @@ describe('hostile files in the upload directory', () => {
     expect(await fs.readFile(userFile, 'utf8')).toBe("a user's report")
   })
 })
+
+describe('downloads cut by the client', () => {
+  it('a download whose client closes the connection as the last bytes go out never throws outside the request (300 GETs)', async () => {
+    const server = await startServer()
+    const data = bytes(5, 3)
+    const url = await tusUpload(server.endpoint, data)
+    // Node 20's fetch (undici) ends a Node-stream body in a microtask that throws when the body
+    // was cancelled meanwhile: an uncaught exception, which would end a server process.
+    const uncaught: Error[] = []
+    const onUncaught = (error: Error) => uncaught.push(error)
+    process.on('uncaughtException', onUncaught)
+    onTestFinished(() => {
+      process.off('uncaughtException', onUncaught)
+    })
+    for (let i = 0; i < 300; i++) {
+      const res = await request(url, 'GET') // a connection of its own, closed after the answer
+      expect(res.status).toBe(200)
+      expect(res.body).toBe(data.toString())
+    }
+    await sleep(50)
+    expect(uncaught).toEqual([])
+  })
+})

@@ -18,6 +18,7 @@ import type { TusMetrics } from '../metrics.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { answerFixes } from './answer.js'
+import { cancelSafe } from './cancel-safe.js'
 import { linkFastifyRequest } from './fastify-request.js'
 import { normalizeContentType, type Refusal, refusalFor, TUS_VERSION } from './protocol.js'
 import { DirectBodyRequest } from './write-path.js'
@@ -135,7 +136,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       response.headers.delete('Content-Type')
     }
     if (how.isClosing()) response.headers.set('Connection', 'close')
-    await sendNodeResponse(res, withReasonPhrase(response))
+    await sendNodeResponse(res, finalAnswer(response))
   } catch (error) {
     request.log.error({ err: error }, 'fastify-tus: request failed after the hand-off to tus')
     if (!res.headersSent) {
@@ -170,14 +171,16 @@ function bytesStored(request: FastifyRequest, response: Response): number {
 const REASONS: Record<number, string> = { 460: 'Checksum Mismatch' }
 
 /**
- * The answer with the standard reason phrase (`HTTP/1.1 201 Created`): tus builds its answers
- * without one, and an empty one would be sent as it is (`HTTP/1.1 201 `).
+ * The answer as it is sent: with the standard reason phrase (`HTTP/1.1 201 Created`; tus builds
+ * its answers without one, and an empty one would be sent as it is, `HTTP/1.1 201 `), and with a
+ * body that can be cancelled safely (see cancel-safe.ts: a download cut by the client must not
+ * end the process).
  */
-function withReasonPhrase(response: Response): Response {
-  if (response.statusText !== '') return response
-  const statusText = STATUS_CODES[response.status] ?? REASONS[response.status]
-  if (statusText === undefined) return response
-  return new Response(response.body, {
+function finalAnswer(response: Response): Response {
+  const statusText =
+    response.statusText || STATUS_CODES[response.status] || REASONS[response.status] || ''
+  if (statusText === response.statusText && response.body === null) return response
+  return new Response(response.body && cancelSafe(response.body), {
     status: response.status,
     statusText,
     headers: response.headers,
