@@ -270,7 +270,9 @@ describe('several instances on one directory and one Redis', () => {
       3000,
       'another instance to sweep',
     )
-    expect(next.time - killedAt).toBeLessThan(2 * INTERVAL_MS + 300)
+    // Within two intervals, or, when the kill caught the victim mid-sweep holding the fleet's
+    // sweep lease, once that lease lapses (REDIS_LOCK_TTL_MS, 1 s): never later.
+    expect(next.time - killedAt).toBeLessThan(Math.max(2 * INTERVAL_MS, 1000) + 300)
 
     // The dead instance's lock lapses after REDIS_LOCK_TTL_MS (1 s); then the upload resumes.
     const survivor = others[0] as Instance
