@@ -33,11 +33,11 @@ const created = await send('POST', `${origin}/files`, { ...TUS, 'Upload-Length':
 if (created.statusCode !== 201) throw new Error(`POST answered ${created.statusCode}`)
 const url = new URL(created.headers.location as string, origin).href
 
-/** The server process's CPU time so far, in seconds (its `GET /__cpu`). */
-async function serverCpu(): Promise<number> {
+/** The server process's CPU time so far, in seconds (its `GET /__cpu`): user, and user + system. */
+async function serverCpu(): Promise<{ user: number; total: number }> {
   const res = await fetch(`${origin}/__cpu`)
   const { user, system } = (await res.json()) as { user: number; system: number }
-  return (user + system) / 1e6
+  return { user: user / 1e6, total: (user + system) / 1e6 }
 }
 
 const cpuBefore = await serverCpu()
@@ -61,8 +61,11 @@ for (let offset = 0; offset < size; offset += chunk.length) {
   }
 }
 const seconds = (performance.now() - started) / 1000
-const cpuSecondsPerGiB = ((await serverCpu()) - cpuBefore) / (size / 1024 ** 3)
+const cpuAfter = await serverCpu()
+const gib = size / 1024 ** 3
+const cpuSecondsPerGiB = (cpuAfter.total - cpuBefore.total) / gib
+const userCpuSecondsPerGiB = (cpuAfter.user - cpuBefore.user) / gib
 process.stdout.write(
-  `${JSON.stringify({ mibPerSecond: size / MiB / seconds, seconds, cpuSecondsPerGiB, url })}\n`,
+  `${JSON.stringify({ mibPerSecond: size / MiB / seconds, seconds, cpuSecondsPerGiB, userCpuSecondsPerGiB, url })}\n`,
 )
 agent.destroy()
