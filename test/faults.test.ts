@@ -412,7 +412,7 @@ describe('hostile files in the upload directory', () => {
 })
 
 describe('downloads cut by the client', () => {
-  it('a download whose client closes the connection as the last bytes go out never throws outside the request (300 GETs)', async () => {
+  it('a download whose client closes the connection as the last bytes go out never throws outside the request (150 GETs)', async () => {
     const server = await startServer()
     const data = bytes(5, 3)
     const url = await tusUpload(server.endpoint, data)
@@ -424,7 +424,8 @@ describe('downloads cut by the client', () => {
     onTestFinished(() => {
       process.off('uncaughtException', onUncaught)
     })
-    for (let i = 0; i < 300; i++) {
+    // About 1 in 15 such downloads threw: 150 of them miss it with a chance of 1 in 30,000.
+    for (let i = 0; i < 150; i++) {
       const res = await request(url, 'GET') // a connection of its own, closed after the answer
       expect(res.status).toBe(200)
       expect(res.body).toBe(data.toString())

@@ -34,7 +34,16 @@ export async function connectRedis(url: string, options: RedisOptions = {}): Pro
   } catch {
     throw new Error('Redis needs the ioredis package: npm install ioredis')
   }
-  const client = new RedisClass(url, { connectTimeout: 3000, ...options, lazyConnect: true })
+  // The first connection is tried once: a Redis that refuses it is reported at once, not after
+  // ioredis' reconnection attempts. Once connected, the client reconnects as configured.
+  let connected = false
+  const reconnect = options.retryStrategy ?? ((times: number) => Math.min(times * 50, 2000))
+  const client = new RedisClass(url, {
+    connectTimeout: 3000,
+    ...options,
+    lazyConnect: true,
+    retryStrategy: (times) => (connected ? reconnect(times) : null),
+  })
   // ioredis reports the cause (ECONNREFUSED, ...) as an error event, not in the rejection.
   let cause: Error | undefined
   const remember = (error: Error) => {
@@ -44,9 +53,12 @@ export async function connectRedis(url: string, options: RedisOptions = {}): Pro
   try {
     await client.connect()
   } catch (error) {
-    client.disconnect()
+    // A client that has ended has nothing to close; disconnect() would arm a 2 s timer
+    // (ioredis' connector) that keeps a failing program alive that long.
+    if (client.status !== 'end') client.disconnect()
     throw new Error(`cannot reach Redis at ${url}: ${(cause ?? (error as Error)).message}`)
   }
+  connected = true
   client.off('error', remember)
   return client
 }
