@@ -84,12 +84,14 @@ describe.each(majors)('with %s', (major, create) => {
     let asked = 0
     await held.lock(never, () => {
       asked++
+      // The holder (a PATCH) ends its write and unlocks, as @tus/server's handlers do.
       setTimeout(() => held.unlock(), 50)
     })
     const started = Date.now()
     const waiting = b.newLock('u1')
     await waiting.lock(never, noRelease)
     expect(asked).toBe(1)
+    // Woken by the unlock message, not by a slow poll or a timeout.
     expect(Date.now() - started).toBeLessThan(1000)
     expect(await a.tryLock('u1')).toBeUndefined()
     await waiting.unlock()

@@ -55,44 +55,8 @@ const never = new AbortController().signal
 function noRelease() {}
 
 describe('Redis locker', () => {
-  it('locks with the owner token and a TTL, and unlocks only its own lock', async () => {
-    const prefix = `test:${randomId()}:`
-    const redis = connect()
-    const a = lockerFor(prefix, { lockTtlMs: 5000 })
-    const lock = a.newLock('u1')
-    await lock.lock(never, noRelease)
-    const token = await redis.get(`${prefix}lock:u1`)
-    expect(token).toMatch(/^[0-9a-f-]{36}$/)
-    const ttl = await redis.pttl(`${prefix}lock:u1`)
-    expect(ttl).toBeGreaterThan(0)
-    expect(ttl).toBeLessThanOrEqual(5000)
-
-    // Another owner's release leaves it alone.
-    await scriptsOf(redis).fastifyTusRelease(`${prefix}lock:u1`, 'not-the-owner')
-    expect(await redis.get(`${prefix}lock:u1`)).toBe(token)
-    await lock.unlock()
-    expect(await redis.exists(`${prefix}lock:u1`)).toBe(0)
-  })
-
-  it('asks the holder on another connection to let go, and hands the lock over', async () => {
-    const prefix = `test:${randomId()}:`
-    const a = lockerFor(prefix)
-    const b = lockerFor(prefix)
-    const held = a.newLock('u1')
-    let asked = 0
-    await held.lock(never, () => {
-      asked++
-      // The holder (a PATCH) ends its write and unlocks, as @tus/server's handlers do.
-      setTimeout(() => held.unlock(), 50)
-    })
-    const started = Date.now()
-    const waiting = b.newLock('u1')
-    await waiting.lock(never, noRelease)
-    expect(asked).toBe(1)
-    // Woken by the unlock message, not by a slow poll or a timeout.
-    expect(Date.now() - started).toBeLessThan(1000)
-    await waiting.unlock()
-  })
+  // Locking with the owner's token and a TTL, and the hand-over through pub/sub, run against both
+  // ioredis majors in redis-clients.test.ts.
 
   it('gives up after acquireLockTimeoutMs with a 423 error when the holder does not let go', async () => {
     const prefix = `test:${randomId()}:`
