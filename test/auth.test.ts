@@ -5,7 +5,6 @@
  * the README's owner check keeps each upload to the user who created it.
  */
 import { readFile } from 'node:fs/promises'
-import http from 'node:http'
 import path from 'node:path'
 import { EVENTS } from '@tus/utils'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
@@ -15,9 +14,8 @@ import { bearer, bearerAuth, ownerCheck } from './auth-app.js'
 import {
   createUpload,
   pattern,
-  type RawResponse,
   request,
-  sleep,
+  slowPatch,
   startServer,
   TUS,
   tusUpload,
@@ -30,45 +28,6 @@ function list(value: unknown): string[] {
     .split(',')
     .map((item) => item.trim().toLowerCase())
     .filter(Boolean)
-}
-
-/** A PATCH from offset 0 whose `chunks` arrive `everyMs` apart. */
-function tricklingPatch(
-  url: string,
-  chunks: Buffer[],
-  everyMs: number,
-  headers: Record<string, string>,
-): Promise<RawResponse> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      url,
-      {
-        method: 'PATCH',
-        agent: false,
-        headers: {
-          ...TUS,
-          ...headers,
-          'Upload-Offset': 0,
-          'Content-Type': 'application/offset+octet-stream',
-          'Content-Length': chunks.reduce((n, c) => n + c.length, 0),
-        },
-      },
-      (res) => {
-        res.resume()
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: '' }),
-        )
-      },
-    )
-    req.on('error', reject)
-    ;(async () => {
-      for (const chunk of chunks) {
-        req.write(chunk)
-        await sleep(everyMs)
-      }
-      req.end()
-    })()
-  })
 }
 
 function expectTusCors(headers: Record<string, unknown>, origin = '*') {
@@ -257,12 +216,9 @@ describe('fastifyRequestOf', () => {
     tus.on(EVENTS.POST_FINISH, (req) => note(EVENTS.POST_FINISH, req))
     tus.on(EVENTS.POST_TERMINATE, (req) => note(EVENTS.POST_TERMINATE, req))
     const { url } = await createUpload(server.endpoint, 9, bearer('alice'))
-    const patched = await tricklingPatch(
-      url,
-      [pattern(3), pattern(3), pattern(3)],
-      30,
-      bearer('alice'),
-    )
+    const patched = await slowPatch(url, 0, [pattern(3), pattern(3), pattern(3)], 30, {
+      headers: bearer('alice'),
+    })
     expect(patched.status).toBe(204)
     await request(`${url}x`, 'HEAD', { ...TUS, ...bearer('bob') }) // 404: onResponseError
     expect((await request(url, 'DELETE', { ...TUS, ...bearer('bob') })).status).toBe(204)

@@ -220,7 +220,7 @@ export function head(url: string) {
 /**
  * A PATCH whose body trickles in: the `chunks` one every `everyMs`; with `chunked`, without
  * Content-Length (chunked transfer encoding); with `checksum`, an Upload-Checksum header; with
- * `until`, the chunks not yet sent go at once when `until` settles (a body that trickles, or
+ * `headers`, those too (Authorization, ...); with `until`, the chunks not yet sent go at once when `until` settles (a body that trickles, or
  * stalls, exactly as long as the test needs). Resolves to the response.
  */
 export function slowPatch(
@@ -232,7 +232,13 @@ export function slowPatch(
     chunked = false,
     checksum,
     until,
-  }: { chunked?: boolean; checksum?: string; until?: Promise<unknown> } = {},
+    headers = {},
+  }: {
+    chunked?: boolean
+    checksum?: string
+    until?: Promise<unknown>
+    headers?: Record<string, string>
+  } = {},
 ): Promise<RawResponse> {
   const total = chunks.reduce((n, c) => n + c.length, 0)
   return new Promise((resolve, reject) => {
@@ -243,6 +249,7 @@ export function slowPatch(
         agent: false,
         headers: {
           ...TUS,
+          ...headers,
           'Upload-Offset': offset,
           'Content-Type': 'application/offset+octet-stream',
           ...(chunked ? {} : { 'Content-Length': total }),
