@@ -8,6 +8,7 @@ import path from 'node:path'
 import * as tus from 'tus-js-client'
 import { describe, expect, it } from 'vitest'
 import { lastActivityMs } from '../src/store/expiry-policy.js'
+import { ExpiringFileStore } from '../src/store/file-store.js'
 import {
   age,
   pattern as bytes,
@@ -342,5 +343,44 @@ describe('requests for other paths', () => {
     const missing = await request(`${server.endpoint}/${'f'.repeat(32)}`, 'HEAD', TUS)
     expect(missing.status).toBe(404)
     expect(missing.headers['upload-expires']).toBeUndefined()
+  })
+})
+
+describe('one read per HEAD', () => {
+  it('a HEAD answers Upload-Expires and Upload-Metadata from the read tus made, once; other answers read afresh', async () => {
+    const directory = await tempDir()
+    const store = await ExpiringFileStore.open({ directory, expireAfterMs: 60_000 })
+    const id = 'a'.repeat(32)
+    await fs.writeFile(path.join(directory, id), 'abc')
+    // `raw_metadata`: the Upload-Metadata header as the client sent it, kept for HEAD.
+    const record = {
+      id,
+      size: 10,
+      offset: 0,
+      metadata: { name: 'old' },
+      raw_metadata: 'name b2xk',
+      creation_date: new Date().toISOString(),
+    }
+    await fs.writeFile(path.join(directory, `${id}.json`), JSON.stringify(record))
+    await age(path.join(directory, id), 10_000)
+
+    await store.getUpload(id) // what tus' HEAD handler does first
+    // The upload changes on disk between that read and the answer.
+    await fs.writeFile(
+      path.join(directory, `${id}.json`),
+      JSON.stringify({ ...record, metadata: { name: 'new' }, raw_metadata: 'name bmV3' }),
+    )
+    await fs.appendFile(path.join(directory, id), 'd')
+
+    const fromRead = await store.describe(id, { afterRead: true })
+    expect(fromRead?.rawMetadata).toBe('name b2xk') // "old": what the HEAD's offset was read with
+    expect(fromRead?.expiresAt?.getTime()).toBeLessThan(Date.now() + 55_000)
+    // Taken once: the next answer reads the upload as it is now.
+    const again = await store.describe(id, { afterRead: true })
+    expect(again?.rawMetadata).toBe('name bmV3')
+    expect(again?.expiresAt?.getTime()).toBeGreaterThan(Date.now() + 55_000)
+    await store.getUpload(id)
+    // A PATCH or a POST answer (not afterRead) always reads afresh.
+    expect((await store.describe(id))?.rawMetadata).toBe('name bmV3')
   })
 })

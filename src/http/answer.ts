@@ -149,7 +149,8 @@ function uploadFacts(store: ExpiringFileStore): Step {
     if (method !== 'POST' && method !== 'PATCH' && method !== 'HEAD') return
     const id = answered.id
     if (id === undefined) return
-    const facts = await store.describe(id)
+    // A HEAD answers what tus' getUpload just read; after a PATCH or a POST, read afresh.
+    const facts = await store.describe(id, { afterRead: method === 'HEAD' })
     uploadExpires(response, facts)
     if (method === 'HEAD') answerRawMetadata(response, facts?.rawMetadata)
   }

@@ -64,6 +64,11 @@ export interface UploadFacts {
 
 export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>
 
+/** How long the facts of a `getUpload` wait for the answer that follows it. */
+const LAST_READ_MS = 1000
+/** At most this many uploads' facts wait at once (a burst of reads is cleared, not kept). */
+const LAST_READ_MAX = 10_000
+
 export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly expireAfterMs: number
   readonly downtime: Downtime | undefined
@@ -72,6 +77,14 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly #holdsLock: (id: string) => boolean
   /** Uploads a checksummed body is being written to, here. */
   readonly #writing = new Set<string>()
+  /**
+   * What the last `getUpload` of each upload saw, for the HEAD answer that follows it (see
+   * `describe`): taken once, dropped after a second. Bounded by the uploads read within a second.
+   */
+  readonly #lastRead = new Map<
+    string,
+    { record: Upload; offset: number; mtimeMs: number; at: number }
+  >()
   declare configstore: RecordStore
 
   constructor(options: ExpiringFileStoreOptions) {
@@ -147,6 +160,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       if (isExpired(activity, this.expireAfterMs, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
     }
     offset = Math.min(offset, stats.size)
+    this.#remember(id, record, offset, stats.mtimeMs)
     return new Upload({
       id,
       size: record.size,
@@ -234,20 +248,46 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * What the answers about an upload state beyond tus' own headers: when it expires
    * (`Upload-Expires`; none for a finished upload or with expiry off) and its `Upload-Metadata`
    * exactly as the client sent it. `undefined` for an unknown upload.
+   *
+   * `afterRead`: the answer is about what the `getUpload` just before it read (a HEAD), so the
+   * facts of that read are used instead of reading the record and the data file again. A HEAD
+   * then costs one record read and one stat. Answers after a write (PATCH, POST) read afresh.
    */
-  async describe(id: string): Promise<UploadFacts | undefined> {
+  async describe(id: string, { afterRead = false } = {}): Promise<UploadFacts | undefined> {
+    if (afterRead) {
+      const last = this.#lastRead.get(id)
+      this.#lastRead.delete(id)
+      if (last && performance.now() - last.at < LAST_READ_MS) {
+        return this.#factsOf(last.record, last.offset, last.mtimeMs)
+      }
+    }
     try {
       const record = await this.configstore.get(id)
       if (!record) return undefined
       const data = await fsp.lstat(this.dataPathOf(id))
-      const expires =
-        this.expireAfterMs === 0 || isFinished(record.size, verifiedBytes(record, data.size))
-          ? undefined
-          : new Date(expiresAt(lastActivityMs(data.mtimeMs, this.downtime), this.expireAfterMs))
-      return { expiresAt: expires, rawMetadata: rawMetadataOf(record) }
+      return this.#factsOf(record, verifiedBytes(record, data.size), data.mtimeMs)
     } catch {
       return undefined
     }
+  }
+
+  #factsOf(record: Upload, offset: number, mtimeMs: number): UploadFacts {
+    const expires =
+      this.expireAfterMs === 0 || isFinished(record.size, offset)
+        ? undefined
+        : new Date(expiresAt(lastActivityMs(mtimeMs, this.downtime), this.expireAfterMs))
+    return { expiresAt: expires, rawMetadata: rawMetadataOf(record) }
+  }
+
+  #remember(id: string, record: Upload, offset: number, mtimeMs: number): void {
+    const now = performance.now()
+    if (this.#lastRead.size >= LAST_READ_MAX) {
+      for (const [key, entry] of this.#lastRead) {
+        if (now - entry.at >= LAST_READ_MS) this.#lastRead.delete(key)
+      }
+      if (this.#lastRead.size >= LAST_READ_MAX) this.#lastRead.clear()
+    }
+    this.#lastRead.set(id, { record, offset, mtimeMs, at: now })
   }
 
   override async remove(id: string): Promise<void> {
