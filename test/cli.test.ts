@@ -121,6 +121,63 @@ describe('fastify-tus sweep on a store made by the plugin', () => {
     expect(await listing(store.dir)).toEqual(before)
   })
 
+  it('--log json writes pino records, one per removal and one for the sweep, with the fields of a server sweep record', async () => {
+    const store = await realStore()
+    // The same store, swept by a server: its sweep record is what the CLI's must look like.
+    const copy = await tempDir()
+    await fs.cp(store.dir, copy, { recursive: true, preserveTimestamps: true })
+    const server = await startServer({
+      directory: copy,
+      expireAfterMs: HOUR,
+      cleanupOnStart: false,
+    })
+    await server.app.tusCleanup.run()
+    const serverRecord = server.logs.find((r) =>
+      /^removed \d+ expired uploads$/.test(String(r.msg)),
+    )
+    expect(serverRecord).toBeDefined()
+
+    const { code, stdout, stderr } = await cli([
+      'sweep',
+      '--dir',
+      store.dir,
+      '--expire-after',
+      '1h',
+      '--log',
+      'json',
+    ])
+    expect(code, stderr).toBe(0)
+    expect(stderr).toBe('')
+    const records = stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+    for (const record of records) {
+      expect(record).toMatchObject({ plugin: 'fastify-tus', pid: expect.any(Number) })
+      expect(typeof record.time).toBe('number')
+    }
+    const removals = records.filter((r) => r.msg === 'fastify-tus: removed')
+    expect(removals.map((r) => r.id).sort()).toEqual(
+      [store.expired, store.deferred, store.orphanData, store.orphanMeta].sort(),
+    )
+    expect(removals.every((r) => r.level === 30 && typeof r.bytes === 'number')).toBe(true)
+    const summary = records.at(-1) as Record<string, unknown>
+    expect(summary).toMatchObject({
+      level: 30,
+      msg: 'removed 4 expired uploads',
+      removed: 4,
+      orphans: 2,
+      errors: 0,
+    })
+    // Every field of the server's record but those that name the server (endpoint).
+    const fields = (r: object) =>
+      Object.keys(r)
+        .filter((k) => !['time', 'pid', 'hostname', 'endpoint', 'reqId'].includes(k))
+        .sort()
+    expect(fields(summary)).toEqual(fields(serverRecord as object))
+    expect(summary.removed).toBe((serverRecord as Record<string, unknown>).removed)
+  })
+
   it('removes exactly the expired unfinished uploads and the old orphans', async () => {
     const store = await realStore()
     const { code, stdout, stderr } = await cli([
@@ -335,6 +392,14 @@ describe('what the CLI refuses', () => {
     ],
     [['sweep', '--dir', '.', '--expire-after', '-5m'], /'--expire-after' argument is ambiguous/],
     [['sweep', '--dir', '.', '--expire-after', '1h', '--force'], /Unknown option '--force'/],
+    [
+      ['sweep', '--dir', '.', '--expire-after', '1h', '--log', 'xml'],
+      /--log must be text or json, got "xml"/,
+    ],
+    [
+      ['sweep', '--dir', '.', '--expire-after', '1h', '--json', '--log', 'json'],
+      /--json and --log json both write to stdout/,
+    ],
     [['sweep', '--expire-after', '1h'], /--dir <path> is required/],
     [['sweep', '--dir', '.'], /--expire-after <duration> is required/],
     [['--dir', '.', '--expire-after', '1h'], /missing command: sweep/],

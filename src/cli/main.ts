@@ -13,12 +13,14 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Redis } from 'ioredis'
 import ms from 'ms'
+import { pino } from 'pino'
 import * as duration from '../duration.js'
 import { connectRedis, isRedisUrl } from '../redis/connect.js'
 import { REDIS_LOCKER_DEFAULTS, RedisLocker } from '../redis/locker.js'
 import { DEFAULT_ID_PATTERN } from '../store/expiry-policy.js'
 import type { SweepLocker } from '../sweep/activity-locker.js'
 import { type Removal, type SweepReport, sweepDirectory } from '../sweep/engine.js'
+import { logReport } from '../sweep/schedule.js'
 import { checkStore } from './store-check.js'
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, SIGINT: 130, SIGTERM: 143 } as const
@@ -39,6 +41,8 @@ Options:
   --redis-prefix <prefix>   their \`redis.prefix\` (default ${REDIS_LOCKER_DEFAULTS.prefix})
   --dry-run                 list what would be removed; remove nothing
   --json                    print one JSON document: {directory, expireAfterMs, report, removed}
+  --log json                write pino JSON records to stdout instead, one per removal and one
+                            for the sweep, with the fields of the servers' sweep records
   -h, --help                this text
   --version                 the package version
 
@@ -87,6 +91,8 @@ interface SweepCommand {
   idPattern: RegExp
   dryRun: boolean
   json: boolean
+  /** `--log json`: pino records on stdout instead of the table and the summary. */
+  logJson: boolean
   redisUrl: string | undefined
   redisPrefix: string
 }
@@ -122,9 +128,20 @@ export function parseCommand(argv: string[]): Parsed {
         : parseIdPattern(values['id-pattern']),
     dryRun: values['dry-run'] === true,
     json: values.json === true,
+    logJson: parseLog(values.log, values.json === true),
     redisUrl: parseRedisUrl(values['redis-url']),
     redisPrefix: parseRedisPrefix(values['redis-prefix']),
   }
+}
+
+/** `--log json`: pino records on stdout; `--log text` (the default): the table and summary. */
+function parseLog(value: string | undefined, json: boolean): boolean {
+  if (value === undefined || value === 'text') return false
+  if (value !== 'json') {
+    throw new UsageError(`--log must be text or json, got ${JSON.stringify(value)}`)
+  }
+  if (json) throw new UsageError('--json and --log json both write to stdout: pass one of them')
+  return true
 }
 
 function parseRedisUrl(value: string | undefined): string | undefined {
@@ -156,6 +173,7 @@ function parse(argv: string[]) {
       'redis-prefix': { type: 'string' },
       'dry-run': { type: 'boolean' },
       json: { type: 'boolean' },
+      log: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
     },
@@ -198,9 +216,22 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
     return EXIT.ok
   }
 
+  // `--log json`: the records a server's sweep writes, through pino, on stdout. Level debug:
+  // a sweep that removed nothing leaves its record too (a server logs it at debug).
+  const log = command.logJson
+    ? pino({ level: 'debug' }, { write: (line: string) => out(line) }).child({
+        plugin: 'fastify-tus',
+      })
+    : undefined
+
   const check = await checkStore(command.directory, { idPattern: command.idPattern })
   if (!check.ok) {
-    err(`fastify-tus: refusing to sweep: ${check.reason}\n`)
+    if (log)
+      log.error(
+        { directory: command.directory, reason: check.reason },
+        'fastify-tus: refusing to sweep',
+      )
+    else err(`fastify-tus: refusing to sweep: ${check.reason}\n`)
     return EXIT.usage
   }
 
@@ -213,7 +244,8 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
       client.on('error', () => {})
       redis = { client, locker: new RedisLocker({ client, prefix: command.redisPrefix }) }
     } catch (error) {
-      err(`fastify-tus: ${describe(error)}\n`)
+      if (log) log.error({ err: error }, 'fastify-tus: cannot reach Redis')
+      else err(`fastify-tus: ${describe(error)}\n`)
       return EXIT.failed
     }
   }
@@ -224,7 +256,8 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
   const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
     if (stoppedBy) process.exit(EXIT[signal]) // a second signal: now
     stoppedBy = signal
-    err(`fastify-tus: ${signal}: stopping after the entries under way (again to exit now)\n`)
+    if (log) log.warn({ signal }, 'fastify-tus: stopping after the entries under way')
+    else err(`fastify-tus: ${signal}: stopping after the entries under way (again to exit now)\n`)
     controller.abort()
   }
   process.on('SIGINT', onSignal)
@@ -233,10 +266,14 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
   const rows: Row[] = []
   let report: SweepReport
   try {
-    err(
-      `fastify-tus: sweeping ${command.directory} (expire after ${ms(command.expireAfterMs)}` +
-        `${command.dryRun ? ', dry run' : ''})\n`,
-    )
+    const { directory, expireAfterMs, dryRun } = command
+    if (log) log.info({ directory, expireAfterMs, dryRun }, 'fastify-tus: sweeping')
+    else {
+      err(
+        `fastify-tus: sweeping ${directory} (expire after ${ms(expireAfterMs)}` +
+          `${dryRun ? ', dry run' : ''})\n`,
+      )
+    }
     report = await sweepDirectory({
       directory: command.directory,
       expireAfterMs: command.expireAfterMs,
@@ -244,13 +281,23 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
       dryRun: command.dryRun,
       locker,
       signal: controller.signal,
-      log: {
+      log: log ?? {
         warn: (obj, msg) => {
           const { id, err: cause } = obj as { id?: string; err?: unknown }
           err(`fastify-tus: ${msg.replace(/^fastify-tus /, '')}: ${id}: ${describe(cause)}\n`)
         },
       },
       onRemove: (removal) => {
+        log?.info(
+          {
+            id: removal.id,
+            kind: removal.kind,
+            bytes: removal.bytes,
+            lastActivity: removal.lastActivity.toISOString(),
+            dryRun: command.dryRun,
+          },
+          command.dryRun ? 'fastify-tus: would remove' : 'fastify-tus: removed',
+        )
         rows.push({
           id: removal.id,
           kind: removal.kind,
@@ -261,7 +308,8 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
       },
     })
   } catch (error) {
-    err(`fastify-tus: sweep failed: ${describe(error)}\n`)
+    if (log) log.error({ err: error }, 'fastify-tus sweep failed')
+    else err(`fastify-tus: sweep failed: ${describe(error)}\n`)
     return EXIT.failed
   } finally {
     process.off('SIGINT', onSignal)
@@ -271,7 +319,9 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
   }
 
   rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-  if (command.json) {
+  if (log) {
+    logReport(log, report)
+  } else if (command.json) {
     const { directory, expireAfterMs } = command
     out(`${JSON.stringify({ directory, expireAfterMs, report, removed: rows }, null, 2)}\n`)
   } else {

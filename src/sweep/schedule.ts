@@ -177,7 +177,11 @@ export class SweepSchedule {
   }
 }
 
-function logReport(log: ScheduleLogger, report: SweepReport, logFields: object): void {
+/**
+ * The record a sweep leaves in the log: its counts at `info` when it removed something (or was a
+ * dry run), at `debug` otherwise. The CLI's `--log json` writes the same record.
+ */
+export function logReport(log: ScheduleLogger, report: SweepReport, logFields: object = {}): void {
   const { removed, scanned, bytesFreed, durationMs, errors, orphans, skippedBusy, dryRun } = report
   const fields = {
     removed,
