@@ -10,6 +10,7 @@
 import type { Counter, Registry } from 'prom-client'
 import { MetricsUnavailableError } from './errors.js'
 import type { ResolvedMetricsOptions } from './options.js'
+import type { FreeSpace } from './store/free-space.js'
 import type { ScheduleObserver, SweepOutcome } from './sweep/schedule.js'
 
 type PromClient = typeof import('prom-client')
@@ -48,6 +49,9 @@ export class TusMetrics implements ScheduleObserver {
   readonly #skippedBusy: Count
   readonly #sweepDuration: Observe
   readonly #lastSuccess: Level
+  readonly #emergencySweeps: Count
+  /** Makes the free-bytes gauge, once there is a floor to watch (see `watchSpace`). */
+  readonly #freeBytesGauge: () => { labels(labels: object): Level }
   readonly #lockWait: Observe | undefined
   readonly #leaseHeld: Level | undefined
   readonly #endpoint: string
@@ -149,6 +153,21 @@ export class TusMetrics implements ScheduleObserver {
           registers,
         }),
     ).labels(at)
+    this.#emergencySweeps = counter(
+      'tus_emergency_sweeps_total',
+      'Sweeps started at once because free space fell below minFreeBytes.',
+    ).labels(at)
+    this.#freeBytesGauge = () =>
+      metric(
+        'tus_store_free_bytes',
+        (name) =>
+          new prom.Gauge({
+            name,
+            help: "Bytes free on the store's filesystem, as last read (statfs, at most every 250 ms while uploads come in).",
+            labelNames: ['endpoint'],
+            registers,
+          }),
+      )
     if (withRedis) {
       this.#lockWait = metric(
         'tus_lock_wait_seconds',
@@ -185,6 +204,7 @@ export class TusMetrics implements ScheduleObserver {
       this.#expired,
       this.#bytes,
       this.#mismatches,
+      this.#emergencySweeps,
       this.#removedExpired,
       this.#removedOrphan,
       this.#bytesFreed,
@@ -236,6 +256,17 @@ export class TusMetrics implements ScheduleObserver {
     this.#sweepErrors.inc(report.errors)
     this.#skippedBusy.inc(report.skippedBusy)
     this.#lastSuccess.set(Date.now() / 1000)
+  }
+
+  emergencySweep(): void {
+    this.#emergencySweeps.inc()
+  }
+
+  /** `tus_store_free_bytes` follows what the store's free-space floor reads. */
+  watchSpace(space: FreeSpace): void {
+    const level = this.#freeBytesGauge().labels({ endpoint: this.#endpoint })
+    space.onRead((free) => level.set(free))
+    space.freeBytes().catch(() => {})
   }
 
   lockWaited(seconds: number): void {

@@ -38,6 +38,12 @@ export interface FastifyTusOptions {
   tus?: TusServerOptions
   /** Several instances on one store: upload locks and the sweep's lease in Redis. */
   redis?: FastifyTusRedisOptions
+  /**
+   * Free space the filesystem must keep (built-in store): a creation or a PATCH body that would
+   * cross it answers 507, and an emergency sweep starts. `0` turns it off. Default: the smaller
+   * of 1 GiB and 5% of the filesystem.
+   */
+  minFreeBytes?: number
   /** Prometheus metrics with prom-client (an optional peer dependency): `true` for its default registry, or `{ registry, prefix? }`. Default `false`. */
   metrics?: boolean | FastifyTusMetricsOptions
 }
@@ -91,6 +97,8 @@ export interface ResolvedOptions {
   tus: TusServerOptions
   redis: ResolvedRedisOptions | undefined
   metrics: ResolvedMetricsOptions | undefined
+  /** `undefined`: the default floor, computed from the filesystem when the store opens. */
+  minFreeBytes: number | undefined
 }
 
 export const DEFAULTS = {
@@ -113,6 +121,7 @@ const OWN_KEYS = [
   'tus',
   'redis',
   'metrics',
+  'minFreeBytes',
 ]
 /** Keys that Fastify's `register` adds to a plugin's options. */
 const REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
@@ -225,6 +234,21 @@ export function resolveOptions(input: unknown): ResolvedOptions {
 
   const redis = resolveRedis(options.redis, tus, namespace)
   const metrics = resolveMetrics(options.metrics)
+  const minFreeBytes = options.minFreeBytes
+  if (minFreeBytes !== undefined) {
+    if (!Number.isSafeInteger(minFreeBytes) || minFreeBytes < 0) {
+      throw new InvalidOptionError(
+        'minFreeBytes',
+        `must be a whole number of bytes >= 0 (0 turns the floor off), got ${describe(minFreeBytes)}`,
+      )
+    }
+    if (datastore !== undefined) {
+      throw new InvalidOptionError(
+        'minFreeBytes',
+        'applies to the built-in file store (`directory`), not to a `datastore`',
+      )
+    }
+  }
 
   return {
     namespace,
@@ -239,6 +263,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     tus,
     redis,
     metrics,
+    minFreeBytes,
   }
 }
 

@@ -25,6 +25,7 @@ import { RedisLocker } from './redis/locker.js'
 import { CloseMarker, readDowntime } from './store/downtime.js'
 import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
+import type { FreeSpace } from './store/free-space.js'
 import { ActivityLocker } from './sweep/activity-locker.js'
 import { datastoreSweepOffReason, sweepDatastore } from './sweep/datastore-sweep.js'
 import type { SweepReport } from './sweep/engine.js'
@@ -97,9 +98,14 @@ async function serve(
         idPattern: options.idPattern,
         downtime,
         holdsLock: (id) => locker.holds(id),
+        minFreeBytes: options.minFreeBytes,
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
   const schedule = buildSchedule(options, datastore, store, log, metrics)
+  if (store?.space) {
+    emergencySweeps(store.space, schedule, log, metrics)
+    metrics?.watchSpace(store.space)
+  }
 
   // The tus server and its routes.
   /** When close() began: from then on, clients cannot start new work here. */
@@ -245,6 +251,34 @@ function buildSchedule(
           : datastoreSweepOffReason(datastore),
   })
 }
+
+/**
+ * Free space below the floor starts a sweep at once (one at a time, at most every
+ * `EMERGENCY_EVERY_MS`), by the same rules and locks as the scheduled ones, logged at `warn`.
+ */
+function emergencySweeps(
+  space: FreeSpace,
+  schedule: SweepSchedule,
+  log: ScheduleLogger,
+  metrics: TusMetrics | undefined,
+): void {
+  let lastAt = Number.NEGATIVE_INFINITY
+  space.onLow(({ freeBytes, minFreeBytes, neededBytes }) => {
+    const now = performance.now()
+    if (now - lastAt < EMERGENCY_EVERY_MS) return
+    lastAt = now
+    log.warn(
+      { freeBytes, minFreeBytes, neededBytes },
+      'fastify-tus: free space is below the floor: emergency sweep',
+    )
+    metrics?.emergencySweep()
+    // A failure is logged by the schedule; after close() there is nothing to do.
+    schedule.runEmergency().catch(() => {})
+  })
+}
+
+/** At most one emergency sweep this often. */
+const EMERGENCY_EVERY_MS = 5000
 
 /**
  * `server.cleanUpExpiredUploads()` (public @tus/server API) joins the plugin's sweep instead of

@@ -117,6 +117,16 @@ describe('option errors', () => {
       /`metrics.prefix` must be the start of a Prometheus metric name.*got "my-app."/,
     ],
     [
+      'negative minFreeBytes',
+      { minFreeBytes: -1 },
+      /`minFreeBytes` must be a whole number of bytes >= 0 \(0 turns the floor off\), got -1/,
+    ],
+    [
+      'minFreeBytes with a datastore',
+      { datastore: new DataStore(), minFreeBytes: 5 },
+      /`minFreeBytes` applies to the built-in file store/,
+    ],
+    [
       'redis with tus.locker',
       { redis: { client: fakeClient() }, tus: { locker: { newLock() {} } } },
       /`tus.locker` cannot be set together with `redis`/,

@@ -6,7 +6,7 @@
  * - `corsOnDownloads`: GET answers carry CORS as the others do (tus leaves them without);
  * - `checksumAlgorithms`: OPTIONS lists `Tus-Checksum-Algorithm` when the store verifies checksums;
  * - `removeRefusedCreation`: a POST refused after tus created the upload leaves nothing behind;
- * - `offsetOnConflict`: a 409 carries the upload's current `Upload-Offset`;
+ * - `offsetOnConflict`: a 409 (and a 507) carries the upload's current `Upload-Offset`;
  * - `uploadExpires`: `Upload-Expires` from the built-in store's activity clock (none once finished);
  * - `metadataAsSent`: HEAD answers `Upload-Metadata` as the client sent it (store/raw-metadata.ts).
  */
@@ -130,7 +130,8 @@ function removeRefusedCreation(store: ExpiringFileStore): Step {
 function offsetOnConflict(tus: Server): Step {
   return async (answered) => {
     const { method, response } = answered
-    if (method !== 'PATCH' || response.status !== 409) return
+    // 409: the offset the client should resume from; 507: how far the body got before the floor.
+    if (method !== 'PATCH' || (response.status !== 409 && response.status !== 507)) return
     const id = answered.id
     if (id === undefined) return
     const offset = await tus.datastore.getUpload(id).then(

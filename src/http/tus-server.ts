@@ -48,9 +48,10 @@ export function createTusServer({
     datastore,
     locker,
     getFileIdFromRequest: fileIdOf,
-    // HEAD answers Upload-Metadata as sent, unless the user's hook replaced the metadata.
+    // HEAD answers Upload-Metadata as sent, unless the user's hook replaced the metadata; a
+    // declared length above the free-space floor is refused (507) before anything is created.
     onUploadCreate: store
-      ? keepingRawMetadata(userOptions.onUploadCreate)
+      ? checkingSpace(store, keepingRawMetadata(userOptions.onUploadCreate))
       : userOptions.onUploadCreate,
     // Browsers may send and read the headers of the checksum and expiration extensions.
     allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum'],
@@ -63,4 +64,17 @@ export function createTusServer({
   // The direct write path: request bytes go straight into the built-in store's data file.
   if (store) installDirectWrite(tus)
   return { tus, fileIdOf }
+}
+
+type OnUploadCreate = NonNullable<TusServerOptions['onUploadCreate']>
+
+/**
+ * Runs after tus has checked the creation (its 400s, its 413 for `maxSize`) and before it creates
+ * anything: a declared length that would cross the store's free-space floor answers 507.
+ */
+function checkingSpace(store: ExpiringFileStore, next: OnUploadCreate | undefined): OnUploadCreate {
+  return async (req, upload) => {
+    if (upload.size !== undefined) await store.reserve(upload.size)
+    return next ? next(req, upload) : {}
+  }
 }

@@ -22,6 +22,7 @@ import type { Server } from '@tus/server'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
 import type { DirectWriteStore } from '../store/direct-write.js'
+import { insufficientStorage } from '../store/free-space.js'
 import { isMissing, openStoreFile, UnsafeFileError } from '../store/record-file.js'
 import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
@@ -93,10 +94,15 @@ export interface PumpOptions {
   checksum?: Checksum | undefined
   /** Bytes this request may add; more is a 413, as with the stock StreamLimiter. */
   maxBytes: number
+  /** Bytes the free-space floor still allows: the body stops before the chunk that would cross it. */
+  spaceLeft?: number | undefined
   /** Aborts gracefully: what arrived so far is written and counted. */
   signal: AbortSignal
   onProgress?: (received: number) => void
 }
+
+/** A body stopped at the free-space floor: the bytes before it are kept (unless checksummed). */
+const OUT_OF_SPACE = Symbol('out of space')
 
 /**
  * Writes `source` into the data file `file` at `offset`; resolves to the number of bytes
@@ -124,7 +130,14 @@ export async function pumpToFile(
 }
 
 function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions): Promise<number> {
-  const { offset, maxBytes, signal, onProgress, checksum } = options
+  const {
+    offset,
+    maxBytes,
+    spaceLeft = Number.POSITIVE_INFINITY,
+    signal,
+    onProgress,
+    checksum,
+  } = options
   return new Promise<number>((resolve, reject) => {
     // On the descriptor, not the FileHandle: a stream of the handle holds it until the stream
     // closes, and this one must leave it open for the truncation and the close below.
@@ -138,6 +151,7 @@ function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions)
     const onData = (chunk: Buffer) => {
       received += chunk.length
       if (received > maxBytes) return stop(ERRORS.ERR_MAX_SIZE_EXCEEDED)
+      if (received > spaceLeft) return stop(OUT_OF_SPACE)
       hash?.update(chunk)
       if (!out.write(chunk)) {
         source.pause()
@@ -236,13 +250,27 @@ async function writeDirect(
   const checksum = header === undefined ? undefined : parseChecksum(header)
   if (checksum && 'status' in checksum) throw { status_code: checksum.status, body: checksum.body }
   const store = handler.store
+  const { space } = store
+  const spaceLeft = space ? Math.max(0, await space.allowance()) : undefined
   const pumping = () =>
     pumpToFile(source, store.dataPathOf(upload.id), {
       checksum,
       offset: upload.offset,
       maxBytes: maxFileSize,
+      spaceLeft,
       signal: context.signal,
       onProgress,
+    }).catch(async (error) => {
+      if (error !== OUT_OF_SPACE || !space) throw error
+      // The floor is reached: the bytes so far are kept, the answer says where they end (507).
+      const length = Number(source.headers['content-length'])
+      const low = {
+        freeBytes: await space.freeBytes().catch(() => 0),
+        minFreeBytes: space.minFreeBytes,
+        neededBytes: Number.isSafeInteger(length) ? length : (spaceLeft ?? 0) + 1,
+      }
+      space.reportLow(low)
+      throw insufficientStorage(low)
     })
   if (!checksum) return upload.offset + (await pumping())
   // Until the digest matched, the bytes past the offset are marked unverified in the record.

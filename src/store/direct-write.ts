@@ -4,8 +4,12 @@
  * write path's srvx/node types.
  */
 
+import type { FreeSpace } from './free-space.js'
+
 /** A store that can take a Node stream directly (the built-in file store). */
 export interface DirectWriteStore {
+  /** The free-space floor, when one is kept (`minFreeBytes`): a body stops at it. */
+  readonly space?: FreeSpace | undefined
   dataPathOf(id: string): string
   /** Marks the bytes past `offset` as unverified until `endChecksummedWrite` (crash safety). */
   beginChecksummedWrite(id: string, offset: number): Promise<void>

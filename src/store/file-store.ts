@@ -33,6 +33,7 @@ import {
   UNVERIFIED_FROM,
   verifiedBytes,
 } from './expiry-policy.js'
+import { FreeSpace, insufficientStorage } from './free-space.js'
 
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 
@@ -55,6 +56,11 @@ export interface ExpiringFileStoreOptions {
    * only then is a checksummed body that a crash cut short rolled back. Default: never.
    */
   holdsLock?: (id: string) => boolean
+  /**
+   * Free space the filesystem must keep: creations and PATCH bodies that would cross it answer
+   * 507. `0` turns it off; `undefined`: the smaller of 1 GiB and 5% of the filesystem.
+   */
+  minFreeBytes?: number | undefined
 }
 
 export interface UploadFacts {
@@ -72,6 +78,8 @@ const LAST_READ_MAX = 10_000
 export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly expireAfterMs: number
   readonly downtime: Downtime | undefined
+  /** The free-space floor (`minFreeBytes`), or `undefined` when off; set by `open()`. */
+  space: FreeSpace | undefined
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
   readonly #holdsLock: (id: string) => boolean
@@ -93,6 +101,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       configstore: new RecordStore(options.directory),
       expirationPeriodInMilliseconds: 0,
     })
+    this.space = undefined
     this.expireAfterMs = options.expireAfterMs
     this.downtime = options.downtime
     this.#locker = options.locker
@@ -109,6 +118,9 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   static async open(options: ExpiringFileStoreOptions): Promise<ExpiringFileStore> {
     const store = new ExpiringFileStore(options)
     await store.init()
+    if (options.minFreeBytes !== 0) {
+      store.space = await FreeSpace.open(path.resolve(store.directory), options.minFreeBytes)
+    }
     return store
   }
 
@@ -169,6 +181,32 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       creation_date: record.creation_date,
       storage: { type: 'file', path: file },
     })
+  }
+
+  /**
+   * Refuses (507) bytes that would cross the free-space floor: a creation's declared length, or
+   * the rest of a deferred length when it is declared. Does nothing without a floor.
+   */
+  async reserve(bytes: number): Promise<void> {
+    const space = this.space
+    if (!space || bytes <= 0 || (await space.fits(bytes))) return
+    throw insufficientStorage({
+      freeBytes: await space.freeBytes(),
+      minFreeBytes: space.minFreeBytes,
+      neededBytes: bytes,
+    })
+  }
+
+  /** The stock declaration, once the rest of the length fits above the free-space floor. */
+  override async declareUploadLength(id: string, length: number): Promise<void> {
+    if (this.space) {
+      const written = await fsp.lstat(this.dataPathOf(id)).then(
+        (stats) => stats.size,
+        () => 0,
+      )
+      await this.reserve(length - written)
+    }
+    return super.declareUploadLength(id, length)
   }
 
   /** The stock `read`, without following a link out of the directory. */

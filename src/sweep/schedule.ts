@@ -75,6 +75,14 @@ export class SweepSchedule {
     return this.#run(dryRun, {})
   }
 
+  /**
+   * An emergency sweep (free space ran low): the same sweep and locks, joined by one under way;
+   * its log record says `emergency: true`.
+   */
+  runEmergency(): Promise<SweepReport> {
+    return this.#run(false, { emergency: true })
+  }
+
   /** `logFields` go into the sweep's log record (the lease's slot), if this call starts a sweep. */
   #run(dryRun: boolean, logFields: object): Promise<SweepReport> {
     if (this.#stopping.signal.aborted) return Promise.reject(new ClosedError())

@@ -1,0 +1,103 @@
+/**
+ * The free-space floor of the built-in store (`minFreeBytes`): how many bytes uploads may still
+ * take before the filesystem would keep less than the floor free. Read with `statfs`, cached
+ * briefly (never a syscall per chunk); the filesystem is the truth, so several instances on one
+ * shared directory see the same figure. Told when space runs low, so that the plugin can start an
+ * emergency sweep (the store knows nothing of sweeps).
+ */
+import fsp from 'node:fs/promises'
+
+/** How long one `statfs` answer is used. */
+const CACHE_MS = 250
+
+export interface LowSpace {
+  freeBytes: number
+  minFreeBytes: number
+  /** The bytes the refused creation or PATCH wanted. */
+  neededBytes: number
+}
+
+/** The default floor: the smaller of 1 GiB and 5% of the filesystem. */
+export function defaultMinFreeBytes(totalBytes: number): number {
+  return Math.min(1024 ** 3, Math.floor(totalBytes * 0.05))
+}
+
+export class FreeSpace {
+  readonly #directory: string
+  readonly minFreeBytes: number
+  #cached: { at: number; free: Promise<number> } | undefined
+  readonly #onLow: Array<(low: LowSpace) => void> = []
+  readonly #onRead: Array<(freeBytes: number) => void> = []
+
+  private constructor(directory: string, minFreeBytes: number) {
+    this.#directory = directory
+    this.minFreeBytes = minFreeBytes
+  }
+
+  /** The floor of `directory`'s filesystem: `minFreeBytes`, or the default when undefined. */
+  static async open(directory: string, minFreeBytes: number | undefined): Promise<FreeSpace> {
+    if (minFreeBytes !== undefined) return new FreeSpace(directory, minFreeBytes)
+    const stats = await fsp.statfs(directory)
+    return new FreeSpace(directory, defaultMinFreeBytes(stats.blocks * stats.bsize))
+  }
+
+  /** Bytes free for unprivileged writers (`bavail`), at most `CACHE_MS` old. */
+  freeBytes(): Promise<number> {
+    const now = performance.now()
+    if (!this.#cached || now - this.#cached.at >= CACHE_MS) {
+      const free = fsp.statfs(this.#directory).then((s) => {
+        const bytes = s.bavail * s.bsize
+        for (const listener of this.#onRead) listener(bytes)
+        return bytes
+      })
+      // A failed statfs is not cached: the next call asks again.
+      free.catch(() => {
+        if (this.#cached?.free === free) this.#cached = undefined
+      })
+      this.#cached = { at: now, free }
+    }
+    return this.#cached.free
+  }
+
+  /** How many bytes uploads may still take (negative when the floor is already crossed). */
+  async allowance(): Promise<number> {
+    return (await this.freeBytes()) - this.minFreeBytes
+  }
+
+  /**
+   * Whether `neededBytes` fit above the floor; when they do not, the `onLow` listeners hear of
+   * it (and the answer is 507).
+   */
+  async fits(neededBytes: number): Promise<boolean> {
+    const free = await this.freeBytes()
+    if (free - neededBytes >= this.minFreeBytes) return true
+    this.reportLow({ freeBytes: free, minFreeBytes: this.minFreeBytes, neededBytes })
+    return false
+  }
+
+  /** Space ran out under a write (or a creation was refused). */
+  reportLow(low: LowSpace): void {
+    // What was written meanwhile is not in the cached figure.
+    this.#cached = undefined
+    for (const listener of this.#onLow) listener(low)
+  }
+
+  onLow(listener: (low: LowSpace) => void): void {
+    this.#onLow.push(listener)
+  }
+
+  /** Told the free bytes each time they are read from the filesystem (metrics). */
+  onRead(listener: (freeBytes: number) => void): void {
+    this.#onRead.push(listener)
+  }
+}
+
+/** The answer to a creation or a PATCH that the floor refuses. */
+export function insufficientStorage(low: LowSpace): { status_code: 507; body: string } {
+  return {
+    status_code: 507,
+    body:
+      `Insufficient Storage: this upload needs ${low.neededBytes} bytes, ${low.freeBytes} are free ` +
+      `and the server keeps ${low.minFreeBytes} free; try again later\n`,
+  }
+}
