@@ -258,11 +258,12 @@ describe('Redis sweep lease', () => {
 
   it('lets nobody sweep while a sweep runs, and frees itself when its holder dies', async () => {
     const prefix = `test:${randomId()}:`
-    const a = new RedisSweepLease({ client: connect(), prefix, intervalMs: 100, ttlMs: 900 })
-    const b = new RedisSweepLease({ client: connect(), prefix, intervalMs: 100, ttlMs: 900 })
+    // A TTL of 1.5 s, refreshed every 500 ms: room for a late timer while browsers start beside.
+    const a = new RedisSweepLease({ client: connect(), prefix, intervalMs: 100, ttlMs: 1500 })
+    const b = new RedisSweepLease({ client: connect(), prefix, intervalMs: 100, ttlMs: 1500 })
     const held = await a.acquire()
     expect(held).toBeDefined()
-    await sleep(2000) // many intervals, beyond the TTL: the holder keeps it alive
+    await sleep(2500) // many intervals, beyond the TTL: the holder keeps it alive
     expect(await b.acquire()).toBeUndefined()
     await held?.release()
     const next = await waitFor(() => b.acquire(), 1000, 'the next interval')
