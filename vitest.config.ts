@@ -8,7 +8,7 @@ import { configDefaults, defineConfig } from 'vitest/config'
  *   30 s on a 2-core machine.
  * - e2e: browsers, the demo page and the demo server's processes, the soak, the fleet, socket
  *   timeouts that only show over seconds, stores of thousands of uploads, the Redis tests
- *   that wait out real TTLs or stop and restart a Redis server, the packed package installed
+ *   that wait out real TTLs (both ioredis majors too) or stop and restart a Redis server, the packed package installed
  *   into a scratch application, and the free-space floor on a tmpfs mounted for it (as root).
  */
 const E2E = [
@@ -25,6 +25,7 @@ const E2E = [
   'test/large-store.test.ts',
   'test/redis-locker.test.ts',
   'test/redis-down.test.ts',
+  'test/redis-clients.test.ts',
   'test/readme.test.ts',
   'test/package.test.ts',
   'test/free-space.test.ts',
