@@ -50,26 +50,47 @@ describe.skipIf(!isRoot)('the free-space floor (tmpfs: needs root)', () => {
     const disk = await smallDisk(16)
     const directory = path.join(disk, 'uploads')
     const server = await startServer({ directory, minFreeBytes: 4 * MiB })
+    // Something else holds 6 MiB of the filesystem: 6 MiB are left above the floor.
+    await fs.writeFile(path.join(disk, 'filler'), Buffer.alloc(6 * MiB, 1))
     const refused = await request(server.endpoint, 'POST', {
       ...TUS,
-      'Upload-Length': String(13 * MiB),
+      'Upload-Length': String(8 * MiB),
     })
     expect(refused.status).toBe(507)
     expect(refused.body).toMatch(
       new RegExp(
-        `^Insufficient Storage: this upload needs ${13 * MiB} bytes, \\d+ are free and the server keeps ${4 * MiB} free`,
+        `^Insufficient Storage: this upload needs ${8 * MiB} bytes, \\d+ are free and the server keeps ${4 * MiB} free`,
       ),
     )
     expect(await listing(directory)).toEqual([])
     // What fits above the floor is created as usual.
-    expect((await createUpload(server.endpoint, 8 * MiB)).response.status).toBe(201)
+    expect((await createUpload(server.endpoint, 5 * MiB)).response.status).toBe(201)
+  })
+
+  it('a length the filesystem could never hold answers 413, as over maxSize: a retry cannot help', async () => {
+    const disk = await smallDisk(16)
+    const directory = path.join(disk, 'uploads')
+    const server = await startServer({ directory, minFreeBytes: 4 * MiB })
+    const refused = await request(server.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Length': String(2 ** 50), // 1 PiB, as the public compliance suite sends
+    })
+    expect(refused.status).toBe(413)
+    expect(refused.body).toMatch(
+      new RegExp(
+        `^Request Entity Too Large: this upload needs ${2 ** 50} bytes; the store's filesystem holds ${16 * MiB}`,
+      ),
+    )
+    expect(await listing(directory)).toEqual([])
   })
 
   it('a deferred length is checked when it is declared', async () => {
     const disk = await smallDisk(16)
     const server = await startServer({ directory: path.join(disk, 'u'), minFreeBytes: 4 * MiB })
     const { url } = await createUpload(server.endpoint, 'deferred')
-    const tooMuch = await patch(url, 0, Buffer.from('abc'), { 'Upload-Length': String(13 * MiB) })
+    await fs.writeFile(path.join(disk, 'filler'), Buffer.alloc(6 * MiB, 1))
+    await sleep(CACHE_MS + 50)
+    const tooMuch = await patch(url, 0, Buffer.from('abc'), { 'Upload-Length': String(8 * MiB) })
     expect(tooMuch.status).toBe(507)
     expect((await head(url)).headers['upload-offset']).toBe('0')
     const fits = await patch(url, 0, Buffer.from('abc'), { 'Upload-Length': String(MiB) })
@@ -149,13 +170,17 @@ describe.skipIf(!isRoot)('the free-space floor (tmpfs: needs root)', () => {
 
     const small = await smallDisk(16)
     const guarded = await startServer({ directory: path.join(small, 'u') })
+    const filler = path.join(small, 'filler')
+    await fs.writeFile(filler, Buffer.alloc(2 * MiB, 1))
     // 5% of 16 MiB: 838,860 bytes kept free.
     const refused = await request(guarded.endpoint, 'POST', {
       ...TUS,
-      'Upload-Length': String(16 * MiB - 500_000),
+      'Upload-Length': String(14 * MiB),
     })
     expect(refused.status).toBe(507)
     expect(refused.body).toMatch(/keeps 838860 free/)
+    await fs.rm(filler)
+    await sleep(CACHE_MS + 50)
     expect((await createUpload(guarded.endpoint, 15 * MiB)).response.status).toBe(201)
   })
 })

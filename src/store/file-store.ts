@@ -33,7 +33,7 @@ import {
   UNVERIFIED_FROM,
   verifiedBytes,
 } from './expiry-policy.js'
-import { FreeSpace, insufficientStorage } from './free-space.js'
+import { FreeSpace, insufficientStorage, tooLargeForStore } from './free-space.js'
 
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 
@@ -184,12 +184,19 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * Refuses (507) bytes that would cross the free-space floor: a creation's declared length, or
-   * the rest of a deferred length when it is declared. Does nothing without a floor.
+   * Refuses bytes that would cross the free-space floor: a creation's declared length, or the
+   * rest of a deferred length when it is declared. 507 when removing files could make room, 413
+   * when even an empty filesystem could not. Does nothing without a floor.
    */
   async reserve(bytes: number): Promise<void> {
     const space = this.space
-    if (!space || bytes <= 0 || (await space.fits(bytes))) return
+    if (!space || bytes <= 0) return
+    // Larger than the filesystem could ever hold: 413, not a 507 that invites a retry.
+    const total = await space.totalBytes()
+    if (bytes > total - space.minFreeBytes) {
+      throw tooLargeForStore(bytes, total, space.minFreeBytes)
+    }
+    if (await space.fits(bytes)) return
     throw insufficientStorage({
       freeBytes: await space.freeBytes(),
       minFreeBytes: space.minFreeBytes,

@@ -25,7 +25,7 @@ export function defaultMinFreeBytes(totalBytes: number): number {
 export class FreeSpace {
   readonly #directory: string
   readonly minFreeBytes: number
-  #cached: { at: number; free: Promise<number> } | undefined
+  #cached: { at: number; stats: Promise<{ free: number; total: number }> } | undefined
   readonly #onLow: Array<(low: LowSpace) => void> = []
   readonly #onRead: Array<(freeBytes: number) => void> = []
 
@@ -42,21 +42,30 @@ export class FreeSpace {
   }
 
   /** Bytes free for unprivileged writers (`bavail`), at most `CACHE_MS` old. */
-  freeBytes(): Promise<number> {
+  async freeBytes(): Promise<number> {
+    return (await this.#stats()).free
+  }
+
+  /** The filesystem's size in bytes: what no upload can exceed, however much is removed. */
+  async totalBytes(): Promise<number> {
+    return (await this.#stats()).total
+  }
+
+  #stats(): Promise<{ free: number; total: number }> {
     const now = performance.now()
     if (!this.#cached || now - this.#cached.at >= CACHE_MS) {
-      const free = fsp.statfs(this.#directory).then((s) => {
-        const bytes = s.bavail * s.bsize
-        for (const listener of this.#onRead) listener(bytes)
-        return bytes
+      const stats = fsp.statfs(this.#directory).then((s) => {
+        const free = s.bavail * s.bsize
+        for (const listener of this.#onRead) listener(free)
+        return { free, total: s.blocks * s.bsize }
       })
       // A failed statfs is not cached: the next call asks again.
-      free.catch(() => {
-        if (this.#cached?.free === free) this.#cached = undefined
+      stats.catch(() => {
+        if (this.#cached?.stats === stats) this.#cached = undefined
       })
-      this.#cached = { at: now, free }
+      this.#cached = { at: now, stats }
     }
-    return this.#cached.free
+    return this.#cached.stats
   }
 
   /** How many bytes uploads may still take (negative when the floor is already crossed). */
@@ -89,6 +98,23 @@ export class FreeSpace {
   /** Told the free bytes each time they are read from the filesystem (metrics). */
   onRead(listener: (freeBytes: number) => void): void {
     this.#onRead.push(listener)
+  }
+}
+
+/**
+ * The answer to a declared length that cannot fit even on an empty filesystem: 413, as for an
+ * upload over `maxSize` (retrying later cannot help, unlike a 507).
+ */
+export function tooLargeForStore(
+  neededBytes: number,
+  totalBytes: number,
+  minFreeBytes: number,
+): { status_code: 413; body: string } {
+  return {
+    status_code: 413,
+    body:
+      `Request Entity Too Large: this upload needs ${neededBytes} bytes; the store's filesystem ` +
+      `holds ${totalBytes} and the server keeps ${minFreeBytes} of them free\n`,
   }
 }
 
