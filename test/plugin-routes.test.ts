@@ -187,6 +187,27 @@ describe('tus routes', () => {
   })
 })
 
+describe('downloads', () => {
+  it('serves a finished upload inline only for safe types: an image yes, HTML, SVG and PDF as attachments', async () => {
+    const server = await startServer()
+    const dispositions: Record<string, string | undefined> = {}
+    for (const type of ['image/png', 'text/html', 'image/svg+xml', 'application/pdf']) {
+      const url = await tusUpload(server.endpoint, Buffer.from('<b>x</b>'), {
+        metadata: { filename: 'f', filetype: type },
+      })
+      const res = await request(url, 'GET')
+      expect(res.status).toBe(200)
+      dispositions[type] = String(res.headers['content-disposition']).split(';')[0]
+    }
+    expect(dispositions).toEqual({
+      'image/png': 'inline',
+      'text/html': 'attachment',
+      'image/svg+xml': 'attachment',
+      'application/pdf': 'attachment',
+    })
+  })
+})
+
 describe('close', () => {
   it('does not wait for the keep-alive timeout after a download on a kept-alive connection', async () => {
     const server = await startServer()
