@@ -43,6 +43,7 @@ export class TusMetrics implements ScheduleObserver {
   readonly #mismatches: Count
   readonly #sweeps: Counter<'endpoint' | 'result'>
   readonly #removedExpired: Count
+  readonly #removedPartial: Count
   readonly #removedOrphan: Count
   readonly #bytesFreed: Count
   readonly #sweepErrors: Count
@@ -120,6 +121,7 @@ export class TusMetrics implements ScheduleObserver {
       ['kind'],
     )
     this.#removedExpired = removed.labels({ endpoint, kind: 'expired' })
+    this.#removedPartial = removed.labels({ endpoint, kind: 'partial' })
     this.#removedOrphan = removed.labels({ endpoint, kind: 'orphan' })
     this.#bytesFreed = counter('tus_sweep_bytes_freed_total', 'Bytes the sweeps removed.').labels(
       at,
@@ -206,6 +208,7 @@ export class TusMetrics implements ScheduleObserver {
       this.#mismatches,
       this.#emergencySweeps,
       this.#removedExpired,
+      this.#removedPartial,
       this.#removedOrphan,
       this.#bytesFreed,
       this.#sweepErrors,
@@ -250,7 +253,8 @@ export class TusMetrics implements ScheduleObserver {
     if (outcome.result !== 'ok') return
     const { report } = outcome
     this.#sweepDuration.observe(report.durationMs / 1000)
-    this.#removedExpired.inc(report.removed - report.orphans)
+    this.#removedExpired.inc(report.removed - report.orphans - report.partials)
+    this.#removedPartial.inc(report.partials)
     this.#removedOrphan.inc(report.orphans)
     this.#bytesFreed.inc(report.bytesFreed)
     this.#sweepErrors.inc(report.errors)

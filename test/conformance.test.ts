@@ -82,6 +82,7 @@ describe('OPTIONS', () => {
     expect(String(res.headers['tus-extension']).split(',').sort()).toEqual(
       [
         'checksum',
+        'concatenation',
         'creation',
         'creation-defer-length',
         'creation-with-upload',

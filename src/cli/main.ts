@@ -350,7 +350,7 @@ function summary(report: SweepReport): string {
   const removed = report.dryRun ? 'would remove' : 'removed'
   const parts = [
     `scanned ${report.scanned}`,
-    `${removed} ${report.removed} (${report.orphans} orphans)`,
+    `${removed} ${report.removed} (${report.orphans} orphans${report.partials > 0 ? `, ${report.partials} partial uploads` : ''})`,
     `${report.dryRun ? 'would free' : 'freed'} ${formatBytes(report.bytesFreed)}`,
     `errors ${report.errors}`,
     `skipped busy ${report.skippedBusy}`,

@@ -8,7 +8,8 @@
  * - `removeRefusedCreation`: a POST refused after tus created the upload leaves nothing behind;
  * - `offsetOnConflict`: a 409 (and a 507) carries the upload's current `Upload-Offset`;
  * - `uploadExpires`: `Upload-Expires` from the built-in store's activity clock (none once finished);
- * - `metadataAsSent`: HEAD answers `Upload-Metadata` as the client sent it (store/raw-metadata.ts).
+ * - `metadataAsSent`: HEAD answers `Upload-Metadata` as the client sent it (store/raw-metadata.ts);
+ * - `Upload-Concat` on HEAD answers about partial and final uploads (concatenation.ts).
  */
 import type { Server } from '@tus/server'
 import { EVENTS } from '@tus/utils'
@@ -153,7 +154,10 @@ function uploadFacts(store: ExpiringFileStore): Step {
     // A HEAD answers what tus' getUpload just read; after a PATCH or a POST, read afresh.
     const facts = await store.describe(id, { afterRead: method === 'HEAD' })
     uploadExpires(response, facts)
-    if (method === 'HEAD') answerRawMetadata(response, facts?.rawMetadata)
+    if (method === 'HEAD') {
+      answerRawMetadata(response, facts?.rawMetadata)
+      if (facts?.concat) response.headers.set('Upload-Concat', facts.concat)
+    }
   }
 }
 

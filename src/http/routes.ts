@@ -19,6 +19,7 @@ import type { ExpiringFileStore } from '../store/file-store.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { answerFixes } from './answer.js'
 import { cancelSafe } from './cancel-safe.js'
+import { type ConcatRouting, finishFinal, markConcatRequest, readConcat } from './concatenation.js'
 import { linkFastifyRequest } from './fastify-request.js'
 import { normalizeContentType, type Refusal, refusalFor, TUS_VERSION } from './protocol.js'
 import { DirectBodyRequest } from './write-path.js'
@@ -74,10 +75,11 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   }
 
   const fixAnswer = answerFixes({ tus, store, fileIdOf: options.fileIdOf })
+  const concat: ConcatRouting = { fullPath: tus.options.path, path, fileIdOf: options.fileIdOf }
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
-    await handOff(request, reply, { tus, store, fixAnswer, isClosing, metrics })
+    await handOff(request, reply, { tus, store, fixAnswer, isClosing, metrics, concat })
     // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
     // that ends after that moment would hold close() until the keep-alive timeout.
     if (isClosing()) child.server.closeIdleConnections()
@@ -101,6 +103,7 @@ interface HandOff {
   fixAnswer: AnswerFix
   isClosing: () => boolean
   metrics: TusMetrics | undefined
+  concat: ConcatRouting
 }
 
 /**
@@ -115,7 +118,15 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
     if (value !== undefined) res.setHeader(name, value)
   }
   try {
-    const refusal = refusalFor(request.raw.method ?? '', request.headers, how.store !== undefined)
+    const method = request.raw.method ?? ''
+    let refusal = refusalFor(method, request.headers, how.store !== undefined)
+    // Upload-Concat is read here, for the built-in store (without it tus answers 501).
+    const concat =
+      !refusal && method === 'POST' && how.store
+        ? await readConcat(request.raw, how.store, how.concat)
+        : undefined
+    if (concat && 'status' in concat) refusal = concat
+    const parts = concat && 'kind' in concat ? concat : undefined
     let response: Response
     if (refusal) {
       response = refusalResponse(how.tus, request, refusal)
@@ -126,7 +137,9 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
         ? new DirectBodyRequest({ req: request.raw, res })
         : new NodeRequest({ req: request.raw, res })
       linkFastifyRequest(webRequest, request)
+      if (parts) markConcatRequest(webRequest, parts)
       response = await how.tus.handleWeb(webRequest)
+      if (parts?.kind === 'final') response = await finishFinal(how.tus, webRequest, response)
       await how.fixAnswer(webRequest, response)
       if (how.metrics) how.metrics.bytesReceived(bytesStored(request, response))
     }

@@ -9,6 +9,7 @@ import type { DataStore, Locker } from '@tus/utils'
 import type { TusServerOptions } from '../options.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
 import { keepingRawMetadata } from '../store/raw-metadata.js'
+import { markingConcat, refusingPatchOfFinal } from './concatenation.js'
 import { uploadIdFromPath } from './protocol.js'
 import { installDirectWrite } from './write-path.js'
 
@@ -49,10 +50,15 @@ export function createTusServer({
     locker,
     getFileIdFromRequest: fileIdOf,
     // HEAD answers Upload-Metadata as sent, unless the user's hook replaced the metadata; a
-    // declared length above the free-space floor is refused (507) before anything is created.
+    // declared length above the free-space floor is refused (507) before anything is created;
+    // the store learns which creations are partial or final uploads (concatenation).
     onUploadCreate: store
-      ? checkingSpace(store, keepingRawMetadata(userOptions.onUploadCreate))
+      ? markingConcat(checkingSpace(store, keepingRawMetadata(userOptions.onUploadCreate)))
       : userOptions.onUploadCreate,
+    // A PATCH on a final upload of the concatenation extension answers 403.
+    onIncomingRequest: store
+      ? refusingPatchOfFinal(store, userOptions.onIncomingRequest)
+      : userOptions.onIncomingRequest,
     // Browsers may send and read the headers of the checksum and expiration extensions.
     allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum'],
     exposedHeaders: [

@@ -22,7 +22,12 @@ export interface UploadRecord {
   metadata?: unknown
   /** Set while a checksummed body is written: the offset before it, see `verifiedBytes`. */
   [UNVERIFIED_FROM]?: unknown
+  /** `partial` or `final` for the uploads of the concatenation extension (store/concatenation.ts). */
+  [CONCAT]?: unknown
 }
+
+/** The record field that marks an upload of the concatenation extension: `partial` or `final`. */
+export const CONCAT = 'concat'
 
 /**
  * The record field that marks a checksummed body being written: the offset before it. Bytes past
@@ -56,6 +61,21 @@ export function wholeName(pattern: RegExp): RegExp {
  */
 export function isFinished(size: number | undefined, bytesOnDisk: number): boolean {
   return size !== undefined && bytesOnDisk >= size
+}
+
+/**
+ * Whether an upload can expire: an unfinished one, and a partial upload of the concatenation
+ * extension even once finished (it only waits for the final upload that uses it; a client that
+ * never sends that final has abandoned it). A finished upload, finals included, never expires.
+ */
+export function mayExpire(record: object, size: number | undefined, bytesOnDisk: number): boolean {
+  return !isFinished(size, bytesOnDisk) || (record as UploadRecord)[CONCAT] === 'partial'
+}
+
+/** `partial`, `final` or `undefined` (a plain upload), from a parsed record. */
+export function concatKind(record: object): 'partial' | 'final' | undefined {
+  const kind = (record as UploadRecord)[CONCAT]
+  return kind === 'partial' || kind === 'final' ? kind : undefined
 }
 
 /** The time the server was down: from the start of a graceful close to its next start (epoch ms). */

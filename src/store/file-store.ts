@@ -11,7 +11,8 @@
  *   the stock constructor throws from a callback and ends the process;
  * - `remove` removes only an upload (a file whose `<id>.json` is its record), never another file
  *   of the directory, and tolerates a missing data file;
- * - PATCH bodies reach the data file directly (http/write-path.ts), not through web streams.
+ * - PATCH bodies reach the data file directly (http/write-path.ts), not through web streams;
+ * - partial and final uploads of the concatenation extension (concatenation.ts).
  */
 import fs, { createReadStream } from 'node:fs'
 import fsp from 'node:fs/promises'
@@ -22,14 +23,27 @@ import { DirectoryError } from '../errors.js'
 import type { SweepLocker } from '../sweep/activity-locker.js'
 import { type SweepOptions, type SweepReport, sweepDirectory } from '../sweep/engine.js'
 import { skipStockDirectoryCheck } from '../tus-internals.js'
+import {
+  type Concat,
+  concatenateFiles,
+  concatOf,
+  type FinalRecordFields,
+  lockPartials,
+  type TusError,
+  tusError,
+  unlockAll,
+} from './concatenation.js'
 import type { DirectWriteStore } from './direct-write.js'
 import {
+  CONCAT,
+  concatKind,
   type Downtime,
   expiresAt,
   isExpired,
   isFinished,
   lastActivityMs,
   METADATA_SUFFIX,
+  mayExpire,
   UNVERIFIED_FROM,
   verifiedBytes,
 } from './expiry-policy.js'
@@ -66,6 +80,8 @@ export interface ExpiringFileStoreOptions {
 export interface UploadFacts {
   expiresAt: Date | undefined
   rawMetadata: string | undefined
+  /** `Upload-Concat` as HEAD answers it, for partial and final uploads. */
+  concat: string | undefined
 }
 
 export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>
@@ -108,7 +124,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     this.#idPattern = options.idPattern
     this.#holdsLock = options.holdsLock ?? (() => false)
     // Checksums are verified by the direct write path (http/write-path.ts), which this store gets.
-    this.extensions = [...this.extensions, 'checksum']
+    this.extensions = [...this.extensions, 'checksum', 'concatenation']
     if (this.expireAfterMs === 0) {
       this.extensions = this.extensions.filter((extension) => extension !== 'expiration')
     }
@@ -167,7 +183,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     } else if (offset === stats.size && UNVERIFIED_FROM in record && this.#mayRollBack(id)) {
       await this.#clearUnverified(id, record)
     }
-    if (this.expireAfterMs > 0 && !isFinished(record.size, offset)) {
+    if (this.expireAfterMs > 0 && mayExpire(record, record.size, offset)) {
       const activity = lastActivityMs(stats.mtimeMs, this.downtime)
       if (isExpired(activity, this.expireAfterMs, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
     }
@@ -223,14 +239,87 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     return createReadStream(this.dataPathOf(id), { flags })
   }
 
-  /** The stock `create`, without writing through a link or over an existing file. */
+  /**
+   * The stock `create`, without writing through a link or over an existing file; a final upload
+   * of the concatenation extension is assembled here (`#createFinal`).
+   */
   override async create(upload: Upload): Promise<Upload> {
     const file = this.dataPathOf(upload.id)
     await fsp.mkdir(path.dirname(file), { recursive: true })
-    await (await fsp.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)).close()
-    await this.configstore.set(upload.id, upload)
+    const concat = concatOf(upload)
+    if (concat?.kind === 'final') {
+      await this.#createFinal(upload, concat, file)
+    } else {
+      await (await fsp.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)).close()
+      const record = concat ? { ...upload, [CONCAT]: 'partial' } : upload
+      await this.configstore.set(upload.id, record as Upload)
+    }
     upload.storage = { type: 'file', path: file }
     return upload
+  }
+
+  /**
+   * Checks that `id` can go into a final upload now: a partial upload of this store (404, or 410
+   * once expired), finished, with its length known (400). Resolves to its length.
+   */
+  async checkPartial(id: string): Promise<number> {
+    let upload: Upload
+    try {
+      upload = await this.getUpload(id)
+    } catch (error) {
+      const status = (error as Partial<TusError>).status_code
+      if (status === 404) throw tusError(404, `partial upload ${id} was not found`)
+      if (status === 410) throw tusError(410, `partial upload ${id} has expired`)
+      throw error
+    }
+    const record = await this.configstore.get(id)
+    if (!record || concatKind(record) !== 'partial') {
+      throw tusError(
+        400,
+        `upload ${id} is not a partial upload (created with Upload-Concat: partial)`,
+      )
+    }
+    if (upload.size === undefined || !isFinished(upload.size, upload.offset)) {
+      const of = upload.size === undefined ? 'a length not declared yet' : `${upload.size} bytes`
+      throw tusError(400, `partial upload ${id} is not finished (${upload.offset} of ${of})`)
+    }
+    return upload.size
+  }
+
+  /**
+   * A final upload, assembled from its partials under their locks (concatenation.ts): its data
+   * file appears whole, then its record is written, then the partials are removed.
+   */
+  async #createFinal(
+    upload: Upload,
+    concat: Extract<Concat, { kind: 'final' }>,
+    file: string,
+  ): Promise<void> {
+    const locks = await lockPartials(this.#locker, concat.partials)
+    try {
+      // Looked at again under the locks: a partial may have expired or gone since the request's check.
+      let size = 0
+      for (const id of concat.partials) size += await this.checkPartial(id)
+      if (size !== upload.size) {
+        throw tusError(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
+      }
+      await concatenateFiles(
+        concat.partials.map((id) => this.dataPathOf(id)),
+        file,
+      )
+      const fields: FinalRecordFields = {
+        [CONCAT]: 'final',
+        partials: concat.partials,
+        concat_header: concat.header,
+      }
+      await this.configstore.set(upload.id, { ...upload, ...fields } as unknown as Upload, {
+        durable: true,
+      })
+      // The final holds their bytes now; a partial left here by a failure expires unused.
+      await Promise.allSettled([...new Set(concat.partials)].map((id) => this.remove(id)))
+    } finally {
+      await unlockAll(locks)
+    }
   }
 
   /**
@@ -318,10 +407,14 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
 
   #factsOf(record: Upload, offset: number, mtimeMs: number): UploadFacts {
     const expires =
-      this.expireAfterMs === 0 || isFinished(record.size, offset)
+      this.expireAfterMs === 0 || !mayExpire(record, record.size, offset)
         ? undefined
         : new Date(expiresAt(lastActivityMs(mtimeMs, this.downtime), this.expireAfterMs))
-    return { expiresAt: expires, rawMetadata: rawMetadataOf(record) }
+    return {
+      expiresAt: expires,
+      rawMetadata: rawMetadataOf(record),
+      concat: concatHeaderOf(record),
+    }
   }
 
   #remember(id: string, record: Upload, offset: number, mtimeMs: number): void {
@@ -376,6 +469,15 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     return file
   }
 }
+/** `Upload-Concat` as HEAD answers it: `partial`, `final;<url> <url>`, or none. */
+function concatHeaderOf(record: Upload): string | undefined {
+  const kind = concatKind(record)
+  if (kind === 'partial') return 'partial'
+  if (kind !== 'final') return undefined
+  const header = (record as unknown as Partial<FinalRecordFields>).concat_header
+  return typeof header === 'string' ? header : 'final;'
+}
+
 /**
  * `mkdir -p`, which gives up where Node's recursive mkdir loops forever on a thread of the pool:
  * a parent that exists but answers ENOENT for any child (procfs: `/proc/self/uploads`).

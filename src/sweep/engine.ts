@@ -4,9 +4,10 @@
  *
  * For every entry of the directory tree (read as a stream, a bounded number at a time):
  * - data file `<id>` with an mtime newer than the period: kept after one `lstat`;
- * - data file with `<id>.json`: removed only when the record is unfinished and its last
- *   activity (the data file's mtime) is older than the period, under the upload's lock, after a
- *   second look taken under that lock;
+ * - data file with `<id>.json`: removed only when the record is unfinished (or a partial upload
+ *   of the concatenation extension that no final used) and its last activity (the data file's
+ *   mtime) is older than the period, under the upload's lock, after a second look taken under
+ *   that lock;
  * - data file without metadata, or metadata without data: an orphan, removed when its name
  *   matches `idPattern` and it is older than the period;
  * - anything else (foreign files, symlinks, dot-files, records of another id): left alone.
@@ -16,12 +17,13 @@ import fsp from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import {
+  concatKind,
   DEFAULT_ID_PATTERN,
   type Downtime,
   isExpired,
-  isFinished,
   lastActivityMs,
   METADATA_SUFFIX,
+  mayExpire,
   recordSize,
   verifiedBytes,
   wholeName,
@@ -82,8 +84,12 @@ export interface SweepOptions {
 
 export interface Removal {
   id: string
-  /** `upload`: an expired unfinished upload; `orphan-data`/`orphan-metadata`: half of one. */
-  kind: 'upload' | 'orphan-data' | 'orphan-metadata'
+  /**
+   * `upload`: an expired unfinished upload; `partial`: an expired partial upload (concatenation),
+   * finished or not, that no final upload used; `final`: an expired final upload whose partials
+   * never all arrived; `orphan-data`/`orphan-metadata`: half of an upload.
+   */
+  kind: 'upload' | 'partial' | 'final' | 'orphan-data' | 'orphan-metadata'
   bytes: number
   lastActivity: Date
 }
@@ -95,6 +101,8 @@ export interface SweepReport {
   removed: number
   /** Of `removed`, how many were orphans. */
   orphans: number
+  /** Of `removed`, how many were partial uploads of the concatenation extension. */
+  partials: number
   /** Bytes of data and metadata removed (or that would be). */
   bytesFreed: number
   /** Entries that failed (vanished, unreadable or corrupt metadata, failed unlink). */
@@ -120,6 +128,7 @@ export function newReport(dryRun: boolean): SweepReport {
     scanned: 0,
     removed: 0,
     orphans: 0,
+    partials: 0,
     bytesFreed: 0,
     errors: 0,
     skippedBusy: 0,
@@ -211,8 +220,8 @@ class Sweep {
       return
     }
     if (record.id !== id) return // not a record of this file: someone else's pair of files
-    if (isFinished(recordSize(record), verifiedBytes(record, data.size))) return
-    await this.remove(id, 'upload')
+    if (!mayExpire(record, recordSize(record), verifiedBytes(record, data.size))) return
+    await this.remove(id, concatKind(record) ?? 'upload')
   }
 
   /**
@@ -223,11 +232,11 @@ class Sweep {
     const temp = await this.statIfPresent(this.pathOf(file))
     if (!temp || !this.expired(temp.mtimeMs)) return
     this.report.scanned++
-    const id = tempRecordId(file)
+    const { id, kind } = tempFileOf(file)
     const found = { bytes: temp.size, lastActivity: temp.mtime }
-    if (this.options.dryRun) this.count(id, 'orphan-metadata', found)
+    if (this.options.dryRun) this.count(id, kind, found)
     else if (!this.options.signal?.aborted && (await this.unlinkIfPresent(this.pathOf(file)))) {
-      this.count(id, 'orphan-metadata', found)
+      this.count(id, kind, found)
     }
   }
 
@@ -303,14 +312,15 @@ class Sweep {
         : undefined
     }
     if (record === 'missing' || record === 'torn' || record.id !== id) return undefined
-    if (isFinished(recordSize(record), verifiedBytes(record, data.size))) return undefined
+    if (!mayExpire(record, recordSize(record), verifiedBytes(record, data.size))) return undefined
     return { bytes, lastActivity: data.mtime }
   }
 
   count(id: string, kind: Removal['kind'], found: Omit<Removal, 'id' | 'kind'>): void {
     const report = this.report
     report.removed++
-    if (kind !== 'upload') report.orphans++
+    if (kind === 'orphan-data' || kind === 'orphan-metadata') report.orphans++
+    else if (kind === 'partial') report.partials++
     report.bytesFreed += found.bytes
     if (report.ids.length < this.maxIds) report.ids.push(id)
     else report.idsTruncated = true
@@ -400,11 +410,18 @@ async function forEachBounded<T>(
   if (failure) throw failure.reason
 }
 
-/** `dir/.fastify-tus-tmp.<random>.<id>.json` → `dir/<id>`. */
-function tempRecordId(file: string): string {
+/**
+ * `dir/.fastify-tus-tmp.<random>.<id>.json` → `dir/<id>`, half of an upload's record; and
+ * `dir/.fastify-tus-tmp.<random>.<id>` → `dir/<id>`, a final upload's data file being assembled
+ * (store/concatenation.ts).
+ */
+function tempFileOf(file: string): { id: string; kind: 'orphan-data' | 'orphan-metadata' } {
   const slash = file.lastIndexOf('/')
   const name = file.slice(slash + 1 + TEMP_PREFIX.length).replace(/^[0-9a-f]+\./, '')
-  return `${file.slice(0, slash + 1)}${name.slice(0, -METADATA_SUFFIX.length)}`
+  const dir = file.slice(0, slash + 1)
+  return name.endsWith(METADATA_SUFFIX)
+    ? { id: `${dir}${name.slice(0, -METADATA_SUFFIX.length)}`, kind: 'orphan-metadata' }
+    : { id: `${dir}${name}`, kind: 'orphan-data' }
 }
 
 function isNotFound(error: unknown): boolean {

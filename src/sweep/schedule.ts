@@ -190,7 +190,8 @@ export class SweepSchedule {
  * dry run), at `debug` otherwise. The CLI's `--log json` writes the same record.
  */
 export function logReport(log: ScheduleLogger, report: SweepReport, logFields: object = {}): void {
-  const { removed, scanned, bytesFreed, durationMs, errors, orphans, skippedBusy, dryRun } = report
+  const { removed, scanned, bytesFreed, durationMs, errors, orphans, partials } = report
+  const { skippedBusy, dryRun } = report
   const fields = {
     removed,
     scanned,
@@ -198,6 +199,7 @@ export function logReport(log: ScheduleLogger, report: SweepReport, logFields: o
     durationMs,
     errors,
     orphans,
+    partials,
     skippedBusy,
     dryRun,
     ...logFields,

@@ -1,0 +1,299 @@
+/**
+ * The concatenation extension (parallel uploads) over real HTTP: tus-js-client's
+ * `parallelUploads`, the protocol's answers for partial and final uploads, the refusals that
+ * leave nothing behind, and the expiry of partials that no final used.
+ */
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { EVENTS } from '@tus/utils'
+import { describe, expect, it } from 'vitest'
+import {
+  age,
+  pattern as bytes,
+  createUpload,
+  head,
+  listing,
+  pair,
+  patch,
+  request,
+  sha256,
+  sha256Of,
+  startServer,
+  TUS,
+  tusUpload,
+} from './helpers.js'
+
+const HOUR = 3_600_000
+
+/** A finished partial upload of `data`; resolves to its URL and id. */
+async function partial(endpoint: string, data: Buffer) {
+  const created = await createUpload(endpoint, data.length, { 'Upload-Concat': 'partial' })
+  if (data.length > 0) {
+    const res = await patch(created.url, 0, data)
+    expect(res.status).toBe(204)
+  }
+  return created
+}
+
+function final(endpoint: string, urls: string[], extra: Record<string, string> = {}) {
+  return request(endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${urls.join(' ')}`, ...extra })
+}
+
+describe('parallel uploads with tus-js-client', () => {
+  it.each([
+    ['0 B', 0],
+    ['1 B', 1],
+    ['3 MiB', 3 * 1024 * 1024],
+  ])(
+    'delivers %s byte-identical with parallelUploads: 4, and keeps only the final upload',
+    async (_, size) => {
+      const server = await startServer({ expireAfterMs: HOUR })
+      const data = bytes(size, 7)
+      const creations: string[] = []
+      const url = await tusUpload(server.endpoint, data, {
+        parallelUploads: 4,
+        chunkSize: 256 * 1024,
+        metadata: { filename: 'movie.bin' },
+        onBeforeRequest: (req) => {
+          if (req.getMethod() === 'POST') creations.push(String(req.getHeader('Upload-Concat')))
+        },
+      })
+      // Four partials, then the final that lists them.
+      expect(creations.slice(0, 4)).toEqual(Array(4).fill('partial'))
+      expect(creations[4]).toMatch(/^final;(\S+ ){3}\S+$/)
+      const id = url.slice(url.lastIndexOf('/') + 1)
+      expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(data))
+      // The partials went once the final held their bytes.
+      expect(await listing(server.directory)).toEqual(pair(id))
+      const res = await head(url)
+      expect(res.status).toBe(200)
+      expect(res.headers['upload-offset']).toBe(String(size))
+      expect(res.headers['upload-length']).toBe(String(size))
+      expect(res.headers['upload-concat']).toMatch(/^final;/)
+      expect(res.headers['upload-expires']).toBeUndefined()
+      const download = await fetch(url)
+      expect(sha256Of(Buffer.from(await download.arrayBuffer()))).toBe(sha256Of(data))
+    },
+  )
+
+  it('runs onUploadFinish and POST_FINISH once for the final, with its whole length and metadata', async () => {
+    const finished: Array<{ id: string; size: number | undefined; offset: number; name?: string }> =
+      []
+    const events: string[] = []
+    const server = await startServer({
+      expireAfterMs: HOUR,
+      tus: {
+        onUploadFinish: async (_req, upload) => {
+          finished.push({
+            id: upload.id,
+            size: upload.size,
+            offset: upload.offset,
+            name: upload.metadata?.filename ?? undefined,
+          })
+          return { headers: { 'X-Finished': 'yes' } }
+        },
+      },
+    })
+    server.app.tus.on(EVENTS.POST_FINISH, (_req, _res, upload) => {
+      events.push(upload.id)
+    })
+    const data = bytes(100_000, 3)
+    let finalHeaders: Record<string, string> = {}
+    const url = await tusUpload(server.endpoint, data, {
+      parallelUploads: 3,
+      metadata: { filename: 'a.txt' },
+      onAfterResponse: (req, res) => {
+        if (req.getMethod() === 'POST' && req.getHeader('Upload-Concat')?.startsWith('final')) {
+          finalHeaders = { finished: res.getHeader('X-Finished') ?? '' }
+        }
+      },
+    })
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    // Partials finish too (each is an upload), but the final is the one with the metadata.
+    const ofFinal = finished.filter((f) => f.id === id)
+    expect(ofFinal).toEqual([{ id, size: 100_000, offset: 100_000, name: 'a.txt' }])
+    expect(events.filter((e) => e === id)).toHaveLength(1)
+    expect(finalHeaders.finished).toBe('yes')
+  })
+})
+
+describe('the protocol for partial and final uploads', () => {
+  it('advertises concatenation in Tus-Extension', async () => {
+    const server = await startServer()
+    const res = await request(server.endpoint, 'OPTIONS')
+    expect(String(res.headers['tus-extension']).split(',')).toContain('concatenation')
+  })
+
+  it('answers HEAD with Upload-Concat, and a final whose length and offset are the sum of its partials', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const a = await partial(server.endpoint, Buffer.from('AAAAA'))
+    const b = await partial(server.endpoint, Buffer.from('BBBBBB'))
+    expect((await head(a.url)).headers['upload-concat']).toBe('partial')
+    // Absolute URLs and paths alike.
+    const res = await final(server.endpoint, [a.url, new URL(b.url).pathname])
+    expect(res.status).toBe(201)
+    const url = new URL(res.headers.location as string, server.endpoint).href
+    const answer = await head(url)
+    expect(answer.headers['upload-length']).toBe('11')
+    expect(answer.headers['upload-offset']).toBe('11')
+    expect(answer.headers['upload-concat']).toBe(`final;${a.url} ${new URL(b.url).pathname}`)
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('AAAAABBBBBB')
+  })
+
+  it('accepts partial URLs with or without the register prefix', async () => {
+    const server = await startServer({ expireAfterMs: HOUR }, { register: { prefix: '/api' } })
+    const a = await partial(server.endpoint, Buffer.from('one,'))
+    const b = await partial(server.endpoint, Buffer.from('two'))
+    const withoutPrefix = new URL(b.url).pathname.replace(/^\/api/, '')
+    const res = await final(server.endpoint, [a.url, withoutPrefix])
+    expect(res.status).toBe(201)
+    const id = String(res.headers.location).split('/').pop() as string
+    expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('one,two')
+  })
+
+  it('answers 403 to a PATCH on a final upload and leaves it unchanged', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const a = await partial(server.endpoint, Buffer.from('AAAAA'))
+    const res = await final(server.endpoint, [a.url])
+    const url = new URL(res.headers.location as string, server.endpoint).href
+    for (const offset of [0, 5]) {
+      const refused = await patch(url, offset, Buffer.from('more'))
+      expect(refused.status).toBe(403)
+      expect(refused.body).toMatch(/final upload/)
+    }
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('AAAAA')
+  })
+
+  it('creates a partial upload with its first bytes in the POST, and with a deferred length', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const withBody = await request(
+      server.endpoint,
+      'POST',
+      {
+        ...TUS,
+        'Upload-Length': 4,
+        'Upload-Concat': 'partial',
+        'Content-Type': 'application/offset+octet-stream',
+      },
+      Buffer.from('1234'),
+    )
+    expect(withBody.status).toBe(201)
+    const deferred = await createUpload(server.endpoint, 'deferred', { 'Upload-Concat': 'partial' })
+    expect((await head(deferred.url)).headers['upload-concat']).toBe('partial')
+    // Unfinished while its length is unknown.
+    const refused = await final(server.endpoint, [deferred.url])
+    expect(refused.status).toBe(400)
+    expect(refused.body).toMatch(/not finished .*not declared/)
+    const ok = await final(server.endpoint, [String(withBody.headers.location)])
+    expect(ok.status).toBe(201)
+  })
+})
+
+describe('a final upload that cannot be made', () => {
+  it('answers 400, 404 or 410 with a reason and leaves the store as it was', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const other = await startServer({ expireAfterMs: HOUR, path: '/other' })
+    const done = await partial(server.endpoint, Buffer.from('done'))
+    const unfinished = await createUpload(server.endpoint, 10, { 'Upload-Concat': 'partial' })
+    await patch(unfinished.url, 0, Buffer.from('half'))
+    const plain = await createUpload(server.endpoint, 0)
+    const expired = await partial(server.endpoint, Buffer.from('old'))
+    await age(path.join(server.directory, expired.id), 2 * HOUR)
+    const foreign = await partial(other.endpoint, Buffer.from('elsewhere'))
+    const before = await listing(server.directory)
+
+    const cases: Array<[string[], number, RegExp]> = [
+      [[done.url, `${server.endpoint}/${'0'.repeat(32)}`], 404, /was not found/],
+      [[done.url, expired.url], 410, /has expired/],
+      [[unfinished.url, done.url], 400, /is not finished \(4 of 10 bytes\)/],
+      [[plain.url], 400, /is not a partial upload/],
+      [[done.url, foreign.url], 400, /is not an upload URL of this endpoint/],
+      [[`${server.endpoint}/../secret`], 400, /not an upload URL|not found/],
+      [[], 400, /lists no partial upload/],
+    ]
+    for (const [urls, status, reason] of cases) {
+      const res = await final(server.endpoint, urls)
+      expect({ urls, status: res.status }).toEqual({ urls, status })
+      expect(res.body).toMatch(reason)
+      expect(res.headers['tus-resumable']).toBe('1.0.0')
+    }
+    const withLength = await final(server.endpoint, [done.url], { 'Upload-Length': '4' })
+    expect(withLength.status).toBe(400)
+    expect(withLength.body).toMatch(/send no Upload-Length/)
+    const bad = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Concat': 'whole' })
+    expect(bad.status).toBe(400)
+    expect(await listing(server.directory)).toEqual(before)
+    // The partial that was fine is still there for a correct final.
+    expect((await final(server.endpoint, [done.url])).status).toBe(201)
+  })
+
+  it('answers 413 when the partials together pass maxSize, and creates nothing', async () => {
+    const server = await startServer({ expireAfterMs: HOUR, tus: { maxSize: 8 } })
+    const a = await partial(server.endpoint, Buffer.from('12345'))
+    const b = await partial(server.endpoint, Buffer.from('67890'))
+    const before = await listing(server.directory)
+    const res = await final(server.endpoint, [a.url, b.url])
+    expect(res.status).toBe(413)
+    expect(await listing(server.directory)).toEqual(before)
+  })
+
+  it('is refused (501) with a datastore of the user, as before', async () => {
+    const { FileStore } = await import('@tus/file-store')
+    const server = await startServer({
+      datastore: new FileStore({ directory: await fs.mkdtemp('/tmp/fastify-tus-concat-') }),
+    })
+    const res = await createUpload(server.endpoint, 4, { 'Upload-Concat': 'partial' }).catch(
+      (error: Error) => error.message,
+    )
+    expect(res).toMatch(/501/)
+  })
+})
+
+describe('expiry of partial uploads', () => {
+  it('removes a finished partial that no final used once its period has passed, and counts it', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const stale = await partial(server.endpoint, Buffer.from('abandoned'))
+    const fresh = await partial(server.endpoint, Buffer.from('waiting'))
+    const plain = await createUpload(server.endpoint, 4)
+    await patch(plain.url, 0, Buffer.from('done'))
+    for (const id of [stale.id, plain.id]) await age(path.join(server.directory, id), 2 * HOUR)
+    // Expired before the sweep: 410, as any expired upload.
+    expect((await head(stale.url)).status).toBe(410)
+    expect((await head(fresh.url)).headers['upload-expires']).toBeDefined()
+
+    const report = await server.app.tusCleanup.run()
+    expect(report).toMatchObject({ removed: 1, partials: 1, orphans: 0, ids: [stale.id] })
+    // The fresh partial, and the finished plain upload however old, stay.
+    expect(await listing(server.directory)).toEqual([...pair(fresh.id), ...pair(plain.id)].sort())
+    expect(server.logs.find((r) => r.msg.startsWith('removed 1'))).toMatchObject({ partials: 1 })
+  })
+
+  it('never removes a finished final upload, however old', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const a = await partial(server.endpoint, Buffer.from('keep me'))
+    const res = await final(server.endpoint, [a.url])
+    const id = String(res.headers.location).split('/').pop() as string
+    await age(path.join(server.directory, id), 1000 * HOUR)
+    const report = await server.app.tusCleanup.run()
+    expect(report.removed).toBe(0)
+    expect(await listing(server.directory)).toEqual(pair(id))
+    expect((await head(`${server.endpoint}/${id}`)).status).toBe(200)
+  })
+
+  it('removes what a crash left of an assembly (a temporary data file) once it is older than the period', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const a = await partial(server.endpoint, Buffer.from('survives'))
+    // What a crash mid-copy leaves: the temporary file beside the final's, nothing else.
+    const temp = path.join(server.directory, `.fastify-tus-tmp.0a1b2c3d4e5f.${'f'.repeat(32)}`)
+    await fs.writeFile(temp, 'surv')
+    expect((await server.app.tusCleanup.run()).removed).toBe(0)
+    await age(temp, 2 * HOUR)
+    const report = await server.app.tusCleanup.run()
+    expect(report).toMatchObject({ removed: 1, orphans: 1, ids: ['f'.repeat(32)] })
+    // The partial is untouched: the client can send its final again.
+    expect(await listing(server.directory)).toEqual(pair(a.id))
+    expect((await final(server.endpoint, [a.url])).status).toBe(201)
+  })
+})
