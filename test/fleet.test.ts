@@ -16,10 +16,12 @@ import {
   pattern,
   REDIS_URL,
   randomId,
+  request,
   sha256,
   sha256Of,
   sleep,
   slowPatch,
+  TUS,
   tempDir,
   waitFor,
 } from './helpers.js'
@@ -140,6 +142,48 @@ describe('several instances on one directory and one Redis', () => {
       expect(res.headers['upload-metadata']).toBe(metadata)
     }
     expect(await sha256(path.join(dir, id))).toBe(sha256Of(data))
+  })
+
+  it('assembles a parallel upload whose partials were written on two instances and whose final is created on the third', async () => {
+    const dir = await tempDir()
+    const fleet = await startFleet(dir, { EXPIRE_AFTER_MS: '60000' })
+    const parts = [pattern(300_000, 1), pattern(200_001, 2), pattern(1, 3), pattern(0, 4)]
+    const urls: string[] = []
+    for (const [i, part] of parts.entries()) {
+      // Created on one instance, written in two PATCHes on the other two.
+      const { url } = await createUpload(fleet[i % 3].endpoint, part.length, {
+        'Upload-Concat': 'partial',
+      })
+      const id = idOf(url)
+      const half = Math.floor(part.length / 2)
+      for (const [n, [from, to]] of [
+        [0, half],
+        [half, part.length],
+      ].entries()) {
+        if (to === from) continue
+        const instance = fleet[(i + n + 1) % 3] as Instance
+        const res = await patch(`${instance.endpoint}/${id}`, from, part.subarray(from, to))
+        expect(res.status, `PATCH of partial ${i} on ${instance.name}: ${res.body}`).toBe(204)
+      }
+      urls.push(url)
+    }
+    const res = await request(fleet[2].endpoint, 'POST', {
+      ...TUS,
+      'Upload-Concat': `final;${urls.join(' ')}`,
+    })
+    expect(res.status, res.body).toBe(201)
+    const id = idOf(String(res.headers.location))
+    const whole = Buffer.concat(parts)
+    expect(await sha256(path.join(dir, id))).toBe(sha256Of(whole))
+    for (const instance of fleet) {
+      const answer = await head(`${instance.endpoint}/${id}`)
+      expect(answer.headers['upload-offset']).toBe(String(whole.length))
+      expect(answer.headers['upload-concat']).toMatch(/^final;/)
+    }
+    // The partials are gone from the shared directory, for every instance.
+    expect((await fs.readdir(dir)).filter((name) => !name.startsWith('.')).sort()).toEqual(
+      [id, `${id}.json`].sort(),
+    )
   })
 
   it('never interleaves the writes of two clients racing on one upload from different instances', async () => {
