@@ -179,6 +179,65 @@ describe('the demo page', () => {
     console.log(`demo page screenshot: ${SCREENSHOT}`)
   }, 60_000)
 
+  it('uploads a file as 4 parallel parts when asked, pauses and resumes them, and joins them on the server', async () => {
+    const { uploadDir, origin } = await demo()
+    const size = 4 * MiB
+    const data = pattern(size, 5)
+    const page = await browser.newPage()
+    onTestFinished(() => page.close())
+    page.setDefaultTimeout(5_000)
+    const pageErrors: string[] = []
+    page.on('pageerror', (error) => pageErrors.push(error.message))
+    const cdp = await page.context().newCDPSession(page)
+    await cdp.send('Network.enable')
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false,
+      latency: 0,
+      downloadThroughput: -1,
+      uploadThroughput: MiB,
+    })
+    await page.goto(`${origin}/`)
+    await page.getByTestId('parallel-uploads').selectOption('4')
+    const file = path.join(await tempDir(), 'parallel.bin')
+    await fs.writeFile(file, data)
+    await page.getByTestId('file-input').setInputFiles(file)
+
+    const row = page.getByTestId('upload')
+    const progress = row.getByTestId('upload-progress')
+    const sent = async () => Number(await progress.getAttribute('value'))
+    await expect.poll(sent, { interval: 20, timeout: 10_000 }).toBeGreaterThan(1.2 * MiB)
+    await row.getByTestId('upload-pause').click()
+    await expect.poll(() => row.getAttribute('data-state')).toBe('paused')
+
+    // Four partial uploads on the server, each with part of the file, and no final yet.
+    await sleep(100)
+    const partials = await uploadIds(uploadDir)
+    expect(partials).toHaveLength(4)
+    let held = 0
+    for (const id of partials) {
+      const res = await head(`${origin}/files/${id}`)
+      expect(res.headers['upload-concat']).toBe('partial')
+      held += Number(res.headers['upload-offset'])
+    }
+    expect(held).toBeGreaterThan(0)
+    expect(held).toBeLessThan(size)
+
+    await row.getByTestId('upload-resume').click()
+    await expect.poll(() => row.getAttribute('data-state'), { timeout: 30_000 }).toBe('done')
+    expect(await sent()).toBe(size)
+    // One upload left: the final, whole; its link is the final's URL.
+    const [id] = await uploadIds(uploadDir)
+    expect(await uploadIds(uploadDir)).toEqual([id])
+    expect(partials).not.toContain(id)
+    expect(await sha256(path.join(uploadDir, id as string))).toBe(sha256Of(data))
+    const url = `${origin}/files/${id}`
+    expect(await row.getByTestId('upload-url').getAttribute('href')).toBe(url)
+    const status = await head(url)
+    expect(status.headers['upload-concat']).toMatch(/^final;/)
+    expect(status.headers['upload-offset']).toBe(String(size))
+    expect(pageErrors).toEqual([])
+  }, 60_000)
+
   it('says "No sweep yet." while no sweep has run (expiry off)', async () => {
     const { app, origin } = await demo({ expireAfterMs: 0 })
     const page = await browser.newPage()

@@ -10,6 +10,7 @@ const dropZone = document.getElementById('drop-zone')
 const fileInput = document.getElementById('file-input')
 const list = document.getElementById('uploads')
 const noUploads = document.getElementById('no-uploads')
+const parallelUploads = document.getElementById('parallel-uploads')
 
 fileInput.addEventListener('change', () => {
   for (const file of fileInput.files) startUpload(file)
@@ -73,9 +74,13 @@ function startUpload(file) {
     amount.textContent = `${percent}% · ${formatBytes(sent)} of ${formatBytes(total)}`
   }
 
+  // With parallel uploads tus-js-client sends the file as that many partial uploads side by
+  // side (the concatenation extension), then one final upload that joins them on the server.
+  const parallel = Number(parallelUploads.value) || 1
   const upload = new tus.Upload(file, {
     endpoint: ENDPOINT,
     chunkSize: CHUNK_SIZE,
+    ...(parallel > 1 && { parallelUploads: parallel }),
     retryDelays: [0, 1000, 3000],
     metadata: { filename: file.name, filetype: file.type || 'application/octet-stream' },
     onProgress: progress,
@@ -158,6 +163,7 @@ function renderSweep({ last, expireAfterMs, cleanupIntervalMs }) {
   }
   const fields = [
     ['removed', 'Removed', String(last.removed)],
+    ['partials', 'Of which partial uploads', String(last.partials ?? 0)],
     ['scanned', 'Scanned', String(last.scanned)],
     ['bytes-freed', 'Bytes freed', formatBytes(last.bytesFreed)],
     ['errors', 'Errors', String(last.errors)],
