@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <section> ...]`: runs the benchmark sections (sweep, startup, latency,
- * upload, metrics; all by default), each contender in a process of its own, contenders alternating
+ * upload, metrics, parallel; all by default), each contender in a process of its own, contenders alternating
  * round by round, and writes BENCHMARKS.md with medians and ratios against the baselines
  * measured in the same run. Not a test: nothing here asserts, CI does not run it.
  */
@@ -359,6 +359,76 @@ async function uploadSection(): Promise<Section> {
   }
 }
 
+/**
+ * Parallel uploads (the concatenation extension): one upload over 1 or 4 connections, each held
+ * to the same rate on the client side, and the assembly's own time against `cp` of its bytes.
+ */
+async function parallelSection(): Promise<Section> {
+  const rounds = Number(process.env.BENCH_PARALLEL_ROUNDS ?? 3)
+  const sizeMiB = Number(process.env.BENCH_PARALLEL_MIB ?? 256)
+  const rateMiB = 16
+  const dir = path.join(DATA_ROOT, 'runs', 'parallel')
+  const seconds: Record<string, number[]> = {}
+  const assembly: number[] = []
+  const cp: number[] = []
+  for (const order of rotations(['1', '4'], rounds)) {
+    for (const parallel of order) {
+      await fs.rm(dir, { recursive: true, force: true })
+      await fs.mkdir(dir, { recursive: true })
+      const srv = await server('upload-server.js', ['plugin', dir])
+      try {
+        const r = worker('parallel-client.js', [srv.origin, sizeMiB, parallel, rateMiB])
+        append(seconds, parallel, r.seconds as number)
+        let line = `parallel ${parallel}: ${fmt(r.seconds as number, 2)} s`
+        if (parallel !== '1') {
+          // The same bytes copied by cp, from the final the assembly wrote (in the page cache
+          // as the partials were), to a new file beside it.
+          const final = path.join(dir, path.basename(new URL(r.url as string).pathname))
+          const started = performance.now()
+          execFileSync('cp', [final, `${final}.cp`])
+          const cpMs = performance.now() - started
+          assembly.push(r.assemblyMs as number)
+          cp.push(cpMs)
+          line += `, assembly ${fmt(r.assemblyMs as number, 0)} ms, cp ${fmt(cpMs, 0)} ms`
+        }
+        console.log(line)
+      } finally {
+        await srv.stop()
+        await fs.rm(dir, { recursive: true, force: true })
+      }
+    }
+  }
+  const single = median(seconds['1'] ?? [])
+  const four = median(seconds['4'] ?? [])
+  const asm = median(assembly)
+  const copy = median(cp)
+  return {
+    title: 'Parallel uploads',
+    intro: `One ${sizeMiB} MiB upload to fastify-tus from a client process, over one connection or over four (\`parallelUploads: 4\` as tus-js-client does it: four partial uploads side by side, then the final), every connection held to ${rateMiB} MiB/s on the client side, as a long fat network holds each TCP stream; ${rounds} rounds, alternated; medians. The assembly is the time from the last partial's answer to the final's 201; \`cp\` copies the final's bytes to a new file right after, in the same page-cache state.`,
+    rows: [
+      { upload: 'one connection', seconds: fmt(single, 2), 'vs one': '1.00' },
+      { upload: '`parallelUploads: 4`', seconds: fmt(four, 2), 'vs one': fmt(single / four, 2) },
+      { upload: 'of which the assembly', seconds: fmt(asm / 1000, 3), 'vs one': '' },
+      { upload: '`cp` of the same bytes', seconds: fmt(copy / 1000, 3), 'vs one': '' },
+    ],
+    goals: [
+      {
+        goal: 'parallel ≥ 3× one connection',
+        value: `${fmt(single / four, 2)}×`,
+        met: single / four >= 3,
+      },
+      {
+        goal: 'assembly ≤ 1.2× cp',
+        value: `${fmt(asm / copy, 2)}×`,
+        met: asm <= 1.2 * copy,
+      },
+    ],
+    notes: [
+      `Per round: one connection ${(seconds['1'] ?? []).map((x) => fmt(x, 2)).join(', ')} s; four ${(seconds['4'] ?? []).map((x) => fmt(x, 2)).join(', ')} s; assembly ${assembly.map((x) => fmt(x, 0)).join(', ')} ms; cp ${cp.map((x) => fmt(x, 0)).join(', ')} ms.`,
+    ],
+  }
+}
+
 /** Counting costs per request: HEADs through `inject`, with and without `metrics`. */
 async function metricsSection(): Promise<Section> {
   const rounds = 7
@@ -422,6 +492,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   latency: latencySection,
   upload: uploadSection,
   metrics: metricsSection,
+  parallel: parallelSection,
 }
 
 const wanted = process.argv.slice(2)

@@ -95,13 +95,15 @@ export async function unlockAll(locks: readonly HeldLock[]): Promise<void> {
   await Promise.allSettled(locks.map((lock) => lock.unlock()))
 }
 
-/** The copy buffer: memory stays at this much per assembly, whatever the sizes. */
+/** Each of the two copy buffers: memory stays at twice this per assembly, whatever the sizes. */
 const COPY_BUFFER_BYTES = 1024 * 1024
 
 /**
  * Writes the bytes of `sources` (data files, in order) to `target`, which must not exist:
- * through a temporary dot-file beside it, flushed and then linked in, so that `target` appears
- * whole or not at all. Resolves to the bytes written.
+ * through a temporary dot-file beside it, linked in once complete, so that `target` appears
+ * whole or not at all. The next buffer is read while the last one is written (both on libuv's
+ * threads). Like every write of the store, nothing is flushed to the disk here (see
+ * docs/protocol.md). Resolves to the bytes written.
  */
 export async function concatenateFiles(
   sources: readonly string[],
@@ -116,25 +118,31 @@ export async function concatenateFiles(
   let written = 0
   try {
     try {
-      const buffer = Buffer.allocUnsafe(COPY_BUFFER_BYTES)
+      const buffers = [Buffer.allocUnsafe(COPY_BUFFER_BYTES), Buffer.allocUnsafe(COPY_BUFFER_BYTES)]
+      let turn = 0
+      let writing: Promise<void> = Promise.resolve()
       for (const source of sources) {
         const { handle } = await openStoreFile(source, 'read')
         try {
-          for (;;) {
-            const { bytesRead } = await handle.read(buffer, 0, buffer.length, null)
+          for (let position = 0; ; ) {
+            // This buffer's last write was awaited in the round before: it is free.
+            const buffer = buffers[turn] as Buffer
+            const [{ bytesRead }] = await Promise.all([
+              handle.read(buffer, 0, buffer.length, position),
+              writing,
+            ])
             if (bytesRead === 0) break
-            let done = 0
-            while (done < bytesRead) {
-              const { bytesWritten } = await out.write(buffer, done, bytesRead - done, written)
-              done += bytesWritten
-              written += bytesWritten
-            }
+            position += bytesRead
+            writing = writeAll(out, buffer, bytesRead, written)
+            written += bytesRead
+            turn ^= 1
           }
         } finally {
+          await writing.catch(() => {})
           await handle.close()
         }
+        await writing
       }
-      await out.sync()
     } finally {
       await out.close()
     }
@@ -144,4 +152,16 @@ export async function concatenateFiles(
     await fsp.unlink(temp).catch(() => {})
   }
   return written
+}
+
+async function writeAll(
+  out: fsp.FileHandle,
+  buffer: Buffer,
+  length: number,
+  position: number,
+): Promise<void> {
+  for (let done = 0; done < length; ) {
+    const { bytesWritten } = await out.write(buffer, done, length - done, position + done)
+    done += bytesWritten
+  }
 }

@@ -312,9 +312,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
         partials: concat.partials,
         concat_header: concat.header,
       }
-      await this.configstore.set(upload.id, { ...upload, ...fields } as unknown as Upload, {
-        durable: true,
-      })
+      await this.configstore.set(upload.id, { ...upload, ...fields } as unknown as Upload)
       // The final holds their bytes now; a partial left here by a failure expires unused.
       await Promise.allSettled([...new Set(concat.partials)].map((id) => this.remove(id)))
     } finally {

@@ -1,0 +1,114 @@
+/**
+ * One upload of <sizeMiB> over <parallel> connections, each throttled on the client side to
+ * <rateMiB> MiB/s (as a long fat network would hold each TCP stream):
+ * `node parallel-client.js <origin> <sizeMiB> <parallel> <rateMiB>`. With 1 it is a single
+ * upload in one PATCH; with more, the file is split as tus-js-client's `parallelUploads` splits it
+ * (equal parts, the last takes the rest): that many partial uploads PATCHed side by side, then the
+ * final upload. Prints the wall time, and for parallel uploads the time from the last partial's
+ * answer to the final's 201 (the assembly) and the final's URL.
+ */
+import { randomFillSync } from 'node:crypto'
+import http from 'node:http'
+import { Readable } from 'node:stream'
+
+const [origin, sizeArg, parallelArg, rateArg] = process.argv.slice(2) as [
+  string,
+  string,
+  string,
+  string,
+]
+const MiB = 1024 * 1024
+const size = Number(sizeArg) * MiB
+const parallel = Number(parallelArg)
+const rate = Number(rateArg) * MiB
+const data = randomFillSync(Buffer.alloc(size))
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+const TUS = { 'Tus-Resumable': '1.0.0' }
+const SLICE = 64 * 1024
+
+/** `body` at `rate` bytes per second at most, in 64 KiB slices. */
+function throttled(body: Buffer): Readable {
+  const started = performance.now()
+  let sent = 0
+  return new Readable({
+    read() {
+      const allowed = ((performance.now() - started) / 1000) * rate
+      const wait = sent >= allowed ? ((sent + SLICE - allowed) / rate) * 1000 : 0
+      setTimeout(() => {
+        if (sent >= body.length) {
+          this.push(null)
+          return
+        }
+        const end = Math.min(sent + SLICE, body.length)
+        this.push(body.subarray(sent, end))
+        sent = end
+      }, wait)
+    },
+  })
+}
+
+function send(
+  method: string,
+  url: string,
+  headers: Record<string, string | number>,
+  body?: Buffer,
+) {
+  return new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res))
+    })
+    req.on('error', reject)
+    if (body && body.length > 0) throttled(body).pipe(req)
+    else req.end()
+  })
+}
+
+async function upload(body: Buffer, concat?: string): Promise<string> {
+  const created = await send('POST', `${origin}/files`, {
+    ...TUS,
+    'Upload-Length': body.length,
+    ...(concat && { 'Upload-Concat': concat }),
+  })
+  if (created.statusCode !== 201) throw new Error(`POST answered ${created.statusCode}`)
+  const url = new URL(created.headers.location as string, origin).href
+  const res = await send(
+    'PATCH',
+    url,
+    {
+      ...TUS,
+      'Upload-Offset': 0,
+      'Content-Type': 'application/offset+octet-stream',
+      'Content-Length': body.length,
+    },
+    body,
+  )
+  if (res.statusCode !== 204) throw new Error(`PATCH answered ${res.statusCode}`)
+  return url
+}
+
+const started = performance.now()
+let url: string
+let assemblyMs = 0
+if (parallel === 1) {
+  url = await upload(data)
+} else {
+  const part = Math.floor(size / parallel)
+  const parts = Array.from({ length: parallel }, (_, i) =>
+    data.subarray(i * part, i === parallel - 1 ? size : (i + 1) * part),
+  )
+  const urls = await Promise.all(parts.map((p) => upload(p, 'partial')))
+  const lastPartial = performance.now()
+  const final = await send('POST', `${origin}/files`, {
+    ...TUS,
+    'Upload-Concat': `final;${urls.join(' ')}`,
+  })
+  if (final.statusCode !== 201) throw new Error(`final POST answered ${final.statusCode}`)
+  assemblyMs = performance.now() - lastPartial
+  url = new URL(final.headers.location as string, origin).href
+}
+const seconds = (performance.now() - started) / 1000
+process.stdout.write(
+  `${JSON.stringify({ seconds, mibPerSecond: size / MiB / seconds, assemblyMs, url })}\n`,
+)
+agent.destroy()
