@@ -152,6 +152,41 @@ describe('the protocol for partial and final uploads', () => {
     expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('one,two')
   })
 
+  it('reads the partial URLs of a user generateUrl (a proxy layout) as tus reads upload URLs', async () => {
+    const server = await startServer({
+      expireAfterMs: HOUR,
+      tus: { generateUrl: (_req, { id }) => `https://uploads.example.com/u/${id}` },
+    })
+    const locations: string[] = []
+    for (const part of ['via ', 'proxy']) {
+      const { id, response } = await createUpload(server.endpoint, part.length, {
+        'Upload-Concat': 'partial',
+      })
+      // The Location is the proxy's; the partial is PATCHed here at its own path.
+      expect(response.headers.location).toBe(`https://uploads.example.com/u/${id}`)
+      expect((await patch(`${server.endpoint}/${id}`, 0, Buffer.from(part))).status).toBe(204)
+      locations.push(String(response.headers.location))
+    }
+    const res = await final(server.endpoint, locations)
+    expect(res.status, res.body).toBe(201)
+    const id = String(res.headers.location).split('/').pop() as string
+    expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('via proxy')
+    const unknown = await final(server.endpoint, [
+      `https://uploads.example.com/u/${'0'.repeat(32)}`,
+    ])
+    expect(unknown.status).toBe(404)
+  })
+
+  it('repeats a partial listed twice, and removes it once', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const a = await partial(server.endpoint, Buffer.from('ab'))
+    const res = await final(server.endpoint, [a.url, a.url])
+    expect(res.status).toBe(201)
+    const id = String(res.headers.location).split('/').pop() as string
+    expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('abab')
+    expect(await listing(server.directory)).toEqual(pair(id))
+  })
+
   it('answers 403 to a PATCH on a final upload and leaves it unchanged', async () => {
     const server = await startServer({ expireAfterMs: HOUR })
     const a = await partial(server.endpoint, Buffer.from('AAAAA'))

@@ -37,6 +37,12 @@ export interface ConcatRouting {
   path: string
   /** The id in an upload URL, as tus reads it (the plugin's `getFileIdFromRequest`). */
   fileIdOf: (request: Request) => string | undefined
+  /**
+   * The user's `tus.generateUrl` makes the upload URLs (a proxy's layout, another host): a URL of
+   * any path is then read as tus reads it, and an id that is not a partial of this store is
+   * refused by the lookup (404, 400) instead of by its path.
+   */
+  anyPath: boolean
 }
 
 const requests = new WeakMap<Request, Concat>()
@@ -139,6 +145,7 @@ function partialIdOf(url: string, routing: ConcatRouting): string | undefined {
   const pathname = parsed.pathname.replace(/\/$/, '')
   const slash = pathname.lastIndexOf('/')
   const collection = pathname.slice(0, slash)
+  if (routing.anyPath) return routing.fileIdOf(new Request(new URL(pathname, 'http://localhost')))
   if (collection !== routing.fullPath && collection !== routing.path) return undefined
   const own = new URL(`${routing.fullPath}${pathname.slice(slash)}`, 'http://localhost')
   return routing.fileIdOf(new Request(own))

@@ -75,7 +75,12 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   }
 
   const fixAnswer = answerFixes({ tus, store, fileIdOf: options.fileIdOf })
-  const concat: ConcatRouting = { fullPath: tus.options.path, path, fileIdOf: options.fileIdOf }
+  const concat: ConcatRouting = {
+    fullPath: tus.options.path,
+    path,
+    fileIdOf: options.fileIdOf,
+    anyPath: tus.options.generateUrl !== undefined,
+  }
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
