@@ -151,15 +151,16 @@ describe('several instances on one directory and one Redis', () => {
     const urls: string[] = []
     for (const [i, part] of parts.entries()) {
       // Created on one instance, written in two PATCHes on the other two.
-      const { url } = await createUpload(fleet[i % 3].endpoint, part.length, {
+      const { url } = await createUpload((fleet[i % 3] as Instance).endpoint, part.length, {
         'Upload-Concat': 'partial',
       })
       const id = idOf(url)
       const half = Math.floor(part.length / 2)
-      for (const [n, [from, to]] of [
+      const halves: Array<[number, number]> = [
         [0, half],
         [half, part.length],
-      ].entries()) {
+      ]
+      for (const [n, [from, to]] of halves.entries()) {
         if (to === from) continue
         const instance = fleet[(i + n + 1) % 3] as Instance
         const res = await patch(`${instance.endpoint}/${id}`, from, part.subarray(from, to))

@@ -298,15 +298,15 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const locks = await lockPartials(this.#locker, concat.partials)
     try {
       // Looked at again under the locks: a partial may have expired or gone since the request's check.
-      let size = 0
-      for (const id of concat.partials) size += await this.checkPartial(id)
+      const sources = []
+      for (const id of concat.partials) {
+        sources.push({ file: this.dataPathOf(id), bytes: await this.checkPartial(id) })
+      }
+      const size = sources.reduce((sum, source) => sum + source.bytes, 0)
       if (size !== upload.size) {
         throw tusError(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
       }
-      await concatenateFiles(
-        concat.partials.map((id) => this.dataPathOf(id)),
-        file,
-      )
+      await concatenateFiles(sources, file)
       const fields: FinalRecordFields = {
         [CONCAT]: 'final',
         partials: concat.partials,
