@@ -22,6 +22,7 @@ import {
   pattern,
   REDIS_URL,
   randomId,
+  request,
   sha256,
   sha256Of,
   signal,
@@ -81,6 +82,42 @@ async function realStore() {
 }
 
 describe('fastify-tus sweep on a store made by the plugin', () => {
+  it('lists the partial uploads of an abandoned parallel upload with their kind, and keeps the final of another', async () => {
+    const server = await startServer({ expireAfterMs: 3 * HOUR, cleanupOnStart: false })
+    const dir = server.directory
+    const partials: string[] = []
+    for (const part of ['ab', 'cd']) {
+      const { url, id } = await createUpload(server.endpoint, 2, { 'Upload-Concat': 'partial' })
+      expect((await patch(url, 0, Buffer.from(part))).status).toBe(204)
+      partials.push(id)
+    }
+    const used = await createUpload(server.endpoint, 2, { 'Upload-Concat': 'partial' })
+    expect((await patch(used.url, 0, Buffer.from('ef'))).status).toBe(204)
+    const final = await request(server.endpoint, 'POST', {
+      'Tus-Resumable': '1.0.0',
+      'Upload-Concat': `final;${used.url}`,
+    })
+    expect(final.status).toBe(201)
+    const finalId = idOf(String(final.headers.location))
+    await server.app.close()
+    for (const id of [...partials, finalId]) {
+      for (const file of pair(id)) await age(path.join(dir, file), 4 * HOUR)
+    }
+    const { code, stdout, stderr } = await cli([
+      'sweep',
+      '--dir',
+      dir,
+      '--expire-after',
+      '1h',
+      '--dry-run',
+    ])
+    expect(code, stderr).toBe(0)
+    for (const id of partials) expect(stdout).toMatch(new RegExp(`${id}\\s+partial\\s`))
+    expect(stdout).not.toContain(finalId)
+    expect(stdout).toMatch(/would remove 2 \(0 orphans, 2 partial uploads\)/)
+    expect(await listing(dir)).toEqual([...pair(finalId), ...partials.flatMap(pair)].sort())
+  })
+
   it('--dry-run --json lists what would be removed and removes nothing', async () => {
     const store = await realStore()
     const before = await listing(store.dir)
