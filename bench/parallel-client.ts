@@ -5,7 +5,8 @@
  * upload in one PATCH; with more, the file is split as tus-js-client's `parallelUploads` splits it
  * (equal parts, the last takes the rest): that many partial uploads PATCHed side by side, then the
  * final upload. Prints the wall time, and for parallel uploads the time from the last partial's
- * answer to the final's 201 (the assembly) and the final's URL.
+ * answer to the final's 201 (the assembly), the server's longest event-loop delay meanwhile and
+ * the final's URL.
  */
 import { randomFillSync } from 'node:crypto'
 import http from 'node:http'
@@ -90,6 +91,7 @@ async function upload(body: Buffer, concat?: string): Promise<string> {
 const started = performance.now()
 let url: string
 let assemblyMs = 0
+let loopMaxMs = 0
 if (parallel === 1) {
   url = await upload(data)
 } else {
@@ -99,16 +101,19 @@ if (parallel === 1) {
   )
   const urls = await Promise.all(parts.map((p) => upload(p, 'partial')))
   const lastPartial = performance.now()
+  // Resets the server's event-loop maximum: what is read after is the assembly's.
+  await fetch(`${origin}/__loop`)
   const final = await send('POST', `${origin}/files`, {
     ...TUS,
     'Upload-Concat': `final;${urls.join(' ')}`,
   })
   if (final.statusCode !== 201) throw new Error(`final POST answered ${final.statusCode}`)
   assemblyMs = performance.now() - lastPartial
+  loopMaxMs = ((await (await fetch(`${origin}/__loop`)).json()) as { maxMs: number }).maxMs
   url = new URL(final.headers.location as string, origin).href
 }
 const seconds = (performance.now() - started) / 1000
 process.stdout.write(
-  `${JSON.stringify({ seconds, mibPerSecond: size / MiB / seconds, assemblyMs, url })}\n`,
+  `${JSON.stringify({ seconds, mibPerSecond: size / MiB / seconds, assemblyMs, loopMaxMs, url })}\n`,
 )
 agent.destroy()

@@ -4,12 +4,14 @@
  * - plugin-metrics: the same with `metrics: true` (prom-client counting every answer and byte);
  * - tus: bare @tus/server with FileStore on node:http;
  * - raw: node:http piping each PATCH body into fs.createWriteStream, the ceiling for Node on this disk.
- * Every variant answers `GET /__cpu` with its `process.cpuUsage()`. Prints `{"port": N}`.
+ * Every variant answers `GET /__cpu` with its `process.cpuUsage()`, and `GET /__loop` with the
+ * longest event-loop delay since the last such call. Prints `{"port": N}`.
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import http from 'node:http'
 import path from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
 import { FileStore } from '@tus/file-store'
 import { Server } from '@tus/server'
@@ -18,10 +20,20 @@ import fastifyTus from '../src/index.js'
 
 const [variant, dir] = process.argv.slice(2) as [string, string]
 
-/** `GET /__cpu`: the process's CPU time so far, for CPU per byte. */
+/** The event loop's delays, for `GET /__loop`: the longest since the last call (which resets it). */
+const loop = monitorEventLoopDelay({ resolution: 5 })
+loop.enable()
+function loopMaxMs(): { maxMs: number } {
+  const maxMs = loop.max / 1e6
+  loop.reset()
+  return { maxMs }
+}
+
+/** `GET /__cpu`: the process's CPU time so far, for CPU per byte; `GET /__loop`, see above. */
 function cpuRoute(req: http.IncomingMessage, res: http.ServerResponse): boolean {
-  if (req.url !== '/__cpu') return false
-  res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(process.cpuUsage()))
+  if (req.url !== '/__cpu' && req.url !== '/__loop') return false
+  const body = req.url === '/__cpu' ? process.cpuUsage() : loopMaxMs()
+  res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body))
   return true
 }
 
@@ -55,6 +67,7 @@ if (variant === 'plugin' || variant === 'plugin-metrics') {
   const app = Fastify()
   await app.register(fastifyTus, { directory: dir, metrics: variant === 'plugin-metrics' })
   app.get('/__cpu', async () => process.cpuUsage())
+  app.get('/__loop', async () => loopMaxMs())
   await app.listen({ host: '127.0.0.1', port: 0 })
   const address = app.server.address()
   port = typeof address === 'object' && address ? address.port : 0
