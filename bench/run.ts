@@ -382,9 +382,10 @@ async function parallelSection(): Promise<Section> {
         append(seconds, parallel, r.seconds as number)
         let line = `parallel ${parallel}: ${fmt(r.seconds as number, 2)} s`
         if (parallel !== '1') {
-          // The same bytes copied by cp, from the final the assembly wrote (in the page cache
+          // The same bytes copied by cp, from the final the assembly wrote (cached and flushed,
           // as the partials were), to a new file beside it.
           const final = path.join(dir, path.basename(new URL(r.url as string).pathname))
+          execFileSync('sync')
           const started = performance.now()
           execFileSync('cp', [final, `${final}.cp`])
           const cpMs = performance.now() - started
@@ -406,7 +407,7 @@ async function parallelSection(): Promise<Section> {
   const copy = median(cp)
   return {
     title: 'Parallel uploads',
-    intro: `One ${sizeMiB} MiB upload to fastify-tus from a client process, over one connection or over four (\`parallelUploads: 4\` as tus-js-client does it: four partial uploads side by side, then the final), every connection held to ${rateMiB} MiB/s on the client side, as a long fat network holds each TCP stream; ${rounds} rounds, alternated; medians. The assembly is the time from the last partial's answer to the final's 201; \`cp\` copies the final's bytes to a new file right after, in the same page-cache state.`,
+    intro: `One ${sizeMiB} MiB upload to fastify-tus from a client process, over one connection or over four (\`parallelUploads: 4\` as tus-js-client does it: four partial uploads side by side, then the final), every connection held to ${rateMiB} MiB/s on the client side, as a long fat network holds each TCP stream; ${rounds} rounds, alternated; medians. The assembly is the time of the final's POST, to its 201; it is sent once the partials' bytes are flushed (\`sync\`, not counted), and \`cp\` copies the final's bytes to a new file after another \`sync\`: both start from the same page-cache state, the bytes cached and clean.`,
     rows: [
       { upload: 'one connection', seconds: fmt(single, 2), 'vs one': '1.00' },
       { upload: '`parallelUploads: 4`', seconds: fmt(four, 2), 'vs one': fmt(single / four, 2) },

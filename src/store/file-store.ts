@@ -165,6 +165,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * here, when the caller holds the upload's lock (see `#rollBack`).
    */
   override async getUpload(id: string): Promise<Upload> {
+    return (await this.#load(id)).upload
+  }
+
+  /** `getUpload`, and the record it read. */
+  async #load(id: string): Promise<{ upload: Upload; record: Upload }> {
     const record = await this.configstore.get(id)
     if (!record) throw ERRORS.FILE_NOT_FOUND
     const file = this.dataPathOf(id)
@@ -189,7 +194,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     }
     offset = Math.min(offset, stats.size)
     this.#remember(id, record, offset, stats.mtimeMs)
-    return new Upload({
+    const upload = new Upload({
       id,
       size: record.size,
       offset,
@@ -197,6 +202,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       creation_date: record.creation_date,
       storage: { type: 'file', path: file },
     })
+    return { upload, record }
   }
 
   /**
@@ -264,16 +270,16 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    */
   async checkPartial(id: string): Promise<number> {
     let upload: Upload
+    let record: Upload
     try {
-      upload = await this.getUpload(id)
+      ;({ upload, record } = await this.#load(id))
     } catch (error) {
       const status = (error as Partial<TusError>).status_code
       if (status === 404) throw tusError(404, `partial upload ${id} was not found`)
       if (status === 410) throw tusError(410, `partial upload ${id} has expired`)
       throw error
     }
-    const record = await this.configstore.get(id)
-    if (!record || concatKind(record) !== 'partial') {
+    if (concatKind(record) !== 'partial') {
       throw tusError(
         400,
         `upload ${id} is not a partial upload (created with Upload-Concat: partial)`,
