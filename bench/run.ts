@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <section> ...]`: runs the benchmark sections (sweep, startup, latency,
- * upload, metrics, parallel; all by default), each contender in a process of its own, contenders alternating
+ * upload, metrics, parallel, small; all by default), each contender in a process of its own, contenders alternating
  * round by round, and writes BENCHMARKS.md with medians and ratios against the baselines
  * measured in the same run. Not a test: nothing here asserts, CI does not run it.
  */
@@ -437,6 +437,77 @@ async function parallelSection(): Promise<Section> {
   }
 }
 
+/**
+ * Small requests (creations and HEADs) per second and their p99 with autocannon, the plugin
+ * against bare @tus/server with its FileStore on node:http.
+ */
+async function smallSection(): Promise<Section> {
+  const rounds = Number(process.env.BENCH_SMALL_ROUNDS ?? 3)
+  const seconds = 5
+  const variants = ['plugin', 'tus'] as const
+  const methods = ['POST', 'HEAD'] as const
+  const rps: Record<string, number[]> = {}
+  const p99: Record<string, number[]> = {}
+  const cpu: Record<string, number[]> = {}
+  const dir = path.join(DATA_ROOT, 'runs', 'small')
+  for (const order of rotations([...variants], rounds)) {
+    for (const variant of order) {
+      for (const method of methods) {
+        await fs.rm(dir, { recursive: true, force: true })
+        await fs.mkdir(dir, { recursive: true })
+        const srv = await server('upload-server.js', [variant, dir])
+        try {
+          const r = worker('small-client.js', [srv.origin, method, seconds])
+          const key = `${variant} ${method}`
+          append(rps, key, r.requestsPerSecond as number)
+          append(p99, key, r.p99Ms as number)
+          append(cpu, key, r.cpuMicrosPerRequest as number)
+          console.log(
+            `small ${key}: ${fmt(r.requestsPerSecond as number, 0)} req/s, p99 ${fmt(r.p99Ms as number)} ms, server CPU ${fmt(r.cpuMicrosPerRequest as number)} µs per request`,
+          )
+        } finally {
+          await srv.stop()
+        }
+      }
+    }
+  }
+  await fs.rm(dir, { recursive: true, force: true })
+  const m = (table: Record<string, number[]>, key: string) => median(table[key] ?? [])
+  const rows = methods.flatMap((method) =>
+    variants.map((variant) => {
+      const key = `${variant} ${method}`
+      return {
+        request: method,
+        server: variant === 'plugin' ? 'fastify-tus in Fastify' : 'bare @tus/server + FileStore',
+        'req/s': fmt(m(rps, key), 0),
+        'p99 ms': fmt(m(p99, key)),
+        'server CPU µs/request': fmt(m(cpu, key)),
+      }
+    }),
+  )
+  const goals = methods.flatMap((method) => {
+    const ratio = m(rps, `plugin ${method}`) / m(rps, `tus ${method}`)
+    const p99Ratio = m(p99, `plugin ${method}`) / m(p99, `tus ${method}`)
+    return [
+      { goal: `${method} req/s ≥ 1.0× bare`, value: `${fmt(ratio, 2)}×`, met: ratio >= 1 },
+      { goal: `${method} p99 ≤ 1.0× bare`, value: `${fmt(p99Ratio, 2)}×`, met: p99Ratio <= 1 },
+    ]
+  })
+  return {
+    title: 'Small requests',
+    intro: `Creations (POST of a 1-byte upload) and HEADs of 256 uploads in turn, ${seconds} s each with autocannon (16 keep-alive connections, after 1 s of warm-up) from a client process, against each server in a process of its own; ${rounds} rounds, alternated; medians. Server CPU is the server process's \`process.cpuUsage()\` per request.`,
+    rows,
+    goals,
+    notes: [
+      'Per round, req/s: ' +
+        Object.entries(rps)
+          .map(([key, values]) => `${key} ${values.map((x) => fmt(x, 0)).join(', ')}`)
+          .join('; ') +
+        '.',
+    ],
+  }
+}
+
 /** Counting costs per request: HEADs through `inject`, with and without `metrics`. */
 async function metricsSection(): Promise<Section> {
   const rounds = 7
@@ -501,6 +572,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   upload: uploadSection,
   metrics: metricsSection,
   parallel: parallelSection,
+  small: smallSection,
 }
 
 const wanted = process.argv.slice(2)

@@ -75,7 +75,11 @@ if (variant === 'plugin' || variant === 'plugin-metrics') {
   const tus = new Server({ path: '/files', datastore: new FileStore({ directory: dir }) })
   port = await listen(
     http.createServer((req, res) => {
-      if (!cpuRoute(req, res)) void tus.handle(req, res)
+      if (cpuRoute(req, res)) return
+      // Bare tus answers HEAD without Content-Length: a keep-alive client (autocannon) then
+      // waits for a body that never comes. The plugin sends `Content-Length: 0`; so does this.
+      if (req.method === 'HEAD') res.setHeader('Content-Length', '0')
+      void tus.handle(req, res)
     }),
   )
 } else if (variant === 'raw') {
