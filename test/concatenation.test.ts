@@ -129,9 +129,12 @@ describe('the protocol for partial and final uploads', () => {
     const a = await partial(server.endpoint, Buffer.from('AAAAA'))
     const b = await partial(server.endpoint, Buffer.from('BBBBBB'))
     expect((await head(a.url)).headers['upload-concat']).toBe('partial')
+    // A partial expires (its creation says when); a final is finished at once (none).
+    expect(a.response.headers['upload-expires']).toBeDefined()
     // Absolute URLs and paths alike.
     const res = await final(server.endpoint, [a.url, new URL(b.url).pathname])
     expect(res.status).toBe(201)
+    expect(res.headers['upload-expires']).toBeUndefined()
     const url = new URL(res.headers.location as string, server.endpoint).href
     const answer = await head(url)
     expect(answer.headers['upload-length']).toBe('11')

@@ -71,10 +71,11 @@ describe('sliding expiry', () => {
   })
 
   it('never expires an upload that keeps receiving data in many PATCHes', async () => {
-    const expireAfterMs = 300
+    // 350 ms of slack per pause, for a loaded machine; 12 pauses outlast the period 3 times.
+    const expireAfterMs = 500
     const server = await startServer({ expireAfterMs, cleanupIntervalMs: 50 })
-    const pieces = Array.from({ length: 8 }, (_, i) => bytes(2048, i))
-    const { url, id } = await createUpload(server.endpoint, 8 * 2048)
+    const pieces = Array.from({ length: 12 }, (_, i) => bytes(2048, i))
+    const { url, id } = await createUpload(server.endpoint, 12 * 2048)
     const started = Date.now()
     let offset = 0
     for (const piece of pieces) {
@@ -123,6 +124,10 @@ describe('Upload-Expires', () => {
 
   it('sends none for a finished upload', async () => {
     const server = await startServer({ expireAfterMs: HOUR })
+    // Empty: finished as it is created.
+    expect(
+      (await createUpload(server.endpoint, 0)).response.headers['upload-expires'],
+    ).toBeUndefined()
     const { url, response } = await createUpload(server.endpoint, 10)
     expect(response.headers['upload-expires']).toBeDefined()
     const done = await patch(url, 0, bytes(10))

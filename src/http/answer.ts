@@ -12,7 +12,7 @@
  * - `Upload-Concat` on HEAD answers about partial and final uploads (concatenation.ts).
  */
 import type { Server } from '@tus/server'
-import { EVENTS } from '@tus/utils'
+import { EVENTS, type Upload } from '@tus/utils'
 import { isFinished } from '../store/expiry-policy.js'
 import type { ExpiringFileStore, UploadFacts } from '../store/file-store.js'
 import { answerRawMetadata } from '../store/raw-metadata.js'
@@ -50,7 +50,7 @@ export function answerFixes({ tus, store, fileIdOf }: AnswerFixOptions) {
     store ? checksumAlgorithms : undefined,
     store ? removeRefusedCreation(store) : undefined,
     offsetOnConflict(tus),
-    store ? uploadFacts(store) : undefined,
+    store ? uploadFacts(store, created) : undefined,
   ].filter((step) => step !== undefined)
 
   return async (request: Request, response: Response): Promise<void> => {
@@ -75,16 +75,20 @@ export function answerFixes({ tus, store, fileIdOf }: AnswerFixOptions) {
  * its POST_CREATE event, also when the answer then is a refusal without `Location`.
  */
 class CreatedUploads {
-  readonly #ids = new WeakMap<Request, string>()
+  readonly #uploads = new WeakMap<Request, Upload>()
 
   constructor(tus: Server) {
     tus.on(EVENTS.POST_CREATE, (req, upload) => {
-      this.#ids.set(req as unknown as Request, upload.id)
+      this.#uploads.set(req as unknown as Request, upload)
     })
   }
 
   idOf(request: Request): string | undefined {
-    return this.#ids.get(request)
+    return this.#uploads.get(request)?.id
+  }
+
+  uploadOf(request: Request): Upload | undefined {
+    return this.#uploads.get(request)
   }
 }
 
@@ -144,11 +148,20 @@ function offsetOnConflict(tus: Server): Step {
 }
 
 /** `Upload-Expires` and `Upload-Metadata` as sent: both from one read of the upload's facts. */
-function uploadFacts(store: ExpiringFileStore): Step {
+function uploadFacts(store: ExpiringFileStore, created: CreatedUploads): Step {
   return async (answered) => {
-    const { method, response } = answered
+    const { method, request, response } = answered
     if (response.status < 200 || response.status > 299) return
     if (method !== 'POST' && method !== 'PATCH' && method !== 'HEAD') return
+    // A creation without a body: what it created is known without reading it back.
+    const fresh =
+      method === 'POST' && !response.headers.has('Upload-Offset')
+        ? created.uploadOf(request)
+        : undefined
+    if (fresh) {
+      uploadExpires(response, await store.factsOfCreation(fresh))
+      return
+    }
     const id = answered.id
     if (id === undefined) return
     // A HEAD answers what tus' getUpload just read; after a PATCH or a POST, read afresh.
@@ -161,7 +174,10 @@ function uploadFacts(store: ExpiringFileStore): Step {
   }
 }
 
-function uploadExpires(response: Response, facts: UploadFacts | undefined): void {
+function uploadExpires(
+  response: Response,
+  facts: Pick<UploadFacts, 'expiresAt'> | undefined,
+): void {
   if (facts?.expiresAt) response.headers.set('Upload-Expires', facts.expiresAt.toUTCString())
   else response.headers.delete('Upload-Expires')
 }

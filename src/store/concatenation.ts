@@ -16,14 +16,12 @@
  *   not double the disk space they use. A partial left by a crash in between is finished and
  *   unused, and the sweep removes it after the period.
  */
-import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
-import path from 'node:path'
 import type { Upload } from '@tus/utils'
 import type { HeldLock, SweepLocker } from '../sweep/activity-locker.js'
 import { CONCAT } from './expiry-policy.js'
-import { openStoreFile, TEMP_PREFIX } from './record-file.js'
+import { openStoreFile, tempNameFor } from './record-file.js'
 
 /** What an `Upload-Concat` header asks for, once its URLs are read as upload ids. */
 export type Concat = { kind: 'partial' } | { kind: 'final'; partials: string[]; header: string }
@@ -122,10 +120,7 @@ export async function concatenateFiles(
   sources: readonly CopySource[],
   target: string,
 ): Promise<number> {
-  const temp = path.join(
-    path.dirname(target),
-    `${TEMP_PREFIX}${randomBytes(6).toString('hex')}.${path.basename(target)}`,
-  )
+  const temp = tempNameFor(target)
   const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants
   const out = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
   const starts: number[] = []

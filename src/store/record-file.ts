@@ -124,33 +124,69 @@ const read = (fd: number, buffer: Buffer, offset: number, length: number, positi
   })
 
 /**
+ * A name for a temporary file beside `file`: `.fastify-tus-tmp.<hex>.<name>`, unique across
+ * processes (a random part drawn once per process) and within one (a counter), without drawing
+ * random bytes for every record written.
+ */
+export function tempNameFor(file: string): string {
+  tempCounter++
+  return path.join(
+    path.dirname(file),
+    `${TEMP_PREFIX}${PROCESS_TOKEN}${tempCounter.toString(16)}.${path.basename(file)}`,
+  )
+}
+const PROCESS_TOKEN = randomBytes(6).toString('hex')
+let tempCounter = 0
+
+/**
  * Replaces `file` with `text` atomically: a temporary file beside it, renamed over it. With
  * `durable`, the temporary file is flushed to the disk first (the record then survives a power
- * loss too, not only a crash of the process).
+ * loss too, not only a crash of the process). On the callback API, as `readRecordFile`: every
+ * creation and length declaration writes one.
  */
 export async function writeRecordFile(
   file: string,
   text: string,
   { durable = false }: { durable?: boolean } = {},
 ): Promise<void> {
-  const temp = path.join(
-    path.dirname(file),
-    `${TEMP_PREFIX}${randomBytes(6).toString('hex')}.${path.basename(file)}`,
-  )
-  const handle = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
+  const temp = tempNameFor(file)
+  const fd = await openMode(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
   try {
     try {
-      await handle.writeFile(text)
-      if (durable) await handle.sync()
+      const bytes = Buffer.from(text)
+      for (let done = 0; done < bytes.length; ) {
+        done += await write(fd, bytes, done, bytes.length - done, done)
+      }
+      if (durable) await fsync(fd)
     } finally {
-      await handle.close()
+      await close(fd)
     }
-    await fsp.rename(temp, file)
+    await rename(temp, file)
   } catch (error) {
     await fsp.unlink(temp).catch(() => {})
     throw error
   }
 }
+
+/** Creates the empty file `file`, failing when it exists or is a link: an upload's data file. */
+export async function createEmptyFile(file: string): Promise<void> {
+  await close(await openMode(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644))
+}
+
+const openMode = promisify(fs.open) as (
+  file: string,
+  flags: number,
+  mode: number,
+) => Promise<number>
+const fsync = promisify(fs.fsync)
+const rename = promisify(fs.rename)
+const write = (fd: number, buffer: Buffer, offset: number, length: number, position: number) =>
+  new Promise<number>((resolve, reject) => {
+    fs.write(fd, buffer, offset, length, position, (error, written) => {
+      if (error) reject(error)
+      else resolve(written)
+    })
+  })
 
 export function isMissing(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code
