@@ -26,6 +26,7 @@ import { CloseMarker, readDowntime } from './store/downtime.js'
 import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
 import type { FreeSpace } from './store/free-space.js'
+import { RedisQuotaCounter, type StoreQuota } from './store/quota.js'
 import { ActivityLocker } from './sweep/activity-locker.js'
 import { datastoreSweepOffReason, sweepDatastore } from './sweep/datastore-sweep.js'
 import type { SweepReport } from './sweep/engine.js'
@@ -99,12 +100,29 @@ async function serve(
         downtime,
         holdsLock: (id) => locker.holds(id),
         minFreeBytes: options.minFreeBytes,
+        maxStoreBytes: options.maxStoreBytes,
+        // With Redis the fleet shares one total (store/quota.ts).
+        quotaCounter: options.redis
+          ? new RedisQuotaCounter(options.redis.client, options.redis.prefix)
+          : undefined,
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
-  const schedule = buildSchedule(options, datastore, store, log, metrics)
-  if (store?.space) {
-    emergencySweeps(store.space, schedule, log, metrics)
-    metrics?.watchSpace(store.space)
+  // With a quota and one instance, the startup sweep is the count the quota starts from.
+  const countBySweep =
+    store?.quota !== undefined &&
+    !options.redis &&
+    options.cleanupOnStart &&
+    options.expireAfterMs > 0
+  const schedule = buildSchedule(options, datastore, store, log, metrics, !countBySweep)
+  if (store?.space || store?.quota) {
+    emergencySweeps(store, schedule, log, metrics)
+    if (store.space) metrics?.watchSpace(store.space)
+  }
+  if (store?.quota) {
+    metrics?.watchQuota(store.quota)
+    // Counted before the routes serve: at once when the fleet's total exists in Redis.
+    if (countBySweep) await schedule.run()
+    else await store.quota.ensureCounted()
   }
 
   // The tus server and its routes.
@@ -225,6 +243,8 @@ function buildSchedule(
   store: ExpiringFileStore | undefined,
   log: ScheduleLogger,
   metrics: TusMetrics | undefined,
+  /** False when the startup sweep already ran (it counted the store for the quota). */
+  sweepOnReady: boolean,
 ): SweepSchedule {
   const { redis } = options
   return new SweepSchedule({
@@ -233,7 +253,7 @@ function buildSchedule(
       : ({ dryRun }) => sweepDatastore(datastore, dryRun),
     log,
     intervalMs: options.cleanupIntervalMs,
-    runOnStart: options.cleanupOnStart,
+    runOnStart: options.cleanupOnStart && sweepOnReady,
     observer: metrics,
     lease: redis
       ? new RedisSweepLease({
@@ -253,27 +273,44 @@ function buildSchedule(
 }
 
 /**
- * Free space below the floor starts a sweep at once (one at a time, at most every
- * `EMERGENCY_EVERY_MS`), by the same rules and locks as the scheduled ones, logged at `warn`.
+ * Free space below the floor, or a store at its quota, starts a sweep at once (one at a time, at
+ * most every `EMERGENCY_EVERY_MS`), by the same rules and locks as the scheduled ones, logged at
+ * `warn` with the free space and the quota.
  */
 function emergencySweeps(
-  space: FreeSpace,
+  store: { space?: FreeSpace | undefined; quota?: StoreQuota | undefined },
   schedule: SweepSchedule,
   log: ScheduleLogger,
   metrics: TusMetrics | undefined,
 ): void {
+  const { space, quota } = store
   let lastAt = Number.NEGATIVE_INFINITY
-  space.onLow(({ freeBytes, minFreeBytes, neededBytes }) => {
+  const start = (figures: Record<string, number | undefined>, reason: string) => {
     const now = performance.now()
     if (now - lastAt < EMERGENCY_EVERY_MS) return
     lastAt = now
     log.warn(
-      { freeBytes, minFreeBytes, neededBytes },
-      'fastify-tus: free space is below the floor: emergency sweep',
+      {
+        ...(space && { minFreeBytes: space.minFreeBytes }),
+        ...(quota && { storeBytes: quota.lastSeen, maxStoreBytes: quota.maxStoreBytes }),
+        ...figures,
+      },
+      `fastify-tus: ${reason}: emergency sweep`,
     )
     metrics?.emergencySweep()
     // A failure is logged by the schedule; after close() there is nothing to do.
     schedule.runEmergency().catch(() => {})
+  }
+  space?.onLow(({ freeBytes, neededBytes }) => {
+    start({ freeBytes, neededBytes }, 'free space is below the floor')
+  })
+  quota?.onLow(({ storeBytes, neededBytes }) => {
+    // The free space as last read (cached), for the same record.
+    const read = space ? space.freeBytes() : Promise.resolve(undefined)
+    read.then(
+      (freeBytes) => start({ freeBytes, storeBytes, neededBytes }, 'the store is at its quota'),
+      () => start({ storeBytes, neededBytes }, 'the store is at its quota'),
+    )
   })
 }
 

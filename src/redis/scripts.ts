@@ -29,6 +29,27 @@ export interface Scripts {
     numberOfKeys: number,
     ...keysThenArgs: Array<string | number>
   ): Promise<number[]>
+  /** Sets the store quota's total unless it exists (and `added` to 0); answers the total. */
+  fastifyTusQuotaInit(bytesKey: string, addedKey: string, total: number): Promise<number>
+  /** Takes bytes if they fit: `[granted, total]`, or `[-1, 0]` when there is no total. */
+  fastifyTusQuotaClaim(
+    bytesKey: string,
+    addedKey: string,
+    bytes: number,
+    max: number,
+    partial: 0 | 1,
+  ): Promise<[number, number]>
+  /** Moves the total by a delta (0: reads it); nil when there is no total. */
+  fastifyTusQuotaAdd(bytesKey: string, addedKey: string, delta: number): Promise<number | null>
+  /** The grow-only `added` counter. */
+  fastifyTusQuotaMark(addedKey: string): Promise<number>
+  /** The total becomes the walked bytes plus what was added since the mark (-1: none). */
+  fastifyTusQuotaRecount(
+    bytesKey: string,
+    addedKey: string,
+    walked: number,
+    mark: number,
+  ): Promise<number>
 }
 
 const SCRIPTS: Record<keyof Scripts, { lua: string; numberOfKeys?: number }> = {
@@ -75,6 +96,60 @@ for i, key in ipairs(KEYS) do
   end
 end
 return kept`,
+  },
+  /** KEYS: bytes, added. ARGV: total. */
+  fastifyTusQuotaInit: {
+    numberOfKeys: 2,
+    lua: `
+redis.call('set', KEYS[1], ARGV[1], 'NX')
+redis.call('set', KEYS[2], '0', 'NX')
+return tonumber(redis.call('get', KEYS[1]))`,
+  },
+  /** KEYS: bytes, added. ARGV: bytes, max, partial (1) or all or nothing (0). */
+  fastifyTusQuotaClaim: {
+    numberOfKeys: 2,
+    lua: `
+local current = redis.call('get', KEYS[1])
+if not current then return {-1, 0} end
+current = tonumber(current)
+local wanted = tonumber(ARGV[1])
+local room = tonumber(ARGV[2]) - current
+if room < 0 then room = 0 end
+local granted = 0
+if wanted <= room then granted = wanted elseif ARGV[3] == '1' then granted = room end
+if granted > 0 then
+  local text = string.format('%d', granted)
+  redis.call('incrby', KEYS[2], text)
+  return {granted, redis.call('incrby', KEYS[1], text)}
+end
+return {0, current}`,
+  },
+  /** KEYS: bytes, added. ARGV: delta. */
+  fastifyTusQuotaAdd: {
+    numberOfKeys: 2,
+    lua: `
+if redis.call('exists', KEYS[1]) == 0 then return nil end
+if tonumber(ARGV[1]) > 0 then redis.call('incrby', KEYS[2], ARGV[1]) end
+local total = redis.call('incrby', KEYS[1], ARGV[1])
+if total < 0 then redis.call('set', KEYS[1], '0') return 0 end
+return total`,
+  },
+  /** KEYS: added. */
+  fastifyTusQuotaMark: {
+    numberOfKeys: 1,
+    lua: `return tonumber(redis.call('get', KEYS[1]) or '0')`,
+  },
+  /** KEYS: bytes, added. ARGV: walked, mark (-1: none). */
+  fastifyTusQuotaRecount: {
+    numberOfKeys: 2,
+    lua: `
+local total = tonumber(ARGV[1])
+local mark = tonumber(ARGV[2])
+local added = tonumber(redis.call('get', KEYS[2]) or '0')
+if mark >= 0 and added > mark then total = total + added - mark end
+redis.call('set', KEYS[1], string.format('%d', total))
+redis.call('set', KEYS[2], string.format('%d', added))
+return total`,
   },
 }
 

@@ -24,6 +24,7 @@ import { type SweepOptions, type SweepReport, sweepDirectory } from '../sweep/en
 import { skipStockDirectoryCheck } from '../tus-internals.js'
 import type { DirectWriteStore } from './direct-write.js'
 import {
+  countedBytes,
   type Downtime,
   expiresAt,
   isExpired,
@@ -34,6 +35,14 @@ import {
   verifiedBytes,
 } from './expiry-policy.js'
 import { FreeSpace, insufficientStorage, tooLargeForStore } from './free-space.js'
+import {
+  LocalQuotaCounter,
+  QUOTA_UNAVAILABLE,
+  type QuotaCounter,
+  quotaExceeded,
+  StoreQuota,
+  tooLargeForQuota,
+} from './quota.js'
 
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 
@@ -61,6 +70,14 @@ export interface ExpiringFileStoreOptions {
    * 507. `0` turns it off; `undefined`: the smaller of 1 GiB and 5% of the filesystem.
    */
   minFreeBytes?: number | undefined
+  /**
+   * Bytes the store may hold, finished uploads and unfinished uploads' declared lengths
+   * included (store/quota.ts); `undefined`: no quota. The total is not counted by `open()`: the
+   * plugin counts it (`quota.ensureCounted()`, or a sweep) before serving.
+   */
+  maxStoreBytes?: number | undefined
+  /** Where the quota's running total lives. Default: in memory. */
+  quotaCounter?: QuotaCounter | undefined
 }
 
 export interface UploadFacts {
@@ -80,6 +97,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly downtime: Downtime | undefined
   /** The free-space floor (`minFreeBytes`), or `undefined` when off; set by `open()`. */
   space: FreeSpace | undefined
+  /** The store quota (`maxStoreBytes`), or `undefined` when there is none; set by `open()`. */
+  quota: StoreQuota | undefined
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
   readonly #holdsLock: (id: string) => boolean
@@ -102,6 +121,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       expirationPeriodInMilliseconds: 0,
     })
     this.space = undefined
+    this.quota = undefined
     this.expireAfterMs = options.expireAfterMs
     this.downtime = options.downtime
     this.#locker = options.locker
@@ -120,6 +140,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     await store.init()
     if (options.minFreeBytes !== 0) {
       store.space = await FreeSpace.open(path.resolve(store.directory), options.minFreeBytes)
+    }
+    if (options.maxStoreBytes !== undefined) {
+      const counter = options.quotaCounter ?? new LocalQuotaCounter()
+      store.quota = new StoreQuota(options.maxStoreBytes, counter, () => store.count())
     }
     return store
   }
@@ -204,16 +228,48 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     })
   }
 
-  /** The stock declaration, once the rest of the length fits above the free-space floor. */
+  /**
+   * Takes `bytes` of the store quota for a creation's length or a declared length's rest: 507
+   * when they do not fit now, 413 when they never could. Resolves to the bytes taken.
+   */
+  async takeQuota(bytes: number): Promise<number> {
+    const quota = this.quota
+    if (!quota || bytes <= 0) return 0
+    if (bytes > quota.maxStoreBytes) throw tooLargeForQuota(bytes, quota.maxStoreBytes)
+    const granted = await quota.claim(bytes).catch(() => {
+      throw QUOTA_UNAVAILABLE
+    })
+    if (granted === bytes) return granted
+    throw quotaExceeded({
+      storeBytes: quota.lastSeen ?? 0,
+      maxStoreBytes: quota.maxStoreBytes,
+      neededBytes: bytes,
+    })
+  }
+
+  /** Gives quota bytes back (a creation that failed, a removal); a failure leaves the sweep to fix it. */
+  async giveBackQuota(bytes: number): Promise<void> {
+    if (bytes > 0) await this.quota?.add(-bytes).catch(() => {})
+  }
+
+  /**
+   * The stock declaration, once the rest of the length fits above the free-space floor and in
+   * the quota.
+   */
   override async declareUploadLength(id: string, length: number): Promise<void> {
-    if (this.space) {
-      const written = await fsp.lstat(this.dataPathOf(id)).then(
-        (stats) => stats.size,
-        () => 0,
-      )
-      await this.reserve(length - written)
+    if (!this.space && !this.quota) return super.declareUploadLength(id, length)
+    const written = await fsp.lstat(this.dataPathOf(id)).then(
+      (stats) => stats.size,
+      () => 0,
+    )
+    await this.reserve(length - written)
+    const taken = await this.takeQuota(length - written)
+    try {
+      return await super.declareUploadLength(id, length)
+    } catch (error) {
+      await this.giveBackQuota(taken)
+      throw error
     }
-    return super.declareUploadLength(id, length)
   }
 
   /** The stock `read`, without following a link out of the directory. */
@@ -223,12 +279,21 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     return createReadStream(this.dataPathOf(id), { flags })
   }
 
-  /** The stock `create`, without writing through a link or over an existing file. */
+  /**
+   * The stock `create`, without writing through a link or over an existing file; a declared
+   * length takes its bytes of the quota first (507 or 413, and nothing is created).
+   */
   override async create(upload: Upload): Promise<Upload> {
     const file = this.dataPathOf(upload.id)
-    await fsp.mkdir(path.dirname(file), { recursive: true })
-    await (await fsp.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)).close()
-    await this.configstore.set(upload.id, upload)
+    const taken = await this.takeQuota(upload.size ?? 0)
+    try {
+      await fsp.mkdir(path.dirname(file), { recursive: true })
+      await (await fsp.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)).close()
+      await this.configstore.set(upload.id, upload)
+    } catch (error) {
+      await this.giveBackQuota(taken)
+      throw error
+    }
     upload.storage = { type: 'file', path: file }
     return upload
   }
@@ -340,6 +405,13 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     // upload <id>, and DELETE /files/<name> any other file of the directory.
     const record = (await this.configstore.get(id)) as Partial<Upload> | undefined
     if (record?.id !== id) throw ERRORS.FILE_NOT_FOUND
+    // What the upload counts against the quota, given back once its data file is gone.
+    const counted = this.quota
+      ? await fsp.lstat(this.dataPathOf(id)).then(
+          (data) => countedBytes(record.size, data.size),
+          () => 0,
+        )
+      : 0
     const results = await Promise.allSettled([
       fsp.unlink(this.dataPathOf(id)),
       fsp.unlink(this.dataPathOf(id) + METADATA_SUFFIX),
@@ -347,20 +419,45 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
     const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
     if (missing.length === results.length) throw ERRORS.FILE_NOT_FOUND
+    if (results[0]?.status === 'fulfilled') await this.giveBackQuota(counted)
     const other = failures.find((e) => !missing.includes(e))
     if (other) throw other
   }
 
-  /** Runs the sweep engine over this store's directory with this store's lock and period. */
-  sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
-    return sweepDirectory({
+  /**
+   * Runs the sweep engine over this store's directory with this store's lock and period. With a
+   * quota, the sweep also counts what it leaves, and a whole sweep (not a dry run, not stopped)
+   * recounts the quota's total.
+   */
+  async sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
+    const recount = this.quota && !options.dryRun ? this.quota : undefined
+    const mark = await recount?.mark()
+    const report = await sweepDirectory({
       ...options,
       directory: this.directory,
       expireAfterMs: this.expireAfterMs,
       downtime: this.downtime,
       locker: this.#locker,
       idPattern: this.#idPattern,
+      tally: recount !== undefined,
     })
+    if (recount && mark !== undefined && !report.aborted && report.storeBytes !== undefined) {
+      await recount.recount(report.storeBytes, mark).catch((err: unknown) => {
+        options.log?.warn({ err }, 'fastify-tus sweep: could not store the recounted quota total')
+      })
+    }
+    return report
+  }
+
+  /** The bytes the store holds as the quota counts them: a walk that removes nothing. */
+  async count(): Promise<number> {
+    const report = await sweepDirectory({
+      directory: this.directory,
+      expireAfterMs: 0,
+      idPattern: this.#idPattern,
+      tally: true,
+    })
+    return report.storeBytes ?? 0
   }
 
   override async deleteExpired(): Promise<number> {
