@@ -96,7 +96,7 @@ export interface PumpOptions {
   checksum?: Checksum | undefined
   /** Bytes this request may add; more is a 413, as with the stock StreamLimiter. */
   maxBytes: number
-  /** Bytes the free-space floor still allows: the body stops before the chunk that would cross it. */
+  /** Bytes the free-space floor (and the quota) still allow: the body stops exactly there. */
   spaceLeft?: number | undefined
   /** Aborts gracefully: what arrived so far is written and counted. */
   signal: AbortSignal
@@ -153,7 +153,16 @@ function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions)
     const onData = (chunk: Buffer) => {
       received += chunk.length
       if (received > maxBytes) return stop(ERRORS.ERR_MAX_SIZE_EXCEEDED)
-      if (received > spaceLeft) return stop(OUT_OF_SPACE)
+      if (received > spaceLeft) {
+        // The part of the chunk that fits is kept: the body ends exactly at the limit.
+        const fits = chunk.length - (received - spaceLeft)
+        if (fits > 0) {
+          hash?.update(chunk.subarray(0, fits))
+          out.write(chunk.subarray(0, fits))
+          onProgress?.(spaceLeft)
+        }
+        return stop(OUT_OF_SPACE)
+      }
       hash?.update(chunk)
       if (!out.write(chunk)) {
         source.pause()
@@ -258,7 +267,7 @@ async function writeDirect(
   const wanted = Math.min(Number.isSafeInteger(length) ? length : maxFileSize, maxFileSize)
   // A deferred length grows with its bytes: they take quota as they come, up to what is left
   // (a declared length took all of its bytes at creation or declaration).
-  const claimed =
+  const claim =
     quota && upload.size === undefined
       ? await quota
           .claim(Math.min(wanted, Number.MAX_SAFE_INTEGER), { partial: true })
@@ -266,7 +275,7 @@ async function writeDirect(
             throw QUOTA_UNAVAILABLE
           })
       : undefined
-  const quotaLeft = claimed ?? Number.POSITIVE_INFINITY
+  const quotaLeft = claim?.granted ?? Number.POSITIVE_INFINITY
   const spaceLeft = Math.min(freeLeft, quotaLeft)
   const pumping = () =>
     pumpToFile(source, store.dataPathOf(upload.id), {
@@ -297,16 +306,16 @@ async function writeDirect(
       space.reportLow(low)
       throw insufficientStorage(low)
     })
-  if (claimed === undefined) return written(upload.offset, pumping, checksum)
+  if (claim === undefined) return written(upload.offset, pumping, checksum)
   try {
     return await written(upload.offset, pumping, checksum)
   } finally {
-    // The claim's bytes that the body did not leave in the file go back to the quota.
+    // What the body left in the file stays counted; the rest of the claim goes back.
     const size = await fsp.lstat(store.dataPathOf(upload.id)).then(
       (stats) => stats.size,
       () => upload.offset,
     )
-    await quota?.add(-(claimed - Math.max(0, size - upload.offset))).catch(() => {})
+    await claim.settle(size - upload.offset)
   }
 
   async function written(

@@ -229,27 +229,33 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * Takes `bytes` of the store quota for a creation's length or a declared length's rest: 507
-   * when they do not fit now, 413 when they never could. Resolves to the bytes taken.
+   * Runs `write` (a creation, a length declaration) once `bytes` of the store quota are taken
+   * for it: 507 when they do not fit now, 413 when they never could. The bytes go back if
+   * `write` fails.
    */
-  async takeQuota(bytes: number): Promise<number> {
+  async withQuota<T>(bytes: number, write: () => Promise<T>): Promise<T> {
     const quota = this.quota
-    if (!quota || bytes <= 0) return 0
+    if (!quota || bytes <= 0) return write()
     if (bytes > quota.maxStoreBytes) throw tooLargeForQuota(bytes, quota.maxStoreBytes)
-    const granted = await quota.claim(bytes).catch(() => {
+    const claim = await quota.claim(bytes).catch(() => {
       throw QUOTA_UNAVAILABLE
     })
-    if (granted === bytes) return granted
-    throw quotaExceeded({
-      storeBytes: quota.lastSeen ?? 0,
-      maxStoreBytes: quota.maxStoreBytes,
-      neededBytes: bytes,
-    })
-  }
-
-  /** Gives quota bytes back (a creation that failed, a removal); a failure leaves the sweep to fix it. */
-  async giveBackQuota(bytes: number): Promise<void> {
-    if (bytes > 0) await this.quota?.add(-bytes).catch(() => {})
+    if (claim.granted < bytes) {
+      await claim.settle(0)
+      throw quotaExceeded({
+        storeBytes: quota.lastSeen ?? 0,
+        maxStoreBytes: quota.maxStoreBytes,
+        neededBytes: bytes,
+      })
+    }
+    let kept = 0
+    try {
+      const result = await write()
+      kept = bytes
+      return result
+    } finally {
+      await claim.settle(kept)
+    }
   }
 
   /**
@@ -263,13 +269,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       () => 0,
     )
     await this.reserve(length - written)
-    const taken = await this.takeQuota(length - written)
-    try {
-      return await super.declareUploadLength(id, length)
-    } catch (error) {
-      await this.giveBackQuota(taken)
-      throw error
-    }
+    return this.withQuota(length - written, () => super.declareUploadLength(id, length))
   }
 
   /** The stock `read`, without following a link out of the directory. */
@@ -285,15 +285,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    */
   override async create(upload: Upload): Promise<Upload> {
     const file = this.dataPathOf(upload.id)
-    const taken = await this.takeQuota(upload.size ?? 0)
-    try {
+    await this.withQuota(upload.size ?? 0, async () => {
       await fsp.mkdir(path.dirname(file), { recursive: true })
       await (await fsp.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)).close()
       await this.configstore.set(upload.id, upload)
-    } catch (error) {
-      await this.giveBackQuota(taken)
-      throw error
-    }
+    })
     upload.storage = { type: 'file', path: file }
     return upload
   }
@@ -419,7 +415,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
     const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
     if (missing.length === results.length) throw ERRORS.FILE_NOT_FOUND
-    if (results[0]?.status === 'fulfilled') await this.giveBackQuota(counted)
+    // A failure leaves the bytes counted: the next sweep's recount corrects the total.
+    if (results[0]?.status === 'fulfilled' && counted > 0) {
+      await this.quota?.add(-counted).catch(() => {})
+    }
     const other = failures.find((e) => !missing.includes(e))
     if (other) throw other
   }
@@ -439,7 +438,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       downtime: this.downtime,
       locker: this.#locker,
       idPattern: this.#idPattern,
-      tally: recount !== undefined,
+      tally: this.quota !== undefined,
     })
     if (recount && mark !== undefined && !report.aborted && report.storeBytes !== undefined) {
       await recount.recount(report.storeBytes, mark).catch((err: unknown) => {
