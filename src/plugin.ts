@@ -4,6 +4,7 @@
  * and its routes in a child context; decorators; hooks. Each part is built from the ones above
  * it, never the other way round.
  */
+import fsp from 'node:fs/promises'
 import { MemoryLocker, type Server } from '@tus/server'
 import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
@@ -25,8 +26,7 @@ import { RedisLocker } from './redis/locker.js'
 import { CloseMarker, readDowntime } from './store/downtime.js'
 import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
-import type { FreeSpace } from './store/free-space.js'
-import { RedisQuotaCounter, type StoreQuota } from './store/quota.js'
+import { RedisQuotaCounter } from './store/quota.js'
 import { ActivityLocker } from './sweep/activity-locker.js'
 import { datastoreSweepOffReason, sweepDatastore } from './sweep/datastore-sweep.js'
 import type { SweepReport } from './sweep/engine.js'
@@ -278,7 +278,7 @@ function buildSchedule(
  * `warn` with the free space and the quota.
  */
 function emergencySweeps(
-  store: { space?: FreeSpace | undefined; quota?: StoreQuota | undefined },
+  store: ExpiringFileStore,
   schedule: SweepSchedule,
   log: ScheduleLogger,
   metrics: TusMetrics | undefined,
@@ -305,8 +305,10 @@ function emergencySweeps(
     start({ freeBytes, neededBytes }, 'free space is below the floor')
   })
   quota?.onLow(({ storeBytes, neededBytes }) => {
-    // The free space as last read (cached), for the same record.
-    const read = space ? space.freeBytes() : Promise.resolve(undefined)
+    // The free space for the same record: as last read (cached), or read once without a floor.
+    const read = space
+      ? space.freeBytes()
+      : fsp.statfs(store.directory).then((stats) => stats.bavail * stats.bsize)
     read.then(
       (freeBytes) => start({ freeBytes, storeBytes, neededBytes }, 'the store is at its quota'),
       () => start({ storeBytes, neededBytes }, 'the store is at its quota'),

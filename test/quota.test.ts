@@ -223,6 +223,30 @@ describe('the store quota', () => {
     expect(scraped(scrape, 'tus_store_bytes')).toBe(50 * KiB)
   })
 
+  it('with no floor (minFreeBytes 0) the quota warning still shows the free space', async () => {
+    const server = await startServer({
+      maxStoreBytes: KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+    })
+    const refused = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '2000' })
+    expect(refused.status).toBe(413)
+    expect(
+      (await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '1000' })).status,
+    ).toBe(201)
+    expect(
+      (await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '100' })).status,
+    ).toBe(507)
+    const warning = await waitFor(
+      () => server.logs.find((r) => /emergency sweep/.test(String(r.msg))),
+      2000,
+      'the warning',
+    )
+    expect(warning).toMatchObject({ storeBytes: 1000, maxStoreBytes: KiB, neededBytes: 100 })
+    expect(warning.freeBytes).toBeGreaterThan(0)
+    expect(warning).not.toHaveProperty('minFreeBytes')
+  })
+
   it('every sweep recounts the total: an upload removed behind the plugin back stops counting after the next sweep', async () => {
     const server = await startServer({
       maxStoreBytes: 100 * KiB,
