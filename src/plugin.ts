@@ -122,7 +122,14 @@ async function serve(
     metrics?.watchQuota(store.quota)
     // Counted before the routes serve: at once when the fleet's total exists in Redis.
     if (countBySweep) await schedule.run()
-    else await store.quota.ensureCounted()
+    else if (!options.redis) await store.quota.ensureCounted()
+    else {
+      // As the locks do, the plugin starts while Redis is down: the first request that needs
+      // the quota counts then (and answers 503 while Redis stays down).
+      await store.quota.ensureCounted().catch((err: unknown) => {
+        log.warn({ err }, 'fastify-tus: could not reach Redis for the store quota at startup')
+      })
+    }
   }
 
   // The tus server and its routes.

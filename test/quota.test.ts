@@ -352,4 +352,41 @@ describe('the store quota with several instances (Redis)', () => {
     })
     expect((await createUpload(c.endpoint, 70 * KiB)).response.status).toBe(201)
   })
+
+  it('a total Redis lost is counted again from the directory by the next instance that needs it', async () => {
+    const { a, client, prefix } = await fleet(100 * KiB)
+    await createUpload(a.endpoint, 60 * KiB)
+    await client.del(`${prefix}{quota}:bytes`, `${prefix}{quota}:added`)
+    const refused = await request(a.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Length': String(50 * KiB),
+    })
+    expect(refused.status).toBe(507)
+    expect(await client.get(`${prefix}{quota}:bytes`)).toBe(String(60 * KiB))
+  })
+
+  it('starts while Redis is down, and answers 503 to a creation while it stays down', async () => {
+    const down = new Redis('redis://127.0.0.1:1', {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    })
+    down.on('error', () => {})
+    onTestFinished(() => void down.disconnect())
+    const server = await startServer({
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+      redis: { client: down, prefix: `test:${randomId()}:` },
+    })
+    expect(server.logs.some((r) => /store quota at startup/.test(String(r.msg)))).toBe(true)
+    const refused = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '10' })
+    expect(refused.status).toBe(503)
+    // The creation's lock is refused first (upload locks live in the same Redis).
+    expect(refused.body).toMatch(
+      /^(Upload locks are unavailable|The store quota cannot be checked)/,
+    )
+    expect(await listing(server.directory)).toEqual([])
+  })
 })
