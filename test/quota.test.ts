@@ -5,7 +5,7 @@
  * resumable), running into it starts an emergency sweep, every sweep recounts the total, and a
  * fleet on one directory shares the total in Redis. Real HTTP, real directories, a real Redis.
  */
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { Redis } from 'ioredis'
@@ -134,6 +134,23 @@ describe('the store quota', () => {
     })
     expect(rest.status, rest.body).toBe(204)
     expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(data))
+  })
+
+  it('a checksummed body cut by the quota is rolled back whole and gives its bytes back', async () => {
+    const server = await startServer({ maxStoreBytes: 100 * KiB, minFreeBytes: 0 })
+    const { url, id } = await createUpload(server.endpoint, 'deferred')
+    const data = randomBytes(150 * KiB)
+    const checksum = (body: Buffer) =>
+      `sha256 ${createHash('sha256').update(body).digest('base64')}`
+    const cut = await patch(url, 0, data, { 'Upload-Checksum': checksum(data) })
+    expect(cut.status).toBe(507)
+    expect(cut.headers['upload-offset']).toBe('0')
+    expect((await fs.stat(path.join(server.directory, id))).size).toBe(0)
+    // Nothing of the cut body stays counted: the whole quota is there for the next one.
+    const fits = data.subarray(0, 100 * KiB)
+    const next = await patch(url, 0, fits, { 'Upload-Checksum': checksum(fits) })
+    expect(next.status, next.body).toBe(204)
+    expect(next.headers['upload-offset']).toBe(String(100 * KiB))
   })
 
   it('a deferred length is checked against the quota when it is declared', async () => {
