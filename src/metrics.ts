@@ -11,6 +11,7 @@ import type { Counter, Registry } from 'prom-client'
 import { MetricsUnavailableError } from './errors.js'
 import type { ResolvedMetricsOptions } from './options.js'
 import type { FreeSpace } from './store/free-space.js'
+import type { StoreQuota } from './store/quota.js'
 import type { ScheduleObserver, SweepOutcome } from './sweep/schedule.js'
 
 type PromClient = typeof import('prom-client')
@@ -53,6 +54,9 @@ export class TusMetrics implements ScheduleObserver {
   readonly #emergencySweeps: Count
   /** Makes the free-bytes gauge, once there is a floor to watch (see `watchSpace`). */
   readonly #freeBytesGauge: () => { labels(labels: object): Level }
+  /** Make the quota's gauges, once there is a quota (see `watchQuota`). */
+  readonly #storeBytesGauge: () => { labels(labels: object): Level }
+  readonly #maxStoreBytesGauge: () => { labels(labels: object): Level }
   readonly #lockWait: Observe | undefined
   readonly #leaseHeld: Level | undefined
   readonly #endpoint: string
@@ -157,7 +161,7 @@ export class TusMetrics implements ScheduleObserver {
     ).labels(at)
     this.#emergencySweeps = counter(
       'tus_emergency_sweeps_total',
-      'Sweeps started at once because free space fell below minFreeBytes.',
+      'Sweeps started at once because free space fell below minFreeBytes or the store reached maxStoreBytes.',
     ).labels(at)
     this.#freeBytesGauge = () =>
       metric(
@@ -170,6 +174,16 @@ export class TusMetrics implements ScheduleObserver {
             registers,
           }),
       )
+    const gauge = (name: string, help: string) => () =>
+      metric(
+        name,
+        (n) => new prom.Gauge({ name: n, help, labelNames: ['endpoint'], registers }),
+      ) as { labels(labels: object): Level }
+    this.#storeBytesGauge = gauge(
+      'tus_store_bytes',
+      "Bytes the store holds as its quota counts them (unfinished uploads' declared lengths included), as last seen.",
+    )
+    this.#maxStoreBytesGauge = gauge('tus_store_max_bytes', 'The store quota (maxStoreBytes).')
     if (withRedis) {
       this.#lockWait = metric(
         'tus_lock_wait_seconds',
@@ -271,6 +285,15 @@ export class TusMetrics implements ScheduleObserver {
     const level = this.#freeBytesGauge().labels({ endpoint: this.#endpoint })
     space.onRead((free) => level.set(free))
     space.freeBytes().catch(() => {})
+  }
+
+  /** `tus_store_bytes` follows the quota's total; `tus_store_max_bytes` is the quota. */
+  watchQuota(quota: StoreQuota): void {
+    const at = { endpoint: this.#endpoint }
+    this.#maxStoreBytesGauge().labels(at).set(quota.maxStoreBytes)
+    const level = this.#storeBytesGauge().labels(at)
+    if (quota.lastSeen !== undefined) level.set(quota.lastSeen)
+    quota.onTotal((total) => level.set(total))
   }
 
   lockWaited(seconds: number): void {

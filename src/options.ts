@@ -44,6 +44,13 @@ export interface FastifyTusOptions {
    * of 1 GiB and 5% of the filesystem.
    */
   minFreeBytes?: number
+  /**
+   * Bytes the store may hold (built-in store), finished uploads included; an unfinished upload
+   * counts its declared length (a deferred one, its bytes). A creation, a length declaration or
+   * a PATCH body that would go over it answers 507, and an emergency sweep starts. Default: no
+   * quota.
+   */
+  maxStoreBytes?: number
   /** Prometheus metrics with prom-client (an optional peer dependency): `true` for its default registry, or `{ registry, prefix? }`. Default `false`. */
   metrics?: boolean | FastifyTusMetricsOptions
 }
@@ -99,6 +106,8 @@ export interface ResolvedOptions {
   metrics: ResolvedMetricsOptions | undefined
   /** `undefined`: the default floor, computed from the filesystem when the store opens. */
   minFreeBytes: number | undefined
+  /** `undefined`: no quota. */
+  maxStoreBytes: number | undefined
 }
 
 export const DEFAULTS = {
@@ -122,6 +131,7 @@ const OWN_KEYS = [
   'redis',
   'metrics',
   'minFreeBytes',
+  'maxStoreBytes',
 ]
 /** Keys that Fastify's `register` adds to a plugin's options. */
 const REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
@@ -250,6 +260,22 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     }
   }
 
+  const maxStoreBytes = options.maxStoreBytes
+  if (maxStoreBytes !== undefined) {
+    if (!Number.isSafeInteger(maxStoreBytes) || maxStoreBytes < 1) {
+      throw new InvalidOptionError(
+        'maxStoreBytes',
+        `must be a whole number of bytes >= 1 (leave it out for no quota), got ${describe(maxStoreBytes)}`,
+      )
+    }
+    if (datastore !== undefined) {
+      throw new InvalidOptionError(
+        'maxStoreBytes',
+        'applies to the built-in file store (`directory`), not to a `datastore`',
+      )
+    }
+  }
+
   return {
     namespace,
     path,
@@ -264,6 +290,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     redis,
     metrics,
     minFreeBytes,
+    maxStoreBytes,
   }
 }
 

@@ -4,6 +4,7 @@
  * and its routes in a child context; decorators; hooks. Each part is built from the ones above
  * it, never the other way round.
  */
+import fsp from 'node:fs/promises'
 import { MemoryLocker, type Server } from '@tus/server'
 import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
@@ -25,7 +26,7 @@ import { RedisLocker } from './redis/locker.js'
 import { CloseMarker, readDowntime } from './store/downtime.js'
 import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
-import type { FreeSpace } from './store/free-space.js'
+import { RedisQuotaCounter } from './store/quota.js'
 import { ActivityLocker } from './sweep/activity-locker.js'
 import { datastoreSweepOffReason, sweepDatastore } from './sweep/datastore-sweep.js'
 import type { SweepReport } from './sweep/engine.js'
@@ -99,12 +100,36 @@ async function serve(
         downtime,
         holdsLock: (id) => locker.holds(id),
         minFreeBytes: options.minFreeBytes,
+        maxStoreBytes: options.maxStoreBytes,
+        // With Redis the fleet shares one total (store/quota.ts).
+        quotaCounter: options.redis
+          ? new RedisQuotaCounter(options.redis.client, options.redis.prefix)
+          : undefined,
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
-  const schedule = buildSchedule(options, datastore, store, log, metrics)
-  if (store?.space) {
-    emergencySweeps(store.space, schedule, log, metrics)
-    metrics?.watchSpace(store.space)
+  // With a quota and one instance, the startup sweep is the count the quota starts from.
+  const countBySweep =
+    store?.quota !== undefined &&
+    !options.redis &&
+    options.cleanupOnStart &&
+    options.expireAfterMs > 0
+  const schedule = buildSchedule(options, datastore, store, log, metrics, !countBySweep)
+  if (store?.space || store?.quota) {
+    emergencySweeps(store, schedule, log, metrics)
+    if (store.space) metrics?.watchSpace(store.space)
+  }
+  if (store?.quota) {
+    metrics?.watchQuota(store.quota)
+    // Counted before the routes serve: at once when the fleet's total exists in Redis.
+    if (countBySweep) await schedule.run()
+    else if (!options.redis) await store.quota.ensureCounted()
+    else {
+      // As the locks do, the plugin starts while Redis is down: the first request that needs
+      // the quota counts then (and answers 503 while Redis stays down).
+      await store.quota.ensureCounted().catch((err: unknown) => {
+        log.warn({ err }, 'fastify-tus: could not reach Redis for the store quota at startup')
+      })
+    }
   }
 
   // The tus server and its routes.
@@ -225,6 +250,8 @@ function buildSchedule(
   store: ExpiringFileStore | undefined,
   log: ScheduleLogger,
   metrics: TusMetrics | undefined,
+  /** False when the startup sweep already ran (it counted the store for the quota). */
+  sweepOnReady: boolean,
 ): SweepSchedule {
   const { redis } = options
   return new SweepSchedule({
@@ -233,7 +260,7 @@ function buildSchedule(
       : ({ dryRun }) => sweepDatastore(datastore, dryRun),
     log,
     intervalMs: options.cleanupIntervalMs,
-    runOnStart: options.cleanupOnStart,
+    runOnStart: options.cleanupOnStart && sweepOnReady,
     observer: metrics,
     lease: redis
       ? new RedisSweepLease({
@@ -253,27 +280,46 @@ function buildSchedule(
 }
 
 /**
- * Free space below the floor starts a sweep at once (one at a time, at most every
- * `EMERGENCY_EVERY_MS`), by the same rules and locks as the scheduled ones, logged at `warn`.
+ * Free space below the floor, or a store at its quota, starts a sweep at once (one at a time, at
+ * most every `EMERGENCY_EVERY_MS`), by the same rules and locks as the scheduled ones, logged at
+ * `warn` with the free space and the quota.
  */
 function emergencySweeps(
-  space: FreeSpace,
+  store: ExpiringFileStore,
   schedule: SweepSchedule,
   log: ScheduleLogger,
   metrics: TusMetrics | undefined,
 ): void {
+  const { space, quota } = store
   let lastAt = Number.NEGATIVE_INFINITY
-  space.onLow(({ freeBytes, minFreeBytes, neededBytes }) => {
+  const start = (figures: Record<string, number | undefined>, reason: string) => {
     const now = performance.now()
     if (now - lastAt < EMERGENCY_EVERY_MS) return
     lastAt = now
     log.warn(
-      { freeBytes, minFreeBytes, neededBytes },
-      'fastify-tus: free space is below the floor: emergency sweep',
+      {
+        ...(space && { minFreeBytes: space.minFreeBytes }),
+        ...(quota && { storeBytes: quota.lastSeen, maxStoreBytes: quota.maxStoreBytes }),
+        ...figures,
+      },
+      `fastify-tus: ${reason}: emergency sweep`,
     )
     metrics?.emergencySweep()
     // A failure is logged by the schedule; after close() there is nothing to do.
     schedule.runEmergency().catch(() => {})
+  }
+  space?.onLow(({ freeBytes, neededBytes }) => {
+    start({ freeBytes, neededBytes }, 'free space is below the floor')
+  })
+  quota?.onLow(({ storeBytes, neededBytes }) => {
+    // The free space for the same record: as last read (cached), or read once without a floor.
+    const read = space
+      ? space.freeBytes()
+      : fsp.statfs(store.directory).then((stats) => stats.bavail * stats.bsize)
+    read.then(
+      (freeBytes) => start({ freeBytes, storeBytes, neededBytes }, 'the store is at its quota'),
+      () => start({ storeBytes, neededBytes }, 'the store is at its quota'),
+    )
   })
 }
 

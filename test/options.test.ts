@@ -127,6 +127,21 @@ describe('option errors', () => {
       /`minFreeBytes` applies to the built-in file store/,
     ],
     [
+      'maxStoreBytes that is no whole number of bytes',
+      { maxStoreBytes: 0 },
+      /`maxStoreBytes` must be a whole number of bytes >= 1 \(leave it out for no quota\), got 0/,
+    ],
+    [
+      'maxStoreBytes as a string',
+      { maxStoreBytes: '10GB' },
+      /`maxStoreBytes` must be a whole number of bytes >= 1.*got "10GB"/,
+    ],
+    [
+      'maxStoreBytes with a datastore',
+      { datastore: new DataStore(), maxStoreBytes: 5 },
+      /`maxStoreBytes` applies to the built-in file store/,
+    ],
+    [
       'redis with tus.locker',
       { redis: { client: fakeClient() }, tus: { locker: { newLock() {} } } },
       /`tus.locker` cannot be set together with `redis`/,

@@ -162,6 +162,33 @@ describe('report', () => {
   })
 })
 
+describe('tally (the store quota count)', () => {
+  it('counts what the sweep leaves: declared lengths of unfinished uploads, bytes of deferred ones and of orphans; not what it removes', async () => {
+    const dir = await tempDir()
+    await writeSession(dir, hex(1), { size: 300, bytes: 300 }) // finished
+    await writeSession(dir, hex(2), { size: 400, bytes: 100 }) // unfinished: its length counts
+    await writeSession(dir, hex(3), { size: undefined, bytes: 50 }) // deferred: its bytes
+    await writeSession(dir, hex(4), { size: 9000, bytes: 10, ageMs: 2 * HOUR }) // expired
+    await writeSession(dir, hex(5), { size: 600, bytes: 600, ageMs: 2 * HOUR }) // finished, old
+    await fs.writeFile(path.join(dir, hex(6)), Buffer.alloc(7)) // a fresh orphan
+    await fs.writeFile(path.join(dir, `${hex(7)}.json`), '{not json') // a torn record
+    await fs.writeFile(path.join(dir, hex(7)), Buffer.alloc(20)) // ... its data counts
+
+    const count = await sweepDirectory({ directory: dir, expireAfterMs: 0, tally: true })
+    expect(count).toMatchObject({ removed: 0, storeBytes: 300 + 400 + 50 + 9000 + 600 + 7 + 20 })
+    const sweep = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, tally: true })
+    expect(sweep).toMatchObject({
+      removed: 1,
+      ids: [hex(4)],
+      storeBytes: 300 + 400 + 50 + 600 + 7 + 20,
+    })
+    // Without tally, nothing is counted and fresh uploads cost one lstat, as before.
+    expect(
+      (await sweepDirectory({ directory: dir, expireAfterMs: HOUR })).storeBytes,
+    ).toBeUndefined()
+  })
+})
+
 describe('failing entries', () => {
   it('removes an old upload whose record a crash left torn, as an orphan; a record of the wrong shape is an error, kept', async () => {
     const dir = await tempDir()

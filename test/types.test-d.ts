@@ -36,6 +36,8 @@ expectTypeOf<SweepReport['bytesFreed']>().toBeNumber()
 
 // Options are typed.
 expectTypeOf<FastifyTusOptions['expireAfterMs']>().toEqualTypeOf<number | undefined>()
+expectTypeOf<FastifyTusOptions['maxStoreBytes']>().toEqualTypeOf<number | undefined>()
+expectTypeOf<SweepReport['storeBytes']>().toEqualTypeOf<number | undefined>()
 // @ts-expect-error a string is not a number of milliseconds
 app.register(fastifyTus, { expireAfterMs: '10m' })
 // @ts-expect-error the sweep needs a locker object, not a per-request function

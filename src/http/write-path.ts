@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
+import fsp from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
 import type { Server } from '@tus/server'
@@ -23,6 +24,7 @@ import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/util
 import { NodeRequest } from 'srvx/node'
 import type { DirectWriteStore } from '../store/direct-write.js'
 import { insufficientStorage } from '../store/free-space.js'
+import { QUOTA_UNAVAILABLE, quotaExceeded } from '../store/quota.js'
 import { isMissing, openStoreFile, UnsafeFileError } from '../store/record-file.js'
 import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
@@ -94,7 +96,7 @@ export interface PumpOptions {
   checksum?: Checksum | undefined
   /** Bytes this request may add; more is a 413, as with the stock StreamLimiter. */
   maxBytes: number
-  /** Bytes the free-space floor still allows: the body stops before the chunk that would cross it. */
+  /** Bytes the free-space floor (and the quota) still allow: the body stops exactly there. */
   spaceLeft?: number | undefined
   /** Aborts gracefully: what arrived so far is written and counted. */
   signal: AbortSignal
@@ -151,7 +153,16 @@ function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions)
     const onData = (chunk: Buffer) => {
       received += chunk.length
       if (received > maxBytes) return stop(ERRORS.ERR_MAX_SIZE_EXCEEDED)
-      if (received > spaceLeft) return stop(OUT_OF_SPACE)
+      if (received > spaceLeft) {
+        // The part of the chunk that fits is kept: the body ends exactly at the limit.
+        const fits = chunk.length - (received - spaceLeft)
+        if (fits > 0) {
+          hash?.update(chunk.subarray(0, fits))
+          out.write(chunk.subarray(0, fits))
+          onProgress?.(spaceLeft)
+        }
+        return stop(OUT_OF_SPACE)
+      }
       hash?.update(chunk)
       if (!out.write(chunk)) {
         source.pause()
@@ -250,36 +261,77 @@ async function writeDirect(
   const checksum = header === undefined ? undefined : parseChecksum(header)
   if (checksum && 'status' in checksum) throw { status_code: checksum.status, body: checksum.body }
   const store = handler.store
-  const { space } = store
-  const spaceLeft = space ? Math.max(0, await space.allowance()) : undefined
+  const { space, quota } = store
+  const freeLeft = space ? Math.max(0, await space.allowance()) : Number.POSITIVE_INFINITY
+  const length = Number(source.headers['content-length'])
+  const wanted = Math.min(Number.isSafeInteger(length) ? length : maxFileSize, maxFileSize)
+  // A deferred length grows with its bytes: they take quota as they come, up to what is left
+  // (a declared length took all of its bytes at creation or declaration).
+  const claim =
+    quota && upload.size === undefined
+      ? await quota
+          .claim(Math.min(wanted, Number.MAX_SAFE_INTEGER), { partial: true })
+          .catch(() => {
+            throw QUOTA_UNAVAILABLE
+          })
+      : undefined
+  const quotaLeft = claim?.granted ?? Number.POSITIVE_INFINITY
+  const spaceLeft = Math.min(freeLeft, quotaLeft)
   const pumping = () =>
     pumpToFile(source, store.dataPathOf(upload.id), {
       checksum,
       offset: upload.offset,
       maxBytes: maxFileSize,
-      spaceLeft,
+      spaceLeft: Number.isFinite(spaceLeft) ? spaceLeft : undefined,
       signal: context.signal,
       onProgress,
     }).catch(async (error) => {
-      if (error !== OUT_OF_SPACE || !space) throw error
+      if (error !== OUT_OF_SPACE) throw error
+      const neededBytes = Number.isSafeInteger(length) ? length : spaceLeft + 1
+      if (quota && quotaLeft <= freeLeft) {
+        // The quota is reached (the claim told the quota's listeners): bytes so far kept, 507.
+        throw quotaExceeded({
+          storeBytes: quota.lastSeen ?? 0,
+          maxStoreBytes: quota.maxStoreBytes,
+          neededBytes,
+        })
+      }
+      if (!space) throw error
       // The floor is reached: the bytes so far are kept, the answer says where they end (507).
-      const length = Number(source.headers['content-length'])
       const low = {
         freeBytes: await space.freeBytes().catch(() => 0),
         minFreeBytes: space.minFreeBytes,
-        neededBytes: Number.isSafeInteger(length) ? length : (spaceLeft ?? 0) + 1,
+        neededBytes,
       }
       space.reportLow(low)
       throw insufficientStorage(low)
     })
-  if (!checksum) return upload.offset + (await pumping())
-  // Until the digest matched, the bytes past the offset are marked unverified in the record.
-  await store.beginChecksummedWrite(upload.id, upload.offset)
-  let written: number
+  if (claim === undefined) return written(upload.offset, pumping, checksum)
   try {
-    written = await pumping()
+    return await written(upload.offset, pumping, checksum)
   } finally {
-    await store.endChecksummedWrite(upload.id)
+    // What the body left in the file stays counted; the rest of the claim goes back.
+    const size = await fsp.lstat(store.dataPathOf(upload.id)).then(
+      (stats) => stats.size,
+      () => upload.offset,
+    )
+    await claim.settle(size - upload.offset)
   }
-  return upload.offset + written
+
+  async function written(
+    offset: number,
+    pump: () => Promise<number>,
+    checksum: Checksum | undefined,
+  ): Promise<number> {
+    if (!checksum) return offset + (await pump())
+    // Until the digest matched, the bytes past the offset are marked unverified in the record.
+    await store.beginChecksummedWrite(upload.id, offset)
+    let bytes: number
+    try {
+      bytes = await pump()
+    } finally {
+      await store.endChecksummedWrite(upload.id)
+    }
+    return offset + bytes
+  }
 }

@@ -5,11 +5,14 @@
  */
 
 import type { FreeSpace } from './free-space.js'
+import type { StoreQuota } from './quota.js'
 
 /** A store that can take a Node stream directly (the built-in file store). */
 export interface DirectWriteStore {
   /** The free-space floor, when one is kept (`minFreeBytes`): a body stops at it. */
   readonly space?: FreeSpace | undefined
+  /** The store quota, when there is one (`maxStoreBytes`): a deferred-length body stops at it. */
+  readonly quota?: StoreQuota | undefined
   dataPathOf(id: string): string
   /** Marks the bytes past `offset` as unverified until `endChecksummedWrite` (crash safety). */
   beginChecksummedWrite(id: string, offset: number): Promise<void>

@@ -125,3 +125,12 @@ export function recordSize(record: unknown): number | undefined {
   }
   return size
 }
+
+/**
+ * What an upload counts against the store quota (`maxStoreBytes`): its declared length when it
+ * has one, however few of its bytes arrived (a promise the store must keep), else the bytes it
+ * holds. Shared by the store's running total and the sweep's recount.
+ */
+export function countedBytes(size: number | undefined, bytesOnDisk: number): number {
+  return size === undefined ? bytesOnDisk : Math.max(size, bytesOnDisk)
+}

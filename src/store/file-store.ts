@@ -26,6 +26,7 @@ import { type SweepOptions, type SweepReport, sweepDirectory } from '../sweep/en
 import { skipStockDirectoryCheck } from '../tus-internals.js'
 import {
   type Concat,
+  type CopySource,
   concatenateFiles,
   concatOf,
   type FinalRecordFields,
@@ -38,6 +39,7 @@ import type { DirectWriteStore } from './direct-write.js'
 import {
   CONCAT,
   concatKind,
+  countedBytes,
   type Downtime,
   expiresAt,
   isExpired,
@@ -49,6 +51,14 @@ import {
   verifiedBytes,
 } from './expiry-policy.js'
 import { FreeSpace, insufficientStorage, tooLargeForStore } from './free-space.js'
+import {
+  LocalQuotaCounter,
+  QUOTA_UNAVAILABLE,
+  type QuotaCounter,
+  quotaExceeded,
+  StoreQuota,
+  tooLargeForQuota,
+} from './quota.js'
 
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 /** The callback API, promisified: about half the cost of `fs/promises` on Node 20. */
@@ -78,6 +88,14 @@ export interface ExpiringFileStoreOptions {
    * 507. `0` turns it off; `undefined`: the smaller of 1 GiB and 5% of the filesystem.
    */
   minFreeBytes?: number | undefined
+  /**
+   * Bytes the store may hold, finished uploads and unfinished uploads' declared lengths
+   * included (store/quota.ts); `undefined`: no quota. The total is not counted by `open()`: the
+   * plugin counts it (`quota.ensureCounted()`, or a sweep) before serving.
+   */
+  maxStoreBytes?: number | undefined
+  /** Where the quota's running total lives. Default: in memory. */
+  quotaCounter?: QuotaCounter | undefined
 }
 
 export interface UploadFacts {
@@ -99,6 +117,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly downtime: Downtime | undefined
   /** The free-space floor (`minFreeBytes`), or `undefined` when off; set by `open()`. */
   space: FreeSpace | undefined
+  /** The store quota (`maxStoreBytes`), or `undefined` when there is none; set by `open()`. */
+  quota: StoreQuota | undefined
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
   readonly #holdsLock: (id: string) => boolean
@@ -121,6 +141,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       expirationPeriodInMilliseconds: 0,
     })
     this.space = undefined
+    this.quota = undefined
     this.expireAfterMs = options.expireAfterMs
     this.downtime = options.downtime
     this.#locker = options.locker
@@ -139,6 +160,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     await store.init()
     if (options.minFreeBytes !== 0) {
       store.space = await FreeSpace.open(path.resolve(store.directory), options.minFreeBytes)
+    }
+    if (options.maxStoreBytes !== undefined) {
+      const counter = options.quotaCounter ?? new LocalQuotaCounter()
+      store.quota = new StoreQuota(options.maxStoreBytes, counter, () => store.count())
     }
     return store
   }
@@ -229,16 +254,48 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     })
   }
 
-  /** The stock declaration, once the rest of the length fits above the free-space floor. */
-  override async declareUploadLength(id: string, length: number): Promise<void> {
-    if (this.space) {
-      const written = await fsp.lstat(this.dataPathOf(id)).then(
-        (stats) => stats.size,
-        () => 0,
-      )
-      await this.reserve(length - written)
+  /**
+   * Runs `write` (a creation, a length declaration) once `bytes` of the store quota are taken
+   * for it: 507 when they do not fit now, 413 when they never could. The bytes go back if
+   * `write` fails.
+   */
+  async withQuota<T>(bytes: number, write: () => Promise<T>): Promise<T> {
+    const quota = this.quota
+    if (!quota || bytes <= 0) return write()
+    if (bytes > quota.maxStoreBytes) throw tooLargeForQuota(bytes, quota.maxStoreBytes)
+    const claim = await quota.claim(bytes).catch(() => {
+      throw QUOTA_UNAVAILABLE
+    })
+    if (claim.granted < bytes) {
+      await claim.settle(0)
+      throw quotaExceeded({
+        storeBytes: quota.lastSeen ?? 0,
+        maxStoreBytes: quota.maxStoreBytes,
+        neededBytes: bytes,
+      })
     }
-    return super.declareUploadLength(id, length)
+    let kept = 0
+    try {
+      const result = await write()
+      kept = bytes
+      return result
+    } finally {
+      await claim.settle(kept)
+    }
+  }
+
+  /**
+   * The stock declaration, once the rest of the length fits above the free-space floor and in
+   * the quota.
+   */
+  override async declareUploadLength(id: string, length: number): Promise<void> {
+    if (!this.space && !this.quota) return super.declareUploadLength(id, length)
+    const written = await fsp.lstat(this.dataPathOf(id)).then(
+      (stats) => stats.size,
+      () => 0,
+    )
+    await this.reserve(length - written)
+    return this.withQuota(length - written, () => super.declareUploadLength(id, length))
   }
 
   /** The stock `read`, without following a link out of the directory. */
@@ -249,7 +306,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * The stock `create`, without writing through a link or over an existing file; a final upload
+   * The stock `create`, without writing through a link or over an existing file; a declared
+   * length takes its bytes of the quota first (507 or 413, and nothing is created); a final upload
    * of the concatenation extension is assembled here (`#createFinal`).
    */
   override async create(upload: Upload): Promise<Upload> {
@@ -261,13 +319,15 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     if (concat?.kind === 'final') {
       await this.#createFinal(upload, concat, file)
     } else {
-      await createEmptyFile(file).catch(async (error: NodeJS.ErrnoException) => {
-        if (error.code !== 'ENOENT') throw error
-        await fsp.mkdir(path.dirname(file), { recursive: true })
-        await createEmptyFile(file)
+      await this.withQuota(upload.size ?? 0, async () => {
+        await createEmptyFile(file).catch(async (error: NodeJS.ErrnoException) => {
+          if (error.code !== 'ENOENT') throw error
+          await fsp.mkdir(path.dirname(file), { recursive: true })
+          await createEmptyFile(file)
+        })
+        const record = concat ? { ...upload, [CONCAT]: 'partial' } : upload
+        await this.configstore.set(upload.id, record as Upload)
       })
-      const record = concat ? { ...upload, [CONCAT]: 'partial' } : upload
-      await this.configstore.set(upload.id, record as Upload)
     }
     upload.storage = { type: 'file', path: file }
     return upload
@@ -313,7 +373,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const locks = await lockPartials(this.#locker, concat.partials)
     try {
       // Looked at again under the locks: a partial may have expired or gone since the request's check.
-      const sources = []
+      const sources: CopySource[] = []
       for (const id of concat.partials) {
         sources.push({ file: this.dataPathOf(id), bytes: await this.checkPartial(id) })
       }
@@ -321,15 +381,21 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       if (size !== upload.size) {
         throw tusError(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
       }
-      await concatenateFiles(sources, file)
-      const fields: FinalRecordFields = {
-        [CONCAT]: 'final',
-        partials: concat.partials,
-        concat_header: concat.header,
-      }
-      await this.configstore.set(upload.id, { ...upload, ...fields } as unknown as Upload)
+      // The quota counts the partials already: the final takes over their bytes, and only a
+      // partial listed twice adds to the total.
+      const unique = new Map(concat.partials.map((id, i) => [id, sources[i]?.bytes ?? 0]))
+      const counted = [...unique.values()].reduce((sum, bytes) => sum + bytes, 0)
+      await this.withQuota(size - counted, async () => {
+        await concatenateFiles(sources, file)
+        const fields: FinalRecordFields = {
+          [CONCAT]: 'final',
+          partials: concat.partials,
+          concat_header: concat.header,
+        }
+        await this.configstore.set(upload.id, { ...upload, ...fields } as unknown as Upload)
+      })
       // The final holds their bytes now; a partial left here by a failure expires unused.
-      await Promise.allSettled([...new Set(concat.partials)].map((id) => this.remove(id)))
+      await Promise.allSettled([...unique.keys()].map((id) => this.remove(id, { handedOn: true })))
     } finally {
       await unlockAll(locks)
     }
@@ -460,11 +526,23 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     this.#lastRead.set(id, { record, offset, mtimeMs, at: now })
   }
 
-  override async remove(id: string): Promise<void> {
+  /**
+   * Removes an upload. `handedOn`: its bytes now count as another upload's (a partial that a
+   * final took over), so the quota keeps counting them.
+   */
+  override async remove(id: string, { handedOn = false }: { handedOn?: boolean } = {}) {
     // Only an upload is removed: without this, DELETE /files/<id>.json unlinked the metadata of
     // upload <id>, and DELETE /files/<name> any other file of the directory.
     const record = (await this.configstore.get(id)) as Partial<Upload> | undefined
     if (record?.id !== id) throw ERRORS.FILE_NOT_FOUND
+    // What the upload counts against the quota, given back once its data file is gone.
+    const counted =
+      this.quota && !handedOn
+        ? await fsp.lstat(this.dataPathOf(id)).then(
+            (data) => countedBytes(record.size, data.size),
+            () => 0,
+          )
+        : 0
     const results = await Promise.allSettled([
       fsp.unlink(this.dataPathOf(id)),
       fsp.unlink(this.dataPathOf(id) + METADATA_SUFFIX),
@@ -472,20 +550,48 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
     const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
     if (missing.length === results.length) throw ERRORS.FILE_NOT_FOUND
+    // A failure leaves the bytes counted: the next sweep's recount corrects the total.
+    if (results[0]?.status === 'fulfilled' && counted > 0) {
+      await this.quota?.add(-counted).catch(() => {})
+    }
     const other = failures.find((e) => !missing.includes(e))
     if (other) throw other
   }
 
-  /** Runs the sweep engine over this store's directory with this store's lock and period. */
-  sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
-    return sweepDirectory({
+  /**
+   * Runs the sweep engine over this store's directory with this store's lock and period. With a
+   * quota, the sweep also counts what it leaves, and a whole sweep (not a dry run, not stopped)
+   * recounts the quota's total.
+   */
+  async sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
+    const recount = this.quota && !options.dryRun ? this.quota : undefined
+    const mark = await recount?.mark()
+    const report = await sweepDirectory({
       ...options,
       directory: this.directory,
       expireAfterMs: this.expireAfterMs,
       downtime: this.downtime,
       locker: this.#locker,
       idPattern: this.#idPattern,
+      tally: this.quota !== undefined,
     })
+    if (recount && mark !== undefined && !report.aborted && report.storeBytes !== undefined) {
+      await recount.recount(report.storeBytes, mark).catch((err: unknown) => {
+        options.log?.warn({ err }, 'fastify-tus sweep: could not store the recounted quota total')
+      })
+    }
+    return report
+  }
+
+  /** The bytes the store holds as the quota counts them: a walk that removes nothing. */
+  async count(): Promise<number> {
+    const report = await sweepDirectory({
+      directory: this.directory,
+      expireAfterMs: 0,
+      idPattern: this.#idPattern,
+      tally: true,
+    })
+    return report.storeBytes ?? 0
   }
 
   override async deleteExpired(): Promise<number> {

@@ -18,6 +18,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import {
   concatKind,
+  countedBytes,
   DEFAULT_ID_PATTERN,
   type Downtime,
   isExpired,
@@ -80,6 +81,11 @@ export interface SweepOptions {
   now?: () => number
   /** Called for every upload removed (or, in a dry run, that would be). */
   onRemove?: (removal: Removal) => void
+  /**
+   * Also count the bytes the store keeps (`storeBytes` in the report, for the store quota):
+   * every data file left reads its record. With `expireAfterMs` 0 the walk only counts.
+   */
+  tally?: boolean
 }
 
 export interface Removal {
@@ -117,6 +123,11 @@ export interface SweepReport {
   ids: string[]
   idsTruncated: boolean
   startedAt: string
+  /**
+   * With `tally`: the bytes of the data files left, each counting its declared length when its
+   * record has one (expiry-policy.ts `countedBytes`).
+   */
+  storeBytes?: number
 }
 
 const DEFAULT_CONCURRENCY = 8
@@ -173,7 +184,8 @@ class Sweep {
 
   async run(): Promise<SweepReport> {
     const { signal, concurrency = DEFAULT_CONCURRENCY, expireAfterMs } = this.options
-    if (expireAfterMs > 0) {
+    if (this.options.tally) this.report.storeBytes = 0
+    if (expireAfterMs > 0 || this.options.tally) {
       await forEachBounded(this.walk(), concurrency, signal, (file) => this.visit(file))
     }
     this.report.aborted = signal?.aborted === true
@@ -210,18 +222,39 @@ class Sweep {
     const data = await this.statIfPresent(this.pathOf(id))
     if (!data) return
     this.report.scanned++
+    let removed = false
+    try {
+      removed = await this.visitDataFile(id, data)
+    } finally {
+      if (!removed && this.options.tally) await this.tallyKept(id, data.size)
+    }
+  }
+
+  /** Removes the data file's session if it has expired; true when it did. */
+  async visitDataFile(id: string, data: fs.Stats): Promise<boolean> {
     // Most uploads are fresh: one lstat decides, the metadata is never read.
-    if (!this.expired(data.mtimeMs)) return
+    if (!this.expired(data.mtimeMs)) return false
 
     const record = await this.readRecord(id)
     // A data file without a record, or whose record a crash left torn: half an upload.
     if (record === 'missing' || record === 'torn') {
-      if (this.idPattern.test(id)) await this.remove(id, 'orphan-data')
-      return
+      return this.idPattern.test(id) && (await this.remove(id, 'orphan-data'))
     }
-    if (record.id !== id) return // not a record of this file: someone else's pair of files
-    if (!mayExpire(record, recordSize(record), verifiedBytes(record, data.size))) return
-    await this.remove(id, concatKind(record) ?? 'upload')
+    if (record.id !== id) return false // not a record of this file: someone else's pair of files
+    if (!mayExpire(record, recordSize(record), verifiedBytes(record, data.size))) return false
+    return this.remove(id, concatKind(record) ?? 'upload')
+  }
+
+  /** Counts a data file left in the store: its declared length, else (or if unreadable) its bytes. */
+  async tallyKept(id: string, bytes: number): Promise<void> {
+    let size: number | undefined
+    try {
+      const record = await this.readRecord(id)
+      if (typeof record === 'object' && record.id === id) size = recordSize(record)
+    } catch {
+      // An unreadable record: its data file's bytes still count (its visit reports the error).
+    }
+    this.report.storeBytes = (this.report.storeBytes ?? 0) + countedBytes(size, bytes)
   }
 
   /**
@@ -256,22 +289,22 @@ class Sweep {
    * Removes one session under its lock after looking again: a request may have written to it,
    * or removed it, since the first look.
    */
-  async remove(id: string, kind: Removal['kind']): Promise<void> {
-    if (this.options.signal?.aborted) return
+  async remove(id: string, kind: Removal['kind']): Promise<boolean> {
+    if (this.options.signal?.aborted) return false
     if (this.options.dryRun) {
       const found = await this.lookAgain(id, kind)
       if (found) this.count(id, kind, found)
-      return
+      return false
     }
     const lock = this.options.locker ? await this.options.locker.tryLock(id) : undefined
     if (this.options.locker && !lock) {
       this.report.skippedBusy++
-      return
+      return false
     }
     try {
       const found = await this.lookAgain(id, kind)
       // Checked under the lock: once close() has begun, nothing more is deleted.
-      if (!found || this.options.signal?.aborted) return
+      if (!found || this.options.signal?.aborted) return false
       const dataPath = this.pathOf(id)
       const metaPath = this.pathOf(id + METADATA_SUFFIX)
       // Counted only when this sweep removed it: another sweeper, or a DELETE, may have been first.
@@ -283,6 +316,7 @@ class Sweep {
         await this.unlinkIfPresent(metaPath)
       }
       if (removed) this.count(id, kind, found)
+      return removed
     } finally {
       await lock?.unlock()
     }
