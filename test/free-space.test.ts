@@ -2,7 +2,8 @@
  * The free-space floor (`minFreeBytes`): creations, declarations and PATCH bodies that would
  * cross it answer 507 (bytes before kept, resumable), and running low starts an emergency sweep.
  * On a real filesystem of a known size: a small tmpfs, mounted for each test (root only: CI runs
- * as root; elsewhere these tests are skipped and say why).
+ * as root; elsewhere these tests are skipped and say why); how often the filesystem is asked, on
+ * any filesystem.
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -10,7 +11,7 @@ import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { Registry } from 'prom-client'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import {
   createUpload,
   head,
@@ -44,6 +45,28 @@ async function smallDisk(mib: number): Promise<string> {
   })
   return mountPoint
 }
+
+describe('the free-space floor, on any filesystem', () => {
+  it('asks the filesystem (statfs) a few times per second at most, not for every chunk of a body', async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    // A spy that counts the store's real calls (fs/promises' statfs, called through).
+    const statfs = vi.spyOn(fs, 'statfs')
+    onTestFinished(() => statfs.mockRestore())
+    const data = randomBytes(16 * MiB)
+    const { url } = await createUpload(server.endpoint, data.length)
+    const started = performance.now()
+    const chunk = 256 * 1024
+    for (let offset = 0; offset < data.length; offset += chunk) {
+      const res = await patch(url, offset, data.subarray(offset, offset + chunk))
+      expect(res.status).toBe(204)
+    }
+    const seconds = (performance.now() - started) / 1000
+    // 64 PATCHes of 256 KiB (and far more socket chunks): one statfs per 250 ms at most, plus one.
+    expect(statfs.mock.calls.length).toBeLessThanOrEqual(Math.ceil(seconds / 0.25) + 1)
+    expect(statfs.mock.calls.length).toBeLessThan(64)
+    expect(statfs.mock.calls.length).toBeGreaterThan(0)
+  })
+})
 
 describe.skipIf(!isRoot)('the free-space floor (tmpfs: needs root)', () => {
   it('a creation whose length would cross the floor answers 507 with a reason and creates nothing', async () => {
