@@ -1,24 +1,28 @@
 /**
  * One upload of <sizeMiB> over <parallel> connections, each throttled on the client side to
  * <rateMiB> MiB/s (as a long fat network would hold each TCP stream):
- * `node parallel-client.js <origin> <sizeMiB> <parallel> <rateMiB>`. With 1 it is a single
+ * `node parallel-client.js <origin> <sizeMiB> <parallel> <rateMiB> <dir> <cp-first|cp-after>`. With 1 it is a single
  * upload in one PATCH; with more, the file is split as tus-js-client's `parallelUploads` splits it
  * (equal parts, the last takes the rest): that many partial uploads PATCHed side by side, then the
  * final upload. Prints the wall time, and for parallel uploads the time of the final POST (the
  * assembly; sent once the partials' bytes are flushed to the disk with `sync`, which is not
- * counted), the server's longest event-loop delay meanwhile and
- * the final's URL.
+ * counted), the time `cp` takes for the same bytes in the store's directory `<dir>` (the
+ * partials joined with `cat` before the final, or the final copied after it), the server's
+ * longest event-loop delay during the assembly, and the final's URL.
  */
 import { execFileSync } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
 import http from 'node:http'
+import path from 'node:path'
 import { Readable } from 'node:stream'
 
-const [origin, sizeArg, parallelArg, rateArg] = process.argv.slice(2) as [
+const [origin, sizeArg, parallelArg, rateArg, dir, order] = process.argv.slice(2) as [
   string,
   string,
   string,
   string,
+  string,
+  'cp-first' | 'cp-after',
 ]
 const MiB = 1024 * 1024
 const size = Number(sizeArg) * MiB
@@ -67,6 +71,14 @@ function send(
   })
 }
 
+/** `cp` of one file, or `cat` of several into one (the same bytes as the final): its time in ms. */
+function timedCopy(sources: string[], target: string): number {
+  const started = performance.now()
+  if (sources.length === 1) execFileSync('cp', [sources[0] as string, target])
+  else execFileSync('sh', ['-c', 'cat "$@" > "$0"', target, ...sources])
+  return performance.now() - started
+}
+
 async function upload(body: Buffer, concat?: string): Promise<string> {
   const created = await send('POST', `${origin}/files`, {
     ...TUS,
@@ -93,6 +105,7 @@ async function upload(body: Buffer, concat?: string): Promise<string> {
 const started = performance.now()
 let url: string
 let assemblyMs = 0
+let cpMs = 0
 let uploadSeconds = 0
 let loopMaxMs = 0
 if (parallel === 1) {
@@ -104,9 +117,15 @@ if (parallel === 1) {
   )
   const urls = await Promise.all(parts.map((p) => upload(p, 'partial')))
   uploadSeconds = (performance.now() - started) / 1000
-  // The bytes just received are flushed first, so that the assembly and the cp it is compared
-  // with (which the runner makes after another sync) start from the same page-cache state.
+  // The bytes just received are flushed first, so that the assembly and the copy it is compared
+  // with start from the same page-cache state (cached, clean); which of the two goes first
+  // alternates from round to round (the first large write after a sync is sometimes the slower).
+  const partialFiles = urls.map((u) => path.join(dir, path.basename(new URL(u).pathname)))
   execFileSync('sync')
+  if (order === 'cp-first') {
+    cpMs = timedCopy(partialFiles, path.join(dir, '.bench-copy'))
+    execFileSync('sync')
+  }
   // Resets the server's event-loop maximum: what is read after is the assembly's.
   await fetch(`${origin}/__loop`)
   const lastPartial = performance.now()
@@ -118,11 +137,18 @@ if (parallel === 1) {
   assemblyMs = performance.now() - lastPartial
   loopMaxMs = ((await (await fetch(`${origin}/__loop`)).json()) as { maxMs: number }).maxMs
   url = new URL(final.headers.location as string, origin).href
+  if (order === 'cp-after') {
+    execFileSync('sync')
+    cpMs = timedCopy(
+      [path.join(dir, path.basename(new URL(url).pathname))],
+      path.join(dir, '.bench-copy'),
+    )
+  }
 }
 // The sync is not the upload's: it is left out of the parallel upload's time.
 const seconds =
   parallel === 1 ? (performance.now() - started) / 1000 : uploadSeconds + assemblyMs / 1000
 process.stdout.write(
-  `${JSON.stringify({ seconds, mibPerSecond: size / MiB / seconds, assemblyMs, loopMaxMs, url })}\n`,
+  `${JSON.stringify({ seconds, mibPerSecond: size / MiB / seconds, assemblyMs, cpMs, loopMaxMs, url })}\n`,
 )
 agent.destroy()
