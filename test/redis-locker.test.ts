@@ -166,9 +166,17 @@ describe('Redis scripts and refresher', () => {
     const b = new RedisLocker({ client, prefix })
     lockers.push(a, b)
     const lease = new RedisSweepLease({ client, prefix, intervalMs: 100, ttlMs: 1000 })
+    // Every script of the plugin (locks, the lease, the store quota), once for the client.
     expect(defined.sort()).toEqual([
       'fastifyTusAcquireLease',
       'fastifyTusAcquireLock',
+      'fastifyTusQuotaAdd',
+      'fastifyTusQuotaClaim',
+      'fastifyTusQuotaInit',
+      'fastifyTusQuotaMark',
+      'fastifyTusQuotaRecount',
+      'fastifyTusQuotaRefresh',
+      'fastifyTusQuotaSettle',
       'fastifyTusRefresh',
       'fastifyTusRelease',
     ])
