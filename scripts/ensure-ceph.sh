@@ -8,6 +8,7 @@
 #   scripts/ensure-ceph.sh stop      stop the cluster this script started (by its pids) and
 #                                    remove its folder
 #   scripts/ensure-ceph.sh env       print the env file's path
+#   scripts/ensure-ceph.sh status    exit 0 when our cluster is running and answers
 #
 # With S3_ENDPOINT set, that server is used as it is: nothing is installed or started.
 # The cluster: one monitor, one OSD on memstore (RAM, nothing on disk), pool size 1, no auth,
@@ -191,6 +192,7 @@ EOF
 command=${1:-start}
 case "$command" in
   env) echo "$ENV_FILE" ;;
+  status) running ;;
   stop) stop_ceph ;;
   install)
     [[ -n "${S3_ENDPOINT:-}" ]] && exit 0

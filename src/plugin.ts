@@ -22,6 +22,7 @@ import { TusMetrics } from './metrics.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
+import { adoptS3Store, asS3Store, type S3StoreLike, s3Sweep } from './s3/store.js'
 import { CloseMarker, readDowntime } from './store/downtime.js'
 import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
@@ -101,7 +102,10 @@ async function serve(
         minFreeBytes: options.minFreeBytes,
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
-  const schedule = buildSchedule(options, datastore, store, log, metrics)
+  // A user's S3Store gets the plugin's expiry instead of its own (s3/store.ts).
+  const s3 = options.datastore ? asS3Store(options.datastore) : undefined
+  const schedule = buildSchedule(options, datastore, store, log, metrics, s3 && { s3, locker })
+  const restoreS3 = s3 && adoptS3Store(s3, () => schedule.run().then((report) => report.removed))
   if (store?.space) {
     emergencySweeps(store.space, schedule, log, metrics)
     metrics?.watchSpace(store.space)
@@ -162,6 +166,7 @@ async function serve(
   fastify.addHook('onClose', async () => {
     try {
       await schedule.stop()
+      restoreS3?.()
       await redisLocker?.close()
       await closeMarker.closed(closingAt ?? Date.now())
     } finally {
@@ -216,8 +221,8 @@ async function downtimeBefore(
 }
 
 /**
- * The sweep on its schedule: the built-in store's own sweep, or a user datastore's
- * `deleteExpired()`; with Redis, one instance sweeps per interval.
+ * The sweep on its schedule: the built-in store's own sweep, the plugin's sweep of an S3Store's
+ * bucket, or a user datastore's `deleteExpired()`; with Redis, one instance sweeps per interval.
  */
 function buildSchedule(
   options: ResolvedOptions,
@@ -225,12 +230,15 @@ function buildSchedule(
   store: ExpiringFileStore | undefined,
   log: ScheduleLogger,
   metrics: TusMetrics | undefined,
+  s3: { s3: S3StoreLike; locker: ActivityLocker } | undefined,
 ): SweepSchedule {
   const { redis } = options
   return new SweepSchedule({
     sweep: store
       ? ({ dryRun, signal, log }) => store.sweep({ dryRun, signal, log })
-      : ({ dryRun }) => sweepDatastore(datastore, dryRun),
+      : s3
+        ? s3Sweep(s3.s3, { ...options, locker: s3.locker })
+        : ({ dryRun }) => sweepDatastore(datastore, dryRun),
     log,
     intervalMs: options.cleanupIntervalMs,
     runOnStart: options.cleanupOnStart,
@@ -246,7 +254,7 @@ function buildSchedule(
     offBecause:
       options.expireAfterMs === 0
         ? 'expireAfterMs is 0'
-        : store
+        : store || s3
           ? undefined
           : datastoreSweepOffReason(datastore),
   })
