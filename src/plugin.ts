@@ -105,7 +105,9 @@ async function serve(
   // A user's S3Store gets the plugin's expiry instead of its own (s3/store.ts).
   const s3 = options.datastore ? asS3Store(options.datastore) : undefined
   const schedule = buildSchedule(options, datastore, store, log, metrics, s3 && { s3, locker })
-  const restoreS3 = s3 && adoptS3Store(s3, () => schedule.run().then((report) => report.removed))
+  const s3Expiry =
+    s3 &&
+    adoptS3Store(s3, options.expireAfterMs, () => schedule.run().then((report) => report.removed))
   if (store?.space) {
     emergencySweeps(store.space, schedule, log, metrics)
     metrics?.watchSpace(store.space)
@@ -131,6 +133,7 @@ async function serve(
         path: options.path,
         tus,
         store,
+        facts: s3Expiry,
         fileIdOf: created.fileIdOf,
         isClosing: () => closingAt !== undefined,
         serving: () => closeMarker.serving(),
@@ -166,7 +169,7 @@ async function serve(
   fastify.addHook('onClose', async () => {
     try {
       await schedule.stop()
-      restoreS3?.()
+      s3Expiry?.restore()
       await redisLocker?.close()
       await closeMarker.closed(closingAt ?? Date.now())
     } finally {

@@ -36,12 +36,17 @@ export interface AnswerFixOptions {
   tus: Server
   /** The built-in store; `undefined` for a user's datastore (then only store-free steps run). */
   store: ExpiringFileStore | undefined
+  /** `Upload-Expires` for a user datastore whose expiry the plugin applies (S3Store). */
+  facts?: UploadDescriber | undefined
   /** The id in an upload URL, as tus reads it (the plugin's `getFileIdFromRequest`). */
   fileIdOf: (request: Request) => string | undefined
 }
 
+/** What an answer states about an upload beyond tus' own headers (the built-in store's `describe`). */
+export type UploadDescriber = Pick<ExpiringFileStore, 'describe'>
+
 /** The steps for this server and store, as one function run on every answer tus gives. */
-export function answerFixes({ tus, store, fileIdOf }: AnswerFixOptions) {
+export function answerFixes({ tus, store, facts, fileIdOf }: AnswerFixOptions) {
   const created = new CreatedUploads(tus)
   const steps: Step[] = [
     tus.options.allowedOrigins ? varyOnOrigin : undefined,
@@ -49,7 +54,7 @@ export function answerFixes({ tus, store, fileIdOf }: AnswerFixOptions) {
     store ? checksumAlgorithms : undefined,
     store ? removeRefusedCreation(store) : undefined,
     offsetOnConflict(tus),
-    store ? uploadFacts(store) : undefined,
+    store ? uploadFacts(store) : facts ? uploadFacts(facts) : undefined,
   ].filter((step) => step !== undefined)
 
   return async (request: Request, response: Response): Promise<void> => {
@@ -143,7 +148,7 @@ function offsetOnConflict(tus: Server): Step {
 }
 
 /** `Upload-Expires` and `Upload-Metadata` as sent: both from one read of the upload's facts. */
-function uploadFacts(store: ExpiringFileStore): Step {
+function uploadFacts(store: UploadDescriber): Step {
   return async (answered) => {
     const { method, response } = answered
     if (response.status < 200 || response.status > 299) return
