@@ -31,6 +31,7 @@ const E2E = [
   'test/package.test.ts',
   'test/free-space.test.ts',
   'test/s3.test.ts',
+  'test/s3-fleet.test.ts',
 ]
 
 export default defineConfig({

@@ -22,7 +22,13 @@ import { TusMetrics } from './metrics.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
-import { adoptS3Store, asS3Store, type S3StoreLike, s3Sweep } from './s3/store.js'
+import {
+  adoptS3Store,
+  asS3Store,
+  assertSharedCache,
+  type S3StoreLike,
+  s3Sweep,
+} from './s3/store.js'
 import { CloseMarker, readDowntime } from './store/downtime.js'
 import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
@@ -76,6 +82,9 @@ async function serve(
   releaseStore: () => void,
 ) {
   const { namespace } = options
+  // A user's S3Store gets the plugin's expiry instead of its own (s3/store.ts).
+  const s3 = options.datastore ? asS3Store(options.datastore) : undefined
+  if (s3 && options.redis) assertSharedCache(s3)
   const log = fastify.log.child({
     plugin: 'fastify-tus',
     ...(namespace !== undefined && { namespace }),
@@ -102,8 +111,6 @@ async function serve(
         minFreeBytes: options.minFreeBytes,
       })
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
-  // A user's S3Store gets the plugin's expiry instead of its own (s3/store.ts).
-  const s3 = options.datastore ? asS3Store(options.datastore) : undefined
   const schedule = buildSchedule(options, datastore, store, log, metrics, s3 && { s3, locker })
   const s3Expiry =
     s3 &&

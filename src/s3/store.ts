@@ -12,7 +12,8 @@
  *   sweep's clock: the latest of creation, parts, `.part` and `.info` as S3 dates them), never
  *   for a finished one; answers carry `Upload-Expires` from the same clock (`describe`).
  */
-import { type DataStore, ERRORS, type Upload } from '@tus/utils'
+import { type DataStore, ERRORS, MemoryKvStore, type Upload } from '@tus/utils'
+import { S3CacheError } from '../errors.js'
 import { expiresAt, isExpired, isFinished } from '../store/expiry-policy.js'
 import type { UploadFacts } from '../store/file-store.js'
 import type { SweepLocker } from '../sweep/activity-locker.js'
@@ -57,6 +58,17 @@ export function asS3Store(store: DataStore): S3StoreLike | undefined {
     return undefined
   }
   return store as S3StoreLike
+}
+
+/**
+ * With several instances (`redis`), an S3Store must not cache upload records in one process's
+ * memory: S3Store's default, `MemoryKvStore` (of any copy of @tus/utils).
+ */
+export function assertSharedCache(store: S3StoreLike): void {
+  const cache = (store as { cache?: unknown }).cache
+  if (cache instanceof MemoryKvStore || cache?.constructor?.name === 'MemoryKvStore') {
+    throw new S3CacheError()
+  }
 }
 
 export interface S3ExpiryOptions {
