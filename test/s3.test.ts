@@ -89,6 +89,10 @@ describe('S3Store: the plugin expires by activity, under the lock', () => {
     // Not yet expired: nothing goes.
     expect((await app.tusCleanup.run()).removed).toBe(0)
     await sleep(EXPIRE_MS + 200)
+    const before = await bucketContents(client, bucket)
+    const dry = await app.tusCleanup.run({ dryRun: true })
+    expect(dry).toMatchObject({ removed: 2, dryRun: true })
+    expect(await bucketContents(client, bucket)).toEqual(before)
     const report = await app.tusCleanup.run()
     expect(report).toMatchObject({ removed: 2, orphans: 0, errors: 0, skippedBusy: 0 })
     expect(report.ids.sort()).toEqual([withPart.id, withoutPart.id].sort())
