@@ -32,6 +32,7 @@ const E2E = [
   'test/free-space.test.ts',
   'test/s3.test.ts',
   'test/s3-fleet.test.ts',
+  'test/s3-soak.test.ts',
 ]
 
 export default defineConfig({

@@ -114,19 +114,23 @@ describe('S3Store: the plugin expires by activity, under the lock', () => {
     const data = randomBytes(6 * MiB + 123)
     const { url, id } = await createUpload(endpoint, data.length)
     expect((await patch(url, 0, data)).status).toBe(204)
+    // Finished at its creation: tus never completes its multipart upload (no object), but all
+    // of its 0 bytes are there.
+    const empty = await createUpload(endpoint, 0)
     await sleep(EXPIRE_MS + 200)
     expect((await app.tusCleanup.run()).removed).toBe(0)
     // The store's own deleteExpired() and tus' cleanUpExpiredUploads() are the plugin's sweep now.
     expect(await store.deleteExpired()).toBe(0)
     expect(await app.tus.cleanUpExpiredUploads()).toBe(0)
     expect(await bucketContents(client, bucket)).toEqual({
-      objects: [id, `${id}.info`].sort(),
-      multipart: [],
+      objects: [id, `${id}.info`, `${empty.id}.info`].sort(),
+      multipart: [empty.id],
     })
     expect((await readObject(client, bucket, id)).equals(data)).toBe(true)
     const res = await head(url)
     expect(res.status).toBe(200)
     expect(res.headers['upload-offset']).toBe(String(data.length))
+    expect((await head(empty.url)).status).toBe(200)
   })
 
   it('skips an expired upload whose lock a request holds (skippedBusy), and removes it once free', async () => {

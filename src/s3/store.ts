@@ -34,6 +34,7 @@ const CLIENT_METHODS = [
   'listMultipartUploads',
   'listParts',
   'listObjectsV2',
+  'getObject',
   'headObject',
   'getObjectTagging',
   'abortMultipartUpload',

@@ -61,6 +61,9 @@ export interface S3SweepClient {
     IsTruncated?: boolean | undefined
     NextContinuationToken?: string | undefined
   }>
+  getObject(input: { Bucket: string; Key: string }): Promise<{
+    Body?: { transformToString(): Promise<string> } | undefined
+  }>
   headObject(input: { Bucket: string; Key: string }): Promise<{
     LastModified?: Date | undefined
     ContentLength?: number | undefined
@@ -236,6 +239,10 @@ class S3Sweep {
       const info = await this.headIfPresent(id + INFO)
       if (info?.Metadata?.['upload-id'] !== uploadId) return undefined
       const part = await this.headIfPresent(id + PART)
+      // All of its bytes are there (a 0-byte upload, whose multipart upload tus never
+      // completes; or a crash before CompleteMultipartUpload): finished for tus, never removed.
+      const size = await this.recordSize(id)
+      if (size !== undefined && parts.bytes + (part?.ContentLength ?? 0) >= size) return undefined
       for (const object of [info, part]) {
         if (!object) continue
         bytes += object.ContentLength ?? 0
@@ -337,6 +344,23 @@ class S3Sweep {
       if (await this.headIfPresent(id)) return undefined
     }
     return { bytes: object.ContentLength ?? 0, lastActivityMs }
+  }
+
+  /**
+   * The upload's declared length from its `.info` record (JSON: the tus `Upload`), or
+   * `undefined` for a deferred length. Throws on a record that is not one: never removed on a
+   * guess.
+   */
+  async recordSize(id: string): Promise<number | undefined> {
+    const { Body } = await this.client.getObject({ Bucket: this.bucket, Key: id + INFO })
+    const record: unknown = JSON.parse((await Body?.transformToString()) ?? '')
+    if (typeof record !== 'object' || record === null) throw new TypeError('.info is not a record')
+    const { size } = record as { size?: unknown }
+    if (size === undefined || size === null) return undefined
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+      throw new TypeError(`.info has an invalid size: ${JSON.stringify(size)}`)
+    }
+    return size
   }
 
   /** The `Tus-Completed` tag S3Store sets on `.info` (when its expiration period is set). */
