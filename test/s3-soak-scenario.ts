@@ -45,7 +45,11 @@ export const S3_SOAK_DEFAULTS: Omit<S3SoakOptions, 's3'> = {
   uploads: 30,
   abandoned: 6,
   maxSize: 16 * MiB,
-  expireAfterMs: 4000,
+  // Well above a restart's downtime (2 to 5 s here under load, with tus-js-client's retries:
+  // on S3 it is not given back) plus the pace, slow S3 requests, and S3's object dates, which
+  // HEAD gives to the second. With 4 and 6 s, uploads whose first PATCH a restart cut off were
+  // (rightly, by the rule) expired before their client came back.
+  expireAfterMs: 10_000,
   cleanupIntervalMs: 300,
   paceMs: 1500,
   restarts: 1,
