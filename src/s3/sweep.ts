@@ -47,6 +47,7 @@ export interface S3SweepClient {
     Key: string
     UploadId: string
     PartNumberMarker?: string | undefined
+    MaxParts?: number
   }): Promise<{
     Parts?: Array<{ Size?: number; LastModified?: Date }> | undefined
     IsTruncated?: boolean | undefined
@@ -255,6 +256,17 @@ class S3Sweep {
     return this.expired(last) ? { bytes, lastActivityMs: last } : undefined
   }
 
+  /** Whether the multipart upload is still there (one request, whatever its number of parts). */
+  async multipartExists(id: string, uploadId: string): Promise<boolean> {
+    try {
+      await this.client.listParts({ Bucket: this.bucket, Key: id, UploadId: uploadId, MaxParts: 1 })
+      return true
+    } catch (error) {
+      if (isNotFound(error)) return false
+      throw error
+    }
+  }
+
   /** The sum of the parts' sizes and the latest part's time; `undefined` if the upload is gone. */
   async partsOf(
     id: string,
@@ -290,6 +302,9 @@ class S3Sweep {
 
   async objectPass(): Promise<void> {
     let ContinuationToken: string | undefined
+    // The listing is in key order, `<id>` just before `<id>.info` and `<id>.part`: a finished
+    // upload's object is in the same page as its `.info`, or ends the page before.
+    let previousLast: string | undefined
     do {
       if (this.aborted) return
       const page = await this.client.listObjectsV2({
@@ -297,17 +312,26 @@ class S3Sweep {
         ContinuationToken,
         MaxKeys: this.pageSize,
       })
-      await this.bounded(page.Contents ?? [], (object) => this.visitObject(object))
+      const contents = page.Contents ?? []
+      const keys = new Set(contents.map((object) => object.Key))
+      if (previousLast !== undefined) keys.add(previousLast)
+      await this.bounded(contents, (object) => this.visitObject(object, keys))
+      previousLast = contents.at(-1)?.Key
       ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined
     } while (ContinuationToken !== undefined)
   }
 
-  async visitObject({ Key: key, LastModified }: { Key?: string; LastModified?: Date }) {
+  async visitObject(
+    { Key: key, LastModified }: { Key?: string; LastModified?: Date },
+    listed: Set<string | undefined>,
+  ) {
     if (key === undefined || LastModified === undefined) return
     const suffix = key.endsWith(INFO) ? INFO : key.endsWith(PART) ? PART : undefined
     if (suffix === undefined) return // an upload's object, or not a tus object at all
     const id = key.slice(0, -suffix.length)
     if (!this.idPattern.test(id)) return
+    // A finished upload (its object is listed next to it): no request at all.
+    if (listed.has(id)) return
     // Fresh: the listing alone decides (an upload with a multipart upload is pass 1's).
     if (!this.expired(LastModified.getTime())) return
     try {
@@ -332,7 +356,7 @@ class S3Sweep {
   ): Promise<Found | 'live' | undefined> {
     const info = await this.headIfPresent(id + INFO)
     const uploadId = info?.Metadata?.['upload-id']
-    if (uploadId !== undefined && (await this.partsOf(id, uploadId))) return 'live'
+    if (uploadId !== undefined && (await this.multipartExists(id, uploadId))) return 'live'
     const object = kind === 'orphan-data' ? await this.headIfPresent(id + PART) : info
     if (!object) return undefined
     const lastActivityMs = object.LastModified?.getTime() ?? 0
