@@ -1,19 +1,19 @@
 /**
- * Three Fastify instances on one bucket and one Redis, each with an S3Store of its own (its own
- * S3 client, its own Redis client, a cache on Redis): nothing is shared but the bucket and Redis.
- * They run in this test's process; what they share is what separate processes would share.
+ * Three server processes (test/s3-instance.mjs: the built plugin with a stock S3Store, its cache
+ * and locks on Redis) on one bucket and one Redis; and the startup check against a per-process
+ * cache.
  */
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { IoRedisKvStore } from '@tus/utils'
+import path from 'node:path'
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, inject, it, onTestFinished } from 'vitest'
 import fastifyTus from '../src/index.js'
 import {
   createUpload,
   head,
   type LogRecord,
-  logCapture,
   patch,
   REDIS_URL,
   randomId,
@@ -25,26 +25,60 @@ import { bucketContents, readObject, s3Store, testBucket } from './s3-helpers.js
 const MiB = 1024 * 1024
 const INTERVAL_MS = 200
 const EXPIRE_MS = 3000
+const INSTANCE = path.resolve('test/s3-instance.mjs')
 
+/** Three processes (test/s3-instance.mjs, on the built package), one bucket, one Redis prefix. */
 async function startFleet(bucket: string) {
-  const prefix = `fleet-test:${randomId()}:`
+  const s3 = inject('s3')
+  const shared = {
+    PATH: process.env.PATH,
+    BUCKET: bucket,
+    REDIS_URL,
+    REDIS_PREFIX: `fleet-test:${randomId()}:`,
+    EXPIRE_AFTER_MS: String(EXPIRE_MS),
+    CLEANUP_INTERVAL_MS: String(INTERVAL_MS),
+    S3_ENDPOINT: s3.endpoint,
+    S3_ACCESS_KEY_ID: s3.accessKeyId,
+    S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    S3_REGION: s3.region,
+    S3_FORCE_PATH_STYLE: String(s3.forcePathStyle),
+  }
   return Promise.all(
     ['a', 'b', 'c'].map(async (name) => {
-      const client = new Redis(REDIS_URL)
-      const { records, stream } = logCapture()
-      const app = Fastify({ logger: { level: 'debug', stream } })
+      const child = spawn(process.execPath, [INSTANCE], {
+        env: shared,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      const records: LogRecord[] = []
+      let buffered = ''
+      let stderr = ''
+      child.stdout?.on('data', (chunk) => {
+        buffered += chunk
+        const lines = buffered.split('\n')
+        buffered = lines.pop() ?? ''
+        for (const line of lines) if (line.startsWith('{')) records.push(JSON.parse(line))
+      })
+      child.stderr?.on('data', (chunk) => {
+        stderr += chunk
+      })
+      const exited = new Promise((resolve) => child.on('exit', resolve))
       onTestFinished(async () => {
-        await app.close()
-        client.disconnect()
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM')
+          await exited
+        }
       })
-      await app.register(fastifyTus, {
-        datastore: s3Store(bucket, { cache: new IoRedisKvStore(client, `${prefix}s3:`) }),
-        redis: { client, prefix, lockTtlMs: 1000 },
-        expireAfterMs: EXPIRE_MS,
-        cleanupIntervalMs: INTERVAL_MS,
-      })
-      const origin = await app.listen({ host: '127.0.0.1', port: 0 })
-      return { name, app, records, endpoint: `${origin}/files` }
+      const listening = await waitFor(
+        () =>
+          records.find((r) => /^Server listening at http:\/\/127\.0\.0\.1:\d+$/.test(r.msg)) ??
+          (child.exitCode !== null
+            ? Promise.reject(new Error(`${name} exited: ${stderr}`))
+            : undefined),
+        15_000,
+        `${name} to listen`,
+      )
+      const origin = listening.msg.slice('Server listening at '.length)
+      return { name, records, endpoint: `${origin}/files` }
     }),
   )
 }
@@ -52,7 +86,7 @@ async function startFleet(bucket: string) {
 /** The sweeps an instance ran on the schedule (their records carry the lease's slot). */
 const sweeps = (records: LogRecord[]) => records.filter((r) => typeof r.slot === 'number')
 
-describe('S3Store: several instances on one bucket and one Redis', () => {
+describe('S3Store: three processes on one bucket and one Redis', () => {
   it('completes an upload PATCHed round-robin across three instances, with exactly one sweeper per interval', async () => {
     const { client, bucket } = await testBucket()
     const fleet = await startFleet(bucket)
