@@ -10,7 +10,8 @@ import { configDefaults, defineConfig } from 'vitest/config'
  *   timeouts that only show over seconds, stores of thousands of uploads, the Redis tests
  *   that wait out real TTLs (both ioredis majors too) or stop and restart a Redis server, the packed package installed
  *   into a scratch application, the free-space floor on a tmpfs mounted for it (as root), and
- *   parallel uploads of tens of MiB (a crash mid-assembly among them).
+ *   parallel uploads of tens of MiB (a crash mid-assembly among them), and S3Store on a real S3
+ *   API (a throwaway Ceph radosgw, or the server S3_ENDPOINT names).
  */
 const E2E = [
   'test/browser-upload.test.ts',
@@ -31,6 +32,9 @@ const E2E = [
   'test/package.test.ts',
   'test/free-space.test.ts',
   'test/parallel-uploads.test.ts',
+  'test/s3.test.ts',
+  'test/s3-fleet.test.ts',
+  'test/s3-soak.test.ts',
 ]
 
 export default defineConfig({
@@ -60,6 +64,8 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: E2E,
+          // The S3 tests' server: the one S3_ENDPOINT names, or a throwaway Ceph (radosgw).
+          globalSetup: ['test/s3-global-setup.ts'],
           // Browsers, child processes and waits of seconds.
           testTimeout: 30_000,
           hookTimeout: 30_000,

@@ -39,6 +39,7 @@ declare namespace fastifyTus {
   export const LockUnavailableError: typeof esm.LockUnavailableError
   export type LockUnavailableError = esm.LockUnavailableError
   export const MetricsUnavailableError: typeof esm.MetricsUnavailableError
+  export const S3CacheError: typeof esm.S3CacheError
 
   const plugin: Plugin
 

@@ -17,6 +17,9 @@ export type SweepFs = esm.SweepFs
 export type SweepLogger = esm.SweepLogger
 export type SweepOptions = esm.SweepOptions
 export type SweepReport = esm.SweepReport
+export type S3Removal = esm.S3Removal
+export type S3SweepClient = esm.S3SweepClient
+export type S3SweepOptions = esm.S3SweepOptions
 
 export declare const RedisSweepLease: typeof esm.RedisSweepLease
 export type RedisSweepLease = esm.RedisSweepLease
@@ -27,3 +30,4 @@ export type ExpiringFileStore = esm.ExpiringFileStore
 export declare const ActivityLocker: typeof esm.ActivityLocker
 export type ActivityLocker = esm.ActivityLocker
 export declare const sweepDirectory: typeof esm.sweepDirectory
+export declare const sweepS3Bucket: typeof esm.sweepS3Bucket

@@ -19,6 +19,7 @@ import type { Server } from '@tus/server'
 import type { FastifyInstance } from 'fastify'
 import { AlreadyRegisteredError, DirectoryInUseError, InvalidOptionError } from './errors.js'
 import type { ResolvedOptions } from './options.js'
+import { asS3Store } from './s3/store.js'
 
 /** `fastify.tus` and `fastify.tusCleanup` with namespaces: one entry per namespace. */
 export interface FastifyTusNamespaced<T> {
@@ -154,11 +155,18 @@ const claims = new Set<Claim>()
  * registration that has it. Resolves to the function that gives it back.
  */
 export async function claimStore(options: ResolvedOptions, holder: string): Promise<() => void> {
-  const store = options.datastore ?? (await realDirectory(options.directory))
+  // S3Store objects on one bucket are one store (each instance of a fleet has its own object).
+  const bucket = options.datastore && asS3Store(options.datastore)?.bucket
+  const store =
+    bucket !== undefined
+      ? `s3://${bucket}`
+      : (options.datastore ?? (await realDirectory(options.directory)))
   const storeName =
-    typeof store === 'string'
-      ? `directory ${store}`
-      : `the datastore object (${store.constructor?.name ?? 'DataStore'})`
+    bucket !== undefined
+      ? `the S3 bucket ${bucket}`
+      : typeof store === 'string'
+        ? `directory ${store}`
+        : `the datastore object (${store.constructor?.name ?? 'DataStore'})`
   const redisPrefix = options.redis?.prefix
   for (const other of claims) {
     if (other.store === store) {

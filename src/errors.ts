@@ -49,6 +49,16 @@ export const MetricsUnavailableError = createError<
   'fastify-tus: option `metrics` needs prom-client, an optional peer dependency: npm install prom-client',
 )
 
+/**
+ * An S3Store used with `redis` (several instances) keeps its upload records in one process's
+ * memory (its default cache): another instance would answer from a stale record, e.g. a removed
+ * upload as finished. The message says which cache to give it.
+ */
+export const S3CacheError = createError<'FST_TUS_S3_LOCAL_CACHE', []>(
+  'FST_TUS_S3_LOCAL_CACHE',
+  "fastify-tus: option `datastore`: this S3Store caches upload records in one process's memory (its default MemoryKvStore), but `redis` means several instances share the bucket. Give it a shared cache on the same Redis: `cache: new IoRedisKvStore(redisClient, 'tus-s3:')` from @tus/utils (see docs/s3.md)",
+)
+
 /** `tusCleanup.run()` was called after the server closed. */
 export const ClosedError = createError<'FST_TUS_CLOSED', []>(
   'FST_TUS_CLOSED',

@@ -17,6 +17,7 @@ export {
   LockTimeoutError,
   LockUnavailableError,
   MetricsUnavailableError,
+  S3CacheError,
 } from './errors.js'
 export { fastifyRequestOf } from './http/fastify-request.js'
 export type {

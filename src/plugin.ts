@@ -23,6 +23,13 @@ import { TusMetrics } from './metrics.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
+import {
+  adoptS3Store,
+  asS3Store,
+  assertSharedCache,
+  type S3StoreLike,
+  s3Sweep,
+} from './s3/store.js'
 import { CloseMarker, readDowntime } from './store/downtime.js'
 import type { Downtime } from './store/expiry-policy.js'
 import { ExpiringFileStore } from './store/file-store.js'
@@ -76,6 +83,9 @@ async function serve(
   releaseStore: () => void,
 ) {
   const { namespace } = options
+  // A user's S3Store gets the plugin's expiry instead of its own (s3/store.ts).
+  const s3 = options.datastore ? asS3Store(options.datastore) : undefined
+  if (s3 && options.redis) assertSharedCache(s3)
   const log = fastify.log.child({
     plugin: 'fastify-tus',
     ...(namespace !== undefined && { namespace }),
@@ -113,7 +123,18 @@ async function serve(
     !options.redis &&
     options.cleanupOnStart &&
     options.expireAfterMs > 0
-  const schedule = buildSchedule(options, datastore, store, log, metrics, !countBySweep)
+  const schedule = buildSchedule(
+    options,
+    datastore,
+    store,
+    log,
+    metrics,
+    !countBySweep,
+    s3 && { s3, locker },
+  )
+  const s3Expiry =
+    s3 &&
+    adoptS3Store(s3, options.expireAfterMs, () => schedule.run().then((report) => report.removed))
   if (store?.space || store?.quota) {
     emergencySweeps(store, schedule, log, metrics)
     if (store.space) metrics?.watchSpace(store.space)
@@ -152,6 +173,7 @@ async function serve(
         path: options.path,
         tus,
         store,
+        facts: s3Expiry,
         fileIdOf: created.fileIdOf,
         isClosing: () => closingAt !== undefined,
         serving: () => closeMarker.serving(),
@@ -187,6 +209,7 @@ async function serve(
   fastify.addHook('onClose', async () => {
     try {
       await schedule.stop()
+      s3Expiry?.restore()
       await redisLocker?.close()
       await closeMarker.closed(closingAt ?? Date.now())
     } finally {
@@ -241,8 +264,8 @@ async function downtimeBefore(
 }
 
 /**
- * The sweep on its schedule: the built-in store's own sweep, or a user datastore's
- * `deleteExpired()`; with Redis, one instance sweeps per interval.
+ * The sweep on its schedule: the built-in store's own sweep, the plugin's sweep of an S3Store's
+ * bucket, or a user datastore's `deleteExpired()`; with Redis, one instance sweeps per interval.
  */
 function buildSchedule(
   options: ResolvedOptions,
@@ -252,12 +275,15 @@ function buildSchedule(
   metrics: TusMetrics | undefined,
   /** False when the startup sweep already ran (it counted the store for the quota). */
   sweepOnReady: boolean,
+  s3: { s3: S3StoreLike; locker: ActivityLocker } | undefined,
 ): SweepSchedule {
   const { redis } = options
   return new SweepSchedule({
     sweep: store
       ? ({ dryRun, signal, log }) => store.sweep({ dryRun, signal, log })
-      : ({ dryRun }) => sweepDatastore(datastore, dryRun),
+      : s3
+        ? s3Sweep(s3.s3, { ...options, locker: s3.locker })
+        : ({ dryRun }) => sweepDatastore(datastore, dryRun),
     log,
     intervalMs: options.cleanupIntervalMs,
     runOnStart: options.cleanupOnStart && sweepOnReady,
@@ -273,7 +299,7 @@ function buildSchedule(
     offBecause:
       options.expireAfterMs === 0
         ? 'expireAfterMs is 0'
-        : store
+        : store || s3
           ? undefined
           : datastoreSweepOffReason(datastore),
   })

@@ -20,6 +20,7 @@ describe('the package exports', () => {
       'LockTimeoutError',
       'LockUnavailableError',
       'MetricsUnavailableError',
+      'S3CacheError',
       'default',
       'fastifyRequestOf',
       'fastifyTus',
@@ -36,6 +37,7 @@ describe('the package exports', () => {
       'RedisLocker',
       'RedisSweepLease',
       'sweepDirectory',
+      'sweepS3Bucket',
     ])
   })
 

@@ -37,12 +37,18 @@ export interface AnswerFixOptions {
   tus: Server
   /** The built-in store; `undefined` for a user's datastore (then only store-free steps run). */
   store: ExpiringFileStore | undefined
+  /** `Upload-Expires` for a user datastore whose expiry the plugin applies (S3Store). */
+  facts?: UploadDescriber | undefined
   /** The id in an upload URL, as tus reads it (the plugin's `getFileIdFromRequest`). */
   fileIdOf: (request: Request) => string | undefined
 }
 
+/** What an answer states about an upload beyond tus' own headers (the built-in store's `describe`). */
+export type UploadDescriber = Pick<ExpiringFileStore, 'describe'> &
+  Partial<Pick<ExpiringFileStore, 'factsOfCreation'>>
+
 /** The steps for this server and store, as one function run on every answer tus gives. */
-export function answerFixes({ tus, store, fileIdOf }: AnswerFixOptions) {
+export function answerFixes({ tus, store, facts, fileIdOf }: AnswerFixOptions) {
   const created = new CreatedUploads(tus)
   const steps: Step[] = [
     tus.options.allowedOrigins ? varyOnOrigin : undefined,
@@ -50,7 +56,7 @@ export function answerFixes({ tus, store, fileIdOf }: AnswerFixOptions) {
     store ? checksumAlgorithms : undefined,
     store ? removeRefusedCreation(store) : undefined,
     offsetOnConflict(tus),
-    store ? uploadFacts(store, created) : undefined,
+    store ? uploadFacts(store, created) : facts ? uploadFacts(facts, created) : undefined,
   ].filter((step) => step !== undefined)
 
   return async (request: Request, response: Response): Promise<void> => {
@@ -148,17 +154,17 @@ function offsetOnConflict(tus: Server): Step {
 }
 
 /** `Upload-Expires` and `Upload-Metadata` as sent: both from one read of the upload's facts. */
-function uploadFacts(store: ExpiringFileStore, created: CreatedUploads): Step {
+function uploadFacts(store: UploadDescriber, created: CreatedUploads): Step {
   return async (answered) => {
     const { method, request, response } = answered
     if (response.status < 200 || response.status > 299) return
     if (method !== 'POST' && method !== 'PATCH' && method !== 'HEAD') return
     // A creation without a body: what it created is known without reading it back.
     const fresh =
-      method === 'POST' && !response.headers.has('Upload-Offset')
+      method === 'POST' && store.factsOfCreation && !response.headers.has('Upload-Offset')
         ? created.uploadOf(request)
         : undefined
-    if (fresh) {
+    if (fresh && store.factsOfCreation) {
       uploadExpires(response, await store.factsOfCreation(fresh))
       return
     }

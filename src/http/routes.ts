@@ -17,7 +17,7 @@ import { NodeRequest, sendNodeResponse } from 'srvx/node'
 import type { TusMetrics } from '../metrics.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
 import { tusCorsHeaders } from '../tus-internals.js'
-import { answerFixes } from './answer.js'
+import { answerFixes, type UploadDescriber } from './answer.js'
 import { cancelSafe } from './cancel-safe.js'
 import { type ConcatRouting, finishFinal, markConcatRequest, readConcat } from './concatenation.js'
 import { linkFastifyRequest } from './fastify-request.js'
@@ -30,6 +30,8 @@ export interface TusRoutesOptions {
   tus: Server
   /** The built-in store (expiry headers, checksums, direct writes); absent for a user's datastore. */
   store: ExpiringFileStore | undefined
+  /** `Upload-Expires` for a user datastore whose expiry the plugin applies (S3Store). */
+  facts?: UploadDescriber | undefined
   /** The id in an upload URL, as tus reads it (the plugin's `getFileIdFromRequest`). */
   fileIdOf: (request: Request) => string | undefined
   /** True once `fastify.close()` has begun. */
@@ -74,7 +76,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
     })
   }
 
-  const fixAnswer = answerFixes({ tus, store, fileIdOf: options.fileIdOf })
+  const fixAnswer = answerFixes({ tus, store, facts: options.facts, fileIdOf: options.fileIdOf })
   const concat: ConcatRouting = {
     fullPath: tus.options.path,
     path,

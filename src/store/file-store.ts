@@ -101,8 +101,8 @@ export interface ExpiringFileStoreOptions {
 export interface UploadFacts {
   expiresAt: Date | undefined
   rawMetadata: string | undefined
-  /** `Upload-Concat` as HEAD answers it, for partial and final uploads. */
-  concat: string | undefined
+  /** `Upload-Concat` as HEAD answers it, for partial and final uploads (built-in store). */
+  concat?: string | undefined
 }
 
 export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>

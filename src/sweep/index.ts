@@ -10,6 +10,12 @@ export {
   type RedisLockerOptions,
   type RedisSubscriber,
 } from '../redis/locker.js'
+export {
+  type S3Removal,
+  type S3SweepClient,
+  type S3SweepOptions,
+  sweepS3Bucket,
+} from '../s3/sweep.js'
 export { ExpiringFileStore, type ExpiringFileStoreOptions } from '../store/file-store.js'
 export { ActivityLocker, type HeldLock, type SweepLocker } from './activity-locker.js'
 export {

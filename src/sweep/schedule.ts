@@ -9,7 +9,7 @@ import type { SweepLease } from '../redis/lease.js'
 import { newReport, type SweepLogger, type SweepReport } from './engine.js'
 
 export interface RunOptions {
-  /** Report what would be removed, with the ids; remove nothing (built-in file store only). */
+  /** Report what would be removed, with the ids; remove nothing (built-in file store and S3Store only). */
   dryRun?: boolean
 }
 
