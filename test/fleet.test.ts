@@ -3,10 +3,10 @@
  * Redis (REDIS_URL, default redis://127.0.0.1:6379): uploads move between instances, one sweep
  * per interval across the fleet, and an instance killed with SIGKILL.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import {
   age,
   createUpload,
@@ -21,6 +21,7 @@ import {
   sha256Of,
   sleep,
   slowPatch,
+  startServerProcess,
   TUS,
   tempDir,
   waitFor,
@@ -49,47 +50,17 @@ interface Instance {
 }
 
 async function startInstance(name: string, env: Record<string, string>): Promise<Instance> {
-  const child = spawn(process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH, PORT: '0', LOG_LEVEL: 'debug', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const started = await startServerProcess(name, SERVER, {
+    PATH: process.env.PATH,
+    PORT: '0',
+    LOG_LEVEL: 'debug',
+    ...env,
   })
-  const records: LogRecord[] = []
-  let buffered = ''
-  let stderr = ''
-  child.stdout?.on('data', (chunk) => {
-    buffered += chunk
-    const lines = buffered.split('\n')
-    buffered = lines.pop() ?? ''
-    for (const line of lines) if (line) records.push(JSON.parse(line))
-  })
-  child.stderr?.on('data', (chunk) => {
-    stderr += chunk
-  })
-  const exited = new Promise((resolve) => child.on('exit', resolve))
-  onTestFinished(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM')
-      await exited
-    }
-  })
-  const listening = await waitFor(
-    () =>
-      records.find((r) => /^Server listening at http:\/\/127\.0\.0\.1:\d+$/.test(r.msg)) ??
-      (child.exitCode !== null
-        ? Promise.reject(new Error(`${name} exited: ${stderr}`))
-        : undefined),
-    15_000,
-    `${name} to listen`,
-  )
-  const origin = listening.msg.slice('Server listening at '.length)
+  const records = started.records as unknown as LogRecord[]
   return {
-    name,
-    child,
-    origin,
-    endpoint: `${origin}/files`,
+    ...started,
     records,
     sweeps: () => records.filter((r) => typeof r.slot === 'number'),
-    exited,
   }
 }
 

@@ -3,7 +3,6 @@
  * and locks on Redis) on one bucket and one Redis; and the startup check against a per-process
  * cache.
  */
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import Fastify from 'fastify'
@@ -18,6 +17,7 @@ import {
   REDIS_URL,
   randomId,
   sleep,
+  startServerProcess,
   waitFor,
 } from './helpers.js'
 import { bucketContents, readObject, s3Store, testBucket } from './s3-helpers.js'
@@ -43,44 +43,7 @@ async function startFleet(bucket: string) {
     S3_REGION: s3.region,
     S3_FORCE_PATH_STYLE: String(s3.forcePathStyle),
   }
-  return Promise.all(
-    ['a', 'b', 'c'].map(async (name) => {
-      const child = spawn(process.execPath, [INSTANCE], {
-        env: shared,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-      const records: LogRecord[] = []
-      let buffered = ''
-      let stderr = ''
-      child.stdout?.on('data', (chunk) => {
-        buffered += chunk
-        const lines = buffered.split('\n')
-        buffered = lines.pop() ?? ''
-        for (const line of lines) if (line.startsWith('{')) records.push(JSON.parse(line))
-      })
-      child.stderr?.on('data', (chunk) => {
-        stderr += chunk
-      })
-      const exited = new Promise((resolve) => child.on('exit', resolve))
-      onTestFinished(async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGTERM')
-          await exited
-        }
-      })
-      const listening = await waitFor(
-        () =>
-          records.find((r) => /^Server listening at http:\/\/127\.0\.0\.1:\d+$/.test(r.msg)) ??
-          (child.exitCode !== null
-            ? Promise.reject(new Error(`${name} exited: ${stderr}`))
-            : undefined),
-        15_000,
-        `${name} to listen`,
-      )
-      const origin = listening.msg.slice('Server listening at '.length)
-      return { name, records, endpoint: `${origin}/files` }
-    }),
-  )
+  return Promise.all(['a', 'b', 'c'].map((name) => startServerProcess(name, INSTANCE, shared)))
 }
 
 /** The sweeps an instance ran on the schedule (their records carry the lease's slot). */

@@ -18,7 +18,7 @@ import { expiresAt, isExpired, isFinished } from '../store/expiry-policy.js'
 import type { UploadFacts } from '../store/file-store.js'
 import type { SweepLocker } from '../sweep/activity-locker.js'
 import type { SweepFunction } from '../sweep/schedule.js'
-import { isNotFound, type S3SweepClient, sweepS3Bucket } from './sweep.js'
+import { isNotFound, partsOf, type S3SweepClient, sweepS3Bucket } from './sweep.js'
 
 /** What the plugin uses of an S3Store: its public API plus the fields every 2.x version has. */
 export interface S3StoreLike extends DataStore {
@@ -174,24 +174,9 @@ export function adoptS3Store(
 async function lastActivityOf(store: S3StoreLike, id: string): Promise<number | undefined> {
   const { client, bucket } = store
   const { 'upload-id': uploadId, file } = await store.getMetadata(id)
-  let last = Date.parse(file.creation_date ?? '') || 0
-  let PartNumberMarker: string | undefined
-  do {
-    let page: Awaited<ReturnType<S3SweepClient['listParts']>>
-    try {
-      page = await client.listParts({
-        Bucket: bucket,
-        Key: id,
-        UploadId: uploadId,
-        PartNumberMarker,
-      })
-    } catch (error) {
-      if (isNotFound(error)) return undefined
-      throw error
-    }
-    for (const part of page.Parts ?? []) last = Math.max(last, part.LastModified?.getTime() ?? 0)
-    PartNumberMarker = page.IsTruncated ? page.NextPartNumberMarker : undefined
-  } while (PartNumberMarker !== undefined)
+  const parts = await partsOf(client, bucket, id, uploadId)
+  if (!parts) return undefined
+  let last = Math.max(Date.parse(file.creation_date ?? '') || 0, parts.lastModifiedMs)
   for (const key of [store.partKey(id, true), store.infoKey(id)]) {
     try {
       const { LastModified } = await client.headObject({ Bucket: bucket, Key: key })

@@ -268,34 +268,8 @@ class S3Sweep {
   }
 
   /** The sum of the parts' sizes and the latest part's time; `undefined` if the upload is gone. */
-  async partsOf(
-    id: string,
-    uploadId: string,
-  ): Promise<{ bytes: number; lastModifiedMs: number } | undefined> {
-    let bytes = 0
-    let lastModifiedMs = 0
-    let PartNumberMarker: string | undefined
-    do {
-      let page: Awaited<ReturnType<S3SweepClient['listParts']>>
-      try {
-        page = await this.client.listParts({
-          Bucket: this.bucket,
-          Key: id,
-          UploadId: uploadId,
-          PartNumberMarker,
-        })
-      } catch (error) {
-        // AWS answers NoSuchUpload for an aborted or completed upload, radosgw NoSuchKey.
-        if (isNotFound(error)) return undefined
-        throw error
-      }
-      for (const part of page.Parts ?? []) {
-        bytes += part.Size ?? 0
-        lastModifiedMs = Math.max(lastModifiedMs, part.LastModified?.getTime() ?? 0)
-      }
-      PartNumberMarker = page.IsTruncated ? page.NextPartNumberMarker : undefined
-    } while (PartNumberMarker !== undefined)
-    return { bytes, lastModifiedMs }
+  partsOf(id: string, uploadId: string) {
+    return partsOf(this.client, this.bucket, id, uploadId)
   }
 
   // Pass 2: `.part` and `.info` objects whose upload has no multipart upload any more.
@@ -507,6 +481,42 @@ class S3Sweep {
 }
 
 /** S3's "no such thing": NoSuchKey, NoSuchUpload, NotFound (a HEAD's 404), or any 404. */
+/**
+ * The sum of a multipart upload's parts' sizes and its latest part's time, over every page of
+ * ListParts; `undefined` when the upload is gone (finished, or aborted).
+ */
+export async function partsOf(
+  client: S3SweepClient,
+  bucket: string,
+  id: string,
+  uploadId: string,
+): Promise<{ bytes: number; lastModifiedMs: number } | undefined> {
+  let bytes = 0
+  let lastModifiedMs = 0
+  let PartNumberMarker: string | undefined
+  do {
+    let page: Awaited<ReturnType<S3SweepClient['listParts']>>
+    try {
+      page = await client.listParts({
+        Bucket: bucket,
+        Key: id,
+        UploadId: uploadId,
+        PartNumberMarker,
+      })
+    } catch (error) {
+      // AWS answers NoSuchUpload for an aborted or completed upload, radosgw NoSuchKey.
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+    for (const part of page.Parts ?? []) {
+      bytes += part.Size ?? 0
+      lastModifiedMs = Math.max(lastModifiedMs, part.LastModified?.getTime() ?? 0)
+    }
+    PartNumberMarker = page.IsTruncated ? page.NextPartNumberMarker : undefined
+  } while (PartNumberMarker !== undefined)
+  return { bytes, lastModifiedMs }
+}
+
 export function isNotFound(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false
   const { name, Code, $metadata } = error as {
