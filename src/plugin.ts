@@ -209,6 +209,8 @@ async function serve(
   fastify.addHook('onClose', async () => {
     try {
       await schedule.stop()
+      // Partials a final took over are still being removed, under their (maybe Redis) locks.
+      await store?.settled()
       s3Expiry?.restore()
       await redisLocker?.close()
       await closeMarker.closed(closingAt ?? Date.now())

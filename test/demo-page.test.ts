@@ -21,6 +21,7 @@ import {
   sha256Of,
   sleep,
   tempDir,
+  waitFor,
   writeSession,
 } from './helpers.js'
 
@@ -225,9 +226,17 @@ describe('the demo page', () => {
     await row.getByTestId('upload-resume').click()
     await expect.poll(() => row.getAttribute('data-state'), { timeout: 30_000 }).toBe('done')
     expect(await sent()).toBe(size)
-    // One upload left: the final, whole; its link is the final's URL.
-    const [id] = await uploadIds(uploadDir)
-    expect(await uploadIds(uploadDir)).toEqual([id])
+    // One upload left: the final, whole; its link is the final's URL. (The partials go right
+    // after the final's answer.)
+    const ids = await waitFor(
+      async () => {
+        const now = await uploadIds(uploadDir)
+        return now.length === 1 ? now : undefined
+      },
+      5000,
+      'one upload left',
+    )
+    const [id] = ids
     expect(partials).not.toContain(id)
     expect(await sha256(path.join(uploadDir, id as string))).toBe(sha256Of(data))
     const url = `${origin}/files/${id}`

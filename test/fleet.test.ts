@@ -12,6 +12,7 @@ import {
   createUpload,
   exists,
   head,
+  listingBecomes,
   patch,
   pattern,
   REDIS_URL,
@@ -153,9 +154,7 @@ describe('several instances on one directory and one Redis', () => {
       expect(answer.headers['upload-concat']).toMatch(/^final;/)
     }
     // The partials are gone from the shared directory, for every instance.
-    expect((await fs.readdir(dir)).filter((name) => !name.startsWith('.')).sort()).toEqual(
-      [id, `${id}.json`].sort(),
-    )
+    expect(await listingBecomes(dir, [id, `${id}.json`])).toEqual([id, `${id}.json`].sort())
   })
 
   it('never interleaves the writes of two clients racing on one upload from different instances', async () => {

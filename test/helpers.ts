@@ -449,6 +449,33 @@ export async function listing(dir: string): Promise<string[]> {
     .sort()
 }
 
+/**
+ * Waits until the tree's files (as `listing` reads them) are `expected`: work left running after
+ * an answer (a final's used partials being removed) may still be under way. Resolves to the
+ * listing; fails with the last listing seen after `timeoutMs`.
+ */
+export async function listingBecomes(
+  dir: string,
+  expected: string[],
+  timeoutMs = 5000,
+): Promise<string[]> {
+  const want = JSON.stringify([...expected].sort())
+  let last: string[] = []
+  try {
+    await waitFor(
+      async () => {
+        last = await listing(dir)
+        return JSON.stringify(last) === want
+      },
+      timeoutMs,
+      `the listing ${want}`,
+    )
+  } catch {
+    // The assertion below says what differs.
+  }
+  return last
+}
+
 /** The two files of the upload session `id`. */
 export const pair = (id: string) => [id, `${id}.json`]
 

@@ -7,14 +7,14 @@
  *   for the final upload that uses it.
  * - A final upload is assembled when it is created (as tusd does), from finished partials only:
  *   under the locks of its partials (taken in a fixed order, without asking a holder to let go),
- *   each partial is checked again, their bytes are copied in order into a temporary dot-file beside
- *   the final's data file (a bounded buffer, on libuv's threads), flushed to the disk and linked in
- *   as the data file, and only then is the record written. A crash at any point leaves no final
+ *   each partial is checked again, their bytes are copied to their places in a temporary dot-file
+ *   beside the final's data file (bounded buffers, on libuv's threads) and linked in as the data
+ *   file, and only then is the record written. A crash at any point leaves no final
  *   upload (a temporary file, or a data file without a record: both removed by the sweep as
  *   orphans once older than the period), never a half file that claims to be finished.
- * - Once the final's record is written its partials are removed at once: parallel uploads do
- *   not double the disk space they use. A partial left by a crash in between is finished and
- *   unused, and the sweep removes it after the period.
+ * - Once the final's record is written its partials are removed, right after the answer and
+ *   still under their locks: parallel uploads do not double the disk space they use. A partial
+ *   left by a crash in between is finished and unused, and the sweep removes it after the period.
  */
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
@@ -96,11 +96,14 @@ export async function unlockAll(locks: readonly HeldLock[]): Promise<void> {
 /** Each worker's two copy buffers hold this much each. */
 const COPY_BUFFER_BYTES = 1024 * 1024
 /**
- * Partials copied at once. One copy through user space costs two memory copies per byte (read,
- * then write) where `cp` makes one in the kernel (copy_file_range, which Node does not offer at an
- * offset): two copies side by side use both cores of a small machine. Memory: 4 MiB at most.
+ * Workers copying at once, each a segment at a time. Node reads into a buffer and writes it out
+ * (two memory copies per byte, one libuv round trip per MiB each way); four side by side come
+ * within 1.3× of `cat` on a 2-core machine, where one alone takes about 2× (BENCHMARKS.md).
+ * Memory: 8 MiB at most per assembly.
  */
-const COPY_WORKERS = 2
+const COPY_WORKERS = 4
+/** The unit of work: so that a final of two partials also keeps four workers busy. */
+const SEGMENT_BYTES = 16 * 1024 * 1024
 
 /** A data file to copy: exactly `bytes` bytes from its start. */
 export interface CopySource {
@@ -108,27 +111,38 @@ export interface CopySource {
   bytes: number
 }
 
+/** `length` bytes of `file` from `from`, to go to `at` in the target. */
+interface Segment {
+  file: string
+  from: number
+  length: number
+  at: number
+}
+
 /**
  * Writes the first `bytes` bytes of each source, in order, to `target`, which must not exist:
  * through a temporary dot-file beside it, linked in once complete, so that `target` appears
- * whole or not at all. Sources are copied to their places in the file by `COPY_WORKERS` workers;
- * each reads its next buffer while its last one is written (all on libuv's threads). Like every
- * write of the store, nothing is flushed to the disk here (see docs/protocol.md). Resolves to the
- * bytes written.
+ * whole or not at all. The bytes are copied to their places in segments of 16 MiB by
+ * `COPY_WORKERS` workers; each reads its next buffer while its last one is written (all on
+ * libuv's threads). Like every write of the store, nothing is flushed to the disk here (see
+ * docs/protocol.md). Resolves to the bytes written.
  */
 export async function concatenateFiles(
   sources: readonly CopySource[],
   target: string,
 ): Promise<number> {
+  const segments: Segment[] = []
+  let total = 0
+  for (const { file, bytes } of sources) {
+    for (let from = 0; from < bytes; from += SEGMENT_BYTES) {
+      const length = Math.min(SEGMENT_BYTES, bytes - from)
+      segments.push({ file, from, length, at: total + from })
+    }
+    total += bytes
+  }
   const temp = tempNameFor(target)
   const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants
   const out = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
-  const starts: number[] = []
-  let total = 0
-  for (const source of sources) {
-    starts.push(total)
-    total += source.bytes
-  }
   try {
     try {
       let next = 0
@@ -137,12 +151,11 @@ export async function concatenateFiles(
           Buffer.allocUnsafe(COPY_BUFFER_BYTES),
           Buffer.allocUnsafe(COPY_BUFFER_BYTES),
         ]
-        while (next < sources.length) {
-          const i = next++
-          await copyInto(out, sources[i] as CopySource, starts[i] as number, buffers)
+        while (next < segments.length) {
+          await copySegment(out, segments[next++] as Segment, buffers)
         }
       }
-      const workers = Math.min(COPY_WORKERS, sources.length)
+      const workers = Math.min(COPY_WORKERS, segments.length)
       const results = await Promise.allSettled(Array.from({ length: workers }, worker))
       const failed = results.find((r) => r.status === 'rejected')
       if (failed) throw failed.reason
@@ -157,25 +170,25 @@ export async function concatenateFiles(
   return total
 }
 
-/** Copies `source` to `at` in `out`, reading one buffer while writing the other. */
-async function copyInto(
-  out: fsp.FileHandle,
-  source: CopySource,
-  at: number,
-  buffers: Buffer[],
-): Promise<void> {
-  const { handle } = await openStoreFile(source.file, 'read')
+/** Copies one segment into `out`, reading one buffer while writing the other. */
+async function copySegment(out: fsp.FileHandle, segment: Segment, buffers: Buffer[]) {
+  const { handle } = await openStoreFile(segment.file, 'read')
   let writing: Promise<void> = Promise.resolve()
   try {
     let turn = 0
-    for (let position = 0; position < source.bytes; ) {
+    for (let done = 0; done < segment.length; ) {
       // This buffer's last write was awaited in the round before: it is free.
       const buffer = buffers[turn] as Buffer
-      const want = Math.min(buffer.length, source.bytes - position)
-      const [{ bytesRead }] = await Promise.all([handle.read(buffer, 0, want, position), writing])
-      if (bytesRead === 0) throw new Error(`${source.file} is shorter than ${source.bytes} bytes`)
-      writing = writeAll(out, buffer, bytesRead, at + position)
-      position += bytesRead
+      const want = Math.min(buffer.length, segment.length - done)
+      const [{ bytesRead }] = await Promise.all([
+        handle.read(buffer, 0, want, segment.from + done),
+        writing,
+      ])
+      if (bytesRead === 0) {
+        throw new Error(`${segment.file} is shorter than ${segment.from + segment.length} bytes`)
+      }
+      writing = writeAll(out, buffer, bytesRead, segment.at + done)
+      done += bytesRead
       turn ^= 1
     }
     await writing

@@ -124,6 +124,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly #holdsLock: (id: string) => boolean
   /** Uploads a checksummed body is being written to, here. */
   readonly #writing = new Set<string>()
+  /** Work left running after an answer (see `settled`). */
+  readonly #settling = new Set<Promise<void>>()
   /**
    * What the last `getUpload` of each upload saw, for the HEAD answer that follows it (see
    * `describe`): taken once, dropped after a second. Bounded by the uploads read within a second.
@@ -371,6 +373,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     file: string,
   ): Promise<void> {
     const locks = await lockPartials(this.#locker, concat.partials)
+    let handedOff = false
     try {
       // Looked at again under the locks: a partial may have expired or gone since the request's check.
       const sources: CopySource[] = []
@@ -394,11 +397,32 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
         }
         await this.configstore.set(upload.id, { ...upload, ...fields } as unknown as Upload)
       })
-      // The final holds their bytes now; a partial left here by a failure expires unused.
-      await Promise.allSettled([...unique.keys()].map((id) => this.remove(id, { handedOn: true })))
+      // The final holds their bytes now: the partials go, after the answer (unlinking their
+      // bytes takes about as long as copying them) and under their locks until gone. A partial
+      // a crash leaves here is finished and unused: it expires.
+      const removal = (async () => {
+        try {
+          await Promise.allSettled(
+            [...unique.keys()].map((id) => this.remove(id, { handedOn: true })),
+          )
+        } finally {
+          await unlockAll(locks)
+        }
+      })()
+      handedOff = true
+      this.#settling.add(removal)
+      void removal.finally(() => this.#settling.delete(removal))
     } finally {
-      await unlockAll(locks)
+      if (!handedOff) await unlockAll(locks)
     }
+  }
+
+  /**
+   * Resolves once the work this store left running after an answer has ended: the removal of
+   * the partials a final took over. The sweep waits for it, and so does the plugin's close.
+   */
+  async settled(): Promise<void> {
+    while (this.#settling.size > 0) await Promise.allSettled([...this.#settling])
   }
 
   /**
@@ -564,6 +588,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * recounts the quota's total.
    */
   async sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
+    // Partials a final took over are gone first: they would count, and show as busy.
+    await this.settled()
     const recount = this.quota && !options.dryRun ? this.quota : undefined
     const mark = await recount?.mark()
     const report = await sweepDirectory({
