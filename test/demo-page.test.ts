@@ -8,7 +8,7 @@
 import fs from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import path from 'node:path'
-import type { Browser } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { type DemoConfig, startDemo } from '../demo/app.js'
 import { launchChromium } from './chromium.js'
@@ -52,6 +52,18 @@ async function demo(config: Partial<DemoConfig> = {}) {
   onTestFinished(() => app.close())
   const { port } = app.server.address() as AddressInfo
   return { app, uploadDir, origin: `http://127.0.0.1:${port}` }
+}
+
+/** Holds the page's upstream to `bytesPerSecond` (Chromium's network emulation). */
+async function throttleUploads(page: Page, bytesPerSecond: number): Promise<void> {
+  const cdp = await page.context().newCDPSession(page)
+  await cdp.send('Network.enable')
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: bytesPerSecond,
+  })
 }
 
 /** Upload ids (data files) in the upload directory. */
@@ -99,14 +111,7 @@ describe('the demo page', () => {
     const pageErrors: string[] = []
     page.on('pageerror', (error) => pageErrors.push(error.message))
     // 1 MiB/s upstream: the upload takes seconds, so Pause lands in the middle of it.
-    const cdp = await page.context().newCDPSession(page)
-    await cdp.send('Network.enable')
-    await cdp.send('Network.emulateNetworkConditions', {
-      offline: false,
-      latency: 0,
-      downloadThroughput: -1,
-      uploadThroughput: MiB,
-    })
+    await throttleUploads(page, MiB)
 
     await page.goto(`${origin}/`)
     // From a file on disk: Chromium reads it itself (a buffer would cross the protocol slowly).
@@ -189,14 +194,7 @@ describe('the demo page', () => {
     page.setDefaultTimeout(5_000)
     const pageErrors: string[] = []
     page.on('pageerror', (error) => pageErrors.push(error.message))
-    const cdp = await page.context().newCDPSession(page)
-    await cdp.send('Network.enable')
-    await cdp.send('Network.emulateNetworkConditions', {
-      offline: false,
-      latency: 0,
-      downloadThroughput: -1,
-      uploadThroughput: MiB,
-    })
+    await throttleUploads(page, MiB)
     await page.goto(`${origin}/`)
     await page.getByTestId('parallel-uploads').selectOption('4')
     const file = path.join(await tempDir(), 'parallel.bin')
