@@ -3,7 +3,7 @@
  * not leak into the user's app, and the hand-off of each request to @tus/server: protocol guards
  * before it, fixes to its answers after it.
  */
-import { STATUS_CODES } from 'node:http'
+import { type ServerResponse, STATUS_CODES } from 'node:http'
 import type { Server } from '@tus/server'
 import { TUS_RESUMABLE } from '@tus/utils'
 import type {
@@ -156,7 +156,8 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       response.headers.delete('Content-Type')
     }
     if (how.isClosing()) response.headers.set('Connection', 'close')
-    await sendNodeResponse(res, finalAnswer(response))
+    if (response.body === null) writeBodyless(res, response)
+    else await sendNodeResponse(res, finalAnswer(response))
   } catch (error) {
     request.log.error({ err: error }, 'fastify-tus: request failed after the hand-off to tus')
     if (!res.headersSent) {
@@ -197,14 +198,32 @@ const REASONS: Record<number, string> = { 460: 'Checksum Mismatch' }
  * end the process).
  */
 function finalAnswer(response: Response): Response {
-  const statusText =
-    response.statusText || STATUS_CODES[response.status] || REASONS[response.status] || ''
-  if (statusText === response.statusText && response.body === null) return response
+  const statusText = reasonOf(response)
   return new Response(response.body && cancelSafe(response.body), {
     status: response.status,
     statusText,
     headers: response.headers,
   })
+}
+
+/**
+ * An answer without a body (HEAD, a PATCH's 204, OPTIONS), written as srvx writes one, with the
+ * reason phrase, and without building a second Response for it (a HEAD costs less).
+ */
+function writeBodyless(res: ServerResponse, response: Response): void {
+  const headers: string[] = []
+  for (const [name, value] of response.headers) headers.push(name, value)
+  if (!res.headersSent) {
+    // HTTP/2 has no reason phrase.
+    if (res.req?.httpVersion === '2.0') res.writeHead(response.status, headers)
+    else res.writeHead(response.status, reasonOf(response), headers)
+  }
+  res.end()
+}
+
+/** The standard reason phrase of an answer's status. */
+function reasonOf(response: Response): string {
+  return response.statusText || STATUS_CODES[response.status] || REASONS[response.status] || ''
 }
 
 /**
