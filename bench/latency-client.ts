@@ -4,37 +4,13 @@
  * `node latency-client.js <origin> <idleMs>`; prints latency percentiles of both phases.
  */
 import http from 'node:http'
+import { sender, TUS } from './http.js'
 import { percentile } from './measure.js'
 
 const [origin, idleArg] = process.argv.slice(2) as [string, string]
 const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
-const TUS = { 'Tus-Resumable': '1.0.0' }
 const body = Buffer.alloc(1024, 3)
-
-function send(
-  method: string,
-  url: string,
-  headers: Record<string, string | number>,
-  payload?: Buffer,
-) {
-  return new Promise<{ status: number; headers: http.IncomingHttpHeaders; ms: number }>(
-    (resolve, reject) => {
-      const started = performance.now()
-      const req = http.request(url, { method, headers, agent }, (res) => {
-        res.resume()
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            ms: performance.now() - started,
-          }),
-        )
-      })
-      req.on('error', reject)
-      req.end(payload)
-    },
-  )
-}
+const send = sender(agent)
 
 let phase: 'warmup' | 'idle' | 'sweep' | 'stop' = 'warmup'
 const samples = { warmup: [] as number[], idle: [] as number[], sweep: [] as number[] }

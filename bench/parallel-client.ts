@@ -15,6 +15,7 @@ import { randomFillSync } from 'node:crypto'
 import http from 'node:http'
 import path from 'node:path'
 import { Readable } from 'node:stream'
+import { sender, TUS } from './http.js'
 
 const [origin, sizeArg, parallelArg, rateArg, dir, order] = process.argv.slice(2) as [
   string,
@@ -30,7 +31,7 @@ const parallel = Number(parallelArg)
 const rate = Number(rateArg) * MiB
 const data = randomFillSync(Buffer.alloc(size))
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
-const TUS = { 'Tus-Resumable': '1.0.0' }
+const send = sender(agent)
 const SLICE = 64 * 1024
 
 /** `body` at `rate` bytes per second at most, in 64 KiB slices. */
@@ -54,23 +55,6 @@ function throttled(body: Buffer): Readable {
   })
 }
 
-function send(
-  method: string,
-  url: string,
-  headers: Record<string, string | number>,
-  body?: Buffer,
-) {
-  return new Promise<http.IncomingMessage>((resolve, reject) => {
-    const req = http.request(url, { method, headers, agent }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res))
-    })
-    req.on('error', reject)
-    if (body && body.length > 0) throttled(body).pipe(req)
-    else req.end()
-  })
-}
-
 /** `cp` of one file, or `cat` of several into one (the same bytes as the final): its time in ms. */
 function timedCopy(sources: string[], target: string): number {
   const started = performance.now()
@@ -85,7 +69,7 @@ async function upload(body: Buffer, concat?: string): Promise<string> {
     'Upload-Length': body.length,
     ...(concat && { 'Upload-Concat': concat }),
   })
-  if (created.statusCode !== 201) throw new Error(`POST answered ${created.statusCode}`)
+  if (created.status !== 201) throw new Error(`POST answered ${created.status}`)
   const url = new URL(created.headers.location as string, origin).href
   const res = await send(
     'PATCH',
@@ -96,9 +80,9 @@ async function upload(body: Buffer, concat?: string): Promise<string> {
       'Content-Type': 'application/offset+octet-stream',
       'Content-Length': body.length,
     },
-    body,
+    body.length > 0 ? throttled(body) : undefined,
   )
-  if (res.statusCode !== 204) throw new Error(`PATCH answered ${res.statusCode}`)
+  if (res.status !== 204) throw new Error(`PATCH answered ${res.status}`)
   return url
 }
 
@@ -133,7 +117,7 @@ if (parallel === 1) {
     ...TUS,
     'Upload-Concat': `final;${urls.join(' ')}`,
   })
-  if (final.statusCode !== 201) throw new Error(`final POST answered ${final.statusCode}`)
+  if (final.status !== 201) throw new Error(`final POST answered ${final.status}`)
   assemblyMs = performance.now() - lastPartial
   loopMaxMs = ((await (await fetch(`${origin}/__loop`)).json()) as { maxMs: number }).maxMs
   url = new URL(final.headers.location as string, origin).href

@@ -5,32 +5,17 @@
  */
 import { randomFillSync } from 'node:crypto'
 import http from 'node:http'
+import { sender, TUS } from './http.js'
 
 const [origin, sizeArg, chunkArg] = process.argv.slice(2) as [string, string, string]
 const MiB = 1024 * 1024
 const size = Number(sizeArg) * MiB
 const chunk = randomFillSync(Buffer.alloc(Number(chunkArg) * MiB))
 const agent = new http.Agent({ keepAlive: true })
-const TUS = { 'Tus-Resumable': '1.0.0' }
-
-function send(
-  method: string,
-  url: string,
-  headers: Record<string, string | number>,
-  body?: Buffer,
-) {
-  return new Promise<http.IncomingMessage>((resolve, reject) => {
-    const req = http.request(url, { method, headers, agent }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res))
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
+const send = sender(agent)
 
 const created = await send('POST', `${origin}/files`, { ...TUS, 'Upload-Length': size })
-if (created.statusCode !== 201) throw new Error(`POST answered ${created.statusCode}`)
+if (created.status !== 201) throw new Error(`POST answered ${created.status}`)
 const url = new URL(created.headers.location as string, origin).href
 
 /** The server process's CPU time so far, in seconds (its `GET /__cpu`): user, and user + system. */
@@ -54,9 +39,9 @@ for (let offset = 0; offset < size; offset += chunk.length) {
     },
     chunk,
   )
-  if (res.statusCode !== 204 || Number(res.headers['upload-offset']) !== offset + chunk.length) {
+  if (res.status !== 204 || Number(res.headers['upload-offset']) !== offset + chunk.length) {
     throw new Error(
-      `PATCH at ${offset} answered ${res.statusCode} offset ${res.headers['upload-offset']}`,
+      `PATCH at ${offset} answered ${res.status} offset ${res.headers['upload-offset']}`,
     )
   }
 }
