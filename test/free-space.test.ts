@@ -14,6 +14,7 @@ import { Registry } from 'prom-client'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import {
   createUpload,
+  emergencySweepRecord,
   head,
   listing,
   patch,
@@ -24,7 +25,6 @@ import {
   sleep,
   startServer,
   TUS,
-  waitFor,
   writeSession,
 } from './helpers.js'
 
@@ -168,12 +168,7 @@ describe.skipIf(!isRoot)('the free-space floor (tmpfs: needs root)', () => {
       'Upload-Length': String(6 * MiB),
     })
     expect(refused.status).toBe(507)
-    const sweep = await waitFor(
-      () =>
-        server.logs.find((r) => r.emergency === true && /removed 1 expired/.test(String(r.msg))),
-      5000,
-      'the emergency sweep',
-    )
+    const sweep = await emergencySweepRecord(server.logs)
     expect(sweep).toMatchObject({ removed: 1, emergency: true })
     const warning = server.logs.find((r) => /emergency sweep/.test(String(r.msg)))
     expect(warning).toMatchObject({ level: 40, minFreeBytes: 4 * MiB, neededBytes: 6 * MiB })

@@ -534,3 +534,12 @@ export async function startServerProcess(
   const origin = listening.msg.slice('Server listening at '.length)
   return { name, child, origin, endpoint: `${origin}/files`, records, exited }
 }
+
+/** Waits for the record of an emergency sweep that removed one expired upload (free space or quota). */
+export function emergencySweepRecord(logs: LogRecord[]): Promise<LogRecord> {
+  return waitFor(
+    () => logs.find((r) => r.emergency === true && /removed 1 expired/.test(String(r.msg))),
+    5000,
+    'the emergency sweep',
+  )
+}

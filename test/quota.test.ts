@@ -13,6 +13,7 @@ import { Registry } from 'prom-client'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   createUpload,
+  emergencySweepRecord,
   head,
   listing,
   patch,
@@ -215,12 +216,7 @@ describe('the store quota', () => {
       'Upload-Length': String(50 * KiB),
     })
     expect(refused.status).toBe(507)
-    const sweep = await waitFor(
-      () =>
-        server.logs.find((r) => r.emergency === true && /removed 1 expired/.test(String(r.msg))),
-      5000,
-      'the emergency sweep',
-    )
+    const sweep = await emergencySweepRecord(server.logs)
     expect(sweep).toMatchObject({ removed: 1, emergency: true })
     const warning = server.logs.find((r) => /emergency sweep/.test(String(r.msg)))
     expect(warning).toMatchObject({
