@@ -1,8 +1,10 @@
 /**
  * The assembly's copy alone, against `cat` of the same files: `node concat-worker.js <dir>
  * <partMiB> <parts> <rounds>`. Writes <parts> files of <partMiB> MiB into <dir>, then each round
- * joins them with the store's `concatenateFiles` and with `cat` into a new file (the two in
- * alternating order, each after a `sync`), removing the result. Prints every round's times in ms.
+ * joins them into a new file with the store's `concatenateFiles` as the store calls it
+ * (`assembly`: `cat` in the kernel here), with its copy through buffers in Node (`node`, where no
+ * `cat` is found) and with a shell's `cat` (contenders rotated, each after a `sync`), removing the
+ * result. Prints every round's times in ms.
  */
 import { execFileSync } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
@@ -27,11 +29,18 @@ const contenders: Record<string, (target: string) => Promise<unknown> | unknown>
       files.map((file) => ({ file, bytes })),
       target,
     ),
+  node: (target) =>
+    concatenateFiles(
+      files.map((file) => ({ file, bytes })),
+      target,
+      'node',
+    ),
   cat: (target) => execFileSync('sh', ['-c', 'cat "$@" > "$0"', target, ...files]),
 }
-const times: Record<string, number[]> = { assembly: [], cat: [] }
+const times: Record<string, number[]> = { assembly: [], node: [], cat: [] }
 for (let round = 0; round < Number(roundsArg); round++) {
-  const order = round % 2 === 0 ? ['assembly', 'cat'] : ['cat', 'assembly']
+  const names = Object.keys(times)
+  const order = names.map((_, i) => names[(i + round) % names.length] as string)
   for (const name of order) {
     execFileSync('sync')
     const target = path.join(dir, `joined-${name}`)

@@ -408,10 +408,12 @@ async function parallelSection(): Promise<Section> {
   await fs.mkdir(dir, { recursive: true })
   const alone = worker('concat-worker.js', [dir, sizeMiB / 4, 4, 6]) as Record<string, number[]>
   await fs.rm(dir, { recursive: true, force: true })
+  const perRound = (key: string) => (alone[key] ?? []).map((x) => fmt(x, 0)).join(', ')
   console.log(
-    `copy alone: concatenateFiles ${(alone.assembly ?? []).map((x) => fmt(x, 0)).join(', ')} ms; cat ${(alone.cat ?? []).map((x) => fmt(x, 0)).join(', ')} ms`,
+    `copy alone: concatenateFiles ${perRound('assembly')} ms; in Node ${perRound('node')} ms; cat ${perRound('cat')} ms`,
   )
   const copyAlone = median(alone.assembly ?? [])
+  const nodeAlone = median(alone.node ?? [])
   const catAlone = median(alone.cat ?? [])
   const single = median(seconds['1'] ?? [])
   const four = median(seconds['4'] ?? [])
@@ -426,8 +428,13 @@ async function parallelSection(): Promise<Section> {
       { upload: 'of which the assembly', seconds: fmt(asm / 1000, 3), 'vs one': '' },
       { upload: '`cp` of the same bytes', seconds: fmt(copy / 1000, 3), 'vs one': '' },
       {
-        upload: "the assembly's copy alone (`concatenateFiles`, 6 rounds)",
+        upload: "the assembly's copy alone (`concatenateFiles`, by `cat`, 6 rounds)",
         seconds: fmt(copyAlone / 1000, 3),
+        'vs one': '',
+      },
+      {
+        upload: 'the same copy in Node, where no `cat` is found (6 rounds)',
+        seconds: fmt(nodeAlone / 1000, 3),
         'vs one': '',
       },
       {
@@ -459,7 +466,7 @@ async function parallelSection(): Promise<Section> {
       },
     ],
     notes: [
-      `The copy alone, per round (ms): concatenateFiles ${(alone.assembly ?? []).map((x) => fmt(x, 0)).join(', ')}; cat ${(alone.cat ?? []).map((x) => fmt(x, 0)).join(', ')}.`,
+      `The copy alone, per round (ms): concatenateFiles ${perRound('assembly')}; in Node ${perRound('node')}; cat ${perRound('cat')}.`,
       `Per round: one connection ${(seconds['1'] ?? []).map((x) => fmt(x, 2)).join(', ')} s; four ${(seconds['4'] ?? []).map((x) => fmt(x, 2)).join(', ')} s; assembly ${assembly.map((x) => fmt(x, 0)).join(', ')} ms; event loop max during it ${loopMax.map((x) => fmt(x, 1)).join(', ')} ms; cp ${cp.map((x) => fmt(x, 0)).join(', ')} ms.`,
     ],
   }

@@ -4,9 +4,11 @@
  * leave nothing behind, and the expiry of partials that no final used.
  */
 import fs from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { EVENTS } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
+import { concatenateFiles } from '../src/store/concatenation.js'
 import {
   age,
   pattern as bytes,
@@ -334,5 +336,74 @@ describe('expiry of partial uploads', () => {
     // The partial is untouched: the client can send its final again.
     expect(await listing(server.directory)).toEqual(pair(a.id))
     expect((await final(server.endpoint, [a.url])).status).toBe(201)
+  })
+})
+
+describe('the assembly copy (concatenateFiles)', () => {
+  async function sources(dir: string, sizes: number[]) {
+    const files: Array<{ file: string; bytes: number }> = []
+    for (const [i, size] of sizes.entries()) {
+      const file = path.join(dir, `part-${i}`)
+      await fs.writeFile(file, bytes(size, i + 1))
+      files.push({ file, bytes: size })
+    }
+    return files
+  }
+  const expected = (sizes: number[]) => Buffer.concat(sizes.map((size, i) => bytes(size, i + 1)))
+
+  it.each(['kernel', 'node'] as const)(
+    'writes the partials in order, byte for byte, with the %s copy',
+    async (copier) => {
+      const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'concat-copy-'))
+      try {
+        const sizes = [0, 1, 3 * 1024 * 1024 + 7, 17 * 1024 * 1024, 5]
+        const target = path.join(dir, 'final')
+        const written = await concatenateFiles(await sources(dir, sizes), target, copier)
+        expect(written).toBe(sizes.reduce((a, b) => a + b, 0))
+        expect(await sha256(target)).toBe(sha256Of(expected(sizes)))
+        // Nothing is left beside the final: the temporary file was linked in and removed.
+        expect((await fs.readdir(dir)).sort()).toEqual(
+          [...sizes.keys()]
+            .map((i) => `part-${i}`)
+            .concat('final')
+            .sort(),
+        )
+      } finally {
+        await fs.rm(dir, { recursive: true, force: true })
+      }
+    },
+  )
+
+  it('copies only the bytes a partial counts when its file holds more', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'concat-copy-'))
+    try {
+      const parts = await sources(dir, [1000, 2000])
+      await fs.appendFile((parts[0] as { file: string }).file, 'not counted')
+      const target = path.join(dir, 'final')
+      await concatenateFiles(parts, target)
+      expect(await sha256(target)).toBe(sha256Of(expected([1000, 2000])))
+      await expect(concatenateFiles(parts, path.join(dir, 'other'), 'kernel')).rejects.toThrow(
+        /more than its bytes/,
+      )
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('refuses a partial that is a symbolic link, and creates no final', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'concat-copy-'))
+    try {
+      const parts = await sources(dir, [10, 10])
+      const outside = path.join(dir, 'outside')
+      await fs.writeFile(outside, 'secret....')
+      await fs.rm((parts[1] as { file: string }).file)
+      await fs.symlink(outside, (parts[1] as { file: string }).file)
+      const target = path.join(dir, 'final')
+      await expect(concatenateFiles(parts, target)).rejects.toThrow(/symbolic link/)
+      await expect(fs.access(target)).rejects.toThrow()
+      expect((await fs.readdir(dir)).filter((name) => name.startsWith('.'))).toEqual([])
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true })
+    }
   })
 })

@@ -7,15 +7,16 @@
  *   for the final upload that uses it.
  * - A final upload is assembled when it is created (as tusd does), from finished partials only:
  *   under the locks of its partials (taken in a fixed order, without asking a holder to let go),
- *   each partial is checked again, their bytes are copied to their places in a temporary dot-file
- *   beside the final's data file (bounded buffers, on libuv's threads) and linked in as the data
- *   file, and only then is the record written. A crash at any point leaves no final
+ *   each partial is checked again, their bytes are copied in order into a temporary dot-file
+ *   beside the final's data file (by `cat` in the kernel where there is one, else through
+ *   bounded buffers on libuv's threads) and linked in as the data file, and only then is the record written. A crash at any point leaves no final
  *   upload (a temporary file, or a data file without a record: both removed by the sweep as
  *   orphans once older than the period), never a half file that claims to be finished.
  * - Once the final's record is written its partials are removed, right after the answer and
  *   still under their locks: parallel uploads do not double the disk space they use. A partial
  *   left by a crash in between is finished and unused, and the sweep removes it after the period.
  */
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import type { Upload } from '@tus/utils'
@@ -96,10 +97,10 @@ export async function unlockAll(locks: readonly HeldLock[]): Promise<void> {
 /** Each worker's two copy buffers hold this much each. */
 const COPY_BUFFER_BYTES = 1024 * 1024
 /**
- * Workers copying at once, each a segment at a time. Node reads into a buffer and writes it out
- * (two memory copies per byte, one libuv round trip per MiB each way); four side by side come
- * within 1.3× of `cat` on a 2-core machine, where one alone takes about 2× (BENCHMARKS.md).
- * Memory: 8 MiB at most per assembly.
+ * Workers copying at once, each a segment at a time, when the copy runs in Node. Node reads into
+ * a buffer and writes it out (two memory copies per byte, one libuv round trip per MiB each way);
+ * four side by side come within 1.3× of `cat` on a 2-core machine, where one alone takes about
+ * 2× (BENCHMARKS.md). Memory: 8 MiB at most per assembly.
  */
 const COPY_WORKERS = 4
 /** The unit of work: so that a final of two partials also keeps four workers busy. */
@@ -111,68 +112,151 @@ export interface CopySource {
   bytes: number
 }
 
-/** `length` bytes of `file` from `from`, to go to `at` in the target. */
-interface Segment {
-  file: string
-  from: number
-  length: number
-  at: number
-}
+/**
+ * How the bytes are copied: `kernel` hands the open files to `cat`, which copies them in the
+ * kernel (`copy_file_range` with GNU coreutils ≥ 9), `node` copies them through buffers, and
+ * `auto` (the default) takes `kernel` where a `cat` is found and falls back to `node` when it
+ * fails or when a file holds more than its `bytes`.
+ */
+export type Copier = 'auto' | 'kernel' | 'node'
 
 /**
  * Writes the first `bytes` bytes of each source, in order, to `target`, which must not exist:
  * through a temporary dot-file beside it, linked in once complete, so that `target` appears
- * whole or not at all. The bytes are copied to their places in segments of 16 MiB by
- * `COPY_WORKERS` workers; each reads its next buffer while its last one is written (all on
- * libuv's threads). Like every write of the store, nothing is flushed to the disk here (see
+ * whole or not at all. Each source is opened here as the store opens its files (no symbolic
+ * link, a regular file of one link; `UnsafeFileError` otherwise), and only those open files are
+ * copied. Like every write of the store, nothing is flushed to the disk here (see
  * docs/protocol.md). Resolves to the bytes written.
  */
 export async function concatenateFiles(
   sources: readonly CopySource[],
   target: string,
+  copier: Copier = 'auto',
 ): Promise<number> {
-  const segments: Segment[] = []
-  let total = 0
-  for (const { file, bytes } of sources) {
-    for (let from = 0; from < bytes; from += SEGMENT_BYTES) {
-      const length = Math.min(SEGMENT_BYTES, bytes - from)
-      segments.push({ file, from, length, at: total + from })
-    }
-    total += bytes
-  }
+  const total = sources.reduce((sum, { bytes }) => sum + bytes, 0)
   const temp = tempNameFor(target)
   const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants
-  const out = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
+  const opened: Array<{ handle: fsp.FileHandle; stats: fs.Stats }> = []
   try {
+    for (const { file } of sources) opened.push(await openStoreFile(file, 'read'))
+    const out = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
     try {
-      let next = 0
-      const worker = async () => {
-        const buffers = [
-          Buffer.allocUnsafe(COPY_BUFFER_BYTES),
-          Buffer.allocUnsafe(COPY_BUFFER_BYTES),
-        ]
-        while (next < segments.length) {
-          await copySegment(out, segments[next++] as Segment, buffers)
-        }
+      const exact = opened.every(({ stats }, i) => stats.size === sources[i]?.bytes)
+      const cat = copier === 'node' || !exact ? undefined : await catBinary()
+      if (copier === 'kernel' && !cat) {
+        throw new Error(exact ? 'no cat binary found' : 'a source holds more than its bytes')
       }
-      const workers = Math.min(COPY_WORKERS, segments.length)
-      const results = await Promise.allSettled(Array.from({ length: workers }, worker))
-      const failed = results.find((r) => r.status === 'rejected')
-      if (failed) throw failed.reason
+      let copied = false
+      if (cat) {
+        try {
+          await catInto(
+            cat,
+            out.fd,
+            opened.map(({ handle }) => handle.fd),
+          )
+          copied = (await out.stat()).size === total
+        } catch (error) {
+          if (copier === 'kernel') throw error
+        }
+        if (!copied && copier === 'kernel') throw new Error('cat did not copy every byte')
+      }
+      if (!copied) {
+        const segments: Segment[] = []
+        let at = 0
+        sources.forEach(({ file, bytes }, i) => {
+          const { handle } = opened[i] as { handle: fsp.FileHandle }
+          for (let from = 0; from < bytes; from += SEGMENT_BYTES) {
+            const length = Math.min(SEGMENT_BYTES, bytes - from)
+            segments.push({ file, handle, from, length, at })
+            at += length
+          }
+        })
+        await copyInNode(segments, out)
+        // What a failed `cat` may have written past the end goes.
+        await out.truncate(total)
+      }
     } finally {
       await out.close()
     }
     // A link fails when the target exists; the temporary name goes right after.
     await fsp.link(temp, target)
   } finally {
+    await Promise.allSettled(opened.map(({ handle }) => handle.close()))
     await fsp.unlink(temp).catch(() => {})
   }
   return total
 }
 
+let catFound: Promise<string | undefined> | undefined
+
+/** The system's `cat`, looked for once (none on Windows). */
+function catBinary(): Promise<string | undefined> {
+  catFound ??= (async () => {
+    if (process.platform === 'win32') return undefined
+    for (const candidate of ['/usr/bin/cat', '/bin/cat']) {
+      try {
+        await fsp.access(candidate, fs.constants.X_OK)
+        return candidate
+      } catch {}
+    }
+    return undefined
+  })()
+  return catFound
+}
+
+/**
+ * Runs `cat` over the open files `inputs` (handed to it as its descriptors 3, 4, ..., read as
+ * `/dev/fd/N`: the files this process checked, not paths looked up again) with `out` as its
+ * standard output, so that the bytes never pass through this process.
+ */
+function catInto(cat: string, out: number, inputs: readonly number[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cat, ['--', ...inputs.map((_, i) => `/dev/fd/${i + 3}`)], {
+      stdio: ['ignore', out, 'pipe', ...inputs],
+    })
+    let stderr = ''
+    child.stderr?.setEncoding('utf8')
+    child.stderr?.on('data', (chunk: string) => {
+      if (stderr.length < 1000) stderr += chunk
+    })
+    child.once('error', reject)
+    child.once('close', (code, signal) => {
+      if (code === 0) resolve()
+      else reject(new Error(`cat exited with ${signal ?? code}: ${stderr.trim()}`))
+    })
+  })
+}
+
+/** `length` bytes of an open source from `from`, to go to `at` in the target. */
+interface Segment {
+  file: string
+  handle: fsp.FileHandle
+  from: number
+  length: number
+  at: number
+}
+
+/**
+ * The copy through buffers: segments of 16 MiB taken in turn by `COPY_WORKERS` workers; each
+ * reads its next buffer while its last one is written (all on libuv's threads).
+ */
+async function copyInNode(segments: readonly Segment[], out: fsp.FileHandle): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    const buffers = [Buffer.allocUnsafe(COPY_BUFFER_BYTES), Buffer.allocUnsafe(COPY_BUFFER_BYTES)]
+    while (next < segments.length) {
+      await copySegment(out, segments[next++] as Segment, buffers)
+    }
+  }
+  const workers = Math.min(COPY_WORKERS, segments.length)
+  const results = await Promise.allSettled(Array.from({ length: workers }, worker))
+  const failed = results.find((r) => r.status === 'rejected')
+  if (failed) throw failed.reason
+}
+
 /** Copies one segment into `out`, reading one buffer while writing the other. */
 async function copySegment(out: fsp.FileHandle, segment: Segment, buffers: Buffer[]) {
-  const { handle } = await openStoreFile(segment.file, 'read')
+  const { handle } = segment
   let writing: Promise<void> = Promise.resolve()
   try {
     let turn = 0
@@ -194,7 +278,6 @@ async function copySegment(out: fsp.FileHandle, segment: Segment, buffers: Buffe
     await writing
   } finally {
     await writing.catch(() => {})
-    await handle.close()
   }
 }
 
