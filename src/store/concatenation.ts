@@ -106,6 +106,12 @@ const COPY_WORKERS = 4
 /** The unit of work: so that a final of two partials also keeps four workers busy. */
 const SEGMENT_BYTES = 16 * 1024 * 1024
 
+/**
+ * Below this many bytes in all, `auto` copies in Node: starting a `cat` process costs a few
+ * milliseconds, what copying about this much through buffers costs.
+ */
+const KERNEL_COPY_MIN_BYTES = 4 * 1024 * 1024
+
 /** A data file to copy: exactly `bytes` bytes from its start. */
 export interface CopySource {
   file: string
@@ -115,8 +121,8 @@ export interface CopySource {
 /**
  * How the bytes are copied: `kernel` hands the open files to `cat`, which copies them in the
  * kernel (`copy_file_range` with GNU coreutils ≥ 9), `node` copies them through buffers, and
- * `auto` (the default) takes `kernel` where a `cat` is found and falls back to `node` when it
- * fails or when a file holds more than its `bytes`.
+ * `auto` (the default) takes `kernel` for 4 MiB or more where a `cat` is found, and falls back
+ * to `node` when it fails or when a file holds more than its `bytes`.
  */
 export type Copier = 'auto' | 'kernel' | 'node'
 
@@ -142,7 +148,8 @@ export async function concatenateFiles(
     const out = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
     try {
       const exact = opened.every(({ stats }, i) => stats.size === sources[i]?.bytes)
-      const cat = copier === 'node' || !exact ? undefined : await catBinary()
+      const small = copier === 'auto' && total < KERNEL_COPY_MIN_BYTES
+      const cat = copier === 'node' || small || !exact ? undefined : await catBinary()
       if (copier === 'kernel' && !cat) {
         throw new Error(exact ? 'no cat binary found' : 'a source holds more than its bytes')
       }
