@@ -205,6 +205,19 @@ describe('HEAD', () => {
       agent.destroy()
     }
   })
+
+  it('answers the metadata of a record larger than one first read (about 8 KiB) whole, and accepts bytes', async () => {
+    const server = await startServer()
+    // 2 keys of about 3.9 KiB each: the record (metadata twice, as sent and as decoded) is past 4 KiB.
+    const value = Buffer.alloc(2900, 'm').toString('base64')
+    const metadata = `a ${value},b ${value}`
+    const { url } = await createUpload(server.endpoint, 3, { 'Upload-Metadata': metadata })
+    const id = path.basename(new URL(url).pathname)
+    expect((await fs.stat(path.join(server.directory, `${id}.json`))).size).toBeGreaterThan(8192)
+    expect((await head(url)).headers['upload-metadata']).toBe(metadata)
+    expect((await patch(url, 0, Buffer.from('abc'))).status).toBe(204)
+    expect((await head(url)).headers['upload-offset']).toBe('3')
+  })
 })
 
 describe('upload URLs', () => {

@@ -150,14 +150,19 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       await how.fixAnswer(webRequest, response)
       if (how.metrics) how.metrics.bytesReceived(bytesStored(request, response))
     }
-    if (request.raw.method === 'HEAD') {
+    if (method === 'HEAD') {
       // The answer describes the upload, not a GET download; 0 frames it for every client.
       response.headers.set('Content-Length', '0')
       response.headers.delete('Content-Type')
     }
     if (how.isClosing()) response.headers.set('Connection', 'close')
-    if (response.body === null) writeBodyless(res, response)
-    else await sendNodeResponse(res, finalAnswer(response))
+    if (response.body === null || !mayHaveBody(method, response.status)) {
+      // tus builds its HEAD answers on an empty body (`new Response('')`): it is never sent.
+      response.body?.cancel().catch(() => {})
+      writeBodyless(res, response)
+    } else {
+      await sendNodeResponse(res, finalAnswer(response))
+    }
   } catch (error) {
     request.log.error({ err: error }, 'fastify-tus: request failed after the hand-off to tus')
     if (!res.headersSent) {
@@ -177,6 +182,11 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       res.destroy()
     }
   }
+}
+
+/** HTTP answers that never carry a body: to HEAD, and 204 and 304 (RFC 9110, 6.4.1). */
+function mayHaveBody(method: string, status: number): boolean {
+  return method !== 'HEAD' && status !== 204 && status !== 304
 }
 
 /** How far the answer moved the upload's offset: the bytes a PATCH (or a creation) stored. */

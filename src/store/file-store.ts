@@ -205,7 +205,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const file = this.dataPathOf(id)
     let stats: fs.Stats
     try {
-      stats = await fsp.lstat(file)
+      stats = await lstat(file)
     } catch (error) {
       // A record without its data file: what the stock store answers, 410.
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw ERRORS.FILE_NO_LONGER_EXISTS

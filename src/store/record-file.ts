@@ -11,7 +11,8 @@
  *   not by an earlier check that a swap could race) and `O_NONBLOCK` (a FIFO does not block a
  *   thread of libuv's pool), then check on the open descriptor that the file is a regular file
  *   and, for a data file, that it has one link (a hard link to an outside file would be written
- *   to), for a record, that it is at most `MAX_RECORD_BYTES` long.
+ *   to), for a record, that it is at most `MAX_RECORD_BYTES` long (a record of a few hundred
+ *   bytes, read whole by its first read, needs no `fstat`: see `readRecordFile`).
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -70,10 +71,17 @@ export async function openStoreFile(
   }
 }
 
+/** A first read of this much holds every record of the store's own making (a few hundred bytes). */
+const RECORD_READ_BYTES = 4096
+
 /**
  * The text of a record file; `undefined` when there is none. Rejects on an unsafe file. On the
  * callback API, promisified: every HEAD, PATCH and sweep of an expired upload reads one, and on
- * Node 20 it costs about half of `fs/promises`' FileHandle.
+ * Node 20 it costs about half of `fs/promises`' FileHandle. A record is read with three calls
+ * (open, one read, close): a first read that returns some bytes but fewer than it asked for has
+ * reached the end of a regular file. Anything else (nothing read, a full buffer, an error) is
+ * looked at with `fstat`, and a file that is not a regular file or is larger than
+ * `MAX_RECORD_BYTES` is refused.
  */
 export async function readRecordFile(file: string): Promise<string | undefined> {
   let fd: number
@@ -87,29 +95,37 @@ export async function readRecordFile(file: string): Promise<string | undefined> 
     throw error
   }
   try {
-    const stats = await fstat(fd)
-    // Records are never written in place (they are replaced), so a hard link to a record is
-    // harmless: a copy made with links (backups, the benchmarks' datasets) is read as it is.
-    const problem = !stats.isFile()
-      ? 'is not a regular file'
-      : stats.size > MAX_RECORD_BYTES
-        ? `is larger than ${MAX_RECORD_BYTES} bytes`
-        : undefined
-    if (problem) throw new UnsafeFileError(file, problem)
-    // One byte more than the stat said: a file that grew meanwhile (not a record: records are
-    // replaced, never written in place) is caught.
-    const buffer = Buffer.allocUnsafe(stats.size + 1)
-    let length = 0
-    for (;;) {
-      const n = await read(fd, buffer, length, buffer.length - length, length)
-      length += n
-      if (n === 0 || length === buffer.length) break
-    }
-    if (length === buffer.length) throw new UnsafeFileError(file, 'grew while it was read')
-    return buffer.toString('utf8', 0, length)
+    const first = Buffer.allocUnsafe(RECORD_READ_BYTES)
+    const n = await read(fd, first, 0, first.length, 0).catch(() => -1)
+    if (n > 0 && n < first.length) return first.toString('utf8', 0, n)
+    return await readWhole(file, fd)
   } finally {
     await close(fd)
   }
+}
+
+/** The record file open as `fd`, checked with `fstat` first (see readRecordFile). */
+async function readWhole(file: string, fd: number): Promise<string> {
+  const stats = await fstat(fd)
+  // Records are never written in place (they are replaced), so a hard link to a record is
+  // harmless: a copy made with links (backups, the benchmarks' datasets) is read as it is.
+  const problem = !stats.isFile()
+    ? 'is not a regular file'
+    : stats.size > MAX_RECORD_BYTES
+      ? `is larger than ${MAX_RECORD_BYTES} bytes`
+      : undefined
+  if (problem) throw new UnsafeFileError(file, problem)
+  // One byte more than the stat said: a file that grew meanwhile (not a record: records are
+  // replaced, never written in place) is caught.
+  const buffer = Buffer.allocUnsafe(stats.size + 1)
+  let length = 0
+  for (;;) {
+    const n = await read(fd, buffer, length, buffer.length - length, length)
+    length += n
+    if (n === 0 || length === buffer.length) break
+  }
+  if (length === buffer.length) throw new UnsafeFileError(file, 'grew while it was read')
+  return buffer.toString('utf8', 0, length)
 }
 
 const open = promisify(fs.open) as (file: string, flags: number) => Promise<number>
