@@ -156,8 +156,9 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       response.headers.delete('Content-Type')
     }
     if (how.isClosing()) response.headers.set('Connection', 'close')
-    if (response.body === null || !mayHaveBody(method, response.status)) {
-      // tus builds its HEAD answers on an empty body (`new Response('')`): it is never sent.
+    if (response.body === null || !mayHaveBody(method, response)) {
+      // tus builds most answers on an empty body (`new Response('')`, a 201 with
+      // `Content-Length: 0`, a HEAD): there is nothing to stream.
       response.body?.cancel().catch(() => {})
       writeBodyless(res, response)
     } else {
@@ -184,9 +185,15 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
   }
 }
 
-/** HTTP answers that never carry a body: to HEAD, and 204 and 304 (RFC 9110, 6.4.1). */
-function mayHaveBody(method: string, status: number): boolean {
-  return method !== 'HEAD' && status !== 204 && status !== 304
+/**
+ * Whether an answer may carry bytes: not to HEAD, nor with 204 or 304 (RFC 9110, 6.4.1), nor
+ * with `Content-Length: 0`.
+ */
+function mayHaveBody(method: string, response: Response): boolean {
+  const { status, headers } = response
+  return (
+    method !== 'HEAD' && status !== 204 && status !== 304 && headers.get('content-length') !== '0'
+  )
 }
 
 /** How far the answer moved the upload's offset: the bytes a PATCH (or a creation) stored. */
