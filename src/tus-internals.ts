@@ -9,8 +9,9 @@
  * - the PATCH and POST handlers' `writeToStore(body, upload, maxFileSize, context)`: the direct
  *   write path (http/write-path.ts) routes request bytes straight into the data file. @tus/server
  *   exports neither its handler classes nor `BaseHandler`, so the instance method is wrapped.
- * - `MemoryLocker.locks`, its lock table: the sweep takes an uncontended lock with one entry in
- *   it, instead of arming a 30 s timer per removal (sweep/activity-locker.ts).
+ * - `MemoryLocker.locks`, its lock table: the sweep, and every request whose upload is not
+ *   locked, take the lock with one entry in it, instead of arming a 30 s timer, a race and an
+ *   AbortController per lock (sweep/activity-locker.ts).
  * - `FileStore.prototype.checkOrCreateDirectory`: the stock constructor creates the directory in
  *   a callback that throws, which ends the process on an unusable directory; the built-in store
  *   turns it off and creates the directory in `init()`, which rejects instead.

@@ -76,6 +76,51 @@ describe('locks', () => {
     expect(skipped.length).toBeGreaterThan(0)
   })
 
+  it('a HEAD on an upload whose PATCH stalled asks the PATCH to let go, then answers the bytes it kept', async () => {
+    // tus-js-client's resume after a stalled connection: the new request's lock asks the
+    // holder to let go (its requestRelease), which ends the PATCH after lockDrainTimeout.
+    const server = await startServer({ tus: { lockDrainTimeout: 50 } })
+    const { url, id } = await createUpload(server.endpoint, 3000)
+    const dataFile = path.join(server.directory, id)
+    let release: () => void = () => {}
+    const never = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const patching = slowPatch(url, 0, [Buffer.alloc(1000, 1), Buffer.alloc(2000, 2)], 60_000, {
+      until: never,
+    }).catch((error: Error) => error)
+    try {
+      await waitFor(async () => (await fs.stat(dataFile)).size === 1000, 5000, 'the first bytes')
+      const started = performance.now()
+      const status = await request(url, 'HEAD', TUS)
+      expect(status.status).toBe(200)
+      expect(status.headers['upload-offset']).toBe('1000')
+      expect(performance.now() - started).toBeLessThan(10_000)
+      // The server ended the PATCH before its body did: it answers the bytes it kept.
+      const patched = await patching
+      if (patched instanceof Error) throw patched
+      expect(patched.status).toBe(204)
+      expect(patched.headers['upload-offset']).toBe('1000')
+      // And the upload takes the rest from where the HEAD said.
+      const rest = await request(
+        url,
+        'PATCH',
+        {
+          ...TUS,
+          'Upload-Offset': '1000',
+          'Content-Type': 'application/offset+octet-stream',
+        },
+        Buffer.alloc(2000, 2),
+      )
+      expect(rest.status).toBe(204)
+      expect(await sha256(dataFile)).toBe(
+        sha256Of(Buffer.concat([Buffer.alloc(1000, 1), Buffer.alloc(2000, 2)])),
+      )
+    } finally {
+      release()
+    }
+  })
+
   it('takes the configured locker lock before removing and releases it after', async () => {
     const directory = await tempDir()
     const locker = new RecordingLocker(directory)
