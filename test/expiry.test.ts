@@ -52,14 +52,15 @@ function expiresMs(headers: Record<string, unknown>): number {
 
 describe('sliding expiry', () => {
   it('never expires an upload that keeps receiving data in one long PATCH', async () => {
-    const expireAfterMs = 300
+    // A period with room for a loaded machine between the creation and the PATCH's first bytes.
+    const expireAfterMs = 500
     const server = await startServer({ expireAfterMs, cleanupIntervalMs: 50 })
     const chunks = Array.from({ length: 16 }, (_, i) => bytes(1024, i))
     const total = chunks.reduce((n, c) => n + c.length, 0)
     const { url, id } = await createUpload(server.endpoint, total)
     const started = Date.now()
-    // 16 pieces, one every 60 ms: the PATCH lasts about 1 s, over three times the period.
-    const res = await slowPatch(url, 0, chunks, 60)
+    // 16 pieces, one every 100 ms: the PATCH lasts about 1.6 s, over three times the period.
+    const res = await slowPatch(url, 0, chunks, 100)
     expect(Date.now() - started).toBeGreaterThan(3 * expireAfterMs)
     expect(res.status).toBe(204)
     expect(res.headers['upload-offset']).toBe(String(total))
@@ -71,11 +72,11 @@ describe('sliding expiry', () => {
   })
 
   it('never expires an upload that keeps receiving data in many PATCHes', async () => {
-    // 300 ms of slack per pause, for a loaded machine; 13 pauses outlast the period 3 times.
-    const expireAfterMs = 400
+    // 500 ms of slack per pause, for a loaded machine; 19 pauses outlast the period 3 times.
+    const expireAfterMs = 600
     const server = await startServer({ expireAfterMs, cleanupIntervalMs: 50 })
-    const pieces = Array.from({ length: 13 }, (_, i) => bytes(2048, i))
-    const { url, id } = await createUpload(server.endpoint, 13 * 2048)
+    const pieces = Array.from({ length: 19 }, (_, i) => bytes(2048, i))
+    const { url, id } = await createUpload(server.endpoint, 19 * 2048)
     const started = Date.now()
     let offset = 0
     for (const piece of pieces) {
@@ -189,7 +190,9 @@ describe('finished uploads', () => {
   it('survive many sweeps past their expiry and are still served', async () => {
     const server = await startServer({ expireAfterMs: 100, cleanupIntervalMs: 20 })
     const data = bytes(50_000)
-    const url = await tusUpload(server.endpoint, data, { chunkSize: 10_000 })
+    // The bytes go with the creation: no pause between requests for the 100 ms period to pass
+    // in on a loaded machine.
+    const url = await tusUpload(server.endpoint, data, { uploadDataDuringCreation: true })
     const empty = await createUpload(server.endpoint, 0)
     const id = url.slice(url.lastIndexOf('/') + 1)
     // "However old": a year without activity, through every sweep that follows.
