@@ -3,6 +3,7 @@
  * `parallelUploads`, the protocol's answers for partial and final uploads, the refusals that
  * leave nothing behind, and the expiry of partials that no final used.
  */
+import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -340,16 +341,23 @@ describe('expiry of partial uploads', () => {
 })
 
 describe('the assembly copy (concatenateFiles)', () => {
+  /** Random bytes, drawn once per size and part (pattern() is slow at 17 MiB). */
+  const drawn = new Map<string, Buffer>()
+  const content = (size: number, i: number) => {
+    const key = `${size}/${i}`
+    if (!drawn.has(key)) drawn.set(key, randomBytes(size))
+    return drawn.get(key) as Buffer
+  }
   async function sources(dir: string, sizes: number[]) {
     const files: Array<{ file: string; bytes: number }> = []
     for (const [i, size] of sizes.entries()) {
       const file = path.join(dir, `part-${i}`)
-      await fs.writeFile(file, bytes(size, i + 1))
+      await fs.writeFile(file, content(size, i))
       files.push({ file, bytes: size })
     }
     return files
   }
-  const expected = (sizes: number[]) => Buffer.concat(sizes.map((size, i) => bytes(size, i + 1)))
+  const expected = (sizes: number[]) => Buffer.concat(sizes.map((size, i) => content(size, i)))
 
   it.each(['kernel', 'node'] as const)(
     'writes the partials in order, byte for byte, with the %s copy',
