@@ -103,6 +103,16 @@ export interface PumpOptions {
   onProgress?: (received: number) => void
 }
 
+/**
+ * How many bytes of a body may wait for the disk before the socket is paused. The stream's
+ * default (16 KiB) is less than one socket read (64 KiB): every chunk was then a `write` of its
+ * own, handed to the thread pool, and the socket paused and resumed around each. With room for
+ * several chunks, those that arrive while a write is under way go out together in one `writev`:
+ * 512 MiB in 64 MiB bodies took about 8,200 writes, now about 1,300 (a bare pipe with this
+ * buffer spent a quarter to a third less CPU per byte on this VM).
+ */
+const WRITE_BUFFER_BYTES = 1024 * 1024
+
 /** A body stopped at the free-space floor: the bytes before it are kept (unless checksummed). */
 const OUT_OF_SPACE = Symbol('out of space')
 
@@ -143,7 +153,12 @@ function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions)
   return new Promise<number>((resolve, reject) => {
     // On the descriptor, not the FileHandle: a stream of the handle holds it until the stream
     // closes, and this one must leave it open for the truncation and the close below.
-    const out = fs.createWriteStream('', { fd: handle.fd, start: offset, autoClose: false })
+    const out = fs.createWriteStream('', {
+      fd: handle.fd,
+      start: offset,
+      autoClose: false,
+      highWaterMark: WRITE_BUFFER_BYTES,
+    })
     const hash = checksum ? createHash(checksum.algorithm) : undefined
     let received = 0
     let failure: unknown
