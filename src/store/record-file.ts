@@ -97,13 +97,14 @@ export async function readRecordFile(file: string): Promise<string | undefined> 
         : undefined
     if (problem) throw new UnsafeFileError(file, problem)
     // One byte more than the stat said: a file that grew meanwhile (not a record: records are
-    // replaced, never written in place) is caught.
+    // replaced, never written in place) is caught. A read that returns the stat's size of the
+    // size + 1 asked for has met the end of the file: no second read to hear it say 0.
     const buffer = Buffer.allocUnsafe(stats.size + 1)
     let length = 0
     for (;;) {
       const n = await read(fd, buffer, length, buffer.length - length, length)
       length += n
-      if (n === 0 || length === buffer.length) break
+      if (n === 0 || length === buffer.length || length === stats.size) break
     }
     if (length === buffer.length) throw new UnsafeFileError(file, 'grew while it was read')
     return buffer.toString('utf8', 0, length)
