@@ -79,6 +79,18 @@ function markedBody(source: IncomingMessage): MarkedBody {
   return Object.assign(stream, { [NODE_BODY]: source })
 }
 
+/** The upload each request wrote its body to through the direct path, for its answer. */
+const writtenUploads = new WeakMap<IncomingMessage, Upload>()
+
+/**
+ * The `Upload` (as the store handed it to the handler) that the direct path wrote `request`'s
+ * body to, once the write ended without an error (whole, or stopped gracefully); `undefined`
+ * otherwise (another path, a failure, no body yet).
+ */
+export function uploadWrittenBy(request: Request): Upload | undefined {
+  return request instanceof DirectBodyRequest ? writtenUploads.get(request.nodeRequest) : undefined
+}
+
 /** The Node request behind a body made by `DirectBodyRequest`, or `undefined`. */
 function nodeBodyOf(body: unknown): IncomingMessage | undefined {
   return body !== null && typeof body === 'object' && NODE_BODY in body
@@ -321,9 +333,15 @@ async function writeDirect(
       space.reportLow(low)
       throw insufficientStorage(low)
     })
-  if (claim === undefined) return written(upload.offset, pumping, checksum)
+  if (claim === undefined) {
+    const offset = await written(upload.offset, pumping, checksum)
+    writtenUploads.set(source, upload)
+    return offset
+  }
   try {
-    return await written(upload.offset, pumping, checksum)
+    const offset = await written(upload.offset, pumping, checksum)
+    writtenUploads.set(source, upload)
+    return offset
   } finally {
     // What the body left in the file stays counted; the rest of the claim goes back.
     const size = await fsp.lstat(store.dataPathOf(upload.id)).then(

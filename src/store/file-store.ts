@@ -134,6 +134,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     string,
     { record: Upload; offset: number; mtimeMs: number; at: number }
   >()
+  /**
+   * The concatenation kind of each `Upload` this store handed out (`getUpload`) or created, for
+   * the answer after a body was written to it (`factsAfterWrite`). Held as long as the object.
+   */
+  readonly #kindOf = new WeakMap<Upload, { concat: 'partial' | 'final' | undefined }>()
   declare configstore: RecordStore
 
   constructor(options: ExpiringFileStoreOptions) {
@@ -232,6 +237,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       creation_date: record.creation_date,
       storage: { type: 'file', path: file },
     })
+    this.#kindOf.set(upload, { concat: concatKind(record) })
     return { upload, record }
   }
 
@@ -332,6 +338,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       })
     }
     upload.storage = { type: 'file', path: file }
+    this.#kindOf.set(upload, { concat: concat?.kind })
     return upload
   }
 
@@ -525,6 +532,31 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     } catch {
       return { expiresAt: undefined }
     }
+  }
+
+  /**
+   * The facts of an upload a body was just written to, for the answer to that PATCH (or POST):
+   * `upload` is the object this store gave the handler (`getUpload` under the request's lock, or
+   * `create`), with the length the request may have declared, so only the data file's clock is
+   * read (one `lstat`, where `describe` also reads the record again). `undefined` for an object
+   * this store did not hand out: the caller then describes the upload afresh.
+   */
+  async factsAfterWrite(upload: Upload): Promise<Pick<UploadFacts, 'expiresAt'> | undefined> {
+    const known = this.#kindOf.get(upload)
+    if (!known) return undefined
+    if (this.expireAfterMs === 0) return { expiresAt: undefined }
+    let stats: fs.Stats
+    try {
+      stats = await lstat(this.dataPathOf(upload.id))
+    } catch {
+      return { expiresAt: undefined }
+    }
+    // The body's bytes are verified once the write ended (a checksum's mark is cleared then);
+    // a finished upload takes no more bytes, so a later body's mark cannot make it unfinished.
+    const unfinished = !isFinished(upload.size, stats.size)
+    if (!unfinished && known.concat !== 'partial') return { expiresAt: undefined }
+    const activity = lastActivityMs(stats.mtimeMs, this.downtime)
+    return { expiresAt: new Date(expiresAt(activity, this.expireAfterMs)) }
   }
 
   #factsOf(record: Upload, offset: number, mtimeMs: number): UploadFacts {
