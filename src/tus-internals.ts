@@ -9,6 +9,9 @@
  * - the PATCH and POST handlers' `writeToStore(body, upload, maxFileSize, context)`: the direct
  *   write path (http/write-path.ts) routes request bytes straight into the data file. @tus/server
  *   exports neither its handler classes nor `BaseHandler`, so the instance method is wrapped.
+ * - the PATCH handler's `store`: the handler is given a view of the built-in store whose
+ *   `getUpload` refuses a final upload of the concatenation extension (403), under the lock and
+ *   on the record it reads anyway (http/concatenation.ts). Checked with `writeToStore` below.
  * - `MemoryLocker.locks`, its lock table: the sweep takes an uncontended lock with one entry in
  *   it, instead of arming a 30 s timer per removal (sweep/activity-locker.ts).
  * - `FileStore.prototype.checkOrCreateDirectory`: the stock constructor creates the directory in
@@ -55,6 +58,11 @@ export function wrapWriteToStore(
     const handler = server.handlers[method] as unknown as WritingHandler
     handler.writeToStore = wrap(handler, handler.writeToStore.bind(handler))
   }
+}
+
+/** Gives the server's `method` handler its own view of the datastore, for all it does. */
+export function setHandlerStore(server: Server, method: 'PATCH', store: DataStore): void {
+  ;(server.handlers[method] as unknown as { store: DataStore }).store = store
 }
 
 /** An entry of `MemoryLocker`'s lock table. */

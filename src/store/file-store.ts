@@ -534,6 +534,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     }
   }
 
+  /** `partial` or `final` for an `Upload` this store handed out or created; else `undefined`. */
+  concatKindOf(upload: Upload): 'partial' | 'final' | undefined {
+    return this.#kindOf.get(upload)?.concat
+  }
+
   /**
    * The facts of an upload a body was just written to, for the answer to that PATCH (or POST):
    * `upload` is the object this store gave the handler (`getUpload` under the request's lock, or
