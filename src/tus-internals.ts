@@ -12,8 +12,9 @@
  * - the PATCH handler's `store`: the handler is given a view of the built-in store whose
  *   `getUpload` refuses a final upload of the concatenation extension (403), under the lock and
  *   on the record it reads anyway (http/concatenation.ts). Checked with `writeToStore` below.
- * - `MemoryLocker.locks`, its lock table: the sweep takes an uncontended lock with one entry in
- *   it, instead of arming a 30 s timer per removal (sweep/activity-locker.ts).
+ * - `MemoryLocker.locks`, its lock table: the sweep, and a request whose upload's lock is free,
+ *   take an uncontended lock with one entry in it, instead of arming a 30 s timer per removal or
+ *   request (sweep/activity-locker.ts).
  * - `FileStore.prototype.checkOrCreateDirectory`: the stock constructor creates the directory in
  *   a callback that throws, which ends the process on an unusable directory; the built-in store
  *   turns it off and creates the directory in `init()`, which rejects instead.

@@ -1,7 +1,7 @@
 import { MemoryLocker } from '@tus/server'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import { ERRORS } from '@tus/utils'
-import { memoryLockTable } from '../tus-internals.js'
+import { type MemoryLockEntry, memoryLockTable } from '../tus-internals.js'
 
 /** A lock the sweep holds; released with `unlock()`. */
 export interface HeldLock {
@@ -40,7 +40,15 @@ export class ActivityLocker implements Locker, SweepLocker {
   }
 
   newLock(id: string): Lock {
-    return new TrackedLock(id, this.#inner.newLock(id), this.#busy, this.#held, this.#onLockWait)
+    const table = this.#inner instanceof MemoryLocker ? memoryLockTable(this.#inner) : undefined
+    return new TrackedLock(
+      id,
+      this.#inner.newLock(id),
+      this.#busy,
+      this.#held,
+      this.#onLockWait,
+      table,
+    )
   }
 
   /** A request of this process holds or waits for the upload's lock. */
@@ -102,6 +110,8 @@ export class ActivityLocker implements Locker, SweepLocker {
 
 class TrackedLock implements Lock {
   #held = false
+  /** Taken straight in MemoryLocker's table (see `lock`), not through the inner lock. */
+  #inTable = false
 
   constructor(
     readonly id: string,
@@ -109,6 +119,8 @@ class TrackedLock implements Lock {
     readonly busy: Map<string, number>,
     readonly heldHere: Set<string>,
     readonly onWait: ((seconds: number) => void) | undefined,
+    /** MemoryLocker's lock table, when the inner locker is one. */
+    readonly table: Map<string, MemoryLockEntry> | undefined,
   ) {}
 
   async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
@@ -116,7 +128,15 @@ class TrackedLock implements Lock {
     this.#count(+1)
     const started = this.onWait ? performance.now() : 0
     try {
-      await this.inner.lock(signal, requestRelease)
+      if (this.table && !this.table.has(this.id)) {
+        // Free: what MemoryLocker's own lock() does then (one entry in its table, the holder's
+        // requestRelease in it), without the 30 s timer, AbortController and race it arms for
+        // a wait that does not happen. A taken lock is waited for by the inner lock, as before.
+        this.table.set(this.id, { requestRelease })
+        this.#inTable = true
+      } else {
+        await this.inner.lock(signal, requestRelease)
+      }
       this.#held = true
       this.heldHere.add(this.id)
     } catch (error) {
@@ -130,7 +150,14 @@ class TrackedLock implements Lock {
   async unlock(): Promise<void> {
     if (this.#held) this.heldHere.delete(this.id)
     try {
-      await this.inner.unlock()
+      if (this.#inTable && this.table) {
+        this.#inTable = false
+        // As MemoryLocker's unlock(): the upload's entry goes, and releasing a lock that is
+        // not there is an error.
+        if (!this.table.delete(this.id)) throw new Error('Releasing an unlocked lock!')
+      } else {
+        await this.inner.unlock()
+      }
     } finally {
       // Counted down after the inner release: for a moment the upload looks busy while it is
       // already free, never the other way round.
