@@ -15,7 +15,6 @@
  */
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
-import type { FileHandle } from 'node:fs/promises'
 import fsp from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
@@ -25,7 +24,13 @@ import { NodeRequest } from 'srvx/node'
 import type { DirectWriteStore } from '../store/direct-write.js'
 import { insufficientStorage } from '../store/free-space.js'
 import { QUOTA_UNAVAILABLE, quotaExceeded } from '../store/quota.js'
-import { isMissing, openStoreFile, UnsafeFileError } from '../store/record-file.js'
+import {
+  closeFd,
+  isMissing,
+  openStoreFd,
+  truncateFd,
+  UnsafeFileError,
+} from '../store/record-file.js'
 import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
 
@@ -139,21 +144,21 @@ export async function pumpToFile(
   options: PumpOptions,
 ): Promise<number> {
   if (options.signal.aborted) throw ERRORS.ABORTED
-  let handle: FileHandle
+  let fd: number
   try {
-    ;({ handle } = await openStoreFile(file, 'write'))
+    ;({ fd } = await openStoreFd(file, 'write'))
   } catch (error) {
     if (error instanceof UnsafeFileError || isMissing(error)) throw ERRORS.FILE_NOT_FOUND
     throw ERRORS.FILE_WRITE_ERROR
   }
   try {
-    return await pump(source, handle, options)
+    return await pump(source, fd, options)
   } finally {
-    await handle.close()
+    await closeFd(fd)
   }
 }
 
-function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions): Promise<number> {
+function pump(source: IncomingMessage, fd: number, options: PumpOptions): Promise<number> {
   const {
     offset,
     maxBytes,
@@ -163,10 +168,9 @@ function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions)
     checksum,
   } = options
   return new Promise<number>((resolve, reject) => {
-    // On the descriptor, not the FileHandle: a stream of the handle holds it until the stream
-    // closes, and this one must leave it open for the truncation and the close below.
+    // Left open by the stream (`autoClose: false`) for the truncation and the close below.
     const out = fs.createWriteStream('', {
-      fd: handle.fd,
+      fd,
       start: offset,
       autoClose: false,
       highWaterMark: WRITE_BUFFER_BYTES,
@@ -227,7 +231,7 @@ function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions)
       settled = true
       if (checksum && (failure || !hash?.digest().equals(checksum.digest))) {
         // The digest covers the whole body: bytes that do not match it are not the upload's.
-        handle.truncate(offset).then(
+        truncateFd(fd, offset).then(
           () => reject(failure ?? CHECKSUM_MISMATCH),
           () => reject(ERRORS.FILE_WRITE_ERROR),
         )

@@ -71,6 +71,44 @@ export async function openStoreFile(
 }
 
 /**
+ * `openStoreFile` on a bare descriptor, through the callback API (a data file opened for every
+ * PATCH: a FileHandle and its promises cost more). The caller closes `fd` (`closeFd`).
+ */
+export async function openStoreFd(
+  file: string,
+  mode: 'read' | 'write',
+): Promise<{ fd: number; stats: fs.Stats }> {
+  let fd: number
+  try {
+    fd = await open(file, (mode === 'read' ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_NONBLOCK)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ELOOP') {
+      throw new UnsafeFileError(file, 'is a symbolic link')
+    }
+    throw error
+  }
+  try {
+    const stats = await fstat(fd)
+    const problem = !stats.isFile()
+      ? 'is not a regular file'
+      : stats.nlink > 1
+        ? `has ${stats.nlink} links`
+        : undefined
+    if (problem) throw new UnsafeFileError(file, problem)
+    return { fd, stats }
+  } catch (error) {
+    await close(fd)
+    throw error
+  }
+}
+
+/** Closes a descriptor of `openStoreFd`. */
+export const closeFd: (fd: number) => Promise<void> = promisify(fs.close)
+
+/** Truncates the file of a descriptor of `openStoreFd` to `length` bytes. */
+export const truncateFd: (fd: number, length: number) => Promise<void> = promisify(fs.ftruncate)
+
+/**
  * The text of a record file; `undefined` when there is none. Rejects on an unsafe file. On the
  * callback API, promisified: every HEAD, PATCH and sweep of an expired upload reads one, and on
  * Node 20 it costs about half of `fs/promises`' FileHandle.
