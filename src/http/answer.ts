@@ -171,7 +171,7 @@ function uploadFacts(store: UploadDescriber, created: CreatedUploads): Step {
     }
     // A body written by the direct path: the store knows the record it gave the handler.
     const written = method === 'HEAD' ? undefined : uploadWrittenBy(request)
-    const afterWrite = written && (await store.factsAfterWrite?.(written))
+    const afterWrite = written && (await store.factsAfterWrite?.(written.upload, written.stats))
     if (afterWrite) {
       uploadExpires(response, afterWrite)
       return

@@ -18,6 +18,7 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
+import { promisify } from 'node:util'
 import type { Server } from '@tus/server'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
@@ -84,15 +85,22 @@ function markedBody(source: IncomingMessage): MarkedBody {
   return Object.assign(stream, { [NODE_BODY]: source })
 }
 
+/** What a body was written to by the direct path. */
+export interface Written {
+  /** The `Upload` the store handed the handler. */
+  upload: Upload
+  /** Its data file's `lstat` once the body's bytes were in it; `undefined` if it failed. */
+  stats: fs.Stats | undefined
+}
+
 /** The upload each request wrote its body to through the direct path, for its answer. */
-const writtenUploads = new WeakMap<IncomingMessage, Upload>()
+const writtenUploads = new WeakMap<IncomingMessage, Written>()
 
 /**
- * The `Upload` (as the store handed it to the handler) that the direct path wrote `request`'s
- * body to, once the write ended without an error (whole, or stopped gracefully); `undefined`
- * otherwise (another path, a failure, no body yet).
+ * What the direct path wrote `request`'s body to, once the write ended without an error
+ * (whole, or stopped gracefully); `undefined` otherwise (another path, a failure, no body yet).
  */
-export function uploadWrittenBy(request: Request): Upload | undefined {
+export function uploadWrittenBy(request: Request): Written | undefined {
   return request instanceof DirectBodyRequest ? writtenUploads.get(request.nodeRequest) : undefined
 }
 
@@ -142,7 +150,7 @@ export async function pumpToFile(
   source: IncomingMessage,
   file: string,
   options: PumpOptions,
-): Promise<number> {
+): Promise<{ bytes: number; stats: fs.Stats | undefined }> {
   if (options.signal.aborted) throw ERRORS.ABORTED
   let fd: number
   try {
@@ -151,12 +159,19 @@ export async function pumpToFile(
     if (error instanceof UnsafeFileError || isMissing(error)) throw ERRORS.FILE_NOT_FOUND
     throw ERRORS.FILE_WRITE_ERROR
   }
+  let bytes: number
   try {
-    return await pump(source, fd, options)
-  } finally {
+    bytes = await pump(source, fd, options)
+  } catch (error) {
     await closeFd(fd)
+    throw error
   }
+  // The file as the answer describes it (its clock), read alongside the close, not after it.
+  const [, stats] = await Promise.all([closeFd(fd), lstat(file).catch(() => undefined)])
+  return { bytes, stats }
 }
+
+const lstat = promisify(fs.lstat)
 
 function pump(source: IncomingMessage, fd: number, options: PumpOptions): Promise<number> {
   const {
@@ -308,6 +323,7 @@ async function writeDirect(
       : undefined
   const quotaLeft = claim?.granted ?? Number.POSITIVE_INFINITY
   const spaceLeft = Math.min(freeLeft, quotaLeft)
+  let stats: fs.Stats | undefined
   const pumping = () =>
     pumpToFile(source, store.dataPathOf(upload.id), {
       checksum,
@@ -316,35 +332,41 @@ async function writeDirect(
       spaceLeft: Number.isFinite(spaceLeft) ? spaceLeft : undefined,
       signal: context.signal,
       onProgress,
-    }).catch(async (error) => {
-      if (error !== OUT_OF_SPACE) throw error
-      const neededBytes = Number.isSafeInteger(length) ? length : spaceLeft + 1
-      if (quota && quotaLeft <= freeLeft) {
-        // The quota is reached (the claim told the quota's listeners): bytes so far kept, 507.
-        throw quotaExceeded({
-          storeBytes: quota.lastSeen ?? 0,
-          maxStoreBytes: quota.maxStoreBytes,
+    }).then(
+      (result) => {
+        stats = result.stats
+        return result.bytes
+      },
+      async (error) => {
+        if (error !== OUT_OF_SPACE) throw error
+        const neededBytes = Number.isSafeInteger(length) ? length : spaceLeft + 1
+        if (quota && quotaLeft <= freeLeft) {
+          // The quota is reached (the claim told the quota's listeners): bytes so far kept, 507.
+          throw quotaExceeded({
+            storeBytes: quota.lastSeen ?? 0,
+            maxStoreBytes: quota.maxStoreBytes,
+            neededBytes,
+          })
+        }
+        if (!space) throw error
+        // The floor is reached: the bytes so far are kept, the answer says where they end (507).
+        const low = {
+          freeBytes: await space.freeBytes().catch(() => 0),
+          minFreeBytes: space.minFreeBytes,
           neededBytes,
-        })
-      }
-      if (!space) throw error
-      // The floor is reached: the bytes so far are kept, the answer says where they end (507).
-      const low = {
-        freeBytes: await space.freeBytes().catch(() => 0),
-        minFreeBytes: space.minFreeBytes,
-        neededBytes,
-      }
-      space.reportLow(low)
-      throw insufficientStorage(low)
-    })
+        }
+        space.reportLow(low)
+        throw insufficientStorage(low)
+      },
+    )
   if (claim === undefined) {
     const offset = await written(upload.offset, pumping, checksum)
-    writtenUploads.set(source, upload)
+    writtenUploads.set(source, { upload, stats })
     return offset
   }
   try {
     const offset = await written(upload.offset, pumping, checksum)
-    writtenUploads.set(source, upload)
+    writtenUploads.set(source, { upload, stats })
     return offset
   } finally {
     // What the body left in the file stays counted; the rest of the claim goes back.

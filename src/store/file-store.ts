@@ -205,12 +205,15 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
 
   /** `getUpload`, and the record it read. */
   async #load(id: string): Promise<{ upload: Upload; record: Upload }> {
+    const file = this.dataPathOf(id)
+    // The data file's stat alongside the record's read, not after it (one wait less per request).
+    const stating = lstat(file)
+    stating.catch(() => {})
     const record = await this.configstore.get(id)
     if (!record) throw ERRORS.FILE_NOT_FOUND
-    const file = this.dataPathOf(id)
     let stats: fs.Stats
     try {
-      stats = await fsp.lstat(file)
+      stats = await stating
     } catch (error) {
       // A record without its data file: what the stock store answers, 410.
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw ERRORS.FILE_NO_LONGER_EXISTS
@@ -543,16 +546,20 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * The facts of an upload a body was just written to, for the answer to that PATCH (or POST):
    * `upload` is the object this store gave the handler (`getUpload` under the request's lock, or
    * `create`), with the length the request may have declared, so only the data file's clock is
-   * read (one `lstat`, where `describe` also reads the record again). `undefined` for an object
-   * this store did not hand out: the caller then describes the upload afresh.
+   * read (one `lstat`, where `describe` also reads the record again; none when the writer passes
+   * the `lstat` it took once the bytes were in). `undefined` for an object this store did not
+   * hand out: the caller then describes the upload afresh.
    */
-  async factsAfterWrite(upload: Upload): Promise<Pick<UploadFacts, 'expiresAt'> | undefined> {
+  async factsAfterWrite(
+    upload: Upload,
+    written?: fs.Stats,
+  ): Promise<Pick<UploadFacts, 'expiresAt'> | undefined> {
     const known = this.#kindOf.get(upload)
     if (!known) return undefined
     if (this.expireAfterMs === 0) return { expiresAt: undefined }
     let stats: fs.Stats
     try {
-      stats = await lstat(this.dataPathOf(upload.id))
+      stats = written ?? (await lstat(this.dataPathOf(upload.id)))
     } catch {
       return { expiresAt: undefined }
     }

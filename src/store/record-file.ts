@@ -124,6 +124,7 @@ export async function readRecordFile(file: string): Promise<string | undefined> 
     }
     throw error
   }
+  let text: string
   try {
     const stats = await fstat(fd)
     // Records are never written in place (they are replaced), so a hard link to a record is
@@ -145,10 +146,14 @@ export async function readRecordFile(file: string): Promise<string | undefined> 
       if (n === 0 || length === buffer.length || length === stats.size) break
     }
     if (length === buffer.length) throw new UnsafeFileError(file, 'grew while it was read')
-    return buffer.toString('utf8', 0, length)
-  } finally {
+    text = buffer.toString('utf8', 0, length)
+  } catch (error) {
     await close(fd)
+    throw error
   }
+  // A descriptor only read from: its close goes on while the caller goes on.
+  close(fd).catch(() => {})
+  return text
 }
 
 const open = promisify(fs.open) as (file: string, flags: number) => Promise<number>
