@@ -143,8 +143,9 @@ const OUT_OF_SPACE = Symbol('out of space')
 
 /**
  * Writes `source` into the data file `file` at `offset`; resolves to the number of bytes
- * written. The file is opened without following a link, and must be a regular file with one
- * link (record-file.ts): otherwise 404, and nothing is written.
+ * written and the file's `lstat` once they are in it (`undefined` if that failed). The file is
+ * opened without following a link, and must be a regular file with one link (record-file.ts):
+ * otherwise 404, and nothing is written.
  */
 export async function pumpToFile(
   source: IncomingMessage,
