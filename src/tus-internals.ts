@@ -9,9 +9,12 @@
  * - the PATCH and POST handlers' `writeToStore(body, upload, maxFileSize, context)`: the direct
  *   write path (http/write-path.ts) routes request bytes straight into the data file. @tus/server
  *   exports neither its handler classes nor `BaseHandler`, so the instance method is wrapped.
- * - `MemoryLocker.locks`, its lock table: the sweep, and every request whose upload is not
- *   locked, take the lock with one entry in it, instead of arming a 30 s timer, a race and an
- *   AbortController per lock (sweep/activity-locker.ts).
+ * - the PATCH handler's `store`: the handler is given a view of the built-in store whose
+ *   `getUpload` refuses a final upload of the concatenation extension (403), under the lock and
+ *   on the record it reads anyway (http/concatenation.ts). Checked with `writeToStore` below.
+ * - `MemoryLocker.locks`, its lock table: the sweep, and a request whose upload's lock is free,
+ *   take an uncontended lock with one entry in it, instead of arming a 30 s timer per removal or
+ *   request (sweep/activity-locker.ts).
  * - `FileStore.prototype.checkOrCreateDirectory`: the stock constructor creates the directory in
  *   a callback that throws, which ends the process on an unusable directory; the built-in store
  *   turns it off and creates the directory in `init()`, which rejects instead.
@@ -56,6 +59,11 @@ export function wrapWriteToStore(
     const handler = server.handlers[method] as unknown as WritingHandler
     handler.writeToStore = wrap(handler, handler.writeToStore.bind(handler))
   }
+}
+
+/** Gives the server's `method` handler its own view of the datastore, for all it does. */
+export function setHandlerStore(server: Server, method: 'PATCH', store: DataStore): void {
+  ;(server.handlers[method] as unknown as { store: DataStore }).store = store
 }
 
 /** An entry of `MemoryLocker`'s lock table. */

@@ -18,6 +18,7 @@ import type { ExpiringFileStore, UploadFacts } from '../store/file-store.js'
 import { answerRawMetadata } from '../store/raw-metadata.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { CHECKSUM_ALGORITHMS } from './protocol.js'
+import { uploadWrittenBy } from './write-path.js'
 
 /**
  * What a step sees: the request tus answered, its answer, and the upload it is about. Steps read
@@ -45,7 +46,7 @@ export interface AnswerFixOptions {
 
 /** What an answer states about an upload beyond tus' own headers (the built-in store's `describe`). */
 export type UploadDescriber = Pick<ExpiringFileStore, 'describe'> &
-  Partial<Pick<ExpiringFileStore, 'factsOfCreation'>>
+  Partial<Pick<ExpiringFileStore, 'factsOfCreation' | 'factsAfterWrite'>>
 
 /** The steps for this server and store, as one function run on every answer tus gives. */
 export function answerFixes({ tus, store, facts, fileIdOf }: AnswerFixOptions) {
@@ -166,6 +167,13 @@ function uploadFacts(store: UploadDescriber, created: CreatedUploads): Step {
         : undefined
     if (fresh && store.factsOfCreation) {
       uploadExpires(response, await store.factsOfCreation(fresh))
+      return
+    }
+    // A body written by the direct path: the store knows the record it gave the handler.
+    const written = method === 'HEAD' ? undefined : uploadWrittenBy(request)
+    const afterWrite = written && (await store.factsAfterWrite?.(written.upload, written.stats))
+    if (afterWrite) {
+      uploadExpires(response, afterWrite)
       return
     }
     const id = answered.id

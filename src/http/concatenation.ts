@@ -23,7 +23,6 @@ import type { Server } from '@tus/server'
 import { EVENTS, type Upload } from '@tus/utils'
 import type { TusServerOptions } from '../options.js'
 import { type Concat, markConcat, type TusError, tusError } from '../store/concatenation.js'
-import { concatKind } from '../store/expiry-policy.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
 import type { Refusal } from './protocol.js'
 
@@ -152,7 +151,6 @@ function partialIdOf(url: string, routing: ConcatRouting): string | undefined {
 }
 
 type OnUploadCreate = NonNullable<TusServerOptions['onUploadCreate']>
-type OnIncomingRequest = NonNullable<TusServerOptions['onIncomingRequest']>
 
 /** Hands what `readConcat` found to the store's `create`, through the upload tus creates. */
 export function markingConcat(next: OnUploadCreate): OnUploadCreate {
@@ -166,20 +164,35 @@ export function markingConcat(next: OnUploadCreate): OnUploadCreate {
   }
 }
 
-/** PATCH on a final upload: 403, before tus looks at the offset (which would answer 409). */
-export function refusingPatchOfFinal(
-  store: ExpiringFileStore,
-  next: OnIncomingRequest | undefined,
-): OnIncomingRequest {
-  return async (req, id) => {
-    if (req.method === 'PATCH') {
-      const record = await store.configstore.get(id)
-      if (record && concatKind(record) === 'final') {
-        throw tusError(403, 'a final upload cannot be patched: its bytes come from its partials')
-      }
+/**
+ * The store as the PATCH handler sees it: the same store, except that its `getUpload` (which the
+ * handler calls under the upload's lock, before it looks at the offset, which would answer 409)
+ * refuses a final upload with 403. The check reads the record that `getUpload` reads anyway:
+ * the refusal costs no read of its own, and it is made under the lock.
+ */
+export function refusingPatchOfFinal(store: ExpiringFileStore): ExpiringFileStore {
+  const getUpload = async (id: string): Promise<Upload> => {
+    const upload = await store.getUpload(id)
+    if (store.concatKindOf(upload) === 'final') {
+      throw tusError(403, 'a final upload cannot be patched: its bytes come from its partials')
     }
-    await next?.(req, id)
+    return upload
   }
+  // Methods run on the store itself (its private fields are not the view's), bound once each.
+  const bound = new WeakMap<object, unknown>()
+  return new Proxy(store, {
+    get(target, name) {
+      if (name === 'getUpload') return getUpload
+      const value: unknown = Reflect.get(target, name, target)
+      if (typeof value !== 'function') return value
+      let method = bound.get(value)
+      if (method === undefined) {
+        method = value.bind(target)
+        bound.set(value, method)
+      }
+      return method
+    },
+  })
 }
 
 /**

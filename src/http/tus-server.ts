@@ -9,6 +9,7 @@ import type { DataStore, Locker } from '@tus/utils'
 import type { TusServerOptions } from '../options.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
 import { keepingRawMetadata } from '../store/raw-metadata.js'
+import { setHandlerStore } from '../tus-internals.js'
 import { markingConcat, refusingPatchOfFinal } from './concatenation.js'
 import { uploadIdFromPath } from './protocol.js'
 import { installDirectWrite } from './write-path.js'
@@ -55,10 +56,6 @@ export function createTusServer({
     onUploadCreate: store
       ? markingConcat(checkingSpace(store, keepingRawMetadata(userOptions.onUploadCreate)))
       : userOptions.onUploadCreate,
-    // A PATCH on a final upload of the concatenation extension answers 403.
-    onIncomingRequest: store
-      ? refusingPatchOfFinal(store, userOptions.onIncomingRequest)
-      : userOptions.onIncomingRequest,
     // Browsers may send and read the headers of the checksum and expiration extensions.
     allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum'],
     exposedHeaders: [
@@ -67,8 +64,12 @@ export function createTusServer({
       'Tus-Checksum-Algorithm',
     ],
   })
-  // The direct write path: request bytes go straight into the built-in store's data file.
-  if (store) installDirectWrite(tus)
+  if (store) {
+    // A PATCH on a final upload of the concatenation extension answers 403.
+    setHandlerStore(tus, 'PATCH', refusingPatchOfFinal(store))
+    // The direct write path: request bytes go straight into the built-in store's data file.
+    installDirectWrite(tus)
+  }
   return { tus, fileIdOf }
 }
 

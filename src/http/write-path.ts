@@ -15,17 +15,23 @@
  */
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
-import type { FileHandle } from 'node:fs/promises'
 import fsp from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
+import { promisify } from 'node:util'
 import type { Server } from '@tus/server'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
 import type { DirectWriteStore } from '../store/direct-write.js'
 import { insufficientStorage } from '../store/free-space.js'
 import { QUOTA_UNAVAILABLE, quotaExceeded } from '../store/quota.js'
-import { isMissing, openStoreFile, UnsafeFileError } from '../store/record-file.js'
+import {
+  closeFd,
+  isMissing,
+  openStoreFd,
+  truncateFd,
+  UnsafeFileError,
+} from '../store/record-file.js'
 import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
 
@@ -79,6 +85,25 @@ function markedBody(source: IncomingMessage): MarkedBody {
   return Object.assign(stream, { [NODE_BODY]: source })
 }
 
+/** What a body was written to by the direct path. */
+export interface Written {
+  /** The `Upload` the store handed the handler. */
+  upload: Upload
+  /** Its data file's `lstat` once the body's bytes were in it; `undefined` if it failed. */
+  stats: fs.Stats | undefined
+}
+
+/** The upload each request wrote its body to through the direct path, for its answer. */
+const writtenUploads = new WeakMap<IncomingMessage, Written>()
+
+/**
+ * What the direct path wrote `request`'s body to, once the write ended without an error
+ * (whole, or stopped gracefully); `undefined` otherwise (another path, a failure, no body yet).
+ */
+export function uploadWrittenBy(request: Request): Written | undefined {
+  return request instanceof DirectBodyRequest ? writtenUploads.get(request.nodeRequest) : undefined
+}
+
 /** The Node request behind a body made by `DirectBodyRequest`, or `undefined`. */
 function nodeBodyOf(body: unknown): IncomingMessage | undefined {
   return body !== null && typeof body === 'object' && NODE_BODY in body
@@ -103,35 +128,53 @@ export interface PumpOptions {
   onProgress?: (received: number) => void
 }
 
+/**
+ * How many bytes of a body may wait for the disk before the socket is paused. The stream's
+ * default (16 KiB) is less than one socket read (64 KiB): every chunk was then a `write` of its
+ * own, handed to the thread pool, and the socket paused and resumed around each. With room for
+ * several chunks, those that arrive while a write is under way go out together in one `writev`:
+ * 512 MiB in 64 MiB bodies took about 8,200 writes, now about 1,300 (a bare pipe with this
+ * buffer spent a quarter to a third less CPU per byte on this VM).
+ */
+const WRITE_BUFFER_BYTES = 1024 * 1024
+
 /** A body stopped at the free-space floor: the bytes before it are kept (unless checksummed). */
 const OUT_OF_SPACE = Symbol('out of space')
 
 /**
  * Writes `source` into the data file `file` at `offset`; resolves to the number of bytes
- * written. The file is opened without following a link, and must be a regular file with one
- * link (record-file.ts): otherwise 404, and nothing is written.
+ * written and the file's `lstat` once they are in it (`undefined` if that failed). The file is
+ * opened without following a link, and must be a regular file with one link (record-file.ts):
+ * otherwise 404, and nothing is written.
  */
 export async function pumpToFile(
   source: IncomingMessage,
   file: string,
   options: PumpOptions,
-): Promise<number> {
+): Promise<{ bytes: number; stats: fs.Stats | undefined }> {
   if (options.signal.aborted) throw ERRORS.ABORTED
-  let handle: FileHandle
+  let fd: number
   try {
-    ;({ handle } = await openStoreFile(file, 'write'))
+    ;({ fd } = await openStoreFd(file, 'write'))
   } catch (error) {
     if (error instanceof UnsafeFileError || isMissing(error)) throw ERRORS.FILE_NOT_FOUND
     throw ERRORS.FILE_WRITE_ERROR
   }
+  let bytes: number
   try {
-    return await pump(source, handle, options)
-  } finally {
-    await handle.close()
+    bytes = await pump(source, fd, options)
+  } catch (error) {
+    await closeFd(fd)
+    throw error
   }
+  // The file as the answer describes it (its clock), read alongside the close, not after it.
+  const [, stats] = await Promise.all([closeFd(fd), lstat(file).catch(() => undefined)])
+  return { bytes, stats }
 }
 
-function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions): Promise<number> {
+const lstat = promisify(fs.lstat)
+
+function pump(source: IncomingMessage, fd: number, options: PumpOptions): Promise<number> {
   const {
     offset,
     maxBytes,
@@ -141,9 +184,13 @@ function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions)
     checksum,
   } = options
   return new Promise<number>((resolve, reject) => {
-    // On the descriptor, not the FileHandle: a stream of the handle holds it until the stream
-    // closes, and this one must leave it open for the truncation and the close below.
-    const out = fs.createWriteStream('', { fd: handle.fd, start: offset, autoClose: false })
+    // Left open by the stream (`autoClose: false`) for the truncation and the close below.
+    const out = fs.createWriteStream('', {
+      fd,
+      start: offset,
+      autoClose: false,
+      highWaterMark: WRITE_BUFFER_BYTES,
+    })
     const hash = checksum ? createHash(checksum.algorithm) : undefined
     let received = 0
     let failure: unknown
@@ -200,7 +247,7 @@ function pump(source: IncomingMessage, handle: FileHandle, options: PumpOptions)
       settled = true
       if (checksum && (failure || !hash?.digest().equals(checksum.digest))) {
         // The digest covers the whole body: bytes that do not match it are not the upload's.
-        handle.truncate(offset).then(
+        truncateFd(fd, offset).then(
           () => reject(failure ?? CHECKSUM_MISMATCH),
           () => reject(ERRORS.FILE_WRITE_ERROR),
         )
@@ -277,6 +324,7 @@ async function writeDirect(
       : undefined
   const quotaLeft = claim?.granted ?? Number.POSITIVE_INFINITY
   const spaceLeft = Math.min(freeLeft, quotaLeft)
+  let stats: fs.Stats | undefined
   const pumping = () =>
     pumpToFile(source, store.dataPathOf(upload.id), {
       checksum,
@@ -285,30 +333,42 @@ async function writeDirect(
       spaceLeft: Number.isFinite(spaceLeft) ? spaceLeft : undefined,
       signal: context.signal,
       onProgress,
-    }).catch(async (error) => {
-      if (error !== OUT_OF_SPACE) throw error
-      const neededBytes = Number.isSafeInteger(length) ? length : spaceLeft + 1
-      if (quota && quotaLeft <= freeLeft) {
-        // The quota is reached (the claim told the quota's listeners): bytes so far kept, 507.
-        throw quotaExceeded({
-          storeBytes: quota.lastSeen ?? 0,
-          maxStoreBytes: quota.maxStoreBytes,
+    }).then(
+      (result) => {
+        stats = result.stats
+        return result.bytes
+      },
+      async (error) => {
+        if (error !== OUT_OF_SPACE) throw error
+        const neededBytes = Number.isSafeInteger(length) ? length : spaceLeft + 1
+        if (quota && quotaLeft <= freeLeft) {
+          // The quota is reached (the claim told the quota's listeners): bytes so far kept, 507.
+          throw quotaExceeded({
+            storeBytes: quota.lastSeen ?? 0,
+            maxStoreBytes: quota.maxStoreBytes,
+            neededBytes,
+          })
+        }
+        if (!space) throw error
+        // The floor is reached: the bytes so far are kept, the answer says where they end (507).
+        const low = {
+          freeBytes: await space.freeBytes().catch(() => 0),
+          minFreeBytes: space.minFreeBytes,
           neededBytes,
-        })
-      }
-      if (!space) throw error
-      // The floor is reached: the bytes so far are kept, the answer says where they end (507).
-      const low = {
-        freeBytes: await space.freeBytes().catch(() => 0),
-        minFreeBytes: space.minFreeBytes,
-        neededBytes,
-      }
-      space.reportLow(low)
-      throw insufficientStorage(low)
-    })
-  if (claim === undefined) return written(upload.offset, pumping, checksum)
+        }
+        space.reportLow(low)
+        throw insufficientStorage(low)
+      },
+    )
+  if (claim === undefined) {
+    const offset = await written(upload.offset, pumping, checksum)
+    writtenUploads.set(source, { upload, stats })
+    return offset
+  }
   try {
-    return await written(upload.offset, pumping, checksum)
+    const offset = await written(upload.offset, pumping, checksum)
+    writtenUploads.set(source, { upload, stats })
+    return offset
   } finally {
     // What the body left in the file stays counted; the rest of the claim goes back.
     const size = await fsp.lstat(store.dataPathOf(upload.id)).then(

@@ -134,6 +134,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     string,
     { record: Upload; offset: number; mtimeMs: number; at: number }
   >()
+  /**
+   * The concatenation kind of each `Upload` this store handed out (`getUpload`) or created, for
+   * the answer after a body was written to it (`factsAfterWrite`). Held as long as the object.
+   */
+  readonly #kindOf = new WeakMap<Upload, { concat: 'partial' | 'final' | undefined }>()
   declare configstore: RecordStore
 
   constructor(options: ExpiringFileStoreOptions) {
@@ -200,12 +205,15 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
 
   /** `getUpload`, and the record it read. */
   async #load(id: string): Promise<{ upload: Upload; record: Upload }> {
+    const file = this.dataPathOf(id)
+    // The data file's stat alongside the record's read, not after it (one wait less per request).
+    const stating = lstat(file)
+    stating.catch(() => {})
     const record = await this.configstore.get(id)
     if (!record) throw ERRORS.FILE_NOT_FOUND
-    const file = this.dataPathOf(id)
     let stats: fs.Stats
     try {
-      stats = await lstat(file)
+      stats = await stating
     } catch (error) {
       // A record without its data file: what the stock store answers, 410.
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw ERRORS.FILE_NO_LONGER_EXISTS
@@ -232,6 +240,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       creation_date: record.creation_date,
       storage: { type: 'file', path: file },
     })
+    this.#kindOf.set(upload, { concat: concatKind(record) })
     return { upload, record }
   }
 
@@ -332,6 +341,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       })
     }
     upload.storage = { type: 'file', path: file }
+    this.#kindOf.set(upload, { concat: concat?.kind })
     return upload
   }
 
@@ -525,6 +535,40 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     } catch {
       return { expiresAt: undefined }
     }
+  }
+
+  /** `partial` or `final` for an `Upload` this store handed out or created; else `undefined`. */
+  concatKindOf(upload: Upload): 'partial' | 'final' | undefined {
+    return this.#kindOf.get(upload)?.concat
+  }
+
+  /**
+   * The facts of an upload a body was just written to, for the answer to that PATCH (or POST):
+   * `upload` is the object this store gave the handler (`getUpload` under the request's lock, or
+   * `create`), with the length the request may have declared, so only the data file's clock is
+   * read (one `lstat`, where `describe` also reads the record again; none when the writer passes
+   * the `lstat` it took once the bytes were in). `undefined` for an object this store did not
+   * hand out: the caller then describes the upload afresh.
+   */
+  async factsAfterWrite(
+    upload: Upload,
+    written?: fs.Stats,
+  ): Promise<Pick<UploadFacts, 'expiresAt'> | undefined> {
+    const known = this.#kindOf.get(upload)
+    if (!known) return undefined
+    if (this.expireAfterMs === 0) return { expiresAt: undefined }
+    let stats: fs.Stats
+    try {
+      stats = written ?? (await lstat(this.dataPathOf(upload.id)))
+    } catch {
+      return { expiresAt: undefined }
+    }
+    // The body's bytes are verified once the write ended (a checksum's mark is cleared then);
+    // a finished upload takes no more bytes, so a later body's mark cannot make it unfinished.
+    const unfinished = !isFinished(upload.size, stats.size)
+    if (!unfinished && known.concat !== 'partial') return { expiresAt: undefined }
+    const activity = lastActivityMs(stats.mtimeMs, this.downtime)
+    return { expiresAt: new Date(expiresAt(activity, this.expireAfterMs)) }
   }
 
   #factsOf(record: Upload, offset: number, mtimeMs: number): UploadFacts {

@@ -75,10 +75,48 @@ export async function openStoreFile(
 const RECORD_READ_BYTES = 4096
 
 /**
+ * `openStoreFile` on a bare descriptor, through the callback API (a data file opened for every
+ * PATCH: a FileHandle and its promises cost more). The caller closes `fd` (`closeFd`).
+ */
+export async function openStoreFd(
+  file: string,
+  mode: 'read' | 'write',
+): Promise<{ fd: number; stats: fs.Stats }> {
+  let fd: number
+  try {
+    fd = await open(file, (mode === 'read' ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_NONBLOCK)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ELOOP') {
+      throw new UnsafeFileError(file, 'is a symbolic link')
+    }
+    throw error
+  }
+  try {
+    const stats = await fstat(fd)
+    const problem = !stats.isFile()
+      ? 'is not a regular file'
+      : stats.nlink > 1
+        ? `has ${stats.nlink} links`
+        : undefined
+    if (problem) throw new UnsafeFileError(file, problem)
+    return { fd, stats }
+  } catch (error) {
+    await close(fd)
+    throw error
+  }
+}
+
+/** Closes a descriptor of `openStoreFd`. */
+export const closeFd: (fd: number) => Promise<void> = promisify(fs.close)
+
+/** Truncates the file of a descriptor of `openStoreFd` to `length` bytes. */
+export const truncateFd: (fd: number, length: number) => Promise<void> = promisify(fs.ftruncate)
+
+/**
  * The text of a record file; `undefined` when there is none. Rejects on an unsafe file. On the
  * callback API, promisified: every HEAD, PATCH and sweep of an expired upload reads one, and on
  * Node 20 it costs about half of `fs/promises`' FileHandle. A record is read with three calls
- * (open, one read, close): a first read that returns some bytes but fewer than it asked for has
+ * (open, one read, and a close not waited for): a first read that returns some bytes but fewer than it asked for has
  * reached the end of a regular file. Anything else (nothing read, a full buffer, an error) is
  * looked at with `fstat`, and a file that is not a regular file or is larger than
  * `MAX_RECORD_BYTES` is refused.
@@ -94,14 +132,18 @@ export async function readRecordFile(file: string): Promise<string | undefined> 
     }
     throw error
   }
+  let text: string
   try {
     const first = Buffer.allocUnsafe(RECORD_READ_BYTES)
     const n = await read(fd, first, 0, first.length, 0).catch(() => -1)
-    if (n > 0 && n < first.length) return first.toString('utf8', 0, n)
-    return await readWhole(file, fd)
-  } finally {
+    text = n > 0 && n < first.length ? first.toString('utf8', 0, n) : await readWhole(file, fd)
+  } catch (error) {
     await close(fd)
+    throw error
   }
+  // A descriptor only read from: its close goes on while the caller goes on.
+  close(fd).catch(() => {})
+  return text
 }
 
 /** The record file open as `fd`, checked with `fstat` first (see readRecordFile). */
@@ -116,13 +158,14 @@ async function readWhole(file: string, fd: number): Promise<string> {
       : undefined
   if (problem) throw new UnsafeFileError(file, problem)
   // One byte more than the stat said: a file that grew meanwhile (not a record: records are
-  // replaced, never written in place) is caught.
+  // replaced, never written in place) is caught. A read that returns the stat's size of the
+  // size + 1 asked for has met the end of the file: no second read to hear it say 0.
   const buffer = Buffer.allocUnsafe(stats.size + 1)
   let length = 0
   for (;;) {
     const n = await read(fd, buffer, length, buffer.length - length, length)
     length += n
-    if (n === 0 || length === buffer.length) break
+    if (n === 0 || length === buffer.length || length === stats.size) break
   }
   if (length === buffer.length) throw new UnsafeFileError(file, 'grew while it was read')
   return buffer.toString('utf8', 0, length)
