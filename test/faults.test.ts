@@ -75,7 +75,9 @@ describe('faults', () => {
     expect((await request(server.endpoint, 'OPTIONS')).status).toBe(204)
     expect((await head(before.url)).status).toBe(404)
 
-    // The file store's `create` makes the directory again: uploads work without a restart.
+    // The file store's `create` makes the directory again: uploads work without a restart,
+    // also once the free-space floor's last reading of the directory is too old to be used.
+    await sleep(300)
     const data = bytes(200_000)
     const url = await tusUpload(server.endpoint, data, { chunkSize: 64 * 1024 })
     const id = url.slice(url.lastIndexOf('/') + 1)

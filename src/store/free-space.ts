@@ -6,6 +6,22 @@
  * emergency sweep (the store knows nothing of sweeps).
  */
 import fsp from 'node:fs/promises'
+import path from 'node:path'
+
+/**
+ * `statfs` of `directory`, or, when it has gone (removed behind the server's back; the store's
+ * next creation makes it again), of its nearest existing parent: the filesystem it will be on.
+ */
+async function statfsNearest(directory: string) {
+  for (let dir = directory; ; dir = path.dirname(dir)) {
+    try {
+      return await fsp.statfs(dir)
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || path.dirname(dir) === dir) throw error
+    }
+  }
+}
 
 /** How long one `statfs` answer is used. */
 const CACHE_MS = 250
@@ -37,7 +53,7 @@ export class FreeSpace {
   /** The floor of `directory`'s filesystem: `minFreeBytes`, or the default when undefined. */
   static async open(directory: string, minFreeBytes: number | undefined): Promise<FreeSpace> {
     if (minFreeBytes !== undefined) return new FreeSpace(directory, minFreeBytes)
-    const stats = await fsp.statfs(directory)
+    const stats = await statfsNearest(directory)
     return new FreeSpace(directory, defaultMinFreeBytes(stats.blocks * stats.bsize))
   }
 
@@ -54,7 +70,7 @@ export class FreeSpace {
   #stats(): Promise<{ free: number; total: number }> {
     const now = performance.now()
     if (!this.#cached || now - this.#cached.at >= CACHE_MS) {
-      const stats = fsp.statfs(this.#directory).then((s) => {
+      const stats = statfsNearest(this.#directory).then((s) => {
         const free = s.bavail * s.bsize
         for (const listener of this.#onRead) listener(free)
         return { free, total: s.blocks * s.bsize }
