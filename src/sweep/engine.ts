@@ -32,7 +32,7 @@ import {
   wholeName,
 } from '../store/expiry-policy.js'
 import { readRecordFile, readRecordFileSync, TEMP_PREFIX } from '../store/record-file.js'
-import { walkTree } from '../store/walk.js'
+import { walkTree, walkTreeSync } from '../store/walk.js'
 import type { SweepLocker } from './activity-locker.js'
 
 /** The filesystem calls the engine makes; tests inject faults here. */
@@ -45,6 +45,10 @@ export type SweepFs = Pick<typeof fsp, 'opendir' | 'lstat' | 'readFile' | 'unlin
   lstatSync?: (file: string) => fs.Stats | undefined
   /** A record's text, synchronous, or `undefined` when it is missing; else `readFile` reads it. */
   readFileSync?: (file: string) => string | undefined
+  /** With `lstatSync`: the walk reads directories synchronously too (`opendir` is then unused). */
+  opendirSync?: typeof fs.opendirSync
+  /** `unlink`, synchronous, for files of at most `SYNC_UNLINK_MAX_BYTES`; else `unlink` removes them. */
+  unlinkSync?: (file: string) => void
 }
 
 /**
@@ -66,6 +70,8 @@ const callbackFs: SweepFs = {
   // stay on the pool: unlinking a large data file can take long.
   lstatSync: (file) => fs.lstatSync(file, { throwIfNoEntry: false }),
   readFileSync: readRecordFileSync,
+  opendirSync: fs.opendirSync,
+  unlinkSync: fs.unlinkSync,
 }
 
 /** Anything with pino's `warn(obj, msg)` (Fastify's logger, pino, a test spy). */
@@ -163,6 +169,17 @@ interface SweepEntry {
   path: string
 }
 
+/**
+ * Files up to this size are unlinked synchronously (about 11 µs for a small file here, against
+ * 26 µs of CPU through libuv's pool); a larger data file goes to the pool, since freeing its
+ * blocks can take long. A removal then runs in one turn of the event loop, lock aside, so
+ * little stays alive across young-generation collections, which keeps the heap from growing.
+ */
+const SYNC_UNLINK_MAX_BYTES = 1024 * 1024
+
+/** What a look under the lock found of a session to remove; the sizes say how to unlink its files. */
+type Found = Omit<Removal, 'id' | 'kind'> & { dataSize?: number; metaSize?: number }
+
 /** What the first look learnt of a record's data file: there is none. */
 const NO_DATA = 'no-data'
 
@@ -233,10 +250,28 @@ class Sweep {
    * large the tree. Stops between entries once `signal` aborts; waits for the visits under way.
    */
   async visitAll(concurrency: number, signal: AbortSignal | undefined): Promise<void> {
-    const lstatSync = this.fs.lstatSync
+    const { lstatSync, opendirSync } = this.fs
     const pool = new BoundedPool(concurrency)
     let sliceEnd = performance.now() + SLICE_MS
     try {
+      if (lstatSync && opendirSync) {
+        // The walk is synchronous too: no promise per entry, the event loop turns between slices.
+        for (const entry of this.walkSync(opendirSync)) {
+          if (signal?.aborted) break
+          const rest = this.firstLook(entry, lstatSync)
+          if (rest) {
+            await pool.run(rest)
+            // A visit that goes on (a record read, a removal) runs mostly synchronously: requests
+            // get a turn of the event loop after each, not only after a slice.
+            await nextTurn()
+            sliceEnd = performance.now() + SLICE_MS
+          } else if (performance.now() > sliceEnd) {
+            await nextTurn()
+            sliceEnd = performance.now() + SLICE_MS
+          }
+        }
+        return
+      }
       for await (const entry of this.walk()) {
         if (signal?.aborted) break
         const rest = lstatSync ? this.firstLook(entry, lstatSync) : () => this.visit(entry)
@@ -295,6 +330,19 @@ class Sweep {
   }
 
   /** Visits an entry; `first` is what a first look learnt: the data file's stats, or that it has none. */
+  /** `walk`, synchronous. */
+  *walkSync(opendirSync: typeof fs.opendirSync): Generator<SweepEntry> {
+    const tree = walkTreeSync(this.root, {
+      kinds: ['file', 'temp', 'unreadable-directory'],
+      opendirSync,
+    })
+    for (const entry of tree) {
+      if (entry.kind === 'unreadable-directory') {
+        this.fail(entry.path, entry.error, 'cannot read a subdirectory')
+      } else yield entry
+    }
+  }
+
   async visit({ kind, path: file }: SweepEntry, first?: fs.Stats | typeof NO_DATA): Promise<void> {
     try {
       if (kind === 'temp') await this.visitTemp(file)
@@ -413,11 +461,11 @@ class Sweep {
       const metaPath = this.pathOf(id + METADATA_SUFFIX)
       // Counted only when this sweep removed it: another sweeper, or a DELETE, may have been first.
       let removed: boolean
-      if (kind === 'orphan-metadata') removed = await this.unlinkIfPresent(metaPath)
+      if (kind === 'orphan-metadata') removed = await this.unlinkIfPresent(metaPath, found.metaSize)
       else {
-        removed = await this.unlinkIfPresent(dataPath)
+        removed = await this.unlinkIfPresent(dataPath, found.dataSize)
         // An orphan's record, if any, is a torn one.
-        await this.unlinkIfPresent(metaPath)
+        await this.unlinkIfPresent(metaPath, found.metaSize)
       }
       if (removed) this.count(id, kind, found)
       return removed
@@ -427,34 +475,32 @@ class Sweep {
   }
 
   /** The session's state now: `undefined` if it no longer qualifies for removal. */
-  async lookAgain(
-    id: string,
-    kind: Removal['kind'],
-  ): Promise<Omit<Removal, 'id' | 'kind'> | undefined> {
+  async lookAgain(id: string, kind: Removal['kind']): Promise<Found | undefined> {
     const dataPath = this.pathOf(id)
     const metaPath = this.pathOf(id + METADATA_SUFFIX)
     if (kind === 'orphan-metadata') {
       if (await this.exists(dataPath)) return undefined
       const meta = await this.statIfPresent(metaPath)
       if (!meta || !this.expired(meta.mtimeMs)) return undefined
-      return { bytes: meta.size, lastActivity: meta.mtime }
+      return { bytes: meta.size, lastActivity: meta.mtime, metaSize: meta.size }
     }
     const data = await this.statIfPresent(dataPath)
     if (!data || !this.expired(data.mtimeMs)) return undefined
     const meta = await this.statIfPresent(metaPath)
     const record = meta ? await this.readRecord(id) : 'missing'
-    const bytes = data.size + (meta?.size ?? 0)
-    if (kind === 'orphan-data') {
-      return record === 'missing' || record === 'torn'
-        ? { bytes, lastActivity: data.mtime }
-        : undefined
+    const found: Found = {
+      bytes: data.size + (meta?.size ?? 0),
+      lastActivity: data.mtime,
+      dataSize: data.size,
+      metaSize: meta?.size,
     }
+    if (kind === 'orphan-data') return record === 'missing' || record === 'torn' ? found : undefined
     if (record === 'missing' || record === 'torn' || record.id !== id) return undefined
     if (!mayExpire(record, recordSize(record), verifiedBytes(record, data.size))) return undefined
-    return { bytes, lastActivity: data.mtime }
+    return found
   }
 
-  count(id: string, kind: Removal['kind'], found: Omit<Removal, 'id' | 'kind'>): void {
+  count(id: string, kind: Removal['kind'], found: Found): void {
     const report = this.report
     report.removed++
     if (kind === 'orphan-data' || kind === 'orphan-metadata') report.orphans++
@@ -462,7 +508,7 @@ class Sweep {
     report.bytesFreed += found.bytes
     if (report.ids.length < this.maxIds) report.ids.push(id)
     else report.idsTruncated = true
-    this.options.onRemove?.({ id, kind, ...found })
+    this.options.onRemove?.({ id, kind, bytes: found.bytes, lastActivity: found.lastActivity })
   }
 
   /**
@@ -506,10 +552,15 @@ class Sweep {
     }
   }
 
-  /** True when this call removed the file; false when it was already gone. */
-  async unlinkIfPresent(file: string): Promise<boolean> {
+  /**
+   * True when this call removed the file; false when it was already gone. `size`, when known
+   * from a look under the lock, lets a small file go synchronously.
+   */
+  async unlinkIfPresent(file: string, size?: number): Promise<boolean> {
     try {
-      await this.fs.unlink(file)
+      const { unlinkSync } = this.fs
+      if (unlinkSync && size !== undefined && size <= SYNC_UNLINK_MAX_BYTES) unlinkSync(file)
+      else await this.fs.unlink(file)
       return true
     } catch (error) {
       if (!isNotFound(error)) throw error
