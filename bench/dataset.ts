@@ -30,6 +30,14 @@ export function periodFor(dataset: Dataset, now = Date.now()): number {
   return now - dataset.generatedAt + ABANDONED_AGE_MS / 2
 }
 
+/**
+ * The moment that splits the template's sessions: the abandoned ones were last active before it,
+ * the fresh ones after it; `periodFor` expires exactly what is older (epoch ms).
+ */
+export function expiryCutoffMs(dataset: Dataset): number {
+  return dataset.generatedAt - ABANDONED_AGE_MS / 2
+}
+
 export async function ensureDataset(sessions: number, abandonedShare = 0.1): Promise<Dataset> {
   const dir = path.join(DATA_ROOT, `template-${sessions}`)
   const manifest = path.join(dir, '.manifest')
@@ -76,6 +84,22 @@ export async function copyOf(dataset: Dataset, name: string): Promise<string> {
   execFileSync('cp', ['-al', dataset.dir, target])
   await fs.rm(path.join(target, '.manifest'))
   return target
+}
+
+/** Data files and metadata files (`.json`) in `dir`, dot-files aside. */
+export async function countFiles(dir: string): Promise<{ data: number; metadata: number }> {
+  const counts = { data: 0, metadata: 0 }
+  for await (const entry of await fs.opendir(dir, { bufferSize: 1024 })) {
+    if (entry.name.startsWith('.')) continue
+    if (entry.name.endsWith('.json')) counts.metadata++
+    else counts.data++
+  }
+  return counts
+}
+
+/** Removes a working copy; `rm -rf` is quicker than Node's recursive rm on millions of entries. */
+export function removeCopy(dir: string): void {
+  execFileSync('rm', ['-rf', '--', dir])
 }
 
 export async function countSessions(dir: string): Promise<number> {

@@ -149,14 +149,7 @@ export async function readRecordFile(file: string): Promise<string | undefined> 
 /** The record file open as `fd`, checked with `fstat` first (see readRecordFile). */
 async function readWhole(file: string, fd: number): Promise<string> {
   const stats = await fstat(fd)
-  // Records are never written in place (they are replaced), so a hard link to a record is
-  // harmless: a copy made with links (backups, the benchmarks' datasets) is read as it is.
-  const problem = !stats.isFile()
-    ? 'is not a regular file'
-    : stats.size > MAX_RECORD_BYTES
-      ? `is larger than ${MAX_RECORD_BYTES} bytes`
-      : undefined
-  if (problem) throw new UnsafeFileError(file, problem)
+  checkRecordStats(file, stats)
   // One byte more than the stat said: a file that grew meanwhile (not a record: records are
   // replaced, never written in place) is caught. A read that returns the stat's size of the
   // size + 1 asked for has met the end of the file: no second read to hear it say 0.
@@ -169,6 +162,54 @@ async function readWhole(file: string, fd: number): Promise<string> {
   }
   if (length === buffer.length) throw new UnsafeFileError(file, 'grew while it was read')
   return buffer.toString('utf8', 0, length)
+}
+
+/**
+ * `readRecordFile`, synchronous, for the sweep: the same checks, in about a tenth of the CPU time
+ * of four calls through libuv's pool. A record is at most `MAX_RECORD_BYTES` long, from the
+ * page cache as a rule, so the event loop waits a few microseconds. Reads into one buffer that
+ * every call reuses.
+ */
+export function readRecordFileSync(file: string): string | undefined {
+  let fd: number
+  try {
+    fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
+  } catch (error) {
+    if (isMissing(error)) return undefined
+    if ((error as NodeJS.ErrnoException).code === 'ELOOP') {
+      throw new UnsafeFileError(file, 'is a symbolic link')
+    }
+    throw error
+  }
+  try {
+    const stats = fs.fstatSync(fd)
+    checkRecordStats(file, stats)
+    // As readRecordFile: one byte more than the stat said catches a file that grew.
+    const wanted = stats.size + 1
+    let length = 0
+    for (;;) {
+      const n = fs.readSync(fd, syncBuffer, length, wanted - length, length)
+      length += n
+      if (n === 0 || length === wanted) break
+    }
+    if (length === wanted) throw new UnsafeFileError(file, 'grew while it was read')
+    return syncBuffer.toString('utf8', 0, length)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+const syncBuffer = Buffer.allocUnsafe(MAX_RECORD_BYTES + 1)
+
+/** Throws `UnsafeFileError` unless `stats` are those of a record: a regular file, not too large. */
+function checkRecordStats(file: string, stats: fs.Stats): void {
+  // Records are never written in place (they are replaced), so a hard link to a record is
+  // harmless: a copy made with links (backups, the benchmarks' datasets) is read as it is.
+  const problem = !stats.isFile()
+    ? 'is not a regular file'
+    : stats.size > MAX_RECORD_BYTES
+      ? `is larger than ${MAX_RECORD_BYTES} bytes`
+      : undefined
+  if (problem) throw new UnsafeFileError(file, problem)
 }
 
 const open = promisify(fs.open) as (file: string, flags: number) => Promise<number>
