@@ -2,6 +2,7 @@
  * The sweep engine on its own, over real directories: what it removes, what it leaves, how it
  * reports, how it survives failing entries, and that its work is bounded.
  */
+import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -330,6 +331,50 @@ describe('bounded work', () => {
     expect(report).toMatchObject({ scanned: n, removed: n / 3, errors: 0 })
     expect(peak).toBeGreaterThan(1) // it does work in parallel...
     expect(peak).toBeLessThanOrEqual(4) // ...within the bound
+  })
+
+  it('gives up synchronous calls for the rest of a sweep after one that held the event loop', async () => {
+    const dir = await tempDir()
+    const ids = Array.from({ length: 60 }, (_, i) => hex(i))
+    await writeSessions(
+      dir,
+      ids.filter((_, i) => i % 3 === 0),
+      { size: 100, bytes: 1, ageMs: 2 * HOUR },
+    )
+    await writeSessions(
+      dir,
+      ids.filter((_, i) => i % 3 !== 0),
+      { size: 100, bytes: 1 },
+    )
+    const calls = { sync: 0, syncAfterSlow: 0, async: 0 }
+    let slow = false
+    const sleeper = new Int32Array(new SharedArrayBuffer(4))
+    const slowFs: SweepFs = {
+      opendir: fs.opendir,
+      lstat: ((file: string) => {
+        calls.async++
+        return fs.lstat(file)
+      }) as SweepFs['lstat'],
+      readFile: fs.readFile,
+      unlink: fs.unlink,
+      opendirSync: fsSync.opendirSync,
+      lstatSync: (file) => {
+        calls.sync++
+        if (slow) calls.syncAfterSlow++
+        // The tenth look stalls as a disk (or a network filesystem) would: 20 ms.
+        if (calls.sync === 10) {
+          Atomics.wait(sleeper, 0, 0, 20)
+          slow = true
+        }
+        return fsSync.lstatSync(file, { throwIfNoEntry: false })
+      },
+    }
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
+    expect(report).toMatchObject({ removed: 20, errors: 0 })
+    expect(calls.sync).toBe(10)
+    expect(calls.syncAfterSlow).toBe(0)
+    expect(calls.async).toBeGreaterThan(50)
+    expect((await listing(dir)).length).toBe(80)
   })
 
   it('stops between entries when its signal aborts', async () => {

@@ -192,6 +192,44 @@ type Found = Omit<Removal, 'id' | 'kind'> & { dataSize?: number; metaSize?: numb
 /** What the first look learnt of a record's data file: there is none. */
 const NO_DATA = 'no-data'
 
+/**
+ * The longest one synchronous call may take. Synchronous looks cost a few microseconds from the
+ * page cache; a call that takes longer went to the disk (or a network filesystem) and held the
+ * event loop meanwhile. After one such call, the sweep makes the rest of its calls through
+ * libuv's pool (the walk goes on reading directories synchronously, 32 entries at a time).
+ */
+const SLOW_SYNC_MS = 5
+
+/**
+ * `fs` for one sweep, its synchronous calls timed: the first that takes longer than
+ * `SLOW_SYNC_MS` removes them all from the view, so that every later look, read and unlink of
+ * this sweep is asynchronous.
+ */
+function guardingSync(base: SweepFs): SweepFs {
+  if (!base.lstatSync) return base
+  const view: SweepFs = { ...base }
+  const timed =
+    <A extends unknown[], R>(call: (...args: A) => R) =>
+    (...args: A): R => {
+      const started = performance.now()
+      try {
+        return call(...args)
+      } finally {
+        if (performance.now() - started > SLOW_SYNC_MS) {
+          view.lstatSync = undefined
+          view.existsSync = undefined
+          view.readFileSync = undefined
+          view.unlinkSync = undefined
+        }
+      }
+    }
+  view.lstatSync = timed(base.lstatSync)
+  if (base.existsSync) view.existsSync = timed(base.existsSync)
+  if (base.readFileSync) view.readFileSync = timed(base.readFileSync)
+  if (base.unlinkSync) view.unlinkSync = timed(base.unlinkSync)
+  return view
+}
+
 /** A report of a sweep that has not removed anything yet. */
 export function newReport(dryRun: boolean): SweepReport {
   return {
@@ -227,7 +265,7 @@ class Sweep {
   readonly root: string
 
   constructor(readonly options: SweepOptions) {
-    this.fs = options.fs ?? callbackFs
+    this.fs = guardingSync(options.fs ?? callbackFs)
     this.now = options.now ?? Date.now
     this.idPattern = wholeName(options.idPattern ?? DEFAULT_ID_PATTERN)
     this.maxIds = options.maxReportedIds ?? DEFAULT_MAX_REPORTED_IDS
@@ -276,7 +314,11 @@ class Sweep {
             this.fail(entry.path, entry.error, 'cannot read a subdirectory')
             continue
           }
-          const rest = this.firstLook(entry, lstatSync, existsSync)
+          // Synchronous calls may have been given up (`guardingSync`): then the visit is asynchronous.
+          const look = this.fs.lstatSync
+          const rest = look
+            ? this.firstLook(entry, look, this.fs.existsSync ?? existsSync)
+            : () => this.visit(entry)
           if (rest) {
             await pool.run(rest)
             // A visit that goes on (a record read, a removal) runs mostly synchronously: requests
