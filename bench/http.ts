@@ -49,3 +49,32 @@ export function sender(agent: http.Agent) {
     body?: Buffer | Readable,
   ) => send(agent, method, url, headers, body)
 }
+
+/**
+ * A PATCH of `chunk` at `offset` with `send`; resolves to its answer once checked (a 204 at the
+ * new offset), rejects otherwise.
+ */
+export async function patchAt(
+  send: ReturnType<typeof sender>,
+  url: string,
+  offset: number,
+  chunk: Buffer,
+): Promise<Answer> {
+  const res = await send(
+    'PATCH',
+    url,
+    {
+      ...TUS,
+      'Upload-Offset': offset,
+      'Content-Type': 'application/offset+octet-stream',
+      'Content-Length': chunk.length,
+    },
+    chunk,
+  )
+  if (res.status !== 204 || Number(res.headers['upload-offset']) !== offset + chunk.length) {
+    throw new Error(
+      `PATCH at ${offset} answered ${res.status} offset ${res.headers['upload-offset']}`,
+    )
+  }
+  return res
+}

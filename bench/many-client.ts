@@ -10,7 +10,7 @@
  */
 import { randomFillSync } from 'node:crypto'
 import http from 'node:http'
-import { sender, TUS } from './http.js'
+import { patchAt, sender, TUS } from './http.js'
 import { percentile } from './measure.js'
 
 const [origin, uploadsArg, sizeArg, chunkArg] = process.argv.slice(2) as [
@@ -44,24 +44,9 @@ async function upload(): Promise<void> {
   const url = new URL(created.headers.location as string, origin).href
   for (let offset = 0; offset < size; offset += chunkSize) {
     const chunk = data.subarray(offset, Math.min(offset + chunkSize, size))
-    const res = await send(
-      'PATCH',
-      url,
-      {
-        ...TUS,
-        'Upload-Offset': offset,
-        'Content-Type': 'application/offset+octet-stream',
-        'Content-Length': chunk.length,
-      },
-      chunk,
-    )
+    const res = await patchAt(send, url, offset, chunk)
     latencies.push(res.ms)
     patchLatencies.push(res.ms)
-    if (res.status !== 204 || Number(res.headers['upload-offset']) !== offset + chunk.length) {
-      throw new Error(
-        `PATCH at ${offset} answered ${res.status} offset ${res.headers['upload-offset']}`,
-      )
-    }
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { randomFillSync } from 'node:crypto'
 import http from 'node:http'
-import { sender, TUS } from './http.js'
+import { patchAt, sender, TUS } from './http.js'
 
 const [origin, sizeArg, chunkArg] = process.argv.slice(2) as [string, string, string]
 const MiB = 1024 * 1024
@@ -28,22 +28,7 @@ async function serverCpu(): Promise<{ user: number; total: number }> {
 const cpuBefore = await serverCpu()
 const started = performance.now()
 for (let offset = 0; offset < size; offset += chunk.length) {
-  const res = await send(
-    'PATCH',
-    url,
-    {
-      ...TUS,
-      'Upload-Offset': offset,
-      'Content-Type': 'application/offset+octet-stream',
-      'Content-Length': chunk.length,
-    },
-    chunk,
-  )
-  if (res.status !== 204 || Number(res.headers['upload-offset']) !== offset + chunk.length) {
-    throw new Error(
-      `PATCH at ${offset} answered ${res.status} offset ${res.headers['upload-offset']}`,
-    )
-  }
+  await patchAt(send, url, offset, chunk)
 }
 const seconds = (performance.now() - started) / 1000
 const cpuAfter = await serverCpu()

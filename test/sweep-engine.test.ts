@@ -287,22 +287,27 @@ describe('failing entries', () => {
   })
 })
 
+/** `n` unfinished sessions, every third abandoned (two hours idle), the others fresh. */
+async function writeThirdAbandoned(dir: string, n: number): Promise<void> {
+  const ids = Array.from({ length: n }, (_, i) => hex(i))
+  await writeSessions(
+    dir,
+    ids.filter((_, i) => i % 3 === 0),
+    { size: 100, bytes: 1, ageMs: 2 * HOUR },
+  )
+  await writeSessions(
+    dir,
+    ids.filter((_, i) => i % 3 !== 0),
+    { size: 100, bytes: 1 },
+  )
+}
+
 describe('bounded work', () => {
   it('never has more than `concurrency` file operations under way, however large the directory', async () => {
     const dir = await tempDir()
     // Hundreds of entries: a sweep that did not bound its work would have hundreds under way.
     const n = 600
-    const ids = Array.from({ length: n }, (_, i) => hex(i))
-    await writeSessions(
-      dir,
-      ids.filter((_, i) => i % 3 === 0),
-      { size: 100, bytes: 1, ageMs: 2 * HOUR },
-    )
-    await writeSessions(
-      dir,
-      ids.filter((_, i) => i % 3 !== 0),
-      { size: 100, bytes: 1 },
-    )
+    await writeThirdAbandoned(dir, n)
     let inFlight = 0
     let peak = 0
     const counted =
@@ -335,17 +340,7 @@ describe('bounded work', () => {
 
   it('gives up synchronous calls for the rest of a sweep after one that held the event loop', async () => {
     const dir = await tempDir()
-    const ids = Array.from({ length: 60 }, (_, i) => hex(i))
-    await writeSessions(
-      dir,
-      ids.filter((_, i) => i % 3 === 0),
-      { size: 100, bytes: 1, ageMs: 2 * HOUR },
-    )
-    await writeSessions(
-      dir,
-      ids.filter((_, i) => i % 3 !== 0),
-      { size: 100, bytes: 1 },
-    )
+    await writeThirdAbandoned(dir, 60)
     const calls = { sync: 0, syncAfterSlow: 0, async: 0 }
     let slow = false
     const sleeper = new Int32Array(new SharedArrayBuffer(4))
