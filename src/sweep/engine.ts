@@ -300,6 +300,9 @@ class Sweep {
     const { lstatSync, opendirSync } = this.fs
     const existsSync = this.fs.existsSync ?? ((file: string) => lstatSync?.(file) !== undefined)
     const pool = new BoundedPool(concurrency)
+    // The caller's turn of the event loop ends first (a server's onReady: its ready() does not
+    // wait for the first slice).
+    await nextTurn()
     let sliceEnd = performance.now() + SLICE_MS
     try {
       if (lstatSync && opendirSync) {
