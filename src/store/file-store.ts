@@ -565,8 +565,9 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     }
     // The body's bytes are verified once the write ended (a checksum's mark is cleared then);
     // a finished upload takes no more bytes, so a later body's mark cannot make it unfinished.
-    const unfinished = !isFinished(upload.size, stats.size)
-    if (!unfinished && known.concat !== 'partial') return { expiresAt: undefined }
+    if (!mayExpire({ [CONCAT]: known.concat }, upload.size, stats.size)) {
+      return { expiresAt: undefined }
+    }
     const activity = lastActivityMs(stats.mtimeMs, this.downtime)
     return { expiresAt: new Date(expiresAt(activity, this.expireAfterMs)) }
   }
