@@ -47,32 +47,16 @@ export async function openStoreFile(
   file: string,
   mode: 'read' | 'write',
 ): Promise<{ handle: fsp.FileHandle; stats: fs.Stats }> {
-  let handle: fsp.FileHandle
-  try {
-    handle = await fsp.open(file, (mode === 'read' ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_NONBLOCK)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ELOOP') {
-      throw new UnsafeFileError(file, 'is a symbolic link')
-    }
-    throw error
-  }
+  const handle = await fsp.open(file, storeFileFlags(mode)).catch(refusingLink(file))
   try {
     const stats = await handle.stat()
-    const problem = !stats.isFile()
-      ? 'is not a regular file'
-      : stats.nlink > 1
-        ? `has ${stats.nlink} links`
-        : undefined
-    if (problem) throw new UnsafeFileError(file, problem)
+    checkStoreFileStats(file, stats)
     return { handle, stats }
   } catch (error) {
     await handle.close()
     throw error
   }
 }
-
-/** A first read of this much holds every record of the store's own making (a few hundred bytes). */
-const RECORD_READ_BYTES = 4096
 
 /**
  * `openStoreFile` on a bare descriptor, through the callback API (a data file opened for every
@@ -82,29 +66,43 @@ export async function openStoreFd(
   file: string,
   mode: 'read' | 'write',
 ): Promise<{ fd: number; stats: fs.Stats }> {
-  let fd: number
-  try {
-    fd = await open(file, (mode === 'read' ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_NONBLOCK)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ELOOP') {
-      throw new UnsafeFileError(file, 'is a symbolic link')
-    }
-    throw error
-  }
+  const fd = await open(file, storeFileFlags(mode)).catch(refusingLink(file))
   try {
     const stats = await fstat(fd)
-    const problem = !stats.isFile()
-      ? 'is not a regular file'
-      : stats.nlink > 1
-        ? `has ${stats.nlink} links`
-        : undefined
-    if (problem) throw new UnsafeFileError(file, problem)
+    checkStoreFileStats(file, stats)
     return { fd, stats }
   } catch (error) {
     await close(fd)
     throw error
   }
 }
+
+function storeFileFlags(mode: 'read' | 'write'): number {
+  return (mode === 'read' ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_NONBLOCK
+}
+
+/** An open's error, with a symbolic link (refused by O_NOFOLLOW) as an `UnsafeFileError`. */
+function refusingLink(file: string): (error: unknown) => never {
+  return (error) => {
+    if ((error as NodeJS.ErrnoException).code === 'ELOOP') {
+      throw new UnsafeFileError(file, 'is a symbolic link')
+    }
+    throw error
+  }
+}
+
+/** Throws `UnsafeFileError` unless `stats` are those of a regular file with one link. */
+function checkStoreFileStats(file: string, stats: fs.Stats): void {
+  const problem = !stats.isFile()
+    ? 'is not a regular file'
+    : stats.nlink > 1
+      ? `has ${stats.nlink} links`
+      : undefined
+  if (problem) throw new UnsafeFileError(file, problem)
+}
+
+/** A first read of this much holds every record of the store's own making (a few hundred bytes). */
+const RECORD_READ_BYTES = 4096
 
 /** Closes a descriptor of `openStoreFd`. */
 export const closeFd: (fd: number) => Promise<void> = promisify(fs.close)
