@@ -170,6 +170,49 @@ describe('Upload-Offset', () => {
   })
 })
 
+describe('POST', () => {
+  it("frames a creation's 201 with Content-Length: 0 on a reusable connection, and a hook's body whole", async () => {
+    const server = await startServer({
+      tus: {
+        onUploadFinish: async () => ({ body: 'stored, thank you\n' }),
+      },
+    })
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    const post = (headers: Record<string, string>, body?: string) =>
+      new Promise<{ res: http.IncomingMessage; text: string }>((resolve, reject) => {
+        const req = http.request(
+          server.endpoint,
+          { method: 'POST', headers: { ...TUS, ...headers }, agent },
+          (res) => {
+            let text = ''
+            res.setEncoding('utf8')
+            res.on('data', (chunk) => {
+              text += chunk
+            })
+            res.on('end', () => resolve({ res, text }))
+          },
+        )
+        req.on('error', reject)
+        req.end(body)
+      })
+    try {
+      const created = await post({ 'Upload-Length': '3' })
+      expect(created.res.statusCode).toBe(201)
+      expect(created.res.headers['content-length']).toBe('0')
+      expect(created.res.headers['transfer-encoding']).toBeUndefined()
+      expect(created.text).toBe('')
+      // Creation with upload that finishes it: the hook's body, framed with its own length.
+      const finished = await post({ 'Upload-Length': '3', ...OCTETS }, 'abc')
+      expect(finished.res.statusCode).toBe(201)
+      expect(finished.text).toBe('stored, thank you\n')
+      expect(finished.res.headers['content-length']).toBe(String(finished.text.length))
+      expect(finished.res.socket).toBe(created.res.socket)
+    } finally {
+      agent.destroy()
+    }
+  })
+})
+
 describe('HEAD', () => {
   it('states offset, length, metadata as sent, no-store, and leaves a keep-alive connection usable', async () => {
     const server = await startServer()

@@ -301,6 +301,30 @@ describe('crashes (kill -9)', () => {
     expect((await fs.readdir(directory)).sort()).toEqual([id, `${id}.json`])
   })
 
+  it('a creation over a record a crash left behind (torn, or a link to an outside file) replaces it whole and writes nothing through it', async () => {
+    const directory = await tempDir()
+    const outside = path.join(await tempDir(), 'outside.json')
+    await fs.writeFile(outside, 'not yours')
+    const store = new ExpiringFileStore({ directory, expireAfterMs: HOUR })
+    await store.init()
+    const torn = hex(2)
+    const linked = hex(3)
+    await fs.writeFile(path.join(directory, `${torn}.json`), '{"id":')
+    await fs.symlink(outside, path.join(directory, `${linked}.json`))
+    for (const id of [torn, linked]) {
+      await store.create(new Upload({ id, offset: 0, size: 10, metadata: { name: id } }))
+      const record = path.join(directory, `${id}.json`)
+      expect((await fs.lstat(record)).isFile()).toBe(true)
+      expect(JSON.parse(await fs.readFile(record, 'utf8'))).toMatchObject({ id, size: 10 })
+      expect((await store.getUpload(id)).metadata).toEqual({ name: id })
+    }
+    expect(await fs.readFile(outside, 'utf8')).toBe('not yours')
+    // No temporary file is left behind.
+    expect((await fs.readdir(directory)).sort()).toEqual(
+      [torn, `${torn}.json`, linked, `${linked}.json`].sort(),
+    )
+  })
+
   it('an upload whose record a crash left empty: 404, removed by the sweep once older than the period, as an orphan, not an error', async () => {
     const server = await startServer({ expireAfterMs: HOUR, cleanupOnStart: false })
     const upload = await createUpload(server.endpoint, 10)

@@ -147,6 +147,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       if (parts) markConcatRequest(webRequest, parts)
       response = await how.tus.handleWeb(webRequest)
       if (parts?.kind === 'final') response = await finishFinal(how.tus, webRequest, response)
+      else framingEmptyBody(method, response)
       await how.fixAnswer(webRequest, response)
       if (how.metrics) how.metrics.bytesReceived(bytesStored(request, response))
     }
@@ -194,6 +195,18 @@ function mayHaveBody(method: string, response: Response): boolean {
   return (
     method !== 'HEAD' && status !== 204 && status !== 304 && headers.get('content-length') !== '0'
   )
+}
+
+/**
+ * tus gives every answer it writes with bytes a Content-Length (BaseHandler.write, Server.write),
+ * all but a download's stream (GET): without one, the body is its '' (a creation's 201). Framed
+ * with 0, it is written bodyless rather than streamed (`Transfer-Encoding: chunked`, one empty
+ * chunk). Only for tus' own answers: a Response built here may carry a body without a length.
+ */
+function framingEmptyBody(method: string, response: Response): void {
+  if (method !== 'GET' && response.body !== null && !response.headers.has('content-length')) {
+    response.headers.set('Content-Length', '0')
+  }
 }
 
 /** How far the answer moved the upload's offset: the bytes a PATCH (or a creation) stored. */

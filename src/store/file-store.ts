@@ -63,9 +63,10 @@ import {
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 /** The callback API, promisified: about half the cost of `fs/promises` on Node 20. */
 const lstat = promisify(fs.lstat)
+const fstat = promisify(fs.fstat) as (fd: number) => Promise<fs.Stats>
 
 import { rawMetadataOf } from './raw-metadata.js'
-import { createEmptyFile, openStoreFile } from './record-file.js'
+import { closeFd, createEmptyFile, openStoreFile } from './record-file.js'
 import { RecordStore } from './record-store.js'
 
 export interface ExpiringFileStoreOptions {
@@ -138,7 +139,14 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * The concatenation kind of each `Upload` this store handed out (`getUpload`) or created, for
    * the answer after a body was written to it (`factsAfterWrite`). Held as long as the object.
    */
-  readonly #kindOf = new WeakMap<Upload, { concat: 'partial' | 'final' | undefined }>()
+  readonly #kindOf = new WeakMap<
+    Upload,
+    {
+      concat: 'partial' | 'final' | undefined
+      /** For an upload `create` made: its data file's mtime then (`undefined` if unread). */
+      created?: Promise<number | undefined>
+    }
+  >()
   declare configstore: RecordStore
 
   constructor(options: ExpiringFileStoreOptions) {
@@ -327,21 +335,30 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     // made when missing, not asked for on every creation.
     if (upload.id.includes('/')) await fsp.mkdir(path.dirname(file), { recursive: true })
     const concat = concatOf(upload)
+    let created: Promise<number | undefined> | undefined
     if (concat?.kind === 'final') {
       await this.#createFinal(upload, concat, file)
     } else {
       await this.withQuota(upload.size ?? 0, async () => {
-        await createEmptyFile(file).catch(async (error: NodeJS.ErrnoException) => {
+        const fd = await createEmptyFile(file).catch(async (error: NodeJS.ErrnoException) => {
           if (error.code !== 'ENOENT') throw error
           await fsp.mkdir(path.dirname(file), { recursive: true })
-          await createEmptyFile(file)
+          return createEmptyFile(file)
         })
+        // The id is this creation's now (O_EXCL): its record is written while the data file's
+        // clock (for `Upload-Expires`) is read and its descriptor closed.
+        const clock = fstat(fd).then(
+          (stats) => stats.mtimeMs,
+          () => undefined,
+        )
+        const closing = clock.then(() => closeFd(fd))
+        created = clock
         const record = concat ? { ...upload, [CONCAT]: 'partial' } : upload
-        await this.configstore.set(upload.id, record as Upload)
+        await Promise.all([this.configstore.create(upload.id, record as Upload), closing])
       })
     }
     upload.storage = { type: 'file', path: file }
-    this.#kindOf.set(upload, { concat: concat?.kind })
+    this.#kindOf.set(upload, { concat: concat?.kind, created })
     return upload
   }
 
@@ -520,7 +537,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
 
   /**
    * The facts of an upload this process has just created without a body: its record is known,
-   * so only its data file's clock is read (one `lstat`, where `describe` also reads the record).
+   * so only its data file's clock is needed: the one `create` read, or else one `lstat` (where
+   * `describe` also reads the record).
    * A final upload, and an empty one, are finished.
    */
   async factsOfCreation(upload: Upload): Promise<Pick<UploadFacts, 'expiresAt'>> {
@@ -529,7 +547,9 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     if (this.expireAfterMs === 0 || (finished && kind !== 'partial'))
       return { expiresAt: undefined }
     try {
-      const { mtimeMs } = await lstat(this.dataPathOf(upload.id))
+      const mtimeMs =
+        (await this.#kindOf.get(upload)?.created) ??
+        (await lstat(this.dataPathOf(upload.id))).mtimeMs
       const activity = lastActivityMs(mtimeMs, this.downtime)
       return { expiresAt: new Date(expiresAt(activity, this.expireAfterMs)) }
     } catch {
