@@ -581,15 +581,18 @@ async function manySection(): Promise<Section> {
       await fs.mkdir(dir, { recursive: true })
       const srv = await server('upload-server.js', [variant, dir])
       try {
-        const r = worker('many-client.js', [
-          srv.origin,
-          uploads,
-          sizeMiB,
-          chunkMiB,
-        ]) as unknown as Run
+        // The same uploads twice in one server process: first cold (its JIT compiling as it
+        // serves), then warm, the measure. The cold round's files go before the warm one.
+        const args = [srv.origin, uploads, sizeMiB, chunkMiB]
+        const cold = worker('many-client.js', args) as unknown as Run
+        append(runs, `${variant} cold`, cold)
+        for (const name of await fs.readdir(dir)) {
+          await fs.rm(path.join(dir, name), { recursive: true, force: true })
+        }
+        const r = worker('many-client.js', args) as unknown as Run
         append(runs, variant, r)
         console.log(
-          `many ${variant}: ${fmt(r.mibPerSecond)} MiB/s, server CPU ${fmt(r.cpuSecondsPerGiB, 2)} s/GiB (user ${fmt(r.userCpuSecondsPerGiB, 2)}), p99 ${fmt(r.p99Ms, 0)} ms, max ${fmt(r.maxMs, 0)} ms`,
+          `many ${variant}: ${fmt(r.mibPerSecond)} MiB/s, server CPU ${fmt(r.cpuSecondsPerGiB, 2)} s/GiB (user ${fmt(r.userCpuSecondsPerGiB, 2)}), p99 ${fmt(r.p99Ms, 0)} ms, max ${fmt(r.maxMs, 0)} ms; cold ${fmt(cold.mibPerSecond)} MiB/s, ${fmt(cold.cpuSecondsPerGiB, 2)} s/GiB, max ${fmt(cold.maxMs, 0)} ms`,
         )
       } finally {
         await srv.stop()
@@ -598,7 +601,9 @@ async function manySection(): Promise<Section> {
     }
   }
   const m = (v: string, field: keyof Run) => median((runs[v] ?? []).map((r) => r[field]))
-  const worst = (v: string) => Math.max(...(runs[v] ?? []).map((r) => r.maxMs))
+  // The 1 s goal holds for every request, the cold rounds' too.
+  const worst = (v: string) =>
+    Math.max(...[...(runs[v] ?? []), ...(runs[`${v} cold`] ?? [])].map((r) => r.maxMs))
   const names: Record<(typeof variants)[number], string> = {
     plugin: '(a) fastify-tus in Fastify',
     tus: '(b) bare @tus/server + FileStore on node:http',
@@ -612,7 +617,9 @@ async function manySection(): Promise<Section> {
       `each a POST, then its ${sizeMiB / chunkMiB} PATCHes of ${chunkMiB} MiB one after the other. The raw pipe (c) gets the same ` +
       'requests: its POST creates an empty file, each PATCH opens the file and pipes the body into it at `Upload-Offset` ' +
       '(no lock, no record, no offset check). Aggregate throughput is all the bytes over the time from the first POST to ' +
-      `the last answer; server CPU is the server process's \`process.cpuUsage()\` over that span, per GiB; latency is of every request (POSTs and PATCHes), from sending it to the end of its answer. ${rounds} rounds, rotated; medians, but the worst max of all rounds.`,
+      `the last answer; server CPU is the server process's \`process.cpuUsage()\` over that span, per GiB; latency is of every request (POSTs and PATCHes), from sending it to the end of its answer. ` +
+      'Each server process serves the same uploads twice: first cold, its JIT compiling as it goes (the "cold" columns), then, once those files are removed, warm: the measure, as a server that has been up for a while sees it. ' +
+      `${rounds} rounds, rotated; medians, but the worst max of all rounds, cold ones included.`,
     rows: variants.map((v) => ({
       server: names[v],
       'MiB/s': fmt(m(v, 'mibPerSecond')),
@@ -623,6 +630,8 @@ async function manySection(): Promise<Section> {
       'p99 (ms)': fmt(m(v, 'p99Ms'), 0),
       'max (ms)': fmt(m(v, 'maxMs'), 0),
       'worst max (ms)': fmt(worst(v), 0),
+      'cold MiB/s': fmt(m(`${v} cold`, 'mibPerSecond')),
+      'cold vs (c) cold': fmt(m(`${v} cold`, 'mibPerSecond') / m('raw cold', 'mibPerSecond'), 2),
     })),
     goals: [
       {
@@ -631,7 +640,7 @@ async function manySection(): Promise<Section> {
         met: ratio >= 0.9,
       },
       {
-        goal: 'no request of (a) over 1 s (worst of all rounds)',
+        goal: 'no request of (a) over 1 s (worst of all rounds, cold included)',
         value: `${fmt(worst('plugin'), 0)} ms`,
         met: worst('plugin') <= 1000,
       },
@@ -641,7 +650,7 @@ async function manySection(): Promise<Section> {
         variants
           .map(
             (v) =>
-              `${v} ${(runs[v] ?? []).map((r) => `${fmt(r.mibPerSecond, 0)} MiB/s ${fmt(r.cpuSecondsPerGiB, 2)} s/GiB max ${fmt(r.maxMs, 0)} ms`).join(', ')}`,
+              `${v} ${(runs[v] ?? []).map((r, i) => `${fmt(r.mibPerSecond, 0)} MiB/s ${fmt(r.cpuSecondsPerGiB, 2)} s/GiB max ${fmt(r.maxMs, 0)} ms (cold ${fmt(runs[`${v} cold`]?.[i]?.mibPerSecond ?? Number.NaN, 0)} MiB/s)`).join(', ')}`,
           )
           .join('; ') +
         '.',
