@@ -354,7 +354,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
         const closing = clock.then(() => closeFd(fd))
         created = clock
         const record = concat ? { ...upload, [CONCAT]: 'partial' } : upload
-        await Promise.all([this.configstore.create(upload.id, record as Upload), closing])
+        await Promise.all([this.configstore.set(upload.id, record as Upload), closing])
       })
     }
     upload.storage = { type: 'file', path: file }

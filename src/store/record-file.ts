@@ -7,8 +7,6 @@
  *   record: a crash leaves the old record or the new one, never a torn one (@tus/utils'
  *   `FileKvStore` truncates, then writes). A temporary file a crash left behind is named
  *   `.fastify-tus-tmp.<random>.<name>`; the sweep removes it once it is older than the period.
- *   A creation's first record, where there was none, is written in place (`writeNewRecordFile`):
- *   nobody has been told of that upload yet, so a crash that tears it loses nothing.
  * - Reads and in-place writes open with `O_NOFOLLOW` (a symbolic link is refused by the kernel,
  *   not by an earlier check that a swap could race) and `O_NONBLOCK` (a FIFO does not block a
  *   thread of libuv's pool), then check on the open descriptor that the file is a regular file
@@ -253,7 +251,10 @@ export async function writeRecordFile(
   const fd = await openMode(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
   try {
     try {
-      await writeAll(fd, Buffer.from(text))
+      const bytes = Buffer.from(text)
+      for (let done = 0; done < bytes.length; ) {
+        done += await write(fd, bytes, done, bytes.length - done, done)
+      }
       if (durable) await fsync(fd)
     } finally {
       await close(fd)
@@ -262,41 +263,6 @@ export async function writeRecordFile(
   } catch (error) {
     await fsp.unlink(temp).catch(() => {})
     throw error
-  }
-}
-
-/**
- * Writes the record of an upload being created, where none exists: in place (`O_EXCL`), without
- * the temporary file and the rename of `writeRecordFile`, one directory change instead of two.
- * Only a creation may: its upload has no answer yet, so a crash that leaves the new record empty
- * or cut short loses nothing anybody was told of (the record reads as missing, 404, and the sweep
- * removes the pair as an orphan once older than the period). A record already there (an orphan
- * a crash left) is replaced atomically, by `writeRecordFile`.
- */
-export async function writeNewRecordFile(file: string, text: string): Promise<void> {
-  let fd: number
-  try {
-    fd = await openMode(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-    return writeRecordFile(file, text)
-  }
-  try {
-    try {
-      await writeAll(fd, Buffer.from(text))
-    } finally {
-      await close(fd)
-    }
-  } catch (error) {
-    // The file is this call's own (O_EXCL): no half record stays behind.
-    await fsp.unlink(file).catch(() => {})
-    throw error
-  }
-}
-
-async function writeAll(fd: number, bytes: Buffer): Promise<void> {
-  for (let done = 0; done < bytes.length; ) {
-    done += await write(fd, bytes, done, bytes.length - done, done)
   }
 }
 

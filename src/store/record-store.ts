@@ -7,7 +7,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { ERRORS, isPathInsideDirectory, type KvStore, type Upload } from '@tus/utils'
 import { METADATA_SUFFIX } from './expiry-policy.js'
-import { readRecordFile, writeNewRecordFile, writeRecordFile } from './record-file.js'
+import { readRecordFile, writeRecordFile } from './record-file.js'
 
 export class RecordStore implements KvStore<Upload> {
   constructor(readonly directory: string) {}
@@ -25,11 +25,6 @@ export class RecordStore implements KvStore<Upload> {
   /** Replaces the record of `id` whole; `durable`: flushed to the disk before it replaces the old one. */
   async set(id: string, record: Upload, { durable = false }: { durable?: boolean } = {}) {
     await writeRecordFile(this.fileOf(id), JSON.stringify(record), { durable })
-  }
-
-  /** Writes the record of an upload being created (see `writeNewRecordFile`: in place). */
-  async create(id: string, record: Upload): Promise<void> {
-    await writeNewRecordFile(this.fileOf(id), JSON.stringify(record))
   }
 
   async delete(id: string): Promise<void> {
