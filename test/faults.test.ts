@@ -325,6 +325,23 @@ describe('crashes (kill -9)', () => {
     )
   })
 
+  it("a creation of an id that exists fails and changes nothing: the first upload's record stays, no temporary file is left", async () => {
+    const directory = await tempDir()
+    const store = new ExpiringFileStore({ directory, expireAfterMs: HOUR })
+    await store.init()
+    const id = hex(4)
+    await store.create(new Upload({ id, offset: 0, size: 10, metadata: { who: 'first' } }))
+    await expect(
+      store.create(new Upload({ id, offset: 0, size: 20, metadata: { who: 'second' } })),
+    ).rejects.toMatchObject({ code: 'EEXIST' })
+    const upload = await store.getUpload(id)
+    expect({ size: upload.size, metadata: upload.metadata }).toEqual({
+      size: 10,
+      metadata: { who: 'first' },
+    })
+    expect((await fs.readdir(directory)).sort()).toEqual([id, `${id}.json`])
+  })
+
   it('an upload whose record a crash left empty: 404, removed by the sweep once older than the period, as an orphan, not an error', async () => {
     const server = await startServer({ expireAfterMs: HOUR, cleanupOnStart: false })
     const upload = await createUpload(server.endpoint, 10)

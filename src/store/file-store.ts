@@ -340,21 +340,32 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       await this.#createFinal(upload, concat, file)
     } else {
       await this.withQuota(upload.size ?? 0, async () => {
-        const fd = await createEmptyFile(file).catch(async (error: NodeJS.ErrnoException) => {
-          if (error.code !== 'ENOENT') throw error
+        // The record is staged while the data file is created, and renamed into place once the
+        // data file (O_EXCL) says the id is this creation's; then the data file's clock (for
+        // `Upload-Expires`) is read and its descriptor closed alongside the rename.
+        const record = (concat ? { ...upload, [CONCAT]: 'partial' } : upload) as Upload
+        let staging = this.configstore.stage(upload.id, record)
+        staging.catch(() => {})
+        let fd: number
+        try {
+          fd = await createEmptyFile(file)
+        } catch (error) {
+          await staging.then(
+            (staged) => staged.discard(),
+            () => {},
+          )
+          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
           await fsp.mkdir(path.dirname(file), { recursive: true })
-          return createEmptyFile(file)
-        })
-        // The id is this creation's now (O_EXCL): its record is written while the data file's
-        // clock (for `Upload-Expires`) is read and its descriptor closed.
+          fd = await createEmptyFile(file)
+          staging = this.configstore.stage(upload.id, record)
+        }
         const clock = fstat(fd).then(
           (stats) => stats.mtimeMs,
           () => undefined,
         )
         const closing = clock.then(() => closeFd(fd))
         created = clock
-        const record = concat ? { ...upload, [CONCAT]: 'partial' } : upload
-        await Promise.all([this.configstore.set(upload.id, record as Upload), closing])
+        await Promise.all([staging.then((staged) => staged.commit()), closing])
       })
     }
     upload.storage = { type: 'file', path: file }

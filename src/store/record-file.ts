@@ -245,10 +245,32 @@ let tempCounter = 0
 export async function writeRecordFile(
   file: string,
   text: string,
-  { durable = false }: { durable?: boolean } = {},
+  options: { durable?: boolean } = {},
 ): Promise<void> {
+  await (await stageRecordFile(file, text, options)).commit()
+}
+
+/** A record written to its temporary file, not yet in place. */
+export interface StagedRecord {
+  /** Renames it over the record. */
+  commit(): Promise<void>
+  /** Removes it, leaving the record as it was. */
+  discard(): Promise<void>
+}
+
+/**
+ * The first half of `writeRecordFile`: `text` in a temporary file beside `file`, to be renamed
+ * over it (`commit`) or removed (`discard`). A creation stages its record while it creates the
+ * data file, and puts it in place only once that file, made with O_EXCL, says the id is its own.
+ */
+export async function stageRecordFile(
+  file: string,
+  text: string,
+  { durable = false }: { durable?: boolean } = {},
+): Promise<StagedRecord> {
   const temp = tempNameFor(file)
   const fd = await openMode(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
+  const discard = () => fsp.unlink(temp).catch(() => {})
   try {
     try {
       const bytes = Buffer.from(text)
@@ -259,10 +281,17 @@ export async function writeRecordFile(
     } finally {
       await close(fd)
     }
-    await rename(temp, file)
   } catch (error) {
-    await fsp.unlink(temp).catch(() => {})
+    await discard()
     throw error
+  }
+  return {
+    commit: () =>
+      rename(temp, file).catch(async (error: unknown) => {
+        await discard()
+        throw error
+      }),
+    discard,
   }
 }
 

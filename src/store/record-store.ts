@@ -7,7 +7,12 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { ERRORS, isPathInsideDirectory, type KvStore, type Upload } from '@tus/utils'
 import { METADATA_SUFFIX } from './expiry-policy.js'
-import { readRecordFile, writeRecordFile } from './record-file.js'
+import {
+  readRecordFile,
+  type StagedRecord,
+  stageRecordFile,
+  writeRecordFile,
+} from './record-file.js'
 
 export class RecordStore implements KvStore<Upload> {
   constructor(readonly directory: string) {}
@@ -25,6 +30,11 @@ export class RecordStore implements KvStore<Upload> {
   /** Replaces the record of `id` whole; `durable`: flushed to the disk before it replaces the old one. */
   async set(id: string, record: Upload, { durable = false }: { durable?: boolean } = {}) {
     await writeRecordFile(this.fileOf(id), JSON.stringify(record), { durable })
+  }
+
+  /** The record of `id` in its temporary file, to be put in place or discarded (`stageRecordFile`). */
+  stage(id: string, record: Upload): Promise<StagedRecord> {
+    return stageRecordFile(this.fileOf(id), JSON.stringify(record))
   }
 
   async delete(id: string): Promise<void> {
