@@ -5,8 +5,9 @@
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
+import { MemoryLocker } from '@tus/server'
 import { describe, expect, it } from 'vitest'
-import { type SweepFs, sweepDirectory } from '../src/sweep/index.js'
+import { ActivityLocker, type SweepFs, sweepDirectory } from '../src/sweep/index.js'
 import { age, exists, tempDir, writeSession, writeSessions } from './helpers.js'
 
 const HOUR = 3_600_000
@@ -370,6 +371,35 @@ describe('bounded work', () => {
     expect(calls.syncAfterSlow).toBe(0)
     expect(calls.async).toBeGreaterThan(50)
     expect((await listing(dir)).length).toBe(80)
+  })
+
+  it("removes uploads of an in-process locker without entries in MemoryLocker's table, and skips one held there", async () => {
+    const dir = await tempDir()
+    await writeThirdAbandoned(dir, 30)
+    const memory = new MemoryLocker()
+    const locker = new ActivityLocker(memory)
+    // Someone holds the lock of one abandoned upload through the MemoryLocker itself.
+    const heldId = hex(3)
+    let askedToRelease = false
+    const held = memory.newLock(heldId)
+    await held.lock(new AbortController().signal, () => {
+      askedToRelease = true
+    })
+    const tableDuringRemovals: number[] = []
+    const report = await sweepDirectory({
+      directory: dir,
+      expireAfterMs: HOUR,
+      locker,
+      onRemove: () => tableDuringRemovals.push(memory.locks.size),
+    })
+    expect(report).toMatchObject({ removed: 9, skippedBusy: 1, errors: 0 })
+    expect(report.ids).not.toContain(heldId)
+    expect(askedToRelease).toBe(false)
+    // Every removal ran with only the other holder's entry in the table.
+    expect(tableDuringRemovals).toEqual(Array(9).fill(1))
+    expect(await exists(path.join(dir, heldId))).toBe(true)
+    await held.unlock()
+    expect(memory.locks.size).toBe(0)
   })
 
   it('stops between entries when its signal aborts', async () => {

@@ -71,8 +71,8 @@ const callbackFs: SweepFs = {
   }) as SweepFs['readFile'],
   unlink: promisify(fs.unlink),
   // Looks (lstat, records of at most 64 KiB) are synchronous: a few µs each from the page cache,
-  // where a call through libuv's pool costs the process about 13 µs of CPU on Node 20. Removals
-  // stay on the pool: unlinking a large data file can take long.
+  // where a call through libuv's pool costs the process about 13 µs of CPU on Node 20. Unlinks of
+  // large data files stay on the pool: freeing their blocks can take long.
   lstatSync: (file) => fs.lstatSync(file, { throwIfNoEntry: false }),
   // existsSync (access(2)) builds no Stats (four Dates and a dozen numbers on Node 20); it
   // follows links, so when it finds nothing, lstat tells a dangling link from no file at all.
@@ -211,7 +211,7 @@ interface SweepEntry {
 /**
  * Files up to this size are unlinked synchronously (about 11 µs for a small file here, against
  * 26 µs of CPU through libuv's pool); a larger data file goes to the pool, since freeing its
- * blocks can take long. A removal then runs in one turn of the event loop, lock aside, so
+ * blocks can take long. A removal then runs as one synchronous section (`removeNow`), so
  * little stays alive across young-generation collections, which keeps the heap from growing.
  */
 const SYNC_UNLINK_MAX_BYTES = 1024 * 1024
@@ -531,6 +531,8 @@ class Sweep {
   }
 
   async removeLocked(id: string, kind: Removal['kind']): Promise<boolean> {
+    const done = this.removeNow(id, kind)
+    if (done !== undefined) return done
     const lock = this.options.locker ? await this.options.locker.tryLock(id) : undefined
     if (this.options.locker && !lock) {
       this.report.skippedBusy++
@@ -557,20 +559,90 @@ class Sweep {
     }
   }
 
+  /**
+   * The removal as one synchronous section, when it can be one: the locker's locks live in this
+   * process only (`isFreeHere`), or there is no locker, and the looks, the record read and the
+   * unlinks are all synchronous. Nothing else in the process runs until the section ends, so no
+   * request can take the lock between the check and the unlinks: the lock is held without taking
+   * it. Taking it would put an entry in the locker's table and delete it again, and V8 replaces
+   * a `Map`'s hash table on such changes, leaving garbage in the old generation (see `Claims`).
+   * `undefined` when it cannot be one (the caller then takes the lock).
+   */
+  removeNow(id: string, kind: Removal['kind']): boolean | undefined {
+    const { locker, signal } = this.options
+    const { lstatSync, readFileSync, unlinkSync } = this.fs
+    if (!lstatSync || !readFileSync || !unlinkSync) return undefined
+    if (locker && !locker.isFreeHere) return undefined
+    if (locker?.isFreeHere && !locker.isFreeHere(id)) {
+      this.report.skippedBusy++
+      return false
+    }
+    const stat = (file: string) => this.statIfPresentSync(file, lstatSync)
+    const found = this.lookAgainWith(id, kind, stat, () => this.readRecordSync(readFileSync, id))
+    // Checked under the lock: once close() has begun, nothing more is deleted.
+    if (!found || signal?.aborted) return false
+    const small = (size: number | undefined) => size === undefined || size <= SYNC_UNLINK_MAX_BYTES
+    // A large data file is unlinked on the pool, under the lock taken by the caller.
+    if (!small(found.dataSize) || !small(found.metaSize)) return undefined
+    const unlink = (file: string) => this.unlinkIfPresentSync(file, unlinkSync)
+    let removed: boolean
+    if (kind === 'orphan-metadata') removed = unlink(this.pathOf(id + METADATA_SUFFIX))
+    else {
+      removed = unlink(this.pathOf(id))
+      // An orphan's record, if any, is a torn one.
+      unlink(this.pathOf(id + METADATA_SUFFIX))
+    }
+    if (removed) this.count(id, kind, found)
+    return removed
+  }
+
   /** The session's state now: `undefined` if it no longer qualifies for removal. */
   async lookAgain(id: string, kind: Removal['kind']): Promise<Found | undefined> {
     const dataPath = this.pathOf(id)
     const metaPath = this.pathOf(id + METADATA_SUFFIX)
     if (kind === 'orphan-metadata') {
       if (await this.exists(dataPath)) return undefined
-      const meta = await this.statIfPresent(metaPath)
-      if (!meta || !this.expired(meta.mtimeMs)) return undefined
-      return { bytes: meta.size, lastActivity: meta.mtime, metaSize: meta.size }
+      return this.judgeOrphanRecord(await this.statIfPresent(metaPath))
     }
     const data = await this.statIfPresent(dataPath)
     if (!data || !this.expired(data.mtimeMs)) return undefined
     const meta = await this.statIfPresent(metaPath)
     const record = meta ? await this.readRecord(id) : 'missing'
+    return this.judge(id, kind, data, meta, record)
+  }
+
+  /** `lookAgain`, synchronous, on the calls it is given. */
+  lookAgainWith(
+    id: string,
+    kind: Removal['kind'],
+    stat: (file: string) => fs.Stats | undefined,
+    readRecord: () => ParsedRecord,
+  ): Found | undefined {
+    const dataPath = this.pathOf(id)
+    const metaPath = this.pathOf(id + METADATA_SUFFIX)
+    if (kind === 'orphan-metadata') {
+      return stat(dataPath) ? undefined : this.judgeOrphanRecord(stat(metaPath))
+    }
+    const data = stat(dataPath)
+    if (!data || !this.expired(data.mtimeMs)) return undefined
+    const meta = stat(metaPath)
+    return this.judge(id, kind, data, meta, meta ? readRecord() : 'missing')
+  }
+
+  /** A record without its data file: what to remove, if it is still expired. */
+  judgeOrphanRecord(meta: fs.Stats | undefined): Found | undefined {
+    if (!meta || !this.expired(meta.mtimeMs)) return undefined
+    return { bytes: meta.size, lastActivity: meta.mtime, metaSize: meta.size }
+  }
+
+  /** A data file (expired) and its record as looked at under the lock: what to remove, if anything. */
+  judge(
+    id: string,
+    kind: Removal['kind'],
+    data: fs.Stats,
+    meta: fs.Stats | undefined,
+    record: ParsedRecord,
+  ): Found | undefined {
     const found: Found = {
       bytes: data.size + (meta?.size ?? 0),
       lastActivity: data.mtime,
@@ -599,29 +671,58 @@ class Sweep {
    * store left it: empty or cut short), or the parsed record. Throws on a file that is unsafe to
    * read or that is JSON but not a record of the store: an error, never removed on a guess.
    */
-  async readRecord(id: string): Promise<Record<string, unknown> | 'missing' | 'torn'> {
+  async readRecord(id: string): Promise<ParsedRecord> {
+    const { readFileSync } = this.fs
+    if (readFileSync) return this.readRecordSync(readFileSync, id)
     const file = this.pathOf(id + METADATA_SUFFIX)
     let text: string | undefined
     try {
-      const { readFileSync } = this.fs
-      text = readFileSync ? readFileSync(file) : await this.fs.readFile(file, 'utf8')
+      text = await this.fs.readFile(file, 'utf8')
     } catch (error) {
       if (isNotFound(error)) return 'missing'
       throw error
     }
-    if (text === undefined) return 'missing'
-    let record: unknown
+    return parseRecordText(text)
+  }
+
+  /** `readRecord`, synchronous. */
+  readRecordSync(readFileSync: (file: string) => string | undefined, id: string): ParsedRecord {
+    let text: string | undefined
     try {
-      record = JSON.parse(text)
-    } catch {
-      return 'torn'
+      text = readFileSync(this.pathOf(id + METADATA_SUFFIX))
+    } catch (error) {
+      if (isNotFound(error)) return 'missing'
+      throw error
     }
-    recordSize(record) // throws on a record that is not the store's
-    return record as Record<string, unknown>
+    return parseRecordText(text)
   }
 
   async exists(file: string): Promise<boolean> {
     return (await this.statIfPresent(file)) !== undefined
+  }
+
+  /** `statIfPresent`, synchronous. */
+  statIfPresentSync(
+    file: string,
+    lstatSync: NonNullable<SweepFs['lstatSync']>,
+  ): fs.Stats | undefined {
+    try {
+      return lstatSync(file)
+    } catch (error) {
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+  }
+
+  /** `unlinkIfPresent`, synchronous. */
+  unlinkIfPresentSync(file: string, unlinkSync: NonNullable<SweepFs['unlinkSync']>): boolean {
+    try {
+      unlinkSync(file)
+      return true
+    } catch (error) {
+      if (!isNotFound(error)) throw error
+      return false
+    }
   }
 
   /** The file's stats, or `undefined` when it is missing; synchronous with `lstatSync`. */
@@ -710,6 +811,22 @@ function tempFileOf(file: string): { id: string; kind: 'orphan-data' | 'orphan-m
   return name.endsWith(METADATA_SUFFIX)
     ? { id: `${dir}${name.slice(0, -METADATA_SUFFIX.length)}`, kind: 'orphan-metadata' }
     : { id: `${dir}${name}`, kind: 'orphan-data' }
+}
+
+/** A record as the sweep reads it: see `Sweep.readRecord`. */
+type ParsedRecord = Record<string, unknown> | 'missing' | 'torn'
+
+/** A record's text (`undefined`: no file) read as `Sweep.readRecord` says. */
+function parseRecordText(text: string | undefined): ParsedRecord {
+  if (text === undefined) return 'missing'
+  let record: unknown
+  try {
+    record = JSON.parse(text)
+  } catch {
+    return 'torn'
+  }
+  recordSize(record) // throws on a record that is not the store's
+  return record as Record<string, unknown>
 }
 
 function isNotFound(error: unknown): boolean {
