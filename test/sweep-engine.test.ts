@@ -373,6 +373,47 @@ describe('bounded work', () => {
     expect((await listing(dir)).length).toBe(80)
   })
 
+  it('after a slow record read, reads records on the pool and keeps its looks synchronous', async () => {
+    const dir = await tempDir()
+    await writeThirdAbandoned(dir, 60)
+    const calls = { lstatSync: 0, readSync: 0, readAsync: 0, lstatAsync: 0 }
+    const sleeper = new Int32Array(new SharedArrayBuffer(4))
+    const slowReadFs: SweepFs = {
+      opendir: fs.opendir,
+      lstat: ((file: string) => {
+        calls.lstatAsync++
+        return fs.lstat(file)
+      }) as SweepFs['lstat'],
+      readFile: ((file: string) => {
+        calls.readAsync++
+        return fs.readFile(file, 'utf8')
+      }) as SweepFs['readFile'],
+      unlink: fs.unlink,
+      opendirSync: fsSync.opendirSync,
+      lstatSync: (file) => {
+        calls.lstatSync++
+        return fsSync.lstatSync(file, { throwIfNoEntry: false })
+      },
+      readFileSync: (file) => {
+        calls.readSync++
+        // The first synchronous read stalls as a cold disk would: 20 ms.
+        if (calls.readSync === 1) Atomics.wait(sleeper, 0, 0, 20)
+        return fsSync.readFileSync(file, 'utf8')
+      },
+      unlinkSync: fsSync.unlinkSync,
+    }
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowReadFs })
+    expect(report).toMatchObject({ removed: 20, errors: 0 })
+    // One read was synchronous, the slow one; every later read went to the pool (the first looks
+    // at 19 expired uploads, the looks under their locks at all 20).
+    expect(calls.readSync).toBe(1)
+    expect(calls.readAsync).toBe(19 + 20)
+    // The looks stayed synchronous.
+    expect(calls.lstatAsync).toBe(0)
+    expect(calls.lstatSync).toBeGreaterThanOrEqual(60)
+    expect((await listing(dir)).length).toBe(80)
+  })
+
   it("removes uploads of an in-process locker without entries in MemoryLocker's table, and skips one held there", async () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 30)

@@ -225,38 +225,47 @@ const NO_DATA = 'no-data'
 /**
  * The longest one synchronous call may take. Synchronous looks cost a few microseconds from the
  * page cache; a call that takes longer went to the disk (or a network filesystem) and held the
- * event loop meanwhile. After one such call, the sweep makes the rest of its calls through
- * libuv's pool (the walk goes on reading directories synchronously, 32 entries at a time).
+ * event loop meanwhile. After one such call, the sweep makes the rest of its calls of that kind
+ * through libuv's pool (the walk goes on reading directories synchronously, 32 entries at a time).
  */
 const SLOW_SYNC_MS = 5
 
 /**
- * `fs` for one sweep, its synchronous calls timed: the first that takes longer than
- * `SLOW_SYNC_MS` removes them all from the view, so that every later look, read and unlink of
- * this sweep is asynchronous.
+ * `fs` for one sweep, its synchronous calls timed: the first of a kind that takes longer than
+ * `SLOW_SYNC_MS` removes that kind from the view, so that every later call of that kind in this
+ * sweep is asynchronous. The kinds wait on different things: looks (`lstat`, `access`) on inodes,
+ * record reads on data blocks, unlinks on the filesystem's journal; one cold record, say, leaves
+ * the looks synchronous (on the pool, each costs about four times the CPU).
  */
 function guardingSync(base: SweepFs): SweepFs {
   if (!base.lstatSync) return base
   const view: SweepFs = { ...base }
   const timed =
-    <A extends unknown[], R>(call: (...args: A) => R) =>
+    <A extends unknown[], R>(call: (...args: A) => R, giveUp: () => void) =>
     (...args: A): R => {
       const started = performance.now()
       try {
         return call(...args)
       } finally {
-        if (performance.now() - started > SLOW_SYNC_MS) {
-          view.lstatSync = undefined
-          view.existsSync = undefined
-          view.readFileSync = undefined
-          view.unlinkSync = undefined
-        }
+        if (performance.now() - started > SLOW_SYNC_MS) giveUp()
       }
     }
-  view.lstatSync = timed(base.lstatSync)
-  if (base.existsSync) view.existsSync = timed(base.existsSync)
-  if (base.readFileSync) view.readFileSync = timed(base.readFileSync)
-  if (base.unlinkSync) view.unlinkSync = timed(base.unlinkSync)
+  const noLooks = () => {
+    view.lstatSync = undefined
+    view.existsSync = undefined
+  }
+  view.lstatSync = timed(base.lstatSync, noLooks)
+  if (base.existsSync) view.existsSync = timed(base.existsSync, noLooks)
+  if (base.readFileSync) {
+    view.readFileSync = timed(base.readFileSync, () => {
+      view.readFileSync = undefined
+    })
+  }
+  if (base.unlinkSync) {
+    view.unlinkSync = timed(base.unlinkSync, () => {
+      view.unlinkSync = undefined
+    })
+  }
   return view
 }
 
