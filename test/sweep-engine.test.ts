@@ -373,6 +373,41 @@ describe('bounded work', () => {
     expect((await listing(dir)).length).toBe(80)
   })
 
+  it('keeps synchronous looks through one slow call (a busy machine), gives them up after slow call upon slow call (a cold disk)', async () => {
+    const sleeper = new Int32Array(new SharedArrayBuffer(4))
+    const sweepWithSlowLooks = async (slow: (n: number) => boolean) => {
+      const dir = await tempDir()
+      await writeThirdAbandoned(dir, 60)
+      const calls = { sync: 0, async: 0 }
+      const slowFs: SweepFs = {
+        opendir: fs.opendir,
+        lstat: ((file: string) => {
+          calls.async++
+          return fs.lstat(file)
+        }) as SweepFs['lstat'],
+        readFile: fs.readFile,
+        unlink: fs.unlink,
+        opendirSync: fsSync.opendirSync,
+        lstatSync: (file) => {
+          calls.sync++
+          // Slow, not stalled: 8 ms, over 5 ms and under 15 ms.
+          if (slow(calls.sync)) Atomics.wait(sleeper, 0, 0, 8)
+          return fsSync.lstatSync(file, { throwIfNoEntry: false })
+        },
+      }
+      const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
+      expect(report).toMatchObject({ removed: 20, errors: 0 })
+      expect((await listing(dir)).length).toBe(80)
+      return calls
+    }
+    const once = await sweepWithSlowLooks((n) => n === 10)
+    expect(once.async).toBe(0)
+    expect(once.sync).toBeGreaterThan(60)
+    const again = await sweepWithSlowLooks((n) => n >= 10)
+    expect(again.sync).toBe(12)
+    expect(again.async).toBeGreaterThan(50)
+  })
+
   it('after a slow record read, reads records on the pool and keeps its looks synchronous', async () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 60)

@@ -223,48 +223,73 @@ type Found = Omit<Removal, 'id' | 'kind'> & { dataSize?: number; metaSize?: numb
 const NO_DATA = 'no-data'
 
 /**
- * The longest one synchronous call may take. Synchronous looks cost a few microseconds from the
- * page cache; a call that takes longer went to the disk (or a network filesystem) and held the
- * event loop meanwhile. After one such call, the sweep makes the rest of its calls of that kind
- * through libuv's pool (the walk goes on reading directories synchronously, 32 entries at a time).
+ * A synchronous call longer than this was slow. Synchronous looks cost a few microseconds from
+ * the page cache; a slow call went to the disk (or a network filesystem), or the process waited
+ * for a CPU (a busy machine), and held the event loop meanwhile.
  */
 const SLOW_SYNC_MS = 5
+/**
+ * One call this long gives up its kind of call at once: on top of a slice (`SLICE_MS`) it makes
+ * a turn of the event loop of 20 ms.
+ */
+const STALL_SYNC_MS = 15
+/**
+ * Shorter slow calls give up their kind when `SLOW_SYNC_CALLS` of them come within
+ * `SLOW_SYNC_WINDOW_MS`: a cold disk makes call after call slow, where a busy machine makes one
+ * now and then, which the pool would not cure (each call there costs about four times the CPU,
+ * and a long sweep that gave up its looks took three times as long).
+ */
+const SLOW_SYNC_CALLS = 3
+const SLOW_SYNC_WINDOW_MS = 1000
 
 /**
- * `fs` for one sweep, its synchronous calls timed: the first of a kind that takes longer than
- * `SLOW_SYNC_MS` removes that kind from the view, so that every later call of that kind in this
- * sweep is asynchronous. The kinds wait on different things: looks (`lstat`, `access`) on inodes,
+ * `fs` for one sweep, its synchronous calls timed: a kind of call that stalls (`STALL_SYNC_MS`),
+ * or is slow too often (`SLOW_SYNC_CALLS`), is removed from the view, so that every later call
+ * of that kind in this sweep is asynchronous (the walk goes on reading directories synchronously,
+ * 32 entries at a time). The kinds wait on different things: looks (`lstat`, `access`) on inodes,
  * record reads on data blocks, unlinks on the filesystem's journal; one cold record, say, leaves
- * the looks synchronous (on the pool, each costs about four times the CPU).
+ * the looks synchronous.
  */
 function guardingSync(base: SweepFs): SweepFs {
   if (!base.lstatSync) return base
   const view: SweepFs = { ...base }
-  const timed =
-    <A extends unknown[], R>(call: (...args: A) => R, giveUp: () => void) =>
-    (...args: A): R => {
-      const started = performance.now()
-      try {
-        return call(...args)
-      } finally {
-        if (performance.now() - started > SLOW_SYNC_MS) giveUp()
+  /** Times the calls of one kind; `giveUp` removes the kind from the view. */
+  const guard = (giveUp: () => void) => {
+    let windowStart = 0
+    let slowCalls = 0
+    return <A extends unknown[], R>(call: (...args: A) => R) =>
+      (...args: A): R => {
+        const started = performance.now()
+        try {
+          return call(...args)
+        } finally {
+          const ms = performance.now() - started
+          if (ms > SLOW_SYNC_MS) {
+            if (slowCalls === 0 || started - windowStart > SLOW_SYNC_WINDOW_MS) {
+              windowStart = started
+              slowCalls = 0
+            }
+            slowCalls++
+            if (ms > STALL_SYNC_MS || slowCalls >= SLOW_SYNC_CALLS) giveUp()
+          }
+        }
       }
-    }
-  const noLooks = () => {
+  }
+  const looks = guard(() => {
     view.lstatSync = undefined
     view.existsSync = undefined
-  }
-  view.lstatSync = timed(base.lstatSync, noLooks)
-  if (base.existsSync) view.existsSync = timed(base.existsSync, noLooks)
+  })
+  view.lstatSync = looks(base.lstatSync)
+  if (base.existsSync) view.existsSync = looks(base.existsSync)
   if (base.readFileSync) {
-    view.readFileSync = timed(base.readFileSync, () => {
+    view.readFileSync = guard(() => {
       view.readFileSync = undefined
-    })
+    })(base.readFileSync)
   }
   if (base.unlinkSync) {
-    view.unlinkSync = timed(base.unlinkSync, () => {
+    view.unlinkSync = guard(() => {
       view.unlinkSync = undefined
-    })
+    })(base.unlinkSync)
   }
   return view
 }
@@ -591,8 +616,12 @@ class Sweep {
     // Checked under the lock: once close() has begun, nothing more is deleted.
     if (!found || signal?.aborted) return false
     const small = (size: number | undefined) => size === undefined || size <= SYNC_UNLINK_MAX_BYTES
-    // A large data file is unlinked on the pool, under the lock taken by the caller.
+    // A large data file is unlinked on the pool, under the lock taken by the caller; so is the
+    // session whose look was slow enough to give up a kind of synchronous call.
     if (!small(found.dataSize) || !small(found.metaSize)) return undefined
+    const { fs: now } = this
+    if (now.lstatSync !== lstatSync || now.readFileSync !== readFileSync) return undefined
+    if (now.unlinkSync !== unlinkSync) return undefined
     const unlink = (file: string) => this.unlinkIfPresentSync(file, unlinkSync)
     let removed: boolean
     if (kind === 'orphan-metadata') removed = unlink(this.pathOf(id + METADATA_SUFFIX))
