@@ -339,7 +339,7 @@ describe('bounded work', () => {
     expect(peak).toBeLessThanOrEqual(4) // ...within the bound
   })
 
-  it('gives up synchronous calls for the rest of a sweep after one that held the event loop', async () => {
+  it('gives up synchronous calls for a while after one that held the event loop', async () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 60)
     const calls = { sync: 0, syncAfterSlow: 0, async: 0 }
@@ -371,6 +371,41 @@ describe('bounded work', () => {
     expect(calls.syncAfterSlow).toBe(0)
     expect(calls.async).toBeGreaterThan(50)
     expect((await listing(dir)).length).toBe(80)
+  })
+
+  it('takes synchronous looks up again a while after it gave them up', async () => {
+    const dir = await tempDir()
+    await writeThirdAbandoned(dir, 120)
+    const calls = { sync: 0, syncAfterSlow: 0, async: 0 }
+    let slowAt = 0
+    const sleeper = new Int32Array(new SharedArrayBuffer(4))
+    const slowFs: SweepFs = {
+      opendir: fs.opendir,
+      // Looks through the pool take 100 ms here: 120 of them, 8 at a time, last about 1.5 s.
+      lstat: (async (file: string) => {
+        calls.async++
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        return fs.lstat(file)
+      }) as SweepFs['lstat'],
+      readFile: fs.readFile,
+      unlink: fs.unlink,
+      opendirSync: fsSync.opendirSync,
+      lstatSync: (file) => {
+        calls.sync++
+        if (slowAt) calls.syncAfterSlow++
+        if (calls.sync === 10) {
+          Atomics.wait(sleeper, 0, 0, 20)
+          slowAt = performance.now()
+        }
+        return fsSync.lstatSync(file, { throwIfNoEntry: false })
+      },
+    }
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
+    expect(report).toMatchObject({ removed: 40, errors: 0 })
+    expect(calls.async).toBeGreaterThan(0)
+    // A second later, the looks were synchronous again.
+    expect(calls.syncAfterSlow).toBeGreaterThan(0)
+    expect((await listing(dir)).length).toBe(160)
   })
 
   it('keeps synchronous looks through one slow call (a busy machine), gives them up after slow call upon slow call (a cold disk)', async () => {

@@ -241,23 +241,49 @@ const STALL_SYNC_MS = 15
  */
 const SLOW_SYNC_CALLS = 3
 const SLOW_SYNC_WINDOW_MS = 1000
+/**
+ * How long a kind of call given up stays on the pool the first time; each later time, twice as
+ * long. A busy spell of the machine passes, and the calls through the pool cost more CPU and
+ * more memory (visits in flight across young-generation collections, locks taken in the
+ * locker's table); a cold disk is tried again a few times per sweep only.
+ */
+const SYNC_PAUSE_MS = 1000
 
 /**
  * `fs` for one sweep, its synchronous calls timed: a kind of call that stalls (`STALL_SYNC_MS`),
- * or is slow too often (`SLOW_SYNC_CALLS`), is removed from the view, so that every later call
- * of that kind in this sweep is asynchronous (the walk goes on reading directories synchronously,
- * 32 entries at a time). The kinds wait on different things: looks (`lstat`, `access`) on inodes,
- * record reads on data blocks, unlinks on the filesystem's journal; one cold record, say, leaves
- * the looks synchronous.
+ * or is slow too often (`SLOW_SYNC_CALLS`), is removed from the view for a while
+ * (`SYNC_PAUSE_MS`), so that meanwhile every call of that kind is asynchronous (the walk goes on
+ * reading directories synchronously, 32 entries at a time). The kinds wait on different things:
+ * looks (`lstat`, `access`) on inodes, record reads on data blocks, unlinks on the filesystem's
+ * journal; one cold record, say, leaves the looks synchronous.
  */
 function guardingSync(base: SweepFs): SweepFs {
   if (!base.lstatSync) return base
   const view: SweepFs = { ...base }
-  /** Times the calls of one kind; `giveUp` removes the kind from the view. */
-  const guard = (giveUp: () => void) => {
+  type Kind = 'lstatSync' | 'existsSync' | 'readFileSync' | 'unlinkSync'
+  /** Times the calls of the kinds `keys`, which give up (and come back) together. */
+  const guard = (keys: Kind[]) => {
+    const timedCalls = new Map<Kind, SweepFs[Kind]>()
     let windowStart = 0
     let slowCalls = 0
-    return <A extends unknown[], R>(call: (...args: A) => R) =>
+    let pauseMs = SYNC_PAUSE_MS
+    let paused = false
+    const giveUp = () => {
+      slowCalls = 0
+      // A call captured before the kind was given up (a removal's synchronous section) may be
+      // slow too: the pause under way stands.
+      if (paused) return
+      paused = true
+      for (const key of keys) view[key] = undefined
+      // Unreferenced: a sweep that ends meanwhile keeps no process alive.
+      setTimeout(() => {
+        paused = false
+        for (const [key, call] of timedCalls) view[key] = call as never
+      }, pauseMs).unref()
+      pauseMs *= 2
+    }
+    const timed =
+      <A extends unknown[], R>(call: (...args: A) => R) =>
       (...args: A): R => {
         const started = performance.now()
         try {
@@ -274,23 +300,18 @@ function guardingSync(base: SweepFs): SweepFs {
           }
         }
       }
+    for (const key of keys) {
+      const call = base[key]
+      if (call) {
+        const wrapped = timed(call as (...args: unknown[]) => unknown) as SweepFs[Kind]
+        timedCalls.set(key, wrapped)
+        view[key] = wrapped as never
+      }
+    }
   }
-  const looks = guard(() => {
-    view.lstatSync = undefined
-    view.existsSync = undefined
-  })
-  view.lstatSync = looks(base.lstatSync)
-  if (base.existsSync) view.existsSync = looks(base.existsSync)
-  if (base.readFileSync) {
-    view.readFileSync = guard(() => {
-      view.readFileSync = undefined
-    })(base.readFileSync)
-  }
-  if (base.unlinkSync) {
-    view.unlinkSync = guard(() => {
-      view.unlinkSync = undefined
-    })(base.unlinkSync)
-  }
+  guard(['lstatSync', 'existsSync'])
+  guard(['readFileSync'])
+  guard(['unlinkSync'])
   return view
 }
 
