@@ -5,8 +5,9 @@
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
+import { MemoryLocker } from '@tus/server'
 import { describe, expect, it } from 'vitest'
-import { type SweepFs, sweepDirectory } from '../src/sweep/index.js'
+import { ActivityLocker, type SweepFs, sweepDirectory } from '../src/sweep/index.js'
 import { age, exists, tempDir, writeSession, writeSessions } from './helpers.js'
 
 const HOUR = 3_600_000
@@ -338,7 +339,7 @@ describe('bounded work', () => {
     expect(peak).toBeLessThanOrEqual(4) // ...within the bound
   })
 
-  it('gives up synchronous calls for the rest of a sweep after one that held the event loop', async () => {
+  it('gives up synchronous calls for a while after one that held the event loop', async () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 60)
     const calls = { sync: 0, syncAfterSlow: 0, async: 0 }
@@ -370,6 +371,146 @@ describe('bounded work', () => {
     expect(calls.syncAfterSlow).toBe(0)
     expect(calls.async).toBeGreaterThan(50)
     expect((await listing(dir)).length).toBe(80)
+  })
+
+  it('takes synchronous looks up again a while after it gave them up', async () => {
+    const dir = await tempDir()
+    await writeThirdAbandoned(dir, 120)
+    const calls = { sync: 0, syncAfterSlow: 0, async: 0 }
+    let slowAt = 0
+    const sleeper = new Int32Array(new SharedArrayBuffer(4))
+    const slowFs: SweepFs = {
+      opendir: fs.opendir,
+      // Looks through the pool take 100 ms here: 120 of them, 8 at a time, last about 1.5 s.
+      lstat: (async (file: string) => {
+        calls.async++
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        return fs.lstat(file)
+      }) as SweepFs['lstat'],
+      readFile: fs.readFile,
+      unlink: fs.unlink,
+      opendirSync: fsSync.opendirSync,
+      lstatSync: (file) => {
+        calls.sync++
+        if (slowAt) calls.syncAfterSlow++
+        if (calls.sync === 10) {
+          Atomics.wait(sleeper, 0, 0, 20)
+          slowAt = performance.now()
+        }
+        return fsSync.lstatSync(file, { throwIfNoEntry: false })
+      },
+    }
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
+    expect(report).toMatchObject({ removed: 40, errors: 0 })
+    expect(calls.async).toBeGreaterThan(0)
+    // A second later, the looks were synchronous again.
+    expect(calls.syncAfterSlow).toBeGreaterThan(0)
+    expect((await listing(dir)).length).toBe(160)
+  })
+
+  it('keeps synchronous looks through one slow call (a busy machine), gives them up after slow call upon slow call (a cold disk)', async () => {
+    const sleeper = new Int32Array(new SharedArrayBuffer(4))
+    const sweepWithSlowLooks = async (slow: (n: number) => boolean) => {
+      const dir = await tempDir()
+      await writeThirdAbandoned(dir, 60)
+      const calls = { sync: 0, async: 0 }
+      const slowFs: SweepFs = {
+        opendir: fs.opendir,
+        lstat: ((file: string) => {
+          calls.async++
+          return fs.lstat(file)
+        }) as SweepFs['lstat'],
+        readFile: fs.readFile,
+        unlink: fs.unlink,
+        opendirSync: fsSync.opendirSync,
+        lstatSync: (file) => {
+          calls.sync++
+          // Slow, not stalled: 8 ms, over 5 ms and under 15 ms.
+          if (slow(calls.sync)) Atomics.wait(sleeper, 0, 0, 8)
+          return fsSync.lstatSync(file, { throwIfNoEntry: false })
+        },
+      }
+      const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
+      expect(report).toMatchObject({ removed: 20, errors: 0 })
+      expect((await listing(dir)).length).toBe(80)
+      return calls
+    }
+    const once = await sweepWithSlowLooks((n) => n === 10)
+    expect(once.async).toBe(0)
+    expect(once.sync).toBeGreaterThan(60)
+    const again = await sweepWithSlowLooks((n) => n >= 10)
+    expect(again.sync).toBe(12)
+    expect(again.async).toBeGreaterThan(50)
+  })
+
+  it('after a slow record read, reads records on the pool and keeps its looks synchronous', async () => {
+    const dir = await tempDir()
+    await writeThirdAbandoned(dir, 60)
+    const calls = { lstatSync: 0, readSync: 0, readAsync: 0, lstatAsync: 0 }
+    const sleeper = new Int32Array(new SharedArrayBuffer(4))
+    const slowReadFs: SweepFs = {
+      opendir: fs.opendir,
+      lstat: ((file: string) => {
+        calls.lstatAsync++
+        return fs.lstat(file)
+      }) as SweepFs['lstat'],
+      readFile: ((file: string) => {
+        calls.readAsync++
+        return fs.readFile(file, 'utf8')
+      }) as SweepFs['readFile'],
+      unlink: fs.unlink,
+      opendirSync: fsSync.opendirSync,
+      lstatSync: (file) => {
+        calls.lstatSync++
+        return fsSync.lstatSync(file, { throwIfNoEntry: false })
+      },
+      readFileSync: (file) => {
+        calls.readSync++
+        // The first synchronous read stalls as a cold disk would: 20 ms.
+        if (calls.readSync === 1) Atomics.wait(sleeper, 0, 0, 20)
+        return fsSync.readFileSync(file, 'utf8')
+      },
+      unlinkSync: fsSync.unlinkSync,
+    }
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowReadFs })
+    expect(report).toMatchObject({ removed: 20, errors: 0 })
+    // One read was synchronous, the slow one; every later read went to the pool (the first looks
+    // at 19 expired uploads, the looks under their locks at all 20).
+    expect(calls.readSync).toBe(1)
+    expect(calls.readAsync).toBe(19 + 20)
+    // The looks stayed synchronous.
+    expect(calls.lstatAsync).toBe(0)
+    expect(calls.lstatSync).toBeGreaterThanOrEqual(60)
+    expect((await listing(dir)).length).toBe(80)
+  })
+
+  it("removes uploads of an in-process locker without entries in MemoryLocker's table, and skips one held there", async () => {
+    const dir = await tempDir()
+    await writeThirdAbandoned(dir, 30)
+    const memory = new MemoryLocker()
+    const locker = new ActivityLocker(memory)
+    // Someone holds the lock of one abandoned upload through the MemoryLocker itself.
+    const heldId = hex(3)
+    let askedToRelease = false
+    const held = memory.newLock(heldId)
+    await held.lock(new AbortController().signal, () => {
+      askedToRelease = true
+    })
+    const tableDuringRemovals: number[] = []
+    const report = await sweepDirectory({
+      directory: dir,
+      expireAfterMs: HOUR,
+      locker,
+      onRemove: () => tableDuringRemovals.push(memory.locks.size),
+    })
+    expect(report).toMatchObject({ removed: 9, skippedBusy: 1, errors: 0 })
+    expect(report.ids).not.toContain(heldId)
+    expect(askedToRelease).toBe(false)
+    // Every removal ran with only the other holder's entry in the table.
+    expect(tableDuringRemovals).toEqual(Array(9).fill(1))
+    expect(await exists(path.join(dir, heldId))).toBe(true)
+    await held.unlock()
+    expect(memory.locks.size).toBe(0)
   })
 
   it('stops between entries when its signal aborts', async () => {

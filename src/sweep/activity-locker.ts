@@ -11,6 +11,13 @@ export interface HeldLock {
 /** What the sweep needs from a locker: a lock it can take only when nobody uses the upload. */
 export interface SweepLocker {
   tryLock(id: string): Promise<HeldLock | undefined>
+  /**
+   * For a locker whose locks exist in this process only: whether nothing here holds or waits for
+   * the lock of `id`. Synchronous code that starts when it is true then runs as the lock's
+   * holder, since nothing else of the process runs until it ends (the sweep removes a session so
+   * without taking the lock). Absent for a locker shared between processes (Redis).
+   */
+  isFreeHere?: ((id: string) => boolean) | undefined
 }
 
 /** How long the sweep waits for a lock that no request of this process holds (another process may). */
@@ -34,9 +41,18 @@ export class ActivityLocker implements Locker, SweepLocker {
   /** Told how long each request waited for a lock, acquired or not (metrics). */
   readonly #onLockWait: ((seconds: number) => void) | undefined
 
+  /** With `MemoryLocker`, whose locks are this process's: see `SweepLocker.isFreeHere`. */
+  readonly isFreeHere: ((id: string) => boolean) | undefined
+
   constructor(inner: Locker, onLockWait?: (seconds: number) => void) {
     this.#inner = inner
     this.#onLockWait = onLockWait
+    if (inner instanceof MemoryLocker) {
+      const locks = memoryLockTable(inner)
+      // The same check as `tryLock`'s: no request of this process holds or waits for the lock
+      // (through this wrapper), and nobody holds it in the table (through the locker itself).
+      this.isFreeHere = (id) => !this.isBusy(id) && !locks.has(id)
+    }
   }
 
   newLock(id: string): Lock {

@@ -71,8 +71,8 @@ const callbackFs: SweepFs = {
   }) as SweepFs['readFile'],
   unlink: promisify(fs.unlink),
   // Looks (lstat, records of at most 64 KiB) are synchronous: a few µs each from the page cache,
-  // where a call through libuv's pool costs the process about 13 µs of CPU on Node 20. Removals
-  // stay on the pool: unlinking a large data file can take long.
+  // where a call through libuv's pool costs the process about 13 µs of CPU on Node 20. Unlinks of
+  // large data files stay on the pool: freeing their blocks can take long.
   lstatSync: (file) => fs.lstatSync(file, { throwIfNoEntry: false }),
   // existsSync (access(2)) builds no Stats (four Dates and a dozen numbers on Node 20); it
   // follows links, so when it finds nothing, lstat tells a dangling link from no file at all.
@@ -163,8 +163,38 @@ export interface SweepReport {
 
 const DEFAULT_CONCURRENCY = 8
 const DEFAULT_MAX_REPORTED_IDS = 1000
+/**
+ * Keys held for a moment by one of a few holders at a time, in a list of slots that never
+ * shrinks. A `Set` would do, but for the garbage it leaves in the old generation: V8 replaces a
+ * `Set`'s hash table when an add fills it or a delete empties it, and the table replaced keeps a
+ * link to its successor. The `Set` of a module lives in the old generation, so every table since
+ * its first is reachable from an old object, survives its scavenges and is promoted: about
+ * 1.5 MB of dead tables per 100,000 sessions swept piled up in the old generation until a full
+ * collection, which a long sweep reaches only after tens of MB (the allocation sites of what
+ * outlived scavenges, sampled with V8's heap profiler: `Set.prototype.delete`, and the same for
+ * MemoryLocker's table, see `removeNow`).
+ */
+class Claims {
+  readonly #slots: Array<string | undefined> = []
+
+  has(key: string): boolean {
+    return this.#slots.includes(key)
+  }
+
+  add(key: string): void {
+    const free = this.#slots.indexOf(undefined)
+    if (free === -1) this.#slots.push(key)
+    else this.#slots[free] = key
+  }
+
+  delete(key: string): void {
+    const at = this.#slots.indexOf(key)
+    if (at !== -1) this.#slots[at] = undefined
+  }
+}
+
 /** Sessions (absolute data paths) a sweep of this process is removing right now. */
-const removing = new Set<string>()
+const removing = new Claims()
 /**
  * The longest the sweep runs synchronous first looks before it lets the event loop turn. Reading
  * the directory lets it turn every 256 entries anyway (about 1 ms of lstat calls with the inodes
@@ -181,7 +211,7 @@ interface SweepEntry {
 /**
  * Files up to this size are unlinked synchronously (about 11 µs for a small file here, against
  * 26 µs of CPU through libuv's pool); a larger data file goes to the pool, since freeing its
- * blocks can take long. A removal then runs in one turn of the event loop, lock aside, so
+ * blocks can take long. A removal then runs as one synchronous section (`removeNow`), so
  * little stays alive across young-generation collections, which keeps the heap from growing.
  */
 const SYNC_UNLINK_MAX_BYTES = 1024 * 1024
@@ -193,40 +223,95 @@ type Found = Omit<Removal, 'id' | 'kind'> & { dataSize?: number; metaSize?: numb
 const NO_DATA = 'no-data'
 
 /**
- * The longest one synchronous call may take. Synchronous looks cost a few microseconds from the
- * page cache; a call that takes longer went to the disk (or a network filesystem) and held the
- * event loop meanwhile. After one such call, the sweep makes the rest of its calls through
- * libuv's pool (the walk goes on reading directories synchronously, 32 entries at a time).
+ * A synchronous call longer than this was slow. Synchronous looks cost a few microseconds from
+ * the page cache; a slow call went to the disk (or a network filesystem), or the process waited
+ * for a CPU (a busy machine), and held the event loop meanwhile.
  */
 const SLOW_SYNC_MS = 5
+/**
+ * One call this long gives up its kind of call at once: on top of a slice (`SLICE_MS`) it makes
+ * a turn of the event loop of 20 ms.
+ */
+const STALL_SYNC_MS = 15
+/**
+ * Shorter slow calls give up their kind when `SLOW_SYNC_CALLS` of them come within
+ * `SLOW_SYNC_WINDOW_MS`: a cold disk makes call after call slow, where a busy machine makes one
+ * now and then, which the pool would not cure (each call there costs about four times the CPU,
+ * and a long sweep that gave up its looks took three times as long).
+ */
+const SLOW_SYNC_CALLS = 3
+const SLOW_SYNC_WINDOW_MS = 1000
+/**
+ * How long a kind of call given up stays on the pool the first time; each later time, twice as
+ * long. A busy spell of the machine passes, and the calls through the pool cost more CPU and
+ * more memory (visits in flight across young-generation collections, locks taken in the
+ * locker's table); a cold disk is tried again a few times per sweep only.
+ */
+const SYNC_PAUSE_MS = 1000
 
 /**
- * `fs` for one sweep, its synchronous calls timed: the first that takes longer than
- * `SLOW_SYNC_MS` removes them all from the view, so that every later look, read and unlink of
- * this sweep is asynchronous.
+ * `fs` for one sweep, its synchronous calls timed: a kind of call that stalls (`STALL_SYNC_MS`),
+ * or is slow too often (`SLOW_SYNC_CALLS`), is removed from the view for a while
+ * (`SYNC_PAUSE_MS`), so that meanwhile every call of that kind is asynchronous (the walk goes on
+ * reading directories synchronously, 32 entries at a time). The kinds wait on different things:
+ * looks (`lstat`, `access`) on inodes, record reads on data blocks, unlinks on the filesystem's
+ * journal; one cold record, say, leaves the looks synchronous.
  */
 function guardingSync(base: SweepFs): SweepFs {
   if (!base.lstatSync) return base
   const view: SweepFs = { ...base }
-  const timed =
-    <A extends unknown[], R>(call: (...args: A) => R) =>
-    (...args: A): R => {
-      const started = performance.now()
-      try {
-        return call(...args)
-      } finally {
-        if (performance.now() - started > SLOW_SYNC_MS) {
-          view.lstatSync = undefined
-          view.existsSync = undefined
-          view.readFileSync = undefined
-          view.unlinkSync = undefined
+  type Kind = 'lstatSync' | 'existsSync' | 'readFileSync' | 'unlinkSync'
+  /** Times the calls of the kinds `keys`, which give up (and come back) together. */
+  const guard = (keys: Kind[]) => {
+    const timedCalls = new Map<Kind, SweepFs[Kind]>()
+    let windowStart = 0
+    let slowCalls = 0
+    let pauseMs = SYNC_PAUSE_MS
+    let paused = false
+    const giveUp = () => {
+      slowCalls = 0
+      // A call captured before the kind was given up (a removal's synchronous section) may be
+      // slow too: the pause under way stands.
+      if (paused) return
+      paused = true
+      for (const key of keys) view[key] = undefined
+      // Unreferenced: a sweep that ends meanwhile keeps no process alive.
+      setTimeout(() => {
+        paused = false
+        for (const [key, call] of timedCalls) view[key] = call as never
+      }, pauseMs).unref()
+      pauseMs *= 2
+    }
+    const timed =
+      <A extends unknown[], R>(call: (...args: A) => R) =>
+      (...args: A): R => {
+        const started = performance.now()
+        try {
+          return call(...args)
+        } finally {
+          const ms = performance.now() - started
+          if (ms > SLOW_SYNC_MS) {
+            if (slowCalls === 0 || started - windowStart > SLOW_SYNC_WINDOW_MS) {
+              windowStart = started
+              slowCalls = 0
+            }
+            slowCalls++
+            if (ms > STALL_SYNC_MS || slowCalls >= SLOW_SYNC_CALLS) giveUp()
+          }
         }
       }
+    for (const key of keys) {
+      const call = base[key]
+      if (call) {
+        const wrapped = timed(call as (...args: unknown[]) => unknown) as SweepFs[Kind]
+        timedCalls.set(key, wrapped)
+        view[key] = wrapped as never
+      }
     }
-  view.lstatSync = timed(base.lstatSync)
-  if (base.existsSync) view.existsSync = timed(base.existsSync)
-  if (base.readFileSync) view.readFileSync = timed(base.readFileSync)
-  if (base.unlinkSync) view.unlinkSync = timed(base.unlinkSync)
+  }
+  guard(['lstatSync', 'existsSync'])
+  guard(['readFileSync'])
+  guard(['unlinkSync'])
   return view
 }
 
@@ -501,6 +586,8 @@ class Sweep {
   }
 
   async removeLocked(id: string, kind: Removal['kind']): Promise<boolean> {
+    const done = this.removeNow(id, kind)
+    if (done !== undefined) return done
     const lock = this.options.locker ? await this.options.locker.tryLock(id) : undefined
     if (this.options.locker && !lock) {
       this.report.skippedBusy++
@@ -527,20 +614,94 @@ class Sweep {
     }
   }
 
+  /**
+   * The removal as one synchronous section, when it can be one: the locker's locks live in this
+   * process only (`isFreeHere`), or there is no locker, and the looks, the record read and the
+   * unlinks are all synchronous. Nothing else in the process runs until the section ends, so no
+   * request can take the lock between the check and the unlinks: the lock is held without taking
+   * it. Taking it would put an entry in the locker's table and delete it again, and V8 replaces
+   * a `Map`'s hash table on such changes, leaving garbage in the old generation (see `Claims`).
+   * `undefined` when it cannot be one (the caller then takes the lock).
+   */
+  removeNow(id: string, kind: Removal['kind']): boolean | undefined {
+    const { locker, signal } = this.options
+    const { lstatSync, readFileSync, unlinkSync } = this.fs
+    if (!lstatSync || !readFileSync || !unlinkSync) return undefined
+    if (locker && !locker.isFreeHere) return undefined
+    if (locker?.isFreeHere && !locker.isFreeHere(id)) {
+      this.report.skippedBusy++
+      return false
+    }
+    const stat = (file: string) => this.statIfPresentSync(file, lstatSync)
+    const found = this.lookAgainWith(id, kind, stat, () => this.readRecordSync(readFileSync, id))
+    // Checked under the lock: once close() has begun, nothing more is deleted.
+    if (!found || signal?.aborted) return false
+    const small = (size: number | undefined) => size === undefined || size <= SYNC_UNLINK_MAX_BYTES
+    // A large data file is unlinked on the pool, under the lock taken by the caller; so is the
+    // session whose look was slow enough to give up a kind of synchronous call.
+    if (!small(found.dataSize) || !small(found.metaSize)) return undefined
+    const { fs: now } = this
+    if (now.lstatSync !== lstatSync || now.readFileSync !== readFileSync) return undefined
+    if (now.unlinkSync !== unlinkSync) return undefined
+    const unlink = (file: string) => this.unlinkIfPresentSync(file, unlinkSync)
+    let removed: boolean
+    if (kind === 'orphan-metadata') removed = unlink(this.pathOf(id + METADATA_SUFFIX))
+    else {
+      removed = unlink(this.pathOf(id))
+      // An orphan's record, if any, is a torn one.
+      unlink(this.pathOf(id + METADATA_SUFFIX))
+    }
+    if (removed) this.count(id, kind, found)
+    return removed
+  }
+
   /** The session's state now: `undefined` if it no longer qualifies for removal. */
   async lookAgain(id: string, kind: Removal['kind']): Promise<Found | undefined> {
     const dataPath = this.pathOf(id)
     const metaPath = this.pathOf(id + METADATA_SUFFIX)
     if (kind === 'orphan-metadata') {
       if (await this.exists(dataPath)) return undefined
-      const meta = await this.statIfPresent(metaPath)
-      if (!meta || !this.expired(meta.mtimeMs)) return undefined
-      return { bytes: meta.size, lastActivity: meta.mtime, metaSize: meta.size }
+      return this.judgeOrphanRecord(await this.statIfPresent(metaPath))
     }
     const data = await this.statIfPresent(dataPath)
     if (!data || !this.expired(data.mtimeMs)) return undefined
     const meta = await this.statIfPresent(metaPath)
     const record = meta ? await this.readRecord(id) : 'missing'
+    return this.judge(id, kind, data, meta, record)
+  }
+
+  /** `lookAgain`, synchronous, on the calls it is given. */
+  lookAgainWith(
+    id: string,
+    kind: Removal['kind'],
+    stat: (file: string) => fs.Stats | undefined,
+    readRecord: () => ParsedRecord,
+  ): Found | undefined {
+    const dataPath = this.pathOf(id)
+    const metaPath = this.pathOf(id + METADATA_SUFFIX)
+    if (kind === 'orphan-metadata') {
+      return stat(dataPath) ? undefined : this.judgeOrphanRecord(stat(metaPath))
+    }
+    const data = stat(dataPath)
+    if (!data || !this.expired(data.mtimeMs)) return undefined
+    const meta = stat(metaPath)
+    return this.judge(id, kind, data, meta, meta ? readRecord() : 'missing')
+  }
+
+  /** A record without its data file: what to remove, if it is still expired. */
+  judgeOrphanRecord(meta: fs.Stats | undefined): Found | undefined {
+    if (!meta || !this.expired(meta.mtimeMs)) return undefined
+    return { bytes: meta.size, lastActivity: meta.mtime, metaSize: meta.size }
+  }
+
+  /** A data file (expired) and its record as looked at under the lock: what to remove, if anything. */
+  judge(
+    id: string,
+    kind: Removal['kind'],
+    data: fs.Stats,
+    meta: fs.Stats | undefined,
+    record: ParsedRecord,
+  ): Found | undefined {
     const found: Found = {
       bytes: data.size + (meta?.size ?? 0),
       lastActivity: data.mtime,
@@ -569,29 +730,58 @@ class Sweep {
    * store left it: empty or cut short), or the parsed record. Throws on a file that is unsafe to
    * read or that is JSON but not a record of the store: an error, never removed on a guess.
    */
-  async readRecord(id: string): Promise<Record<string, unknown> | 'missing' | 'torn'> {
+  async readRecord(id: string): Promise<ParsedRecord> {
+    const { readFileSync } = this.fs
+    if (readFileSync) return this.readRecordSync(readFileSync, id)
     const file = this.pathOf(id + METADATA_SUFFIX)
     let text: string | undefined
     try {
-      const { readFileSync } = this.fs
-      text = readFileSync ? readFileSync(file) : await this.fs.readFile(file, 'utf8')
+      text = await this.fs.readFile(file, 'utf8')
     } catch (error) {
       if (isNotFound(error)) return 'missing'
       throw error
     }
-    if (text === undefined) return 'missing'
-    let record: unknown
+    return parseRecordText(text)
+  }
+
+  /** `readRecord`, synchronous. */
+  readRecordSync(readFileSync: (file: string) => string | undefined, id: string): ParsedRecord {
+    let text: string | undefined
     try {
-      record = JSON.parse(text)
-    } catch {
-      return 'torn'
+      text = readFileSync(this.pathOf(id + METADATA_SUFFIX))
+    } catch (error) {
+      if (isNotFound(error)) return 'missing'
+      throw error
     }
-    recordSize(record) // throws on a record that is not the store's
-    return record as Record<string, unknown>
+    return parseRecordText(text)
   }
 
   async exists(file: string): Promise<boolean> {
     return (await this.statIfPresent(file)) !== undefined
+  }
+
+  /** `statIfPresent`, synchronous. */
+  statIfPresentSync(
+    file: string,
+    lstatSync: NonNullable<SweepFs['lstatSync']>,
+  ): fs.Stats | undefined {
+    try {
+      return lstatSync(file)
+    } catch (error) {
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+  }
+
+  /** `unlinkIfPresent`, synchronous. */
+  unlinkIfPresentSync(file: string, unlinkSync: NonNullable<SweepFs['unlinkSync']>): boolean {
+    try {
+      unlinkSync(file)
+      return true
+    } catch (error) {
+      if (!isNotFound(error)) throw error
+      return false
+    }
   }
 
   /** The file's stats, or `undefined` when it is missing; synchronous with `lstatSync`. */
@@ -680,6 +870,22 @@ function tempFileOf(file: string): { id: string; kind: 'orphan-data' | 'orphan-m
   return name.endsWith(METADATA_SUFFIX)
     ? { id: `${dir}${name.slice(0, -METADATA_SUFFIX.length)}`, kind: 'orphan-metadata' }
     : { id: `${dir}${name}`, kind: 'orphan-data' }
+}
+
+/** A record as the sweep reads it: see `Sweep.readRecord`. */
+type ParsedRecord = Record<string, unknown> | 'missing' | 'torn'
+
+/** A record's text (`undefined`: no file) read as `Sweep.readRecord` says. */
+function parseRecordText(text: string | undefined): ParsedRecord {
+  if (text === undefined) return 'missing'
+  let record: unknown
+  try {
+    record = JSON.parse(text)
+  } catch {
+    return 'torn'
+  }
+  recordSize(record) // throws on a record that is not the store's
+  return record as Record<string, unknown>
 }
 
 function isNotFound(error: unknown): boolean {
