@@ -210,6 +210,7 @@ async function sweepSection(): Promise<Section> {
       'The floor is what any sweep must do, measured on its own copy in the same rounds: ' +
       "`find <dir> -printf '%p %s %T@\\n'` over every entry, then `find <dir> -type f ! -newermt <cutoff> -print0 | xargs -0 rm` " +
       "removing the abandoned sessions' data and metadata files. " +
+      'Every worker (stock included) collects its heap once loaded, before the measured sweep, as a server that has been up a while has. ' +
       'Peak RSS is VmHWM (see bench/measure.ts for why not maxRSS); loop figures are monitorEventLoopDelay at 1 ms resolution.',
     rows,
     goals: [
@@ -792,6 +793,10 @@ async function smallSection(): Promise<Section> {
       for (const method of methods) {
         await fs.rm(dir, { recursive: true, force: true })
         await fs.mkdir(dir, { recursive: true })
+        // The files of the run before (thousands of creations) are flushed and their removal
+        // committed first: otherwise that work lands in this run's creations (the disk here is
+        // mounted with `discard`), and the contender after a POST run paid for it.
+        execFileSync('sync')
         const srv = await server('upload-server.js', [variant, dir])
         try {
           const r = worker('small-client.js', [srv.origin, method, seconds])
@@ -832,7 +837,7 @@ async function smallSection(): Promise<Section> {
   })
   return {
     title: 'Small requests',
-    intro: `Creations (POST of a 1-byte upload) and HEADs of 256 uploads in turn, ${seconds} s each with autocannon (16 keep-alive connections, after 1 s of warm-up) from a client process, against each server in a process of its own; ${rounds} rounds, alternated; medians. Server CPU is the server process's \`process.cpuUsage()\` per request.`,
+    intro: `Creations (POST of a 1-byte upload) and HEADs of 256 uploads in turn, ${seconds} s each with autocannon (16 keep-alive connections, after 1 s of warm-up) from a client process, against each server in a process of its own, on an empty directory after \`sync\` (the run before it flushed and its files' removal committed); ${rounds} rounds, alternated; medians. Server CPU is the server process's \`process.cpuUsage()\` per request.`,
     rows,
     goals,
     notes: [
