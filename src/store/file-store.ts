@@ -360,13 +360,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
         }
         // Synchronous: the inode of a descriptor just opened is in memory, so no disk is waited
         // for, and a round trip through libuv's pool costs more than the call.
-        let mtimeMs: number | undefined
         try {
-          mtimeMs = fs.fstatSync(fd).mtimeMs
+          created = fs.fstatSync(fd).mtimeMs
         } catch {
-          mtimeMs = undefined
+          // `factsOfCreation` then reads the clock with an lstat.
         }
-        created = mtimeMs
         await Promise.all([staging.then((staged) => staged.commit()), closeFd(fd)])
       })
     }

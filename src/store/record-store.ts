@@ -33,7 +33,7 @@ export class RecordStore implements KvStore<Upload> {
   }
 
   /** The record of `id` in its temporary file, to be put in place or discarded (`stageRecordFile`). */
-  stage(id: string, record: Upload): Promise<StagedRecord> {
+  async stage(id: string, record: Upload): Promise<StagedRecord> {
     return stageRecordFile(this.fileOf(id), JSON.stringify(record))
   }
 
