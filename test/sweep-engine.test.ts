@@ -288,6 +288,53 @@ describe('failing entries', () => {
   })
 })
 
+/** Holds the thread `ms`, as a stalled disk (or network filesystem) holds a synchronous call. */
+function stall(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+}
+
+/**
+ * A `SweepFs` whose looks are counted, synchronous and through the pool: `beforeLook(n)` runs
+ * before the n-th synchronous one (from 1); `poolLookMs` delays every look through the pool.
+ */
+function countingLooks(beforeLook: (n: number) => void, poolLookMs = 0) {
+  const calls = { sync: 0, async: 0 }
+  const sweepFs: SweepFs = {
+    opendir: fs.opendir,
+    lstat: (async (file: string) => {
+      calls.async++
+      if (poolLookMs > 0) await new Promise((resolve) => setTimeout(resolve, poolLookMs))
+      return fs.lstat(file)
+    }) as SweepFs['lstat'],
+    readFile: fs.readFile,
+    unlink: fs.unlink,
+    opendirSync: fsSync.opendirSync,
+    lstatSync: (file) => {
+      calls.sync++
+      beforeLook(calls.sync)
+      return fsSync.lstatSync(file, { throwIfNoEntry: false })
+    },
+  }
+  return { calls, fs: sweepFs }
+}
+
+/**
+ * `countingLooks` whose tenth synchronous look stalls 20 ms, as a disk (or a network filesystem)
+ * would; `syncAfterStall()` counts the synchronous looks after it.
+ */
+function stallingTenthLook(poolLookMs = 0) {
+  let stalled = false
+  let after = 0
+  const looks = countingLooks((n) => {
+    if (stalled) after++
+    if (n === 10) {
+      stall(20)
+      stalled = true
+    }
+  }, poolLookMs)
+  return { ...looks, syncAfterStall: () => after }
+}
+
 /** `n` unfinished sessions, every third abandoned (two hours idle), the others fresh. */
 async function writeThirdAbandoned(dir: string, n: number): Promise<void> {
   const ids = Array.from({ length: n }, (_, i) => hex(i))
@@ -342,33 +389,11 @@ describe('bounded work', () => {
   it('gives up synchronous calls for a while after one that held the event loop', async () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 60)
-    const calls = { sync: 0, syncAfterSlow: 0, async: 0 }
-    let slow = false
-    const sleeper = new Int32Array(new SharedArrayBuffer(4))
-    const slowFs: SweepFs = {
-      opendir: fs.opendir,
-      lstat: ((file: string) => {
-        calls.async++
-        return fs.lstat(file)
-      }) as SweepFs['lstat'],
-      readFile: fs.readFile,
-      unlink: fs.unlink,
-      opendirSync: fsSync.opendirSync,
-      lstatSync: (file) => {
-        calls.sync++
-        if (slow) calls.syncAfterSlow++
-        // The tenth look stalls as a disk (or a network filesystem) would: 20 ms.
-        if (calls.sync === 10) {
-          Atomics.wait(sleeper, 0, 0, 20)
-          slow = true
-        }
-        return fsSync.lstatSync(file, { throwIfNoEntry: false })
-      },
-    }
+    const { calls, fs: slowFs, syncAfterStall } = stallingTenthLook()
     const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
     expect(report).toMatchObject({ removed: 20, errors: 0 })
     expect(calls.sync).toBe(10)
-    expect(calls.syncAfterSlow).toBe(0)
+    expect(syncAfterStall()).toBe(0)
     expect(calls.async).toBeGreaterThan(50)
     expect((await listing(dir)).length).toBe(80)
   })
@@ -376,60 +401,24 @@ describe('bounded work', () => {
   it('takes synchronous looks up again a while after it gave them up', async () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 120)
-    const calls = { sync: 0, syncAfterSlow: 0, async: 0 }
-    let slowAt = 0
-    const sleeper = new Int32Array(new SharedArrayBuffer(4))
-    const slowFs: SweepFs = {
-      opendir: fs.opendir,
-      // Looks through the pool take 100 ms here: 120 of them, 8 at a time, last about 1.5 s.
-      lstat: (async (file: string) => {
-        calls.async++
-        await new Promise((resolve) => setTimeout(resolve, 100))
-        return fs.lstat(file)
-      }) as SweepFs['lstat'],
-      readFile: fs.readFile,
-      unlink: fs.unlink,
-      opendirSync: fsSync.opendirSync,
-      lstatSync: (file) => {
-        calls.sync++
-        if (slowAt) calls.syncAfterSlow++
-        if (calls.sync === 10) {
-          Atomics.wait(sleeper, 0, 0, 20)
-          slowAt = performance.now()
-        }
-        return fsSync.lstatSync(file, { throwIfNoEntry: false })
-      },
-    }
+    // Looks through the pool take 100 ms here: 120 of them, 8 at a time, last about 1.5 s.
+    const { calls, fs: slowFs, syncAfterStall } = stallingTenthLook(100)
     const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
     expect(report).toMatchObject({ removed: 40, errors: 0 })
     expect(calls.async).toBeGreaterThan(0)
     // A second later, the looks were synchronous again.
-    expect(calls.syncAfterSlow).toBeGreaterThan(0)
+    expect(syncAfterStall()).toBeGreaterThan(0)
     expect((await listing(dir)).length).toBe(160)
   })
 
   it('keeps synchronous looks through one slow call (a busy machine), gives them up after slow call upon slow call (a cold disk)', async () => {
-    const sleeper = new Int32Array(new SharedArrayBuffer(4))
     const sweepWithSlowLooks = async (slow: (n: number) => boolean) => {
       const dir = await tempDir()
       await writeThirdAbandoned(dir, 60)
-      const calls = { sync: 0, async: 0 }
-      const slowFs: SweepFs = {
-        opendir: fs.opendir,
-        lstat: ((file: string) => {
-          calls.async++
-          return fs.lstat(file)
-        }) as SweepFs['lstat'],
-        readFile: fs.readFile,
-        unlink: fs.unlink,
-        opendirSync: fsSync.opendirSync,
-        lstatSync: (file) => {
-          calls.sync++
-          // Slow, not stalled: 8 ms, over 5 ms and under 15 ms.
-          if (slow(calls.sync)) Atomics.wait(sleeper, 0, 0, 8)
-          return fsSync.lstatSync(file, { throwIfNoEntry: false })
-        },
-      }
+      // Slow, not stalled: 8 ms, over 5 ms and under 15 ms.
+      const { calls, fs: slowFs } = countingLooks((n) => {
+        if (slow(n)) stall(8)
+      })
       const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
       expect(report).toMatchObject({ removed: 20, errors: 0 })
       expect((await listing(dir)).length).toBe(80)
@@ -447,7 +436,6 @@ describe('bounded work', () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 60)
     const calls = { lstatSync: 0, readSync: 0, readAsync: 0, lstatAsync: 0 }
-    const sleeper = new Int32Array(new SharedArrayBuffer(4))
     const slowReadFs: SweepFs = {
       opendir: fs.opendir,
       lstat: ((file: string) => {
@@ -467,7 +455,7 @@ describe('bounded work', () => {
       readFileSync: (file) => {
         calls.readSync++
         // The first synchronous read stalls as a cold disk would: 20 ms.
-        if (calls.readSync === 1) Atomics.wait(sleeper, 0, 0, 20)
+        if (calls.readSync === 1) stall(20)
         return fsSync.readFileSync(file, 'utf8')
       },
       unlinkSync: fsSync.unlinkSync,
