@@ -71,6 +71,29 @@ async function server(script: string, args: Array<string | number>) {
   }
 }
 
+/**
+ * `run` against an upload server (`upload-server.js <variant> <dir>`) on an empty `dir`, which
+ * goes again afterwards. With `sync`, what earlier runs left is flushed and its removal committed
+ * first: otherwise that work lands in this run (the disk here is mounted with `discard`).
+ */
+async function onUploadServer<T>(
+  variant: string,
+  dir: string,
+  run: (origin: string) => T | Promise<T>,
+  { sync = false }: { sync?: boolean } = {},
+): Promise<T> {
+  await fs.rm(dir, { recursive: true, force: true })
+  await fs.mkdir(dir, { recursive: true })
+  if (sync) execFileSync('sync')
+  const srv = await server('upload-server.js', [variant, dir])
+  try {
+    return await run(srv.origin)
+  } finally {
+    await srv.stop()
+    await fs.rm(dir, { recursive: true, force: true })
+  }
+}
+
 /** The same contenders every round, their order rotated: A B C, B C A, C A B, ... */
 function rotations<T>(items: T[], rounds: number): T[][] {
   return Array.from({ length: rounds }, (_, r) =>
@@ -468,11 +491,8 @@ async function uploadSection(): Promise<Section> {
     const sizes = round % 2 === 1 ? UPLOAD_SIZES : [...UPLOAD_SIZES].reverse()
     for (const sizeMiB of sizes) {
       for (const variant of order) {
-        await fs.rm(dir, { recursive: true, force: true })
-        await fs.mkdir(dir, { recursive: true })
-        const srv = await server('upload-server.js', [variant, dir])
-        try {
-          const r = worker('upload-client.js', [srv.origin, sizeMiB, CHUNK_MIB])
+        await onUploadServer(variant, dir, (origin) => {
+          const r = worker('upload-client.js', [origin, sizeMiB, CHUNK_MIB])
           const key = `${sizeMiB} ${variant}`
           append(speeds, key, r.mibPerSecond as number)
           append(cpu, key, r.cpuSecondsPerGiB as number)
@@ -480,10 +500,7 @@ async function uploadSection(): Promise<Section> {
           console.log(
             `upload ${sizeMiB} MiB ${variant}: ${fmt(r.mibPerSecond as number)} MiB/s, server CPU ${fmt(r.cpuSecondsPerGiB as number, 2)} s/GiB (user ${fmt(r.userCpuSecondsPerGiB as number, 2)})`,
           )
-        } finally {
-          await srv.stop()
-          await fs.rm(dir, { recursive: true, force: true })
-        }
+        })
       }
     }
   }
@@ -581,13 +598,10 @@ async function manySection(): Promise<Section> {
   const runs: Record<string, Run[]> = {}
   for (const order of rotations([...variants], rounds)) {
     for (const variant of order) {
-      await fs.rm(dir, { recursive: true, force: true })
-      await fs.mkdir(dir, { recursive: true })
-      const srv = await server('upload-server.js', [variant, dir])
-      try {
+      await onUploadServer(variant, dir, async (origin) => {
         // The same uploads twice in one server process: first cold (its JIT compiling as it
         // serves), then warm, the measure. The cold round's files go before the warm one.
-        const args = [srv.origin, uploads, sizeMiB, chunkMiB]
+        const args = [origin, uploads, sizeMiB, chunkMiB]
         const cold = worker('many-client.js', args) as unknown as Run
         append(runs, `${variant} cold`, cold)
         for (const name of await fs.readdir(dir)) {
@@ -598,10 +612,7 @@ async function manySection(): Promise<Section> {
         console.log(
           `many ${variant}: ${fmt(r.mibPerSecond)} MiB/s, server CPU ${fmt(r.cpuSecondsPerGiB, 2)} s/GiB (user ${fmt(r.userCpuSecondsPerGiB, 2)}), p99 ${fmt(r.p99Ms, 0)} ms, max ${fmt(r.maxMs, 0)} ms; cold ${fmt(cold.mibPerSecond)} MiB/s, ${fmt(cold.cpuSecondsPerGiB, 2)} s/GiB, max ${fmt(cold.maxMs, 0)} ms`,
         )
-      } finally {
-        await srv.stop()
-        await fs.rm(dir, { recursive: true, force: true })
-      }
+      })
     }
   }
   const m = (v: string, field: keyof Run) => median((runs[v] ?? []).map((r) => r[field]))
@@ -679,19 +690,9 @@ async function parallelSection(): Promise<Section> {
   for (const order of rotations(['1', '4'], rounds)) {
     round++
     for (const parallel of order) {
-      await fs.rm(dir, { recursive: true, force: true })
-      await fs.mkdir(dir, { recursive: true })
-      const srv = await server('upload-server.js', ['plugin', dir])
-      try {
+      await onUploadServer('plugin', dir, (origin) => {
         const copyOrder = round % 2 === 1 ? 'cp-first' : 'cp-after'
-        const r = worker('parallel-client.js', [
-          srv.origin,
-          sizeMiB,
-          parallel,
-          rateMiB,
-          dir,
-          copyOrder,
-        ])
+        const r = worker('parallel-client.js', [origin, sizeMiB, parallel, rateMiB, dir, copyOrder])
         append(seconds, parallel, r.seconds as number)
         let line = `parallel ${parallel}: ${fmt(r.seconds as number, 2)} s`
         if (parallel !== '1') {
@@ -701,10 +702,7 @@ async function parallelSection(): Promise<Section> {
           line += `, assembly ${fmt(r.assemblyMs as number, 0)} ms (event loop max ${fmt(r.loopMaxMs as number, 1)} ms), cp ${fmt(r.cpMs as number, 0)} ms (${copyOrder})`
         }
         console.log(line)
-      } finally {
-        await srv.stop()
-        await fs.rm(dir, { recursive: true, force: true })
-      }
+      })
     }
   }
   // The copy alone, without HTTP, locks or checks: the store's concatenateFiles against cat.
@@ -791,29 +789,25 @@ async function smallSection(): Promise<Section> {
   for (const order of rotations([...variants], rounds)) {
     for (const variant of order) {
       for (const method of methods) {
-        await fs.rm(dir, { recursive: true, force: true })
-        await fs.mkdir(dir, { recursive: true })
-        // The files of the run before (thousands of creations) are flushed and their removal
-        // committed first: otherwise that work lands in this run's creations (the disk here is
-        // mounted with `discard`), and the contender after a POST run paid for it.
-        execFileSync('sync')
-        const srv = await server('upload-server.js', [variant, dir])
-        try {
-          const r = worker('small-client.js', [srv.origin, method, seconds])
-          const key = `${variant} ${method}`
-          append(rps, key, r.requestsPerSecond as number)
-          append(p99, key, r.p99Ms as number)
-          append(cpu, key, r.cpuMicrosPerRequest as number)
-          console.log(
-            `small ${key}: ${fmt(r.requestsPerSecond as number, 0)} req/s, p99 ${fmt(r.p99Ms as number)} ms, server CPU ${fmt(r.cpuMicrosPerRequest as number)} µs per request`,
-          )
-        } finally {
-          await srv.stop()
-        }
+        // Synced: the thousands of creations of the run before must not land in this one.
+        await onUploadServer(
+          variant,
+          dir,
+          (origin) => {
+            const r = worker('small-client.js', [origin, method, seconds])
+            const key = `${variant} ${method}`
+            append(rps, key, r.requestsPerSecond as number)
+            append(p99, key, r.p99Ms as number)
+            append(cpu, key, r.cpuMicrosPerRequest as number)
+            console.log(
+              `small ${key}: ${fmt(r.requestsPerSecond as number, 0)} req/s, p99 ${fmt(r.p99Ms as number)} ms, server CPU ${fmt(r.cpuMicrosPerRequest as number)} µs per request`,
+            )
+          },
+          { sync: true },
+        )
       }
     }
   }
-  await fs.rm(dir, { recursive: true, force: true })
   const m = (table: Record<string, number[]>, key: string) => median(table[key] ?? [])
   const rows = methods.flatMap((method) =>
     variants.map((variant) => {
