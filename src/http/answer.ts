@@ -23,13 +23,40 @@ import { uploadWrittenBy } from './write-path.js'
 /**
  * What a step sees: the request tus answered, its answer, and the upload it is about. Steps read
  * `id` only once they know they need it (it may run the user's getFileIdFromRequest).
+ *
+ * A class, not an object literal with a getter: V8 gives each such literal a map of its own in the
+ * old generation, which holds the getter's closure, and through it the request and its answer,
+ * until a full GC (a creation's whole request was promoted that way).
  */
-interface Answered {
-  request: Request
-  response: Response
-  method: string
+class Answered {
+  readonly request: Request
+  readonly response: Response
+  readonly method: string
+  readonly #created: CreatedUploads
+  readonly #fileIdOf: (request: Request) => string | undefined
+  #id: { value: string | undefined } | undefined
+
+  constructor(
+    request: Request,
+    response: Response,
+    created: CreatedUploads,
+    fileIdOf: (request: Request) => string | undefined,
+  ) {
+    this.request = request
+    this.response = response
+    this.method = request.method
+    this.#created = created
+    this.#fileIdOf = fileIdOf
+  }
+
   /** The upload's id, or `undefined` (the collection, or a POST that created nothing); read once. */
-  readonly id: string | undefined
+  get id(): string | undefined {
+    this.#id ??= {
+      value:
+        this.method === 'POST' ? this.#created.idOf(this.request) : this.#fileIdOf(this.request),
+    }
+    return this.#id.value
+  }
 }
 
 type Step = (answered: Answered) => void | Promise<void>
@@ -61,18 +88,7 @@ export function answerFixes({ tus, store, facts, fileIdOf }: AnswerFixOptions) {
   ].filter((step) => step !== undefined)
 
   return async (request: Request, response: Response): Promise<void> => {
-    const method = request.method
-    let id: { value: string | undefined } | undefined
-    const answered: Answered = {
-      request,
-      response,
-      method,
-      // Read on demand: the user's getFileIdFromRequest runs only for steps that need the id.
-      get id() {
-        id ??= { value: method === 'POST' ? created.idOf(request) : fileIdOf(request) }
-        return id.value
-      },
-    }
+    const answered = new Answered(request, response, created, fileIdOf)
     for (const step of steps) await step(answered)
   }
 }
