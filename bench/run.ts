@@ -785,6 +785,8 @@ async function smallSection(): Promise<Section> {
   const rps: Record<string, number[]> = {}
   const p99: Record<string, number[]> = {}
   const cpu: Record<string, number[]> = {}
+  const promoted: Record<string, number[]> = {}
+  const scavengeMs: Record<string, number[]> = {}
   const dir = path.join(DATA_ROOT, 'runs', 'small')
   for (const order of rotations([...variants], rounds)) {
     for (const variant of order) {
@@ -799,8 +801,11 @@ async function smallSection(): Promise<Section> {
             append(rps, key, r.requestsPerSecond as number)
             append(p99, key, r.p99Ms as number)
             append(cpu, key, r.cpuMicrosPerRequest as number)
+            append(promoted, key, r.promotedBytesPerRequest as number)
+            append(scavengeMs, key, r.scavengeMsPer1000 as number)
             console.log(
-              `small ${key}: ${fmt(r.requestsPerSecond as number, 0)} req/s, p99 ${fmt(r.p99Ms as number)} ms, server CPU ${fmt(r.cpuMicrosPerRequest as number)} µs per request`,
+              `small ${key}: ${fmt(r.requestsPerSecond as number, 0)} req/s, p99 ${fmt(r.p99Ms as number)} ms, server CPU ${fmt(r.cpuMicrosPerRequest as number)} µs per request, ` +
+                `promoted ${fmt(r.promotedBytesPerRequest as number, 0)} B per request, scavenges ${fmt(r.scavengeMsPer1000 as number)} ms per 1000 (${fmt(r.scavengeMeanMs as number, 2)} ms each)`,
             )
           },
           { sync: true },
@@ -809,6 +814,10 @@ async function smallSection(): Promise<Section> {
     }
   }
   const m = (table: Record<string, number[]>, key: string) => median(table[key] ?? [])
+  const perRound = (what: string, table: Record<string, number[]>) =>
+    `Per round, ${what}: ${Object.entries(table)
+      .map(([key, values]) => `${key} ${values.map((x) => fmt(x, 0)).join(', ')}`)
+      .join('; ')}.`
   const rows = methods.flatMap((method) =>
     variants.map((variant) => {
       const key = `${variant} ${method}`
@@ -818,6 +827,8 @@ async function smallSection(): Promise<Section> {
         'req/s': fmt(m(rps, key), 0),
         'p99 ms': fmt(m(p99, key)),
         'server CPU µs/request': fmt(m(cpu, key)),
+        'promoted B/request': fmt(m(promoted, key), 0),
+        'scavenge ms per 1000': fmt(m(scavengeMs, key)),
       }
     }),
   )
@@ -831,16 +842,10 @@ async function smallSection(): Promise<Section> {
   })
   return {
     title: 'Small requests',
-    intro: `Creations (POST of a 1-byte upload) and HEADs of 256 uploads in turn, ${seconds} s each with autocannon (16 keep-alive connections, after 1 s of warm-up) from a client process, against each server in a process of its own, on an empty directory after \`sync\` (the run before it flushed and its files' removal committed); ${rounds} rounds, alternated; medians. Server CPU is the server process's \`process.cpuUsage()\` per request.`,
+    intro: `Creations (POST of a 1-byte upload) and HEADs of 256 uploads in turn, ${seconds} s each with autocannon (16 keep-alive connections, after 1 s of warm-up) from a client process, against each server in a process of its own, on an empty directory after \`sync\` (the run before it flushed and its files' removal committed); ${rounds} rounds, alternated; medians. Server CPU is the server process's \`process.cpuUsage()\` per request. The collector's share, from V8's \`GCProfiler\` in the server over the measured run: the bytes its scavenges moved to the old generation per request (objects that outlived two of them), and the time they stopped the server for, per 1000 requests.`,
     rows,
     goals,
-    notes: [
-      'Per round, req/s: ' +
-        Object.entries(rps)
-          .map(([key, values]) => `${key} ${values.map((x) => fmt(x, 0)).join(', ')}`)
-          .join('; ') +
-        '.',
-    ],
+    notes: [perRound('req/s', rps), perRound('p99 (ms)', p99)],
   }
 }
 

@@ -3,7 +3,8 @@
  * Fastify organisation's load tool): `node small-client.js <origin> <POST|HEAD> <seconds>`.
  * POST creates 1-byte uploads (the creation's own cost); HEAD asks for the offsets of 256
  * uploads in turn. 16 keep-alive connections, after a 1 s warm-up. Prints requests per second, the
- * latency p99 in ms, and the server's CPU time per request (its `GET /__cpu`).
+ * latency p99 in ms, the server's CPU time per request (its `GET /__cpu`), and what its garbage
+ * collector did per request (`GET /__gc/start`, `/__gc/stop`).
  */
 import autocannon from 'autocannon'
 
@@ -49,14 +50,26 @@ async function serverCpuSeconds(): Promise<number> {
   return (user + system) / 1e6
 }
 
+interface GcSummary {
+  scavenges: number
+  scavengeMs: number
+  promotedBytes: number
+}
+
 await run(1)
 const before = await serverCpuSeconds()
+await fetch(`${origin}/__gc/start`)
 const result = await run(Number(secondsArg))
+const gc = (await (await fetch(`${origin}/__gc/stop`)).json()) as GcSummary
 const cpu = (await serverCpuSeconds()) - before
+const requests = result.requests.total
 process.stdout.write(
   `${JSON.stringify({
     requestsPerSecond: result.requests.average,
     p99Ms: result.latency.p99,
-    cpuMicrosPerRequest: (cpu * 1e6) / result.requests.total,
+    cpuMicrosPerRequest: (cpu * 1e6) / requests,
+    promotedBytesPerRequest: gc.promotedBytes / requests,
+    scavengeMsPer1000: (gc.scavengeMs * 1000) / requests,
+    scavengeMeanMs: gc.scavenges > 0 ? gc.scavengeMs / gc.scavenges : 0,
   })}\n`,
 )

@@ -4,8 +4,9 @@
  * - plugin-metrics: the same with `metrics: true` (prom-client counting every answer and byte);
  * - tus: bare @tus/server with FileStore on node:http;
  * - raw: node:http piping each PATCH body into fs.createWriteStream, the ceiling for Node on this disk.
- * Every variant answers `GET /__cpu` with its `process.cpuUsage()`, and `GET /__loop` with the
- * longest event-loop delay since the last such call. Prints `{"port": N}`.
+ * Every variant answers `GET /__cpu` with its `process.cpuUsage()`, `GET /__loop` with the
+ * longest event-loop delay since the last such call, and `GET /__gc/start` then `GET /__gc/stop`
+ * with what V8's collector did in between. Prints `{"port": N}`.
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -13,6 +14,7 @@ import http from 'node:http'
 import path from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
+import v8 from 'node:v8'
 import { FileStore } from '@tus/file-store'
 import { Server } from '@tus/server'
 import Fastify from 'fastify'
@@ -29,10 +31,56 @@ function loopMaxMs(): { maxMs: number } {
   return { maxMs }
 }
 
-/** `GET /__cpu`: the process's CPU time so far, for CPU per byte; `GET /__loop`, see above. */
+/** What the collector did between `/__gc/start` and `/__gc/stop` (V8's GCProfiler). */
+let gcProfiler: v8.GCProfiler | undefined
+function gcSummary(): object {
+  const statistics = gcProfiler?.stop()?.statistics ?? []
+  gcProfiler = undefined
+  const oldUsed = (heap: v8.GCProfilerResult['statistics'][number]['beforeGC']) =>
+    heap.heapSpaceStatistics
+      .filter(
+        (space) => space.spaceName === 'old_space' || space.spaceName === 'large_object_space',
+      )
+      .reduce((sum, space) => sum + space.spaceUsedSize, 0)
+  const scavenges = statistics.filter((gc) => gc.gcType === 'Scavenge')
+  const majors = statistics.filter((gc) => gc.gcType === 'MarkSweepCompact')
+  return {
+    scavenges: scavenges.length,
+    scavengeMs: scavenges.reduce((sum, gc) => sum + gc.cost, 0) / 1000,
+    // What each scavenge moved to the old generation: objects that outlived two of them.
+    promotedBytes: scavenges.reduce(
+      (sum, gc) => sum + Math.max(0, oldUsed(gc.afterGC) - oldUsed(gc.beforeGC)),
+      0,
+    ),
+    majors: majors.length,
+    majorMs: majors.reduce((sum, gc) => sum + gc.cost, 0) / 1000,
+  }
+}
+
+/** The answers to the benchmark's own routes; `undefined` for any other URL. */
+function benchAnswer(url: string | undefined): object | undefined {
+  switch (url) {
+    case '/__cpu':
+      return process.cpuUsage()
+    case '/__loop':
+      return loopMaxMs()
+    case '/__gc/start':
+      gcProfiler?.stop()
+      gcProfiler = new v8.GCProfiler()
+      gcProfiler.start()
+      return {}
+    case '/__gc/stop':
+      return gcSummary()
+    default:
+      return undefined
+  }
+}
+const BENCH_URLS = ['/__cpu', '/__loop', '/__gc/start', '/__gc/stop']
+
+/** Answers the benchmark's own routes on a node:http server; false for any other request. */
 function cpuRoute(req: http.IncomingMessage, res: http.ServerResponse): boolean {
-  if (req.url !== '/__cpu' && req.url !== '/__loop') return false
-  const body = req.url === '/__cpu' ? process.cpuUsage() : loopMaxMs()
+  const body = benchAnswer(req.url)
+  if (body === undefined) return false
   res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body))
   return true
 }
@@ -66,8 +114,7 @@ let port: number
 if (variant === 'plugin' || variant === 'plugin-metrics') {
   const app = Fastify()
   await app.register(fastifyTus, { directory: dir, metrics: variant === 'plugin-metrics' })
-  app.get('/__cpu', async () => process.cpuUsage())
-  app.get('/__loop', async () => loopMaxMs())
+  for (const url of BENCH_URLS) app.get(url, async () => benchAnswer(url))
   await app.listen({ host: '127.0.0.1', port: 0 })
   const address = app.server.address()
   port = typeof address === 'object' && address ? address.port : 0
