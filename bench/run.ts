@@ -778,7 +778,7 @@ async function parallelSection(): Promise<Section> {
  * against bare @tus/server with its FileStore on node:http.
  */
 async function smallSection(): Promise<Section> {
-  const rounds = Number(process.env.BENCH_SMALL_ROUNDS ?? 3)
+  const rounds = Number(process.env.BENCH_SMALL_ROUNDS ?? 7)
   const seconds = 5
   const variants = ['plugin', 'tus'] as const
   const methods = ['POST', 'HEAD'] as const
