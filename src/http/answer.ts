@@ -24,8 +24,8 @@ import { uploadWrittenBy } from './write-path.js'
  * What a step sees: the request tus answered, its answer, and the upload it is about. Steps read
  * `id` only once they know they need it (it may run the user's getFileIdFromRequest).
  *
- * A class, not an object literal with a getter: V8 gives each such literal a map of its own in the
- * old generation, which holds the getter's closure, and through it the request and its answer,
+ * A class, not an object literal with a getter: V8 allocates such a literal's accessor pair in the
+ * old generation, where it holds the getter's closure, and through it the request and its answer,
  * until a full GC (a creation's whole request was promoted that way).
  */
 class Answered {
