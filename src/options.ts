@@ -6,7 +6,7 @@ import type { DataStore, Locker } from '@tus/utils'
 import { checkMilliseconds, MAX_TIMER_MS } from './duration.js'
 import { InvalidOptionError } from './errors.js'
 import { REDIS_LOCKER_DEFAULTS, type RedisClient } from './redis/locker.js'
-import { DEFAULT_ID_PATTERN } from './store/expiry-policy.js'
+import { DEFAULT_ID_PATTERN, defaultPartialHoldMs } from './store/expiry-policy.js'
 
 /** @tus/server options passed through; `path` and `datastore` come from the plugin's own options. */
 export type TusServerOptions = Partial<Omit<ServerOptions, 'path' | 'locker'>> & {
@@ -28,6 +28,13 @@ export interface FastifyTusOptions {
   datastore?: DataStore
   /** An unfinished upload with no activity for this long expires; 0 turns expiry and the sweep off. Default 600000. */
   expireAfterMs?: number
+  /**
+   * A finished partial upload of a parallel upload (concatenation) waits this long after its last
+   * byte for the final upload that uses it, while its siblings may still be uploading; it counts
+   * against `maxStoreBytes` meanwhile. At least `expireAfterMs`. Default: a day, or
+   * `expireAfterMs` when that is longer.
+   */
+  partialHoldMs?: number
   /** Time between sweeps. Default 600000. */
   cleanupIntervalMs?: number
   /** Sweep once as soon as the server is ready. Default `true`. */
@@ -98,6 +105,7 @@ export interface ResolvedOptions {
   directory: string
   datastore: DataStore | undefined
   expireAfterMs: number
+  partialHoldMs: number
   cleanupIntervalMs: number
   cleanupOnStart: boolean
   idPattern: RegExp
@@ -124,6 +132,7 @@ const OWN_KEYS = [
   'directory',
   'datastore',
   'expireAfterMs',
+  'partialHoldMs',
   'cleanupIntervalMs',
   'cleanupOnStart',
   'idPattern',
@@ -201,6 +210,20 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     throw new InvalidOptionError(
       'expireAfterMs',
       `${expiryProblem} (0 turns expiry off), got ${describe(expireAfterMs)}`,
+    )
+  }
+  const partialHoldMs = options.partialHoldMs ?? defaultPartialHoldMs(expireAfterMs)
+  const holdProblem = checkMilliseconds(partialHoldMs, { min: expireAfterMs })
+  if (typeof holdProblem === 'string') {
+    throw new InvalidOptionError(
+      'partialHoldMs',
+      `${holdProblem} (expireAfterMs: a finished partial upload waits at least as long as an unfinished one), got ${describe(partialHoldMs)}`,
+    )
+  }
+  if (options.partialHoldMs !== undefined && datastore !== undefined) {
+    throw new InvalidOptionError(
+      'partialHoldMs',
+      'applies to the built-in file store (`directory`), whose parallel uploads it holds, not to a `datastore`',
     )
   }
   const cleanupIntervalMs = milliseconds(
@@ -283,6 +306,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     directory,
     datastore,
     expireAfterMs,
+    partialHoldMs,
     cleanupIntervalMs,
     cleanupOnStart,
     idPattern,

@@ -66,21 +66,44 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   const { namespace } = options
   const endpoint = endpointPath(fastify.prefix, options)
   checkDecorators(fastify, namespace, endpoint)
-  const releaseStore = await claimStore(options, describeEndpoint(endpoint, namespace))
+  const claims = new Claims(await claimStore(options, describeEndpoint(endpoint, namespace)))
   try {
-    await serve(fastify, options, endpoint, releaseStore)
+    await serve(fastify, options, endpoint, claims)
   } catch (error) {
-    releaseStore()
+    await claims.release()
     throw error
   }
 }
 
-/** Everything the registration builds once its store is its own; `releaseStore` goes in onClose. */
+/**
+ * What a registration holds for its store, given back in onClose, or at once when the
+ * registration fails: its place in this process' table, and the directory's holder file.
+ */
+class Claims {
+  #store: ExpiringFileStore | undefined
+
+  constructor(readonly releaseStore: () => void) {}
+
+  /** The built-in store, whose directory claim goes with the rest. */
+  opened(store: ExpiringFileStore | undefined): void {
+    this.#store = store
+  }
+
+  async release(): Promise<void> {
+    try {
+      await this.#store?.close()
+    } finally {
+      this.releaseStore()
+    }
+  }
+}
+
+/** Everything the registration builds once its store is its own; `claims` go in onClose. */
 async function serve(
   fastify: FastifyInstance,
   options: ResolvedOptions,
   endpoint: string,
-  releaseStore: () => void,
+  claims: Claims,
 ) {
   const { namespace } = options
   // A user's S3Store gets the plugin's expiry instead of its own (s3/store.ts).
@@ -105,17 +128,24 @@ async function serve(
     : await ExpiringFileStore.open({
         directory: options.directory,
         expireAfterMs: options.expireAfterMs,
+        partialHoldMs: options.partialHoldMs,
         locker,
         idPattern: options.idPattern,
         downtime,
         holdsLock: (id) => locker.holds(id),
         minFreeBytes: options.minFreeBytes,
         maxStoreBytes: options.maxStoreBytes,
+        // Another process on the directory must share Redis with this one, or it is refused.
+        holder: {
+          description: describeEndpoint(endpoint, namespace),
+          redisPrefix: options.redis?.prefix,
+        },
         // With Redis the fleet shares one total (store/quota.ts).
         quotaCounter: options.redis
           ? new RedisQuotaCounter(options.redis.client, options.redis.prefix)
           : undefined,
       })
+  claims.opened(store)
   const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
   // With a quota and one instance, the startup sweep is the count the quota starts from.
   const countBySweep =
@@ -215,8 +245,8 @@ async function serve(
       await redisLocker?.close()
       await closeMarker.closed(closingAt ?? Date.now())
     } finally {
-      // Another registration (a new app in tests, say) may serve the store from now on.
-      releaseStore()
+      // Another registration (a new app in tests, another process) may serve the store now.
+      await claims.release()
     }
   })
 }

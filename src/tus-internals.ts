@@ -20,6 +20,9 @@
  *   turns it off and creates the directory in `init()`, which rejects instead.
  * - `Server.prototype.getCorsOrigin`: tus' rule for `Access-Control-Allow-Origin`, which the
  *   answers the plugin writes itself (protocol refusals) must follow too.
+ * - the POST handler's `generateUrl(req, id)`: an upload's URL as tus builds its `Location`
+ *   (`path`, `relativeLocation`, `respectForwardedHeaders`, the user's `generateUrl`), for the
+ *   answer to a retried final creation, which the plugin writes itself (store/finals.ts).
  */
 import { createRequire } from 'node:module'
 import path from 'node:path'
@@ -104,6 +107,15 @@ interface TusCorsRule {
   getCorsOrigin(origin: string | null): string | null
 }
 
+interface UrlMaker {
+  generateUrl(req: Request, id: string): string
+}
+
+/** The URL of upload `id`, as tus' POST handler builds a creation's `Location` for `request`. */
+export function uploadUrlFor(server: Server, request: Request, id: string): string {
+  return (server.handlers.POST as unknown as UrlMaker).generateUrl(request, id)
+}
+
 /** One part of the seam: its name as the error states it, and how to tell that it is there. */
 interface Seam {
   name: string
@@ -125,6 +137,16 @@ const SEAMS: Seam[] = [
       )
     },
   })),
+  {
+    name: 'Server.handlers.POST.generateUrl(req, id)',
+    present: (probe) => {
+      const request = new Request('http://a.example/fastify-tus-probe', {
+        method: 'POST',
+        headers: { host: 'a.example' },
+      })
+      return uploadUrlFor(probe, request, 'x') === 'http://a.example/fastify-tus-probe/x'
+    },
+  },
   {
     name: 'MemoryLocker.locks (its lock table, a Map)',
     present: () => (new MemoryLocker() as Partial<MemoryLocker>).locks instanceof Map,

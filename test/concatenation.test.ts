@@ -10,6 +10,7 @@ import path from 'node:path'
 import { EVENTS } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
 import { concatenateFiles } from '../src/store/concatenation.js'
+import { PROCESS_TOKEN } from '../src/store/record-file.js'
 import {
   age,
   pattern as bytes,
@@ -39,6 +40,17 @@ async function partial(endpoint: string, data: Buffer) {
   return created
 }
 
+/** The partial uploads whose records say the final `id` took them over. */
+async function takenBy(directory: string, id: string): Promise<string[]> {
+  const taken: string[] = []
+  for (const name of await listing(directory)) {
+    if (!name.endsWith('.json')) continue
+    const record = JSON.parse(await fs.readFile(path.join(directory, name), 'utf8'))
+    if (record.taken_by === id) taken.push(record.id)
+  }
+  return taken.sort()
+}
+
 function final(endpoint: string, urls: string[], extra: Record<string, string> = {}) {
   return request(endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${urls.join(' ')}`, ...extra })
 }
@@ -49,7 +61,7 @@ describe('parallel uploads with tus-js-client', () => {
     ['1 B', 1],
     ['3 MiB', 3 * 1024 * 1024],
   ])(
-    'delivers %s byte-identical with parallelUploads: 4, and keeps only the final upload',
+    "delivers %s byte-identical with parallelUploads: 4, and keeps only the final upload (and its partials' records, for a retried final)",
     async (_, size) => {
       const server = await startServer({ expireAfterMs: HOUR })
       const data = bytes(size, 7)
@@ -67,8 +79,11 @@ describe('parallel uploads with tus-js-client', () => {
       expect(creations[4]).toMatch(/^final;(\S+ ){3}\S+$/)
       const id = url.slice(url.lastIndexOf('/') + 1)
       expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(data))
-      // The partials went once the final held their bytes.
-      expect(await listingBecomes(server.directory, pair(id))).toEqual(pair(id))
+      // The partials' bytes went once the final held them; their records stay, taken by it.
+      const partialIds = await takenBy(server.directory, id)
+      expect(partialIds).toHaveLength(4)
+      const kept = [...pair(id), ...partialIds.map((p) => `${p}.json`)].sort()
+      expect(await listingBecomes(server.directory, kept)).toEqual(kept)
       const res = await head(url)
       expect(res.status).toBe(200)
       expect(res.headers['upload-offset']).toBe(String(size))
@@ -184,14 +199,16 @@ describe('the protocol for partial and final uploads', () => {
     expect(unknown.status).toBe(404)
   })
 
-  it('repeats a partial listed twice, and removes it once', async () => {
+  it('repeats a partial listed twice, and removes its bytes once', async () => {
     const server = await startServer({ expireAfterMs: HOUR })
     const a = await partial(server.endpoint, Buffer.from('ab'))
     const res = await final(server.endpoint, [a.url, a.url])
     expect(res.status).toBe(201)
     const id = String(res.headers.location).split('/').pop() as string
     expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('abab')
-    expect(await listingBecomes(server.directory, pair(id))).toEqual(pair(id))
+    const kept = [...pair(id), `${a.id}.json`].sort()
+    expect(await listingBecomes(server.directory, kept)).toEqual(kept)
+    expect(await takenBy(server.directory, id)).toEqual([a.id])
   })
 
   it('answers 403 to a PATCH on a final upload and leaves it unchanged', async () => {
@@ -242,7 +259,8 @@ describe('a final upload that cannot be made', () => {
     await patch(unfinished.url, 0, Buffer.from('half'))
     const plain = await createUpload(server.endpoint, 0)
     const expired = await partial(server.endpoint, Buffer.from('old'))
-    await age(path.join(server.directory, expired.id), 2 * HOUR)
+    // Past the hold of a finished partial (partialHoldMs: a day by default).
+    await age(path.join(server.directory, expired.id), 25 * HOUR)
     const foreign = await partial(other.endpoint, Buffer.from('elsewhere'))
     const before = await listing(server.directory)
 
@@ -294,22 +312,35 @@ describe('a final upload that cannot be made', () => {
 })
 
 describe('expiry of partial uploads', () => {
-  it('removes a finished partial that no final used once its period has passed, and counts it', async () => {
-    const server = await startServer({ expireAfterMs: HOUR })
+  it('keeps a finished partial that no final used for partialHoldMs (its siblings may still upload), then removes it and counts it', async () => {
+    const server = await startServer({ expireAfterMs: HOUR, partialHoldMs: 5 * HOUR })
+    const held = await partial(server.endpoint, Buffer.from('sibling still uploading'))
     const stale = await partial(server.endpoint, Buffer.from('abandoned'))
-    const fresh = await partial(server.endpoint, Buffer.from('waiting'))
+    const unfinished = await createUpload(server.endpoint, 10, { 'Upload-Concat': 'partial' })
     const plain = await createUpload(server.endpoint, 4)
     await patch(plain.url, 0, Buffer.from('done'))
-    for (const id of [stale.id, plain.id]) await age(path.join(server.directory, id), 2 * HOUR)
-    // Expired before the sweep: 410, as any expired upload.
+    // Past expireAfterMs, within the hold: a finished partial waits; an unfinished one expires.
+    await age(path.join(server.directory, held.id), 2 * HOUR)
+    await age(path.join(server.directory, unfinished.id), 2 * HOUR)
+    for (const id of [stale.id, plain.id]) await age(path.join(server.directory, id), 6 * HOUR)
+    const waiting = await head(held.url)
+    expect(waiting.status).toBe(200)
+    // Its Upload-Expires says the hold: about 3 hours from now.
+    const left = Date.parse(String(waiting.headers['upload-expires'])) - Date.now()
+    expect(left).toBeGreaterThan(2.9 * HOUR)
+    expect(left).toBeLessThan(3.1 * HOUR)
+    // Past the hold: 410, as any expired upload.
     expect((await head(stale.url)).status).toBe(410)
-    expect((await head(fresh.url)).headers['upload-expires']).toBeDefined()
+    expect((await head(unfinished.url)).status).toBe(410)
 
     const report = await server.app.tusCleanup.run()
-    expect(report).toMatchObject({ removed: 1, partials: 1, orphans: 0, ids: [stale.id] })
-    // The fresh partial, and the finished plain upload however old, stay.
-    expect(await listing(server.directory)).toEqual([...pair(fresh.id), ...pair(plain.id)].sort())
-    expect(server.logs.find((r) => r.msg.startsWith('removed 1'))).toMatchObject({ partials: 1 })
+    expect(report).toMatchObject({ removed: 2, partials: 2, orphans: 0 })
+    expect(report.ids.sort()).toEqual([stale.id, unfinished.id].sort())
+    // The held partial, and the finished plain upload however old, stay.
+    expect(await listing(server.directory)).toEqual([...pair(held.id), ...pair(plain.id)].sort())
+    expect(server.logs.find((r) => r.msg.startsWith('removed 2'))).toMatchObject({ partials: 2 })
+    // The final can still be made from the held partial.
+    expect((await final(server.endpoint, [held.url])).status).toBe(201)
   })
 
   it('never removes a finished final upload, however old', async () => {
@@ -320,20 +351,26 @@ describe('expiry of partial uploads', () => {
     await age(path.join(server.directory, id), 1000 * HOUR)
     const report = await server.app.tusCleanup.run()
     expect(report.removed).toBe(0)
-    expect(await listing(server.directory)).toEqual(pair(id))
+    expect(await listing(server.directory)).toEqual([...pair(id), `${a.id}.json`].sort())
     expect((await head(`${server.endpoint}/${id}`)).status).toBe(200)
   })
 
-  it('removes what a crash left of an assembly (a temporary data file) once it is older than the period', async () => {
+  it("removes at once what a gone process left of an assembly (a temporary data file), and a live one's once older than the period", async () => {
     const server = await startServer({ expireAfterMs: HOUR })
     const a = await partial(server.endpoint, Buffer.from('survives'))
-    // What a crash mid-copy leaves: the temporary file beside the final's, nothing else.
-    const temp = path.join(server.directory, `.fastify-tus-tmp.0a1b2c3d4e5f.${'f'.repeat(32)}`)
-    await fs.writeFile(temp, 'surv')
-    expect((await server.app.tusCleanup.run()).removed).toBe(0)
-    await age(temp, 2 * HOUR)
+    // What a crash mid-copy leaves: the temporary file beside the final's, nothing else. Its
+    // name starts with the token of the process that made it: one that serves nothing now...
+    const gone = path.join(server.directory, `.fastify-tus-tmp.0a1b2c3d4e5f.${'f'.repeat(32)}`)
+    await fs.writeFile(gone, 'surv')
+    // ...and this one, which serves the directory (an assembly under way, as far as it shows).
+    const live = `.fastify-tus-tmp.${PROCESS_TOKEN}ff.${'e'.repeat(32)}`
+    await fs.writeFile(path.join(server.directory, live), 'surv')
+    const first = await server.app.tusCleanup.run()
+    expect(first).toMatchObject({ removed: 1, orphans: 1, ids: ['f'.repeat(32)] })
+    expect(await listing(server.directory)).toEqual([live, ...pair(a.id)].sort())
+    await age(path.join(server.directory, live), 2 * HOUR)
     const report = await server.app.tusCleanup.run()
-    expect(report).toMatchObject({ removed: 1, orphans: 1, ids: ['f'.repeat(32)] })
+    expect(report).toMatchObject({ removed: 1, orphans: 1, ids: ['e'.repeat(32)] })
     // The partial is untouched: the client can send its final again.
     expect(await listing(server.directory)).toEqual(pair(a.id))
     expect((await final(server.endpoint, [a.url])).status).toBe(201)

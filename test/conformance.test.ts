@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest'
 import {
   createUpload,
   head,
+  listing,
   patch,
   pattern,
   request,
@@ -67,7 +68,7 @@ describe('Tus-Resumable', () => {
         if (method !== 'HEAD') expect(res.body).toMatch(/Tus-Resumable/)
       }
       // Not processed: no new upload, no bytes, not deleted.
-      expect((await fs.readdir(server.directory)).sort()).toEqual([id, `${id}.json`].sort())
+      expect((await listing(server.directory)).sort()).toEqual([id, `${id}.json`].sort())
       expect((await head(url)).headers['upload-offset']).toBe('0')
     },
   )
@@ -132,7 +133,7 @@ describe('Content-Type', () => {
       '{"a":1}',
     )
     expect(withBody.status).toBe(415)
-    expect(await fs.readdir(server.directory)).toEqual([])
+    expect(await listing(server.directory)).toEqual([])
     const withoutBody = await request(server.endpoint, 'POST', {
       ...TUS,
       'Upload-Length': '5',

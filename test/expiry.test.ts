@@ -15,6 +15,7 @@ import {
   createUpload,
   exists,
   head,
+  listing,
   patch,
   request,
   sha256,
@@ -224,14 +225,12 @@ describe('dry run', () => {
     await age(path.join(server.directory, stale.id), 2 * HOUR)
     const dry = await server.app.tusCleanup.run({ dryRun: true })
     expect(dry).toMatchObject({ dryRun: true, removed: 1, ids: [stale.id] })
-    expect(await fs.readdir(server.directory)).toHaveLength(4)
+    expect(await listing(server.directory)).toHaveLength(4)
     expect(server.logs.some((r) => r.msg === 'dry run: would remove 1 expired uploads')).toBe(true)
 
     const real = await server.app.tusCleanup.run()
     expect(real).toMatchObject({ dryRun: false, removed: 1, ids: [stale.id] })
-    expect((await fs.readdir(server.directory)).sort()).toEqual(
-      [fresh.id, `${fresh.id}.json`].sort(),
-    )
+    expect((await listing(server.directory)).sort()).toEqual([fresh.id, `${fresh.id}.json`].sort())
   })
 })
 

@@ -21,6 +21,7 @@ import {
   disconnectMidPatch,
   exists,
   head,
+  listing,
   patch,
   request,
   sha256,
@@ -153,7 +154,7 @@ describe('faults', () => {
     expect(report.ids.sort()).toEqual([hex(1), hex(2), hex(4), hex(5)])
     expect(warnings).toHaveLength(1)
     expect(warnings[0]?.obj).toMatchObject({ id: hex(3), err: { code: 'EIO' } })
-    expect((await fs.readdir(dir)).sort()).toEqual([hex(3), `${hex(3)}.json`])
+    expect((await listing(dir)).sort()).toEqual([hex(3), `${hex(3)}.json`])
   })
 
   it('a client that disconnects mid-PATCH: bytes kept, lock released at once, upload resumes', async () => {
@@ -298,7 +299,7 @@ describe('crashes (kill -9)', () => {
     expect(reads).toBeGreaterThan(50)
     expect(torn).toEqual([])
     // No temporary file is left behind.
-    expect((await fs.readdir(directory)).sort()).toEqual([id, `${id}.json`])
+    expect((await listing(directory)).sort()).toEqual([id, `${id}.json`])
   })
 
   it('a creation over a record a crash left behind (torn, or a link to an outside file) replaces it whole and writes nothing through it', async () => {
@@ -320,7 +321,7 @@ describe('crashes (kill -9)', () => {
     }
     expect(await fs.readFile(outside, 'utf8')).toBe('not yours')
     // No temporary file is left behind.
-    expect((await fs.readdir(directory)).sort()).toEqual(
+    expect((await listing(directory)).sort()).toEqual(
       [torn, `${torn}.json`, linked, `${linked}.json`].sort(),
     )
   })
@@ -339,7 +340,7 @@ describe('crashes (kill -9)', () => {
       size: 10,
       metadata: { who: 'first' },
     })
-    expect((await fs.readdir(directory)).sort()).toEqual([id, `${id}.json`])
+    expect((await listing(directory)).sort()).toEqual([id, `${id}.json`])
   })
 
   it('an upload whose record a crash left empty: 404, removed by the sweep once older than the period, as an orphan, not an error', async () => {
@@ -352,7 +353,7 @@ describe('crashes (kill -9)', () => {
     for (const file of [dataFile, `${dataFile}.json`]) await age(file, 2 * HOUR)
     const report = await server.app.tusCleanup.run()
     expect(report).toMatchObject({ removed: 1, orphans: 1, errors: 0, ids: [upload.id] })
-    expect(await fs.readdir(server.directory)).toEqual([])
+    expect(await listing(server.directory)).toEqual([])
   })
 
   it('a record a crash left half-written (a temporary file) is removed by the sweep once older than the period', async () => {
@@ -363,7 +364,7 @@ describe('crashes (kill -9)', () => {
     await age(temp, 2 * HOUR)
     const report = await server.app.tusCleanup.run()
     expect(report).toMatchObject({ removed: 1, orphans: 1, errors: 0, ids: [hex(9)] })
-    expect(await fs.readdir(server.directory)).toEqual([])
+    expect(await listing(server.directory)).toEqual([])
   })
 
   it('a start that fails to listen keeps the downtime marker for the next start', async () => {

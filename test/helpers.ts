@@ -440,12 +440,16 @@ export async function cli(args: string[], env: Record<string, string> = {}) {
   return { code, ...out }
 }
 
-/** Files of the tree (not directories, not the plugin's close marker), relative, sorted. */
+/**
+ * Files of the tree (not directories, not the plugin's close marker nor its servers' holder
+ * files), relative, sorted.
+ */
 export async function listing(dir: string): Promise<string[]> {
   const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true })
   return entries
     .filter((e) => !e.isDirectory() && e.name !== '.fastify-tus-closed')
     .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+    .filter((file) => !file.startsWith('.fastify-tus-holders'))
     .sort()
 }
 

@@ -11,6 +11,7 @@ import {
   age,
   createUpload,
   exists,
+  listing,
   request,
   sha256,
   sha256Of,
@@ -155,6 +156,6 @@ describe('locks', () => {
     for (const answer of answers) expect([204, 404, 410]).toContain(answer.status)
     expect(answers.some((a) => a.status === 204)).toBe(true)
     expect(report?.removed).toBeLessThanOrEqual(uploads.length)
-    expect(await fs.readdir(server.directory)).toEqual([])
+    expect(await listing(server.directory)).toEqual([])
   })
 })

@@ -15,6 +15,7 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import fastifyTus from '../src/index.js'
 import {
   exists,
+  listing,
   logCapture,
   REDIS_URL,
   randomId,
@@ -74,8 +75,8 @@ describe('several endpoints in one app', () => {
     expect(app.tus.avatars).not.toBe(app.tus.videos)
     const avatar = await createThrough(app, '/avatars')
     const video = await createThrough(app, '/videos')
-    expect((await fs.readdir(avatars)).sort()).toEqual([avatar, `${avatar}.json`])
-    expect((await fs.readdir(videos)).sort()).toEqual([video, `${video}.json`])
+    expect((await listing(avatars)).sort()).toEqual([avatar, `${avatar}.json`])
+    expect((await listing(videos)).sort()).toEqual([video, `${video}.json`])
     // Each Server knows only its own uploads.
     const head = (url: string) => app.inject({ method: 'HEAD', url, headers: TUS })
     expect((await head(`/videos/${video}`)).statusCode).toBe(200)

@@ -11,6 +11,7 @@ import fastifyTus from '../src/index.js'
 import {
   createUpload,
   head,
+  listing,
   request,
   sha256,
   sha256Of,
@@ -50,7 +51,7 @@ describe('tus routes', () => {
     const nested = path.join(server.directory, 'a', 'b')
     const other = await startServer({ directory: nested })
     await tusUpload(other.endpoint, Buffer.from('hello'))
-    expect((await fs.readdir(nested)).length).toBe(2)
+    expect((await listing(nested)).length).toBe(2)
   })
 
   it('serves under a register prefix, with the prefix in Location', async () => {
@@ -124,7 +125,7 @@ describe('tus routes', () => {
     )
     const denied = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '3' })
     expect(denied.status).toBe(401)
-    expect(await fs.readdir(server.directory)).toEqual([])
+    expect(await listing(server.directory)).toEqual([])
 
     const url = await tusUpload(server.endpoint, Buffer.from('abc'), {
       headers: { Authorization: 'Bearer ok' },

@@ -17,7 +17,8 @@ import { pino } from 'pino'
 import * as duration from '../duration.js'
 import { connectRedis, isRedisUrl } from '../redis/connect.js'
 import { REDIS_LOCKER_DEFAULTS, RedisLocker } from '../redis/locker.js'
-import { DEFAULT_ID_PATTERN } from '../store/expiry-policy.js'
+import { type DirectoryClaim, joinHolders } from '../store/directory-holders.js'
+import { DEFAULT_ID_PATTERN, defaultPartialHoldMs } from '../store/expiry-policy.js'
 import type { SweepLocker } from '../sweep/activity-locker.js'
 import { type Removal, type SweepReport, sweepDirectory } from '../sweep/engine.js'
 import { logReport } from '../sweep/schedule.js'
@@ -34,6 +35,9 @@ Options:
   --dir <path>              the store's directory (the plugin's \`directory\` option)
   --expire-after <duration> an unfinished upload idle this long expires: 10m, 2h, 1d,
                             600000ms (a unit is required: a bare 10 is refused)
+  --partial-hold <duration> a finished partial upload of a parallel upload waits this long
+                            for its final, as the plugin's \`partialHoldMs\` option (default:
+                            --expire-after or 1d, whichever is longer)
   --id-pattern <regex>      names of uploads, as the plugin's \`idPattern\` option
                             (default ${DEFAULT_ID_PATTERN.source})
   --redis-url <url>         the Redis of the servers on this directory (their \`redis\`
@@ -48,17 +52,16 @@ Options:
 
 Before sweeping, it checks that the directory looks like a tus file store (only <id> and
 <id>.json files, subdirectories, dot-files, and at least one tus upload record) and refuses
-otherwise.
+otherwise. It also refuses a directory that a server serves without Redis (or with another
+Redis prefix than --redis-prefix): their locks would not see each other. While it sweeps, such
+a server refuses to start on the directory. A dry run removes nothing and is never refused.
 
-With a server on the same directory: the sweep removes only uploads whose data file has not
-been written for --expire-after (it looks twice: when scanning, and right before unlinking),
-and the server answers 410 to an unfinished upload idle longer than its own expireAfterMs,
-never resuming it. So use an --expire-after no shorter than the server's expireAfterMs.
-If the servers use Redis (their \`redis\` option), pass --redis-url (and --redis-prefix): an
-upload a request holds, on any server, is skipped (counted in "skipped busy"). Without it,
-this CLI does not see the servers' in-process locks: a PATCH that has stalled (sent no byte)
-for longer than --expire-after can be removed under it, which the servers' own sweep would not
-do. Then give a margin above your longest stall, or sweep with the servers' own sweep.
+With servers on the same directory (they must use Redis: see above), pass --redis-url (and
+--redis-prefix): each removal takes the same upload lock as they do, and an upload a request
+holds, on any server, is skipped (counted in "skipped busy"). The sweep removes only uploads
+whose data file has not been written for --expire-after (it looks twice: when scanning, and
+right before unlinking), and the servers answer 410 to an unfinished upload idle longer than
+their own expireAfterMs, never resuming it. So use an --expire-after no shorter than theirs.
 
 Exit codes: 0 done; 1 some entries failed (see stderr) or the sweep failed; 2 usage error or
 refused directory; 130 or 143 stopped by SIGINT or SIGTERM (what was removed until then is
@@ -88,6 +91,7 @@ function parseIdPattern(value: string): RegExp {
 interface SweepCommand {
   directory: string
   expireAfterMs: number
+  partialHoldMs: number
   idPattern: RegExp
   dryRun: boolean
   json: boolean
@@ -118,10 +122,21 @@ export function parseCommand(argv: string[]): Parsed {
   if (values['expire-after'] === undefined) {
     throw new UsageError('--expire-after <duration> is required (e.g. 10m, 2h)')
   }
+  const expireAfterMs = parseDuration('--expire-after', values['expire-after'])
+  const partialHoldMs =
+    values['partial-hold'] === undefined
+      ? defaultPartialHoldMs(expireAfterMs)
+      : parseDuration('--partial-hold', values['partial-hold'])
+  if (partialHoldMs < expireAfterMs) {
+    throw new UsageError(
+      `--partial-hold must be at least --expire-after (${ms(expireAfterMs)}), got ${JSON.stringify(values['partial-hold'])}`,
+    )
+  }
   return {
     kind: 'sweep',
     directory: path.resolve(values.dir),
-    expireAfterMs: parseDuration('--expire-after', values['expire-after']),
+    expireAfterMs,
+    partialHoldMs,
     idPattern:
       values['id-pattern'] === undefined
         ? DEFAULT_ID_PATTERN
@@ -168,6 +183,7 @@ function parse(argv: string[]) {
     options: {
       dir: { type: 'string' },
       'expire-after': { type: 'string' },
+      'partial-hold': { type: 'string' },
       'id-pattern': { type: 'string' },
       'redis-url': { type: 'string' },
       'redis-prefix': { type: 'string' },
@@ -235,6 +251,19 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
     return EXIT.usage
   }
 
+  // Not beside a server that does not share Redis with this sweep: neither would see the other.
+  let claim: DirectoryClaim | undefined
+  if (!command.dryRun) {
+    try {
+      const prefix = command.redisUrl === undefined ? undefined : command.redisPrefix
+      claim = await joinHolders(command.directory, prefix, 'fastify-tus sweep')
+    } catch (error) {
+      if (log) log.error({ err: error }, 'fastify-tus: refusing to sweep')
+      else err(`fastify-tus: refusing to sweep: ${describe(error).replace(/^fastify-tus: /, '')}\n`)
+      return EXIT.usage
+    }
+  }
+
   let redis: { locker: RedisLocker; client: Redis } | undefined
   if (command.redisUrl && !deps.locker) {
     try {
@@ -246,6 +275,7 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
     } catch (error) {
       if (log) log.error({ err: error }, 'fastify-tus: cannot reach Redis')
       else err(`fastify-tus: ${describe(error)}\n`)
+      await claim?.release()
       return EXIT.failed
     }
   }
@@ -274,9 +304,13 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
           `${dryRun ? ', dry run' : ''})\n`,
       )
     }
+    const at = Date.now()
+    const tokens = await claim?.liveTokens()
     report = await sweepDirectory({
+      holders: tokens && { tokens, at },
       directory: command.directory,
       expireAfterMs: command.expireAfterMs,
+      partialHoldMs: command.partialHoldMs,
       idPattern: command.idPattern,
       dryRun: command.dryRun,
       locker,
@@ -316,6 +350,7 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
     process.off('SIGTERM', onSignal)
     await redis?.locker.close()
     await redis?.client.quit().catch(() => {})
+    await claim?.release()
   }
 
   rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))

@@ -18,12 +18,14 @@
  *   user's `onUploadFinish` and tus' POST_FINISH event run for it as for any upload that
  *   finishes (`finishFinal`).
  */
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Server } from '@tus/server'
-import { EVENTS, type Upload } from '@tus/utils'
+import { EVENTS, TUS_RESUMABLE, type Upload } from '@tus/utils'
 import type { TusServerOptions } from '../options.js'
 import { type Concat, markConcat, type TusError, tusError } from '../store/concatenation.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
+import type { HeldFinal } from '../store/finals.js'
+import { tusCorsHeaders, uploadUrlFor } from '../tus-internals.js'
 import type { Refusal } from './protocol.js'
 
 /** At most this many partial uploads in one final (tus-js-client makes `parallelUploads` of them). */
@@ -71,6 +73,8 @@ export async function readConcat(
   } else if (value.startsWith('final;')) {
     const final = await readFinal(raw, store, routing, value.slice('final;'.length))
     if ('status' in final) return final
+    // A retried creation is answered here, without tus: its headers are left as sent.
+    if (final.concat.existing !== undefined) return final.concat
     concat = final.concat
     setHeader(raw, 'upload-length', String(final.length))
   } else {
@@ -85,7 +89,7 @@ async function readFinal(
   store: ExpiringFileStore,
   routing: ConcatRouting,
   list: string,
-): Promise<{ concat: Concat; length: number } | Refusal> {
+): Promise<{ concat: Extract<Concat, { kind: 'final' }>; length: number } | Refusal> {
   const headers = raw.headers
   if (headers['upload-length'] !== undefined) {
     return refusal(
@@ -116,6 +120,12 @@ async function readFinal(
     }
     partials.push(id)
   }
+  const header = `final;${urls.join(' ')}`
+  // A retry of a creation whose answer was lost: the final exists, or is being assembled here.
+  const existing = await store.finals.finalOf(partials)
+  if (existing !== undefined) {
+    return { concat: { kind: 'final', partials, header, existing }, length: 0 }
+  }
   // Checked here to answer before anything is created; the store checks again under the locks.
   let total = 0
   for (const id of partials) {
@@ -127,7 +137,7 @@ async function readFinal(
       return { status: status_code, body }
     }
   }
-  return { concat: { kind: 'final', partials, header: `final;${urls.join(' ')}` }, length: total }
+  return { concat: { kind: 'final', partials, header }, length: total }
 }
 
 /**
@@ -198,21 +208,25 @@ export function refusingPatchOfFinal(store: ExpiringFileStore): ExpiringFileStor
 /**
  * After tus created a final upload: it is finished, so the user's `onUploadFinish` runs and tus'
  * POST_FINISH event is emitted, as after the PATCH that finishes an upload (tus does both itself
- * only for an empty upload). The hook may change the answer as it may on a PATCH.
+ * only for an empty upload). The hook may change the answer as it may on a PATCH. A hook that
+ * returned has taken the final: it is no longer waiting for its answer to reach the client.
  */
 export async function finishFinal(
   tus: Server,
+  store: ExpiringFileStore,
   request: Request,
   response: Response,
 ): Promise<Response> {
   const upload = created.get(request)
-  if (!upload || response.status !== 201 || upload.size === 0) return response
+  if (!upload || response.status !== 201) return response
+  if (upload.size === 0) return response
   upload.offset = upload.size ?? 0
   let answer = response
   const onUploadFinish = tus.options.onUploadFinish
   if (onUploadFinish) {
     try {
       const patch = await onUploadFinish(request, upload)
+      await store.finals.claim(upload.id)
       if (patch.status_code || patch.body || patch.headers) {
         const headers = new Headers(response.headers)
         for (const [name, value] of Object.entries(patch.headers ?? {})) {
@@ -237,6 +251,59 @@ export async function finishFinal(
     upload,
   )
   return answer
+}
+
+/**
+ * A final upload tus created for `request` is claimed (finals.ts) as its answer leaves for a
+ * client that is still there, and marked unknown again if that answer does not arrive whole.
+ */
+export async function deliverFinal(
+  store: ExpiringFileStore,
+  request: Request,
+  response: Response,
+  res: ServerResponse,
+): Promise<void> {
+  const finalId = created.get(request)?.id
+  if (finalId === undefined || response.status >= 300 || res.destroyed) return
+  await store.finals.claim(finalId)
+  res.once('close', () => {
+    if (!res.writableFinished) store.finals.unclaim(finalId).catch(() => {})
+  })
+}
+
+/**
+ * The answer to a retried creation of a final upload that exists (or was being assembled): 201
+ * with its `Location`, as tus would answer the creation. The final is held (locked, claimed)
+ * until the answer has gone, and marked unknown again if it did not arrive whole (finals.ts).
+ */
+export async function answerExistingFinal(
+  tus: Server,
+  store: ExpiringFileStore,
+  request: Request,
+  res: ServerResponse,
+  finalId: string,
+): Promise<Response> {
+  let held: HeldFinal | undefined
+  try {
+    held = await store.finals.hold(finalId)
+  } catch (error) {
+    const { status_code, body } = error as Partial<TusError>
+    if (typeof status_code !== 'number') throw error
+    return new Response(body ?? null, { status: status_code })
+  }
+  if (!held) {
+    return new Response('the final upload assembled from these partial uploads is gone\n', {
+      status: 410,
+    })
+  }
+  const release = held.release
+  if (res.destroyed) await release(false)
+  else res.once('close', () => release(res.writableFinished).catch(() => {}))
+  const headers = tusCorsHeaders(tus, request.headers.get('origin') ?? undefined)
+  headers.set('Location', uploadUrlFor(tus, request, finalId))
+  headers.set('Tus-Resumable', TUS_RESUMABLE)
+  headers.set('Content-Length', '0')
+  return new Response('', { status: 201, headers })
 }
 
 function refusal(status: number, reason: string): Refusal {

@@ -15,11 +15,19 @@ import type {
 } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
 import type { TusMetrics } from '../metrics.js'
+import type { Concat } from '../store/concatenation.js'
 import type { ExpiringFileStore } from '../store/file-store.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { answerFixes, type UploadDescriber } from './answer.js'
 import { cancelSafe } from './cancel-safe.js'
-import { type ConcatRouting, finishFinal, markConcatRequest, readConcat } from './concatenation.js'
+import {
+  answerExistingFinal,
+  type ConcatRouting,
+  deliverFinal,
+  finishFinal,
+  markConcatRequest,
+  readConcat,
+} from './concatenation.js'
 import { linkFastifyRequest } from './fastify-request.js'
 import { normalizeContentType, type Refusal, refusalFor, TUS_VERSION } from './protocol.js'
 import { DirectBodyRequest } from './write-path.js'
@@ -144,10 +152,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
         ? new DirectBodyRequest({ req: request.raw, res })
         : new NodeRequest({ req: request.raw, res })
       linkFastifyRequest(webRequest, request)
-      if (parts) markConcatRequest(webRequest, parts)
-      response = await how.tus.handleWeb(webRequest)
-      if (parts?.kind === 'final') response = await finishFinal(how.tus, webRequest, response)
-      else framingEmptyBody(method, response)
+      response = await tusAnswer(how, webRequest, res, parts)
       await how.fixAnswer(webRequest, response)
       if (how.metrics) how.metrics.bytesReceived(bytesStored(request, response))
     }
@@ -184,6 +189,33 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       res.destroy()
     }
   }
+}
+
+/**
+ * tus' answer to `webRequest`, with what the plugin adds for the concatenation extension: a
+ * final upload is finished once created (its finish hook runs), its creation is answered from
+ * the final that exists when it is a retry, and it waits for its answer to reach the client.
+ */
+async function tusAnswer(
+  how: HandOff,
+  webRequest: Request,
+  res: ServerResponse,
+  parts: Concat | undefined,
+): Promise<Response> {
+  const { store, tus } = how
+  if (parts?.kind !== 'final' || !store) {
+    if (parts) markConcatRequest(webRequest, parts)
+    const response = await tus.handleWeb(webRequest)
+    framingEmptyBody(webRequest.method, response)
+    return response
+  }
+  if (parts.existing !== undefined) {
+    return answerExistingFinal(tus, store, webRequest, res, parts.existing)
+  }
+  markConcatRequest(webRequest, parts)
+  const response = await finishFinal(tus, store, webRequest, await tus.handleWeb(webRequest))
+  await deliverFinal(store, webRequest, response, res)
+  return response
 }
 
 /**

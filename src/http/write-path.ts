@@ -23,8 +23,8 @@ import type { Server } from '@tus/server'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
 import type { DirectWriteStore } from '../store/direct-write.js'
-import { insufficientStorage } from '../store/free-space.js'
-import { QUOTA_UNAVAILABLE, quotaExceeded } from '../store/quota.js'
+import { diskFull, insufficientStorage, isDiskFull, type SpaceClaim } from '../store/free-space.js'
+import { QUOTA_UNAVAILABLE, type QuotaClaim, quotaExceeded } from '../store/quota.js'
 import {
   closeFd,
   isMissing,
@@ -126,6 +126,8 @@ export interface PumpOptions {
   /** Aborts gracefully: what arrived so far is written and counted. */
   signal: AbortSignal
   onProgress?: (received: number) => void
+  /** Told the bytes that have reached the file so far (for the free-space floor's claim). */
+  onWritten?: ((bytesWritten: number) => void) | undefined
 }
 
 /**
@@ -141,6 +143,8 @@ const WRITE_BUFFER_BYTES = 256 * 1024
 
 /** A body stopped at the free-space floor: the bytes before it are kept (unless checksummed). */
 const OUT_OF_SPACE = Symbol('out of space')
+/** The filesystem refused a write (ENOSPC, EDQUOT): the bytes before it are kept, as above. */
+const DISK_FULL = Symbol('disk full')
 
 /**
  * Writes `source` into the data file `file` at `offset`; resolves to the number of bytes
@@ -182,6 +186,7 @@ function pump(source: IncomingMessage, fd: number, options: PumpOptions): Promis
     spaceLeft = Number.POSITIVE_INFINITY,
     signal,
     onProgress,
+    onWritten,
     checksum,
   } = options
   return new Promise<number>((resolve, reject) => {
@@ -212,6 +217,7 @@ function pump(source: IncomingMessage, fd: number, options: PumpOptions): Promis
         return stop(OUT_OF_SPACE)
       }
       hash?.update(chunk)
+      onWritten?.(out.bytesWritten)
       if (!out.write(chunk)) {
         source.pause()
         out.once('drain', () => {
@@ -246,6 +252,7 @@ function pump(source: IncomingMessage, fd: number, options: PumpOptions): Promis
     function finish() {
       if (settled) return
       settled = true
+      onWritten?.(out.bytesWritten)
       if (checksum && (failure || !hash?.digest().equals(checksum.digest))) {
         // The digest covers the whole body: bytes that do not match it are not the upload's.
         truncateFd(fd, offset).then(
@@ -256,9 +263,10 @@ function pump(source: IncomingMessage, fd: number, options: PumpOptions): Promis
       else resolve(out.bytesWritten)
     }
 
-    out.on('error', () => {
-      stop(ERRORS.FILE_WRITE_ERROR)
-      failure = ERRORS.FILE_WRITE_ERROR
+    out.on('error', (error) => {
+      const failed = isDiskFull(error) ? DISK_FULL : ERRORS.FILE_WRITE_ERROR
+      stop(failed)
+      failure = failed
       finish()
     })
     out.on('finish', finish)
@@ -294,105 +302,145 @@ async function writeDirect(
 ): Promise<number | undefined> {
   const source = nodeBodyOf(body)
   if (!source || !isDirectWriteStore(handler.store)) return undefined
-  const interval = handler.options.postReceiveInterval ?? 1000
-  let nextProgress = performance.now() + interval
-  const onProgress =
-    handler.listenerCount(EVENTS.POST_RECEIVE) > 0
-      ? (received: number) => {
-          const now = performance.now()
-          if (now < nextProgress) return
-          nextProgress = now + interval
-          handler.emit(EVENTS.POST_RECEIVE, source, { ...upload, offset: upload.offset + received })
-        }
-      : undefined
   const header = source.headers['upload-checksum']
   const checksum = header === undefined ? undefined : parseChecksum(header)
   if (checksum && 'status' in checksum) throw { status_code: checksum.status, body: checksum.body }
   const store = handler.store
-  const { space, quota } = store
-  const freeLeft = space ? Math.max(0, await space.allowance()) : Number.POSITIVE_INFINITY
   const length = Number(source.headers['content-length'])
   const wanted = Math.min(Number.isSafeInteger(length) ? length : maxFileSize, maxFileSize)
-  // A deferred length grows with its bytes: they take quota as they come, up to what is left
-  // (a declared length took all of its bytes at creation or declaration).
-  const claim =
-    quota && upload.size === undefined
-      ? await quota
-          .claim(Math.min(wanted, Number.MAX_SAFE_INTEGER), { partial: true })
-          .catch(() => {
-            throw QUOTA_UNAVAILABLE
-          })
-      : undefined
-  const quotaLeft = claim?.granted ?? Number.POSITIVE_INFINITY
-  const spaceLeft = Math.min(freeLeft, quotaLeft)
+  const room = await claimRoom(store, upload, wanted)
   let stats: fs.Stats | undefined
   const pumping = () =>
     pumpToFile(source, store.dataPathOf(upload.id), {
       checksum,
       offset: upload.offset,
       maxBytes: maxFileSize,
-      spaceLeft: Number.isFinite(spaceLeft) ? spaceLeft : undefined,
+      spaceLeft: Number.isFinite(room.left) ? room.left : undefined,
       signal: context.signal,
-      onProgress,
+      onProgress: progressEvents(handler, source, upload),
+      onWritten: room.space && ((written) => room.space?.wrote(written)),
     }).then(
       (result) => {
         stats = result.stats
         return result.bytes
       },
-      async (error) => {
-        if (error !== OUT_OF_SPACE) throw error
-        const neededBytes = Number.isSafeInteger(length) ? length : spaceLeft + 1
-        if (quota && quotaLeft <= freeLeft) {
-          // The quota is reached (the claim told the quota's listeners): bytes so far kept, 507.
-          throw quotaExceeded({
-            storeBytes: quota.lastSeen ?? 0,
-            maxStoreBytes: quota.maxStoreBytes,
-            neededBytes,
-          })
-        }
-        if (!space) throw error
-        // The floor is reached: the bytes so far are kept, the answer says where they end (507).
-        const low = {
-          freeBytes: await space.freeBytes().catch(() => 0),
-          minFreeBytes: space.minFreeBytes,
-          neededBytes,
-        }
-        space.reportLow(low)
-        throw insufficientStorage(low)
-      },
+      (error) => room.refused(error, Number.isSafeInteger(length) ? length : undefined),
     )
-  if (claim === undefined) {
-    const offset = await written(upload.offset, pumping, checksum)
-    writtenUploads.set(source, { upload, stats })
-    return offset
-  }
   try {
-    const offset = await written(upload.offset, pumping, checksum)
+    const offset = await writtenWith(store, upload, pumping, checksum)
     writtenUploads.set(source, { upload, stats })
     return offset
   } finally {
-    // What the body left in the file stays counted; the rest of the claim goes back.
-    const size = await fsp.lstat(store.dataPathOf(upload.id)).then(
-      (stats) => stats.size,
-      () => upload.offset,
-    )
-    await claim.settle(size - upload.offset)
+    await room.settle()
   }
+}
 
-  async function written(
-    offset: number,
-    pump: () => Promise<number>,
-    checksum: Checksum | undefined,
-  ): Promise<number> {
-    if (!checksum) return offset + (await pump())
-    // Until the digest matched, the bytes past the offset are marked unverified in the record.
-    await store.beginChecksummedWrite(upload.id, offset)
-    let bytes: number
-    try {
-      bytes = await pump()
-    } finally {
-      await store.endChecksummedWrite(upload.id)
-    }
-    return offset + bytes
+/** POST_RECEIVE progress events, at most one per `postReceiveInterval`, when anyone listens. */
+function progressEvents(
+  handler: WritingHandler,
+  source: IncomingMessage,
+  upload: Upload,
+): ((received: number) => void) | undefined {
+  if (handler.listenerCount(EVENTS.POST_RECEIVE) === 0) return undefined
+  const interval = handler.options.postReceiveInterval ?? 1000
+  let nextProgress = performance.now() + interval
+  return (received: number) => {
+    const now = performance.now()
+    if (now < nextProgress) return
+    nextProgress = now + interval
+    handler.emit(EVENTS.POST_RECEIVE, source, { ...upload, offset: upload.offset + received })
   }
+}
+
+/** The room a body may take: what the free-space floor and the store quota grant it. */
+interface Room {
+  /** Bytes the body may write before one of them stops it. */
+  left: number
+  /** The floor's claim, told the bytes written as they are. */
+  space: SpaceClaim | undefined
+  /** The error of a body that stopped: a 507 when it was the room that stopped it. */
+  refused(error: unknown, neededBytes: number | undefined): Promise<never>
+  /** The body ended: the claims keep what it added to the file, the rest goes back. */
+  settle(): Promise<void>
+}
+
+/**
+ * Claims room for a body of at most `wanted` bytes: of the free-space floor (writes under way
+ * count), and of the quota when the upload's length is deferred (a declared length took all of
+ * its bytes at creation or declaration; a deferred one grows with its bytes, up to what is left).
+ */
+async function claimRoom(store: DirectWriteStore, upload: Upload, wanted: number): Promise<Room> {
+  const { space, quota } = store
+  const rest = upload.size === undefined ? wanted : Math.min(wanted, upload.size - upload.offset)
+  const claimed = space ? await space.claim(Math.max(0, rest), { partial: true }) : undefined
+  let quotaClaim: QuotaClaim | undefined
+  try {
+    quotaClaim =
+      quota && upload.size === undefined
+        ? await quota
+            .claim(Math.min(wanted, Number.MAX_SAFE_INTEGER), { partial: true })
+            .catch(() => {
+              throw QUOTA_UNAVAILABLE
+            })
+        : undefined
+  } catch (error) {
+    claimed?.release(0)
+    throw error
+  }
+  const freeLeft = claimed?.granted ?? Number.POSITIVE_INFINITY
+  const quotaLeft = quotaClaim?.granted ?? Number.POSITIVE_INFINITY
+  return {
+    left: Math.min(freeLeft, quotaLeft),
+    space: claimed,
+    refused: async (error, length) => {
+      const neededBytes = length ?? Math.min(freeLeft, quotaLeft) + 1
+      if (error === OUT_OF_SPACE && quota && quotaLeft <= freeLeft) {
+        // The quota is reached (the claim told the quota's listeners): bytes so far kept, 507.
+        const storeBytes = quota.lastSeen ?? 0
+        throw quotaExceeded({ storeBytes, maxStoreBytes: quota.maxStoreBytes, neededBytes })
+      }
+      if (error !== OUT_OF_SPACE && error !== DISK_FULL) throw error
+      // The floor, or the disk itself, is reached: the bytes so far are kept, and the answer
+      // says where they end (507).
+      const low = {
+        freeBytes: space ? await space.freeBytes().catch(() => 0) : 0,
+        minFreeBytes: space?.minFreeBytes ?? 0,
+        neededBytes,
+      }
+      space?.reportLow(low)
+      throw error === DISK_FULL ? diskFull({ code: 'ENOSPC' }) : insufficientStorage(low)
+    },
+    settle: async () => {
+      claimed?.release()
+      if (!quotaClaim) return
+      // What the body left in the file stays counted; the rest of the claim goes back.
+      const size = await fsp.lstat(store.dataPathOf(upload.id)).then(
+        (stats) => stats.size,
+        () => upload.offset,
+      )
+      await quotaClaim.settle(size - upload.offset)
+    },
+  }
+}
+
+/**
+ * Pumps the body; with a checksum, the bytes past the offset are marked unverified in the record
+ * until the digest matched. Resolves to the new offset.
+ */
+async function writtenWith(
+  store: DirectWriteStore,
+  upload: Upload,
+  pump: () => Promise<number>,
+  checksum: Checksum | undefined,
+): Promise<number> {
+  const offset = upload.offset
+  if (!checksum) return offset + (await pump())
+  await store.beginChecksummedWrite(upload.id, offset)
+  let bytes: number
+  try {
+    bytes = await pump()
+  } finally {
+    await store.endChecksummedWrite(upload.id)
+  }
+  return offset + bytes
 }

@@ -8,10 +8,11 @@
  * - A final upload is assembled when it is created (as tusd does), from finished partials only:
  *   under the locks of its partials (taken in a fixed order, without asking a holder to let go),
  *   each partial is checked again, their bytes are copied in order into a temporary dot-file
- *   beside the final's data file (by `cat` in the kernel where there is one, else through
- *   bounded buffers on libuv's threads) and linked in as the data file, and only then is the record written. A crash at any point leaves no final
- *   upload (a temporary file, or a data file without a record: both removed by the sweep as
- *   orphans once older than the period), never a half file that claims to be finished.
+ *   beside the final's data file (by `cat` in the kernel where it can be tied to this process'
+ *   life, else through bounded buffers on libuv's threads) and linked in as the data file, and
+ *   only then is the record written. A crash at any point leaves no final upload (a temporary
+ *   file, or a data file without a record: both removed by the sweep as orphans), never a half
+ *   file that claims to be finished; and no copy goes on without the process that started it.
  * - Once the final's record is written its partials are removed, right after the answer and
  *   still under their locks: parallel uploads do not double the disk space they use. A partial
  *   left by a crash in between is finished and unused, and the sweep removes it after the period.
@@ -21,11 +22,17 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import type { Upload } from '@tus/utils'
 import type { HeldLock, SweepLocker } from '../sweep/activity-locker.js'
-import { CONCAT } from './expiry-policy.js'
+import { ANSWER_PENDING, CONCAT } from './expiry-policy.js'
+import { isDiskFull } from './free-space.js'
 import { openStoreFile, tempNameFor } from './record-file.js'
 
-/** What an `Upload-Concat` header asks for, once its URLs are read as upload ids. */
-export type Concat = { kind: 'partial' } | { kind: 'final'; partials: string[]; header: string }
+/**
+ * What an `Upload-Concat` header asks for, once its URLs are read as upload ids. A final that
+ * exists already (a retried creation, finals.ts) has its id in `existing`.
+ */
+export type Concat =
+  | { kind: 'partial' }
+  | { kind: 'final'; partials: string[]; header: string; existing?: string }
 
 /** The record fields of a final upload. */
 export interface FinalRecordFields {
@@ -34,6 +41,8 @@ export interface FinalRecordFields {
   partials: string[]
   /** Its `Upload-Concat` header as HEAD answers it (`final;<url> <url>`). */
   concat_header: string
+  /** Until someone knows of it (finals.ts). */
+  [ANSWER_PENDING]?: true
 }
 
 /** An error tus answers as it is (`status_code`, `body`), as the stock errors are. */
@@ -69,6 +78,7 @@ const PARTIAL_LOCK_RETRY_MS = 25
 export async function lockPartials(
   locker: SweepLocker | undefined,
   ids: readonly string[],
+  what = 'partial upload',
 ): Promise<HeldLock[]> {
   if (!locker) return []
   const held: HeldLock[] = []
@@ -80,7 +90,7 @@ export async function lockPartials(
         await new Promise((resolve) => setTimeout(resolve, PARTIAL_LOCK_RETRY_MS))
         lock = await locker.tryLock(id)
       }
-      if (!lock) throw tusError(423, `partial upload ${id} is in use; retry the final upload`)
+      if (!lock) throw tusError(423, `${what} ${id} is in use; retry the final upload`)
       held.push(lock)
     }
     return held
@@ -121,8 +131,9 @@ export interface CopySource {
 /**
  * How the bytes are copied: `kernel` hands the open files to `cat`, which copies them in the
  * kernel (`copy_file_range` with GNU coreutils ≥ 9), `node` copies them through buffers, and
- * `auto` (the default) takes `kernel` for 4 MiB or more where a `cat` is found, and falls back
- * to `node` when it fails or when a file holds more than its `bytes`.
+ * `auto` (the default) takes `kernel` for 4 MiB or more where a `cat` can be started tied to
+ * this process (see `kernelCopier`), and falls back to `node` when it fails or when a file holds
+ * more than its `bytes`. A full disk is not retried: it fails the copy (ENOSPC).
  */
 export type Copier = 'auto' | 'kernel' | 'node'
 
@@ -149,9 +160,11 @@ export async function concatenateFiles(
     try {
       const exact = opened.every(({ stats }, i) => stats.size === sources[i]?.bytes)
       const small = copier === 'auto' && total < KERNEL_COPY_MIN_BYTES
-      const cat = copier === 'node' || small || !exact ? undefined : await catBinary()
+      const cat = copier === 'node' || small || !exact ? undefined : await kernelCopier()
       if (copier === 'kernel' && !cat) {
-        throw new Error(exact ? 'no cat binary found' : 'a source holds more than its bytes')
+        throw new Error(
+          exact ? 'no cat that dies with this process' : 'a source holds more than its bytes',
+        )
       }
       let copied = false
       if (cat) {
@@ -163,7 +176,7 @@ export async function concatenateFiles(
           )
           copied = (await out.stat()).size === total
         } catch (error) {
-          if (copier === 'kernel') throw error
+          if (copier === 'kernel' || isDiskFull(error)) throw error
         }
         if (!copied && copier === 'kernel') throw new Error('cat did not copy every byte')
       }
@@ -194,31 +207,60 @@ export async function concatenateFiles(
   return total
 }
 
-let catFound: Promise<string | undefined> | undefined
+/** A command that runs `cat`, killed by the kernel when this process dies. */
+interface CatCommand {
+  file: string
+  args: string[]
+}
 
-/** The system's `cat`, looked for once (none on Windows). */
-function catBinary(): Promise<string | undefined> {
+let catFound: Promise<CatCommand | undefined> | undefined
+
+/**
+ * `cat` under util-linux' `setpriv --pdeathsig KILL`: the kernel kills it when this process dies
+ * (a `kill -9` of the server), so that no copy goes on writing without it. Looked for once, and
+ * tried once; none where either is missing (not Linux, no util-linux): the copy is done in Node.
+ */
+export function kernelCopier(): Promise<CatCommand | undefined> {
   catFound ??= (async () => {
-    if (process.platform === 'win32') return undefined
-    for (const candidate of ['/usr/bin/cat', '/bin/cat']) {
-      try {
-        await fsp.access(candidate, fs.constants.X_OK)
-        return candidate
-      } catch {}
-    }
-    return undefined
+    if (process.platform !== 'linux') return undefined
+    const setpriv = await firstExecutable(['/usr/bin/setpriv', '/bin/setpriv'])
+    const cat = await firstExecutable(['/usr/bin/cat', '/bin/cat'])
+    if (!setpriv || !cat) return undefined
+    const command = { file: setpriv, args: ['--pdeathsig', 'KILL', '--', cat] }
+    // An older setpriv without --pdeathsig fails here, once.
+    return (await runs(command)) ? command : undefined
   })()
   return catFound
+}
+
+async function firstExecutable(candidates: string[]): Promise<string | undefined> {
+  for (const candidate of candidates) {
+    try {
+      await fsp.access(candidate, fs.constants.X_OK)
+      return candidate
+    } catch {}
+  }
+  return undefined
+}
+
+function runs({ file, args }: CatCommand): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn(file, [...args, '/dev/null'], { stdio: 'ignore' })
+    child.once('error', () => resolve(false))
+    child.once('close', (code) => resolve(code === 0))
+  })
 }
 
 /**
  * Runs `cat` over the open files `inputs` (handed to it as its descriptors 3, 4, ..., read as
  * `/dev/fd/N`: the files this process checked, not paths looked up again) with `out` as its
- * standard output, so that the bytes never pass through this process.
+ * standard output, so that the bytes never pass through this process. A full disk rejects with
+ * ENOSPC (or EDQUOT), as a write of this process would.
  */
-function catInto(cat: string, out: number, inputs: readonly number[]): Promise<void> {
+function catInto(cat: CatCommand, out: number, inputs: readonly number[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cat, ['--', ...inputs.map((_, i) => `/dev/fd/${i + 3}`)], {
+    const files = inputs.map((_, i) => `/dev/fd/${i + 3}`)
+    const child = spawn(cat.file, [...cat.args, '--', ...files], {
       stdio: ['ignore', out, 'pipe', ...inputs],
     })
     let stderr = ''
@@ -228,8 +270,10 @@ function catInto(cat: string, out: number, inputs: readonly number[]): Promise<v
     })
     child.once('error', reject)
     child.once('close', (code, signal) => {
-      if (code === 0) resolve()
-      else reject(new Error(`cat exited with ${signal ?? code}: ${stderr.trim()}`))
+      if (code === 0) return resolve()
+      const error = new Error(`cat exited with ${signal ?? code}: ${stderr.trim()}`)
+      const full = /No space left/.test(stderr) ? 'ENOSPC' : /quota/i.test(stderr) ? 'EDQUOT' : ''
+      reject(full ? Object.assign(error, { code: full }) : error)
     })
   })
 }

@@ -24,6 +24,10 @@ export interface UploadRecord {
   [UNVERIFIED_FROM]?: unknown
   /** `partial` or `final` for the uploads of the concatenation extension (store/concatenation.ts). */
   [CONCAT]?: unknown
+  /** A partial upload a final took over: the final's id. */
+  [TAKEN_BY]?: unknown
+  /** A final upload whose creation was not answered yet. */
+  [ANSWER_PENDING]?: unknown
 }
 
 /** The record field that marks an upload of the concatenation extension: `partial` or `final`. */
@@ -64,12 +68,62 @@ export function isFinished(size: number | undefined, bytesOnDisk: number): boole
 }
 
 /**
- * Whether an upload can expire: an unfinished one, and a partial upload of the concatenation
- * extension even once finished (it only waits for the final upload that uses it; a client that
- * never sends that final has abandoned it). A finished upload, finals included, never expires.
+ * The record field of a partial upload that a final upload took over: the final's id. The
+ * partial's data file is gone (its bytes are the final's), its record stays for a while, so that
+ * a client that never got the final's answer can ask again and learn its URL (store/finals.ts).
  */
+export const TAKEN_BY = 'taken_by'
+
+/**
+ * The record field of a final upload whose creation has not been answered yet: until its answer
+ * reaches the client (or the app's finish hook took it), nobody knows of it, and it expires like
+ * an unfinished upload unless a retried creation claims it.
+ */
+export const ANSWER_PENDING = 'answer_pending'
+
+/** The idle periods of the built-in store. */
+export interface IdlePeriods {
+  /** An unfinished upload idle this long expires; 0 turns expiry off. */
+  expireAfterMs: number
+  /**
+   * A finished partial upload waits this long after its last byte for the final upload that uses
+   * it (its siblings of a parallel upload may still be uploading); at least `expireAfterMs`.
+   */
+  partialHoldMs: number
+}
+
+/**
+ * How long an upload may stay idle before it expires, or `undefined` for one that never does:
+ * - an unfinished upload, a partial a final took over, a final nobody was told of: `expireAfterMs`;
+ * - a finished partial upload of the concatenation extension: `partialHoldMs` (it only waits for
+ *   the final that uses it; a client that never sends that final has abandoned it);
+ * - any other finished upload, finals included: never.
+ */
+export function idlePeriodOf(
+  record: object,
+  size: number | undefined,
+  bytesOnDisk: number,
+  periods: IdlePeriods,
+): number | undefined {
+  if (periods.expireAfterMs === 0 || !mayExpire(record, size, bytesOnDisk)) return undefined
+  const fields = record as UploadRecord
+  const waitsForItsFinal =
+    fields[CONCAT] === 'partial' && fields[TAKEN_BY] === undefined && isFinished(size, bytesOnDisk)
+  return waitsForItsFinal ? periods.partialHoldMs : periods.expireAfterMs
+}
+
+/** Whether an upload can expire at all, with expiry on (see `idlePeriodOf`). */
 export function mayExpire(record: object, size: number | undefined, bytesOnDisk: number): boolean {
-  return !isFinished(size, bytesOnDisk) || (record as UploadRecord)[CONCAT] === 'partial'
+  const fields = record as UploadRecord
+  if (!isFinished(size, bytesOnDisk) || fields[TAKEN_BY] !== undefined) return true
+  return (
+    fields[CONCAT] === 'partial' || (fields[CONCAT] === 'final' && fields[ANSWER_PENDING] === true)
+  )
+}
+
+/** The default `partialHoldMs`: a day, or `expireAfterMs` when that is longer. */
+export function defaultPartialHoldMs(expireAfterMs: number): number {
+  return Math.max(expireAfterMs, 24 * 3_600_000)
 }
 
 /** `partial`, `final` or `undefined` (a plain upload), from a parsed record. */
@@ -104,9 +158,9 @@ export function expiresAt(lastActivityMs: number, expireAfterMs: number): number
   return lastActivityMs + expireAfterMs
 }
 
-/** `expireAfterMs` 0 means expiry is off: nothing ever expires. */
-export function isExpired(lastActivityMs: number, expireAfterMs: number, now: number): boolean {
-  return expireAfterMs > 0 && now > expiresAt(lastActivityMs, expireAfterMs)
+/** A period of 0 means expiry is off: nothing ever expires. */
+export function isExpired(lastActivityMs: number, periodMs: number, now: number): boolean {
+  return periodMs > 0 && now > expiresAt(lastActivityMs, periodMs)
 }
 
 /**

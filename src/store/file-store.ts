@@ -37,20 +37,31 @@ import {
 } from './concatenation.js'
 import type { DirectWriteStore } from './direct-write.js'
 import {
+  ANSWER_PENDING,
   CONCAT,
   concatKind,
   countedBytes,
   type Downtime,
+  defaultPartialHoldMs,
   expiresAt,
+  idlePeriodOf,
   isExpired,
   isFinished,
   lastActivityMs,
   METADATA_SUFFIX,
-  mayExpire,
+  TAKEN_BY,
   UNVERIFIED_FROM,
+  type UploadRecord,
   verifiedBytes,
 } from './expiry-policy.js'
-import { FreeSpace, insufficientStorage, tooLargeForStore } from './free-space.js'
+import {
+  diskFull,
+  FreeSpace,
+  insufficientStorage,
+  isDiskFull,
+  type SpaceClaim,
+  tooLargeForStore,
+} from './free-space.js'
 import {
   LocalQuotaCounter,
   QUOTA_UNAVAILABLE,
@@ -64,6 +75,8 @@ const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 /** The callback API, promisified: about half the cost of `fs/promises` on Node 20. */
 const lstat = promisify(fs.lstat)
 
+import { type DirectoryClaim, joinHolders } from './directory-holders.js'
+import { Finals } from './finals.js'
 import { rawMetadataOf } from './raw-metadata.js'
 import { closeFd, createEmptyFile, openStoreFile } from './record-file.js'
 import { RecordStore } from './record-store.js'
@@ -72,6 +85,8 @@ export interface ExpiringFileStoreOptions {
   directory: string
   /** 0 turns expiry off; the store then does not advertise the `expiration` extension. */
   expireAfterMs: number
+  /** How long a finished partial upload waits for its final (expiry-policy.ts `IdlePeriods`). */
+  partialHoldMs?: number | undefined
   /** The tus server's locker, so that the sweep never removes an upload a request is using. */
   locker?: SweepLocker
   /** Names of orphans the sweep may remove. */
@@ -96,6 +111,13 @@ export interface ExpiringFileStoreOptions {
   maxStoreBytes?: number | undefined
   /** Where the quota's running total lives. Default: in memory. */
   quotaCounter?: QuotaCounter | undefined
+  /**
+   * Serve the directory as one of its holders (directory-holders.ts): `open()` refuses a
+   * directory that another live process serves without sharing Redis (`redisPrefix`) with this
+   * one, and the sweep removes at once the temporary files of processes that are gone. Without
+   * it (a tool, a test), nothing is claimed.
+   */
+  holder?: { description: string; redisPrefix: string | undefined } | undefined
 }
 
 export interface UploadFacts {
@@ -114,6 +136,7 @@ const LAST_READ_MAX = 10_000
 
 export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly expireAfterMs: number
+  readonly partialHoldMs: number
   readonly downtime: Downtime | undefined
   /** The free-space floor (`minFreeBytes`), or `undefined` when off; set by `open()`. */
   space: FreeSpace | undefined
@@ -122,6 +145,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
   readonly #holdsLock: (id: string) => boolean
+  /** This process' claim on the directory, when it serves it as a holder. */
+  #claim: DirectoryClaim | undefined
   /** Uploads a checksummed body is being written to, here. */
   readonly #writing = new Set<string>()
   /** Work left running after an answer (see `settled`). */
@@ -147,6 +172,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     }
   >()
   declare configstore: RecordStore
+  /** Final uploads a retried creation is answered with (finals.ts). */
+  readonly finals: Finals
 
   constructor(options: ExpiringFileStoreOptions) {
     super({
@@ -157,10 +184,15 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     this.space = undefined
     this.quota = undefined
     this.expireAfterMs = options.expireAfterMs
+    this.partialHoldMs = Math.max(
+      options.partialHoldMs ?? defaultPartialHoldMs(options.expireAfterMs),
+      options.expireAfterMs,
+    )
     this.downtime = options.downtime
     this.#locker = options.locker
     this.#idPattern = options.idPattern
     this.#holdsLock = options.holdsLock ?? (() => false)
+    this.finals = new Finals(this.configstore, this.#locker)
     // Checksums are verified by the direct write path (http/write-path.ts), which this store gets.
     this.extensions = [...this.extensions, 'checksum', 'concatenation']
     if (this.expireAfterMs === 0) {
@@ -178,6 +210,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     if (options.maxStoreBytes !== undefined) {
       const counter = options.quotaCounter ?? new LocalQuotaCounter()
       store.quota = new StoreQuota(options.maxStoreBytes, counter, () => store.count())
+    }
+    if (options.holder) {
+      const { description, redisPrefix } = options.holder
+      store.#claim = await joinHolders(path.resolve(store.directory), redisPrefix, description)
     }
     return store
   }
@@ -222,9 +258,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     try {
       stats = await stating
     } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+      // A partial a final took over: finished, as its client asks again before a retried final.
+      if ((record as UploadRecord)[TAKEN_BY] !== undefined) return this.#loadTaken(id, record)
       // A record without its data file: what the stock store answers, 410.
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw ERRORS.FILE_NO_LONGER_EXISTS
-      throw error
+      throw ERRORS.FILE_NO_LONGER_EXISTS
     }
     if (!stats.isFile() || stats.nlink > 1) throw ERRORS.FILE_NOT_FOUND
     let offset = verifiedBytes(record, stats.size)
@@ -233,9 +271,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     } else if (offset === stats.size && UNVERIFIED_FROM in record && this.#mayRollBack(id)) {
       await this.#clearUnverified(id, record)
     }
-    if (this.expireAfterMs > 0 && mayExpire(record, record.size, offset)) {
+    const period = this.#periodOf(record, record.size, offset)
+    if (period !== undefined) {
       const activity = lastActivityMs(stats.mtimeMs, this.downtime)
-      if (isExpired(activity, this.expireAfterMs, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
+      if (isExpired(activity, period, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
     }
     offset = Math.min(offset, stats.size)
     this.#remember(id, record, offset, stats.mtimeMs)
@@ -252,17 +291,50 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
+   * A partial upload whose bytes a final took over (finals.ts): answered as finished until its
+   * record expires, `expireAfterMs` after it was marked (its record's clock).
+   */
+  async #loadTaken(id: string, record: Upload): Promise<{ upload: Upload; record: Upload }> {
+    let mtimeMs: number
+    try {
+      mtimeMs = (await lstat(this.configstore.fileOf(id))).mtimeMs
+    } catch {
+      throw ERRORS.FILE_NO_LONGER_EXISTS
+    }
+    const offset = record.size ?? 0
+    const period = this.#periodOf(record, record.size, offset)
+    if (
+      period !== undefined &&
+      isExpired(lastActivityMs(mtimeMs, this.downtime), period, Date.now())
+    ) {
+      throw ERRORS.FILE_NO_LONGER_EXISTS
+    }
+    this.#remember(id, record, offset, mtimeMs)
+    const upload = new Upload({
+      id,
+      size: record.size,
+      offset,
+      metadata: record.metadata,
+      creation_date: record.creation_date,
+      storage: { type: 'file', path: this.dataPathOf(id) },
+    })
+    this.#kindOf.set(upload, { concat: concatKind(record) })
+    return { upload, record }
+  }
+
+  /**
    * Refuses bytes that would cross the free-space floor: a creation's declared length, or the
    * rest of a deferred length when it is declared. 507 when removing files could make room, 413
-   * when even an empty filesystem could not. Does nothing without a floor.
+   * when even an empty filesystem could not hold the upload's `wholeBytes` (its whole length: the
+   * bytes it already holds take room too). Does nothing without a floor.
    */
-  async reserve(bytes: number): Promise<void> {
+  async reserve(bytes: number, wholeBytes = bytes): Promise<void> {
     const space = this.space
     if (!space || bytes <= 0) return
     // Larger than the filesystem could ever hold: 413, not a 507 that invites a retry.
     const total = await space.totalBytes()
-    if (bytes > total - space.minFreeBytes) {
-      throw tooLargeForStore(bytes, total, space.minFreeBytes)
+    if (wholeBytes > total - space.minFreeBytes) {
+      throw tooLargeForStore(wholeBytes, total, space.minFreeBytes)
     }
     if (await space.fits(bytes)) return
     throw insufficientStorage({
@@ -273,14 +345,14 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * Runs `write` (a creation, a length declaration) once `bytes` of the store quota are taken
-   * for it: 507 when they do not fit now, 413 when they never could. The bytes go back if
-   * `write` fails.
+   * Runs `write` (a creation, a length declaration, an assembly) once `bytes` of the store quota
+   * are taken for it: 507 when they do not fit now, 413 when the upload's `wholeBytes` never
+   * could. The bytes go back if `write` fails.
    */
-  async withQuota<T>(bytes: number, write: () => Promise<T>): Promise<T> {
+  async withQuota<T>(bytes: number, write: () => Promise<T>, wholeBytes = bytes): Promise<T> {
     const quota = this.quota
     if (!quota || bytes <= 0) return write()
-    if (bytes > quota.maxStoreBytes) throw tooLargeForQuota(bytes, quota.maxStoreBytes)
+    if (wholeBytes > quota.maxStoreBytes) throw tooLargeForQuota(wholeBytes, quota.maxStoreBytes)
     const claim = await quota.claim(bytes).catch(() => {
       throw QUOTA_UNAVAILABLE
     })
@@ -307,13 +379,32 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * the quota.
    */
   override async declareUploadLength(id: string, length: number): Promise<void> {
-    if (!this.space && !this.quota) return super.declareUploadLength(id, length)
+    const declare = () => this.#onDisk(() => super.declareUploadLength(id, length))
+    if (!this.space && !this.quota) return declare()
     const written = await fsp.lstat(this.dataPathOf(id)).then(
       (stats) => stats.size,
       () => 0,
     )
-    await this.reserve(length - written)
-    return this.withQuota(length - written, () => super.declareUploadLength(id, length))
+    await this.reserve(length - written, length)
+    return this.withQuota(length - written, declare, length)
+  }
+
+  /**
+   * Runs a write of the store's files; the filesystem's own refusal for want of space (ENOSPC,
+   * EDQUOT) becomes a 507 that the client retries, and is reported low (an emergency sweep).
+   */
+  async #onDisk<T>(write: () => Promise<T>): Promise<T> {
+    try {
+      return await write()
+    } catch (error) {
+      if (!isDiskFull(error)) throw error
+      this.space?.reportLow({
+        freeBytes: await this.space.freeBytes().catch(() => 0),
+        minFreeBytes: this.space.minFreeBytes,
+        neededBytes: 0,
+      })
+      throw diskFull(error)
+    }
   }
 
   /** The stock `read`, without following a link out of the directory. */
@@ -329,6 +420,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * of the concatenation extension is assembled here (`#createFinal`).
    */
   override async create(upload: Upload): Promise<Upload> {
+    return this.#onDisk(() => this.#create(upload))
+  }
+
+  async #create(upload: Upload): Promise<Upload> {
     const file = this.dataPathOf(upload.id)
     // The directory (a nested id's, or the store's own, removed behind the server's back) is
     // made when missing, not asked for on every creation.
@@ -365,7 +460,15 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
         } catch {
           // `factsOfCreation` then reads the clock with an lstat.
         }
-        await Promise.all([staging.then((staged) => staged.commit()), closeFd(fd)])
+        const [committed] = await Promise.allSettled([
+          staging.then((staged) => staged.commit()),
+          closeFd(fd),
+        ])
+        if (committed.status === 'rejected') {
+          // No record (the disk is full, say): the new data file is nobody's.
+          await fsp.unlink(file).catch(() => {})
+          throw committed.reason
+        }
       })
     }
     upload.storage = { type: 'file', path: file }
@@ -388,6 +491,9 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       if (status === 410) throw tusError(410, `partial upload ${id} has expired`)
       throw error
     }
+    if ((record as UploadRecord)[TAKEN_BY] !== undefined) {
+      throw tusError(410, `partial upload ${id} was already assembled into another final upload`)
+    }
     if (concatKind(record) !== 'partial') {
       throw tusError(
         400,
@@ -403,7 +509,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
 
   /**
    * A final upload, assembled from its partials under their locks (concatenation.ts): its data
-   * file appears whole, then its record is written, then the partials are removed.
+   * file appears whole, then its record is written, then the partials' records are marked taken
+   * by it and their data files removed (finals.ts: a retried creation is answered with it).
    */
   async #createFinal(
     upload: Upload,
@@ -413,35 +520,28 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const locks = await lockPartials(this.#locker, concat.partials)
     let handedOff = false
     try {
-      // Looked at again under the locks: a partial may have expired or gone since the request's check.
-      const sources: CopySource[] = []
-      for (const id of concat.partials) {
-        sources.push({ file: this.dataPathOf(id), bytes: await this.checkPartial(id) })
+      // Another request of the same final got the locks first and built it: the client retries
+      // (409 is retried by tus clients), and its retry is answered with that final.
+      if (await this.finals.recordedFinalOf(concat.partials)) {
+        throw tusError(
+          409,
+          'these partial uploads were just assembled; send the final upload again',
+        )
       }
-      const size = sources.reduce((sum, source) => sum + source.bytes, 0)
-      if (size !== upload.size) {
-        throw tusError(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
-      }
-      // The quota counts the partials already: the final takes over their bytes, and only a
-      // partial listed twice adds to the total.
-      const unique = new Map(concat.partials.map((id, i) => [id, sources[i]?.bytes ?? 0]))
-      const counted = [...unique.values()].reduce((sum, bytes) => sum + bytes, 0)
-      await this.withQuota(size - counted, async () => {
-        await concatenateFiles(sources, file)
-        const fields: FinalRecordFields = {
-          [CONCAT]: 'final',
-          partials: concat.partials,
-          concat_header: concat.header,
-        }
-        await this.configstore.set(upload.id, { ...upload, ...fields } as unknown as Upload)
-      })
-      // The final holds their bytes now: the partials go, after the answer (unlinking their
-      // bytes takes about as long as copying them) and under their locks until gone. A partial
-      // a crash leaves here is finished and unused: it expires.
+      const { unique } = await this.finals.build(concat.partials, async () => ({
+        id: upload.id,
+        unique: await this.#assembleFinal(upload, concat, file),
+      }))
+      // The final holds their bytes now: the partials' data files go, after the answer
+      // (unlinking their bytes takes about as long as copying them) and under their locks until
+      // gone. Their records stay, marked taken, for a retried creation.
+      const taken = await this.finals.markTaken([...unique.keys()], upload.id)
       const removal = (async () => {
         try {
           await Promise.allSettled(
-            [...unique.keys()].map((id) => this.remove(id, { handedOn: true })),
+            [...unique.keys()].map((id) =>
+              taken.has(id) ? fsp.unlink(this.dataPathOf(id)) : this.remove(id, { handedOn: true }),
+            ),
           )
         } finally {
           await unlockAll(locks)
@@ -453,6 +553,74 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     } finally {
       if (!handedOff) await unlockAll(locks)
     }
+  }
+
+  /**
+   * Under the partials' locks: checks them again, takes the final's bytes of the quota and of the
+   * free-space floor, copies, and writes the final's record (`answer_pending` until someone knows
+   * of it). A failure leaves nothing behind. Resolves to the partials and their lengths.
+   */
+  async #assembleFinal(
+    upload: Upload,
+    concat: Extract<Concat, { kind: 'final' }>,
+    file: string,
+  ): Promise<Map<string, number>> {
+    // Looked at again under the locks: a partial may have expired or gone since the request's check.
+    const sources: CopySource[] = []
+    for (const id of concat.partials) {
+      sources.push({ file: this.dataPathOf(id), bytes: await this.checkPartial(id) })
+    }
+    const size = sources.reduce((sum, source) => sum + source.bytes, 0)
+    if (size !== upload.size) {
+      throw tusError(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
+    }
+    // The quota counts the partials already: the final takes over their bytes, and only a
+    // partial listed twice adds to the total. The disk needs all of them, until the partials go.
+    const unique = new Map(concat.partials.map((id, i) => [id, sources[i]?.bytes ?? 0]))
+    const counted = [...unique.values()].reduce((sum, bytes) => sum + bytes, 0)
+    await this.withQuota(
+      size - counted,
+      async () => {
+        const space = await this.#claimSpace(size)
+        try {
+          await this.#onDisk(() => concatenateFiles(sources, file))
+          space?.release(size)
+          const fields: FinalRecordFields = {
+            [CONCAT]: 'final',
+            partials: concat.partials,
+            concat_header: concat.header,
+            [ANSWER_PENDING]: true,
+          }
+          const record = { ...upload, ...fields } as unknown as Upload
+          await this.#onDisk(() => this.configstore.set(upload.id, record)).catch(async (error) => {
+            await fsp.unlink(file).catch(() => {})
+            throw error
+          })
+        } finally {
+          space?.release(0)
+        }
+      },
+      size,
+    )
+    return unique
+  }
+
+  /**
+   * Takes `bytes` of the free-space floor for a write that needs them all (an assembly): 413 when
+   * the filesystem could never hold them, 507 when it cannot now. `undefined` without a floor.
+   */
+  async #claimSpace(bytes: number): Promise<SpaceClaim | undefined> {
+    const space = this.space
+    if (!space || bytes <= 0) return undefined
+    const total = await space.totalBytes()
+    if (bytes > total - space.minFreeBytes) throw tooLargeForStore(bytes, total, space.minFreeBytes)
+    const claim = await space.claim(bytes)
+    if (claim.granted === bytes) return claim
+    throw insufficientStorage({
+      freeBytes: await space.freeBytes(),
+      minFreeBytes: space.minFreeBytes,
+      neededBytes: bytes,
+    })
   }
 
   /**
@@ -472,13 +640,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     if (!record) throw ERRORS.FILE_NOT_FOUND
     this.#writing.add(id)
     try {
-      await this.configstore.set(
-        id,
-        { ...record, [UNVERIFIED_FROM]: offset } as unknown as Upload,
-        {
-          durable: true,
-        },
-      )
+      const marked = { ...record, [UNVERIFIED_FROM]: offset } as unknown as Upload
+      await this.#onDisk(() => this.configstore.set(id, marked, { durable: true }))
     } catch (error) {
       this.#writing.delete(id)
       throw error
@@ -550,18 +713,17 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * The facts of an upload this process has just created without a body: its record is known,
    * so only its data file's clock is needed: the one `create` read, or else one `lstat` (where
    * `describe` also reads the record).
-   * A final upload, and an empty one, are finished.
+   * A final upload, and an empty one, are finished (an empty partial waits for its final).
    */
   async factsOfCreation(upload: Upload): Promise<Pick<UploadFacts, 'expiresAt'>> {
     const kind = concatOf(upload)?.kind
-    const finished = kind === 'final' || upload.size === 0
-    if (this.expireAfterMs === 0 || (finished && kind !== 'partial'))
-      return { expiresAt: undefined }
+    const period = kind === 'final' ? undefined : this.#periodOf({ [CONCAT]: kind }, upload.size, 0)
+    if (period === undefined) return { expiresAt: undefined }
     try {
       const mtimeMs =
         this.#kindOf.get(upload)?.created ?? (await lstat(this.dataPathOf(upload.id))).mtimeMs
       const activity = lastActivityMs(mtimeMs, this.downtime)
-      return { expiresAt: new Date(expiresAt(activity, this.expireAfterMs)) }
+      return { expiresAt: new Date(expiresAt(activity, period)) }
     } catch {
       return { expiresAt: undefined }
     }
@@ -595,18 +757,24 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     }
     // The body's bytes are verified once the write ended (a checksum's mark is cleared then);
     // a finished upload takes no more bytes, so a later body's mark cannot make it unfinished.
-    if (!mayExpire({ [CONCAT]: known.concat }, upload.size, stats.size)) {
-      return { expiresAt: undefined }
-    }
+    const period = this.#periodOf({ [CONCAT]: known.concat }, upload.size, stats.size)
+    if (period === undefined) return { expiresAt: undefined }
     const activity = lastActivityMs(stats.mtimeMs, this.downtime)
-    return { expiresAt: new Date(expiresAt(activity, this.expireAfterMs)) }
+    return { expiresAt: new Date(expiresAt(activity, period)) }
+  }
+
+  /** How long this upload may stay idle (expiry-policy.ts), or `undefined`: it never expires. */
+  #periodOf(record: object, size: number | undefined, offset: number): number | undefined {
+    const periods = { expireAfterMs: this.expireAfterMs, partialHoldMs: this.partialHoldMs }
+    return idlePeriodOf(record, size, offset, periods)
   }
 
   #factsOf(record: Upload, offset: number, mtimeMs: number): UploadFacts {
+    const period = this.#periodOf(record, record.size, offset)
     const expires =
-      this.expireAfterMs === 0 || !mayExpire(record, record.size, offset)
+      period === undefined
         ? undefined
-        : new Date(expiresAt(lastActivityMs(mtimeMs, this.downtime), this.expireAfterMs))
+        : new Date(expiresAt(lastActivityMs(mtimeMs, this.downtime), period))
     return {
       expiresAt: expires,
       rawMetadata: rawMetadataOf(record),
@@ -667,10 +835,14 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     await this.settled()
     const recount = this.quota && !options.dryRun ? this.quota : undefined
     const mark = await recount?.mark()
+    const at = Date.now()
+    const tokens = await this.#claim?.liveTokens().catch(() => undefined)
     const report = await sweepDirectory({
+      holders: tokens && { tokens, at },
       ...options,
       directory: this.directory,
       expireAfterMs: this.expireAfterMs,
+      partialHoldMs: this.partialHoldMs,
       downtime: this.downtime,
       locker: this.#locker,
       idPattern: this.#idPattern,
@@ -682,6 +854,12 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       })
     }
     return report
+  }
+
+  /** Gives up the directory (another process may serve it now); once the store is done. */
+  async close(): Promise<void> {
+    await this.#claim?.release()
+    this.#claim = undefined
   }
 
   /** The bytes the store holds as the quota counts them: a walk that removes nothing. */

@@ -233,7 +233,19 @@ export function tempNameFor(file: string): string {
     `${TEMP_PREFIX}${PROCESS_TOKEN}${tempCounter.toString(16)}.${path.basename(file)}`,
   )
 }
-const PROCESS_TOKEN = randomBytes(6).toString('hex')
+/** This process' token: the start of its temporary files' random part (12 hex digits). */
+export const PROCESS_TOKEN = randomBytes(6).toString('hex')
+
+/**
+ * The token of the process that made a temporary file (`tempNameFor`), from its name;
+ * `undefined` for a name of another form.
+ */
+export function tempFileToken(name: string): string | undefined {
+  const base = name.slice(name.lastIndexOf('/') + 1)
+  if (!base.startsWith(TEMP_PREFIX)) return undefined
+  const token = base.slice(TEMP_PREFIX.length, TEMP_PREFIX.length + 12)
+  return /^[0-9a-f]{12}$/.test(token) ? token : undefined
+}
 let tempCounter = 0
 
 /**

@@ -23,15 +23,22 @@ import {
   countedBytes,
   DEFAULT_ID_PATTERN,
   type Downtime,
+  defaultPartialHoldMs,
+  idlePeriodOf,
   isExpired,
   lastActivityMs,
   METADATA_SUFFIX,
-  mayExpire,
   recordSize,
+  TAKEN_BY,
   verifiedBytes,
   wholeName,
 } from '../store/expiry-policy.js'
-import { readRecordFile, readRecordFileSync, TEMP_PREFIX } from '../store/record-file.js'
+import {
+  readRecordFile,
+  readRecordFileSync,
+  TEMP_PREFIX,
+  tempFileToken,
+} from '../store/record-file.js'
 import { walkTree, walkTreeSync } from '../store/walk.js'
 import type { SweepLocker } from './activity-locker.js'
 
@@ -93,6 +100,11 @@ export interface SweepOptions {
   directory: string
   /** An unfinished upload with no activity for this long expires. 0: nothing expires. */
   expireAfterMs: number
+  /**
+   * A finished partial upload (concatenation) waits this long for its final; at least
+   * `expireAfterMs`. Default: `expireAfterMs` or a day, whichever is longer.
+   */
+  partialHoldMs?: number
   /** The server's last downtime, which does not count against idle uploads. Default: none. */
   downtime?: Downtime | undefined
   /** Report what would be removed; remove nothing. */
@@ -113,6 +125,13 @@ export interface SweepOptions {
   /** Called for every upload removed (or, in a dry run, that would be). */
   onRemove?: (removal: Removal) => void
   /**
+   * The processes serving the directory (store/directory-holders.ts), as found at `at` (epoch
+   * ms): a temporary file that another process made before then is removed at once, without
+   * waiting for the period (a crash's, or a copy's that died with its process). Without it, a
+   * temporary file is removed once older than the period.
+   */
+  holders?: { tokens: ReadonlySet<string>; at: number } | undefined
+  /**
    * Also count the bytes the store keeps (`storeBytes` in the report, for the store quota):
    * every data file left reads its record. With `expireAfterMs` 0 the walk only counts.
    */
@@ -124,9 +143,11 @@ export interface Removal {
   /**
    * `upload`: an expired unfinished upload; `partial`: an expired partial upload (concatenation),
    * finished or not, that no final upload used; `final`: an expired final upload whose partials
-   * never all arrived; `orphan-data`/`orphan-metadata`: half of an upload.
+   * never all arrived, or whose creation nobody was told of; `used-partial`: the record a partial
+   * upload leaves once a final upload took its bytes (kept a while to answer a retried final
+   * creation); `orphan-data`/`orphan-metadata`: half of an upload.
    */
-  kind: 'upload' | 'partial' | 'final' | 'orphan-data' | 'orphan-metadata'
+  kind: 'upload' | 'partial' | 'final' | 'used-partial' | 'orphan-data' | 'orphan-metadata'
   bytes: number
   lastActivity: Date
 }
@@ -348,6 +369,7 @@ class Sweep {
   readonly started = performance.now()
   readonly report: SweepReport
   readonly root: string
+  readonly partialHoldMs: number
 
   constructor(readonly options: SweepOptions) {
     this.fs = guardingSync(options.fs ?? callbackFs)
@@ -356,12 +378,27 @@ class Sweep {
     this.maxIds = options.maxReportedIds ?? DEFAULT_MAX_REPORTED_IDS
     this.report = newReport(options.dryRun === true)
     this.root = path.resolve(options.directory)
+    this.partialHoldMs = Math.max(
+      options.partialHoldMs ?? defaultPartialHoldMs(options.expireAfterMs),
+      options.expireAfterMs,
+    )
   }
 
-  /** Whether a file last modified at `mtimeMs` belongs to an expired session. */
-  expired(mtimeMs: number): boolean {
-    const { expireAfterMs, downtime } = this.options
-    return isExpired(lastActivityMs(mtimeMs, downtime), expireAfterMs, this.now())
+  /**
+   * Whether a file last modified at `mtimeMs` belongs to a session idle for longer than `period`
+   * (by default the shortest: `expireAfterMs`, which every session must pass to expire).
+   */
+  expired(mtimeMs: number, period = this.options.expireAfterMs): boolean {
+    return isExpired(lastActivityMs(mtimeMs, this.options.downtime), period, this.now())
+  }
+
+  /** Whether a session of this record and data file has expired (expiry-policy.ts). */
+  recordExpired(record: Record<string, unknown>, data: fs.Stats): boolean {
+    const { expireAfterMs } = this.options
+    const periods = { expireAfterMs, partialHoldMs: this.partialHoldMs }
+    const bytes = verifiedBytes(record, data.size)
+    const period = idlePeriodOf(record, recordSize(record), bytes, periods)
+    return period !== undefined && this.expired(data.mtimeMs, period)
   }
 
   async run(): Promise<SweepReport> {
@@ -515,7 +552,7 @@ class Sweep {
       return this.idPattern.test(id) && (await this.remove(id, 'orphan-data'))
     }
     if (record.id !== id) return false // not a record of this file: someone else's pair of files
-    if (!mayExpire(record, recordSize(record), verifiedBytes(record, data.size))) return false
+    if (!this.recordExpired(record, data)) return false
     return this.remove(id, concatKind(record) ?? 'upload')
   }
 
@@ -531,13 +568,22 @@ class Sweep {
     this.report.storeBytes = (this.report.storeBytes ?? 0) + countedBytes(size, bytes)
   }
 
+  /** A temporary file made by a process that no longer serves the directory (`holders`). */
+  ownerGone(file: string, temp: fs.Stats): boolean {
+    const { holders } = this.options
+    if (!holders || temp.mtimeMs >= holders.at) return false
+    const token = tempFileToken(file)
+    return token !== undefined && !holders.tokens.has(token)
+  }
+
   /**
-   * A record the store was writing when its process died (record-file.ts): removed once older
-   * than the period, counted as half an upload. A fresh one is being written right now.
+   * A record the store was writing when its process died (record-file.ts), or a final's data
+   * file being assembled: removed once older than the period, or at once when the process that
+   * made it is gone (`ownerGone`); counted as half an upload. A fresh one is being written.
    */
   async visitTemp(file: string): Promise<void> {
     const temp = await this.statIfPresent(this.pathOf(file))
-    if (!temp || !this.expired(temp.mtimeMs)) return
+    if (!temp || (!this.expired(temp.mtimeMs) && !this.ownerGone(file, temp))) return
     this.report.scanned++
     const { id, kind } = tempFileOf(file)
     const found = { bytes: temp.size, lastActivity: temp.mtime }
@@ -558,7 +604,21 @@ class Sweep {
     if (!meta) return
     this.report.scanned++
     if (!this.expired(meta.mtimeMs)) return
-    if (this.idPattern.test(id)) await this.remove(id, 'orphan-metadata')
+    if (await this.isUsedPartial(id)) await this.remove(id, 'used-partial')
+    else if (this.idPattern.test(id)) await this.remove(id, 'orphan-metadata')
+  }
+
+  /**
+   * Whether the record of `id` (without its data file) is a partial upload's that a final took
+   * over: the store's own, whatever `idPattern` says (a name of a custom naming function).
+   */
+  async isUsedPartial(id: string): Promise<boolean> {
+    try {
+      const record = await this.readRecord(id)
+      return typeof record === 'object' && record.id === id && record[TAKEN_BY] !== undefined
+    } catch {
+      return false
+    }
   }
 
   /**
@@ -601,7 +661,7 @@ class Sweep {
       const metaPath = this.pathOf(id + METADATA_SUFFIX)
       // Counted only when this sweep removed it: another sweeper, or a DELETE, may have been first.
       let removed: boolean
-      if (kind === 'orphan-metadata') removed = await this.unlinkIfPresent(metaPath, found.metaSize)
+      if (recordOnly(kind)) removed = await this.unlinkIfPresent(metaPath, found.metaSize)
       else {
         removed = await this.unlinkIfPresent(dataPath, found.dataSize)
         // An orphan's record, if any, is a torn one.
@@ -645,7 +705,7 @@ class Sweep {
     if (now.unlinkSync !== unlinkSync) return undefined
     const unlink = (file: string) => this.unlinkIfPresentSync(file, unlinkSync)
     let removed: boolean
-    if (kind === 'orphan-metadata') removed = unlink(this.pathOf(id + METADATA_SUFFIX))
+    if (recordOnly(kind)) removed = unlink(this.pathOf(id + METADATA_SUFFIX))
     else {
       removed = unlink(this.pathOf(id))
       // An orphan's record, if any, is a torn one.
@@ -659,7 +719,7 @@ class Sweep {
   async lookAgain(id: string, kind: Removal['kind']): Promise<Found | undefined> {
     const dataPath = this.pathOf(id)
     const metaPath = this.pathOf(id + METADATA_SUFFIX)
-    if (kind === 'orphan-metadata') {
+    if (recordOnly(kind)) {
       if (await this.exists(dataPath)) return undefined
       return this.judgeOrphanRecord(await this.statIfPresent(metaPath))
     }
@@ -679,7 +739,7 @@ class Sweep {
   ): Found | undefined {
     const dataPath = this.pathOf(id)
     const metaPath = this.pathOf(id + METADATA_SUFFIX)
-    if (kind === 'orphan-metadata') {
+    if (recordOnly(kind)) {
       return stat(dataPath) ? undefined : this.judgeOrphanRecord(stat(metaPath))
     }
     const data = stat(dataPath)
@@ -710,7 +770,7 @@ class Sweep {
     }
     if (kind === 'orphan-data') return record === 'missing' || record === 'torn' ? found : undefined
     if (record === 'missing' || record === 'torn' || record.id !== id) return undefined
-    if (!mayExpire(record, recordSize(record), verifiedBytes(record, data.size))) return undefined
+    if (!this.recordExpired(record, data)) return undefined
     return found
   }
 
@@ -718,7 +778,7 @@ class Sweep {
     const report = this.report
     report.removed++
     if (kind === 'orphan-data' || kind === 'orphan-metadata') report.orphans++
-    else if (kind === 'partial') report.partials++
+    else if (kind === 'partial' || kind === 'used-partial') report.partials++
     report.bytesFreed += found.bytes
     if (report.ids.length < this.maxIds) report.ids.push(id)
     else report.idsTruncated = true
@@ -870,6 +930,11 @@ function tempFileOf(file: string): { id: string; kind: 'orphan-data' | 'orphan-m
   return name.endsWith(METADATA_SUFFIX)
     ? { id: `${dir}${name.slice(0, -METADATA_SUFFIX.length)}`, kind: 'orphan-metadata' }
     : { id: `${dir}${name}`, kind: 'orphan-data' }
+}
+
+/** Removals of a record alone: its data file is gone (or never was). */
+function recordOnly(kind: Removal['kind']): boolean {
+  return kind === 'orphan-metadata' || kind === 'used-partial'
 }
 
 /** A record as the sweep reads it: see `Sweep.readRecord`. */

@@ -1,0 +1,161 @@
+/**
+ * Final uploads that can be asked for again. A client that goes away while its final upload is
+ * assembled (a large one takes seconds) never learns the final's URL; the assembly goes on, and
+ * the partials are gone once it ends. So a repeated creation of the same final (the same partial
+ * URLs, in the same order) is answered with the final already built, or, in this process, with
+ * the one being built:
+ *
+ * - while it is built, a retry in this process waits for it (`finalOf`);
+ * - once built, each partial's record stays, marked `taken_by` the final (`markTaken`), for
+ *   `expireAfterMs`: a retry finds the final through it, and tus-js-client, which first asks each
+ *   partial's offset again, sees it finished (file-store.ts answers a taken partial as finished);
+ * - a final is created marked `answer_pending`; the mark goes as its answer leaves for a client
+ *   still there (or a retry's does, or the app's finish hook has taken it: `claim`), and comes
+ *   back when that answer did not arrive whole (`unclaim`). A final marked so is known to nobody:
+ *   it expires like an unfinished upload (expiry-policy.ts) instead of staying forever. The mark
+ *   goes before the answer, not after it: a crash between the two then keeps a final nobody may
+ *   know of (a retry still finds it), rather than removing one its client knows.
+ */
+import type { Upload } from '@tus/utils'
+import type { SweepLocker } from '../sweep/activity-locker.js'
+import { lockPartials, unlockAll } from './concatenation.js'
+import { ANSWER_PENDING, concatKind, TAKEN_BY, type UploadRecord } from './expiry-policy.js'
+import type { RecordStore } from './record-store.js'
+
+/** A final upload held (locked) while a retried creation answers with it. */
+export interface HeldFinal {
+  /** The answer ended; `delivered`: it reached the client, who now knows the final. */
+  release(delivered: boolean): Promise<void>
+}
+
+export class Finals {
+  /** Finals being assembled here, by their list of partials: a retry waits for its own. */
+  readonly #building = new Map<string, Promise<string | undefined>>()
+  readonly #records: RecordStore
+  readonly #locker: SweepLocker | undefined
+
+  constructor(records: RecordStore, locker: SweepLocker | undefined) {
+    this.#records = records
+    this.#locker = locker
+  }
+
+  /**
+   * Runs the assembly of the final upload of `partials`; a retry of it in this process meanwhile
+   * waits for it (`finalOf`). Resolves to what `assemble` resolves to, with the final's `id`.
+   */
+  async build<T extends { id: string }>(
+    partials: readonly string[],
+    assemble: () => Promise<T>,
+  ): Promise<T> {
+    const key = partials.join(' ')
+    const building = assemble()
+    const known = building.then(
+      ({ id }) => id,
+      () => undefined,
+    )
+    this.#building.set(key, known)
+    try {
+      return await building
+    } finally {
+      if (this.#building.get(key) === known) this.#building.delete(key)
+    }
+  }
+
+  /**
+   * The final upload already made of exactly these partials (a retried creation), or the one
+   * being made here (waited for); `undefined` when there is none.
+   */
+  async finalOf(partials: readonly string[]): Promise<string | undefined> {
+    const building = this.#building.get(partials.join(' '))
+    if (building) return building
+    return this.recordedFinalOf(partials)
+  }
+
+  /** `finalOf` from the records alone: the first partial's `taken_by`, and that final's list. */
+  async recordedFinalOf(partials: readonly string[]): Promise<string | undefined> {
+    const [first] = partials
+    if (first === undefined) return undefined
+    const finalId = ((await this.#records.get(first)) as UploadRecord | undefined)?.[TAKEN_BY]
+    if (typeof finalId !== 'string') return undefined
+    const record = (await this.#records.get(finalId)) as (Upload & UploadRecord) | undefined
+    const listed = (record as { partials?: unknown } | undefined)?.partials
+    if (!record || concatKind(record) !== 'final' || !Array.isArray(listed)) return undefined
+    return listed.join(' ') === partials.join(' ') ? finalId : undefined
+  }
+
+  /**
+   * Marks the records of `ids` as taken by `finalId`. Resolves to the ids marked (a record that
+   * could not be rewritten is left as it was: that partial is then removed whole).
+   */
+  async markTaken(ids: readonly string[], finalId: string): Promise<Set<string>> {
+    const marked = new Set<string>()
+    await Promise.all(
+      ids.map(async (id) => {
+        const record = await this.#records.get(id)
+        if (!record) return
+        const taken = { ...record, [TAKEN_BY]: finalId } as unknown as Upload
+        await this.#records.set(id, taken).then(
+          () => marked.add(id),
+          () => {},
+        )
+      }),
+    )
+    return marked
+  }
+
+  /** Someone knows of the final now (its answer is on its way to the client, or the app's hook ran). */
+  async claim(finalId: string): Promise<void> {
+    await this.#underLock(finalId, () => this.#setPending(finalId, false))
+  }
+
+  /** The answer that claimed the final did not reach the client after all: nobody knows of it. */
+  async unclaim(finalId: string): Promise<void> {
+    await this.#underLock(finalId, () => this.#setPending(finalId, true))
+  }
+
+  async #underLock(finalId: string, work: () => Promise<void>): Promise<void> {
+    const locks = await lockPartials(this.#locker, [finalId], 'final upload').catch(() => undefined)
+    if (!locks) return // busy: the final stays as it was (a retry's answer claims it again)
+    try {
+      await work()
+    } finally {
+      await unlockAll(locks)
+    }
+  }
+
+  async #setPending(finalId: string, pending: boolean): Promise<void> {
+    const record = (await this.#records.get(finalId)) as (Upload & UploadRecord) | undefined
+    if (!record || (record[ANSWER_PENDING] === true) === pending) return
+    const { [ANSWER_PENDING]: _, ...rest } = record
+    const next = (pending ? { ...rest, [ANSWER_PENDING]: true } : rest) as Upload
+    await this.#records.set(finalId, next).catch(() => {})
+  }
+
+  /**
+   * Locks the final `finalId` for a retried creation's answer, so that no sweep removes it while
+   * the answer is on its way, and claims it; `undefined` when it is gone. Rejects with 423 when
+   * it stays busy.
+   */
+  async hold(finalId: string): Promise<HeldFinal | undefined> {
+    const locks = await lockPartials(this.#locker, [finalId], 'final upload')
+    try {
+      if (!(await this.#records.get(finalId))) {
+        await unlockAll(locks)
+        return undefined
+      }
+      await this.#setPending(finalId, false)
+    } catch (error) {
+      await unlockAll(locks)
+      throw error
+    }
+    return {
+      release: async (delivered) => {
+        try {
+          if (!delivered) await this.#setPending(finalId, true)
+        } finally {
+          await unlockAll(locks)
+        }
+      },
+    }
+  }
+}
