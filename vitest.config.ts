@@ -21,6 +21,7 @@ const E2E = [
   'test/demo-page.test.ts',
   'test/demo-server.test.ts',
   'test/fleet.test.ts',
+  'test/directory-holders.test.ts',
   'test/soak.test.ts',
   'test/crash-soak.test.ts',
   'test/long-uploads.test.ts',

@@ -81,6 +81,22 @@ export class LockTimeoutError extends createError<'FST_TUS_LOCK_TIMEOUT', [strin
 }
 
 /**
+ * Too many requests of this process wait for one upload's lock already: the newcomer is answered
+ * at once (423 Locked, which tus clients retry) instead of queueing, so that a flood of requests
+ * on one upload costs a bounded amount of memory.
+ */
+export class LockQueueFullError extends createError<'FST_TUS_LOCK_QUEUE_FULL', [string, number]>(
+  'FST_TUS_LOCK_QUEUE_FULL',
+  'fastify-tus: upload %s already has %d requests waiting for it; retry later',
+  423,
+) {
+  readonly status_code = 423
+  get body(): string {
+    return `${this.message}\n`
+  }
+}
+
+/**
  * A request could not take an upload's lock because Redis did not answer (down, unreachable, or
  * slower than the time left): @tus/server answers 503 with a neutral body, which tus clients
  * retry. The Redis error is the `cause`, for logs only: it never reaches the client.

@@ -12,9 +12,11 @@
  * - the PATCH handler's `store`: the handler is given a view of the built-in store whose
  *   `getUpload` refuses a final upload of the concatenation extension (403), under the lock and
  *   on the record it reads anyway (http/concatenation.ts). Checked with `writeToStore` below.
- * - `MemoryLocker.locks`, its lock table: the sweep, and a request whose upload's lock is free,
- *   take an uncontended lock with one entry in it, instead of arming a 30 s timer per removal or
- *   request (sweep/activity-locker.ts).
+ * - `MemoryLocker.locks`, its lock table, and `MemoryLocker.timeout`: the sweep, and a request
+ *   whose upload's lock is free, take an uncontended lock with one entry in it, instead of arming
+ *   a 30 s timer per removal or request; a request whose upload's lock is held waits to be woken
+ *   by its release, up to the locker's timeout, instead of MemoryLocker's retry loop, whose
+ *   memory grows while it waits (sweep/activity-locker.ts).
  * - `FileStore.prototype.checkOrCreateDirectory`: the stock constructor creates the directory in
  *   a callback that throws, which ends the process on an unusable directory; the built-in store
  *   turns it off and creates the directory in `init()`, which rejects instead.
@@ -148,8 +150,11 @@ const SEAMS: Seam[] = [
     },
   },
   {
-    name: 'MemoryLocker.locks (its lock table, a Map)',
-    present: () => (new MemoryLocker() as Partial<MemoryLocker>).locks instanceof Map,
+    name: 'MemoryLocker.locks (its lock table, a Map) and MemoryLocker.timeout',
+    present: () => {
+      const locker = new MemoryLocker({ acquireLockTimeout: 1234 }) as Partial<MemoryLocker>
+      return locker.locks instanceof Map && locker.timeout === 1234
+    },
   },
   {
     name: 'FileStore.prototype.checkOrCreateDirectory',

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { EVENTS } from '@tus/utils'
@@ -23,9 +24,12 @@ import {
   request,
   sha256,
   sha256Of,
+  signal,
+  sleep,
   startServer,
   TUS,
   tusUpload,
+  waitFor,
 } from './helpers.js'
 
 const HOUR = 3_600_000
@@ -308,6 +312,151 @@ describe('a final upload that cannot be made', () => {
       (error: Error) => error.message,
     )
     expect(res).toMatch(/501/)
+  })
+})
+
+/**
+ * A final POST whose client goes away before the answer: the user's onUploadCreate hook (a real
+ * hook of the app) waits until the test has closed the client's socket, so the assembly runs
+ * after the client is gone. Resolves once the final's data file and record are in place.
+ */
+async function finalWithClientGone() {
+  const entered = signal()
+  const goOn = signal()
+  const server = await startServer({
+    expireAfterMs: HOUR,
+    tus: {
+      onUploadCreate: async (req) => {
+        if (req.headers.get('x-test') === 'abandoned final') {
+          entered.resolve()
+          await goOn.promise
+        }
+        return {}
+      },
+    },
+  })
+  return { server, entered, goOn }
+}
+
+/** Sends a final POST on a raw socket and closes it once the server's hook has it. */
+async function abandonFinal(
+  server: { endpoint: string },
+  urls: string[],
+  hook: { entered: { promise: Promise<void> }; goOn: { resolve: () => void } },
+) {
+  const target = new URL(server.endpoint)
+  const socket = net.connect(Number(target.port), target.hostname)
+  socket.on('error', () => {})
+  socket.write(
+    `POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nTus-Resumable: 1.0.0\r\n` +
+      `Upload-Concat: final;${urls.join(' ')}\r\nX-Test: abandoned final\r\nContent-Length: 0\r\n\r\n`,
+  )
+  await hook.entered.promise
+  await new Promise<void>((resolve) => socket.end(resolve))
+  socket.destroy()
+  // The server sees the client go before its hook returns and the assembly starts.
+  await sleep(100)
+  hook.goOn.resolve()
+}
+
+/** The one final upload (a record of kind final) in `directory`, once it is there. */
+async function theFinal(directory: string): Promise<Record<string, unknown>> {
+  return waitFor(async () => {
+    for (const name of await listing(directory)) {
+      if (!name.endsWith('.json')) continue
+      const record = JSON.parse(await fs.readFile(path.join(directory, name), 'utf8'))
+      if (record.concat === 'final') return record
+    }
+    return undefined
+  })
+}
+
+describe('a final upload whose client went away before the answer', () => {
+  it('is answered to the retried creation (same partials, same order): its URL, and no second final', async () => {
+    const hook = await finalWithClientGone()
+    const { server } = hook
+    const a = await partial(server.endpoint, Buffer.from('first '))
+    const b = await partial(server.endpoint, Buffer.from('second'))
+    await abandonFinal(server, [a.url, b.url], hook)
+    const built = await theFinal(server.directory)
+    // Nobody knows of it yet.
+    expect(built.answer_pending).toBe(true)
+
+    // tus-js-client asks each partial's offset again before it sends the final again.
+    const again = await head(a.url)
+    expect(again.status).toBe(200)
+    expect(again.headers['upload-offset']).toBe('6')
+    expect(again.headers['upload-concat']).toBe('partial')
+    const retry = await final(server.endpoint, [a.url, b.url])
+    expect(retry.status, retry.body).toBe(201)
+    const url = new URL(String(retry.headers.location), server.endpoint).href
+    expect(url).toBe(`${server.endpoint}/${built.id}`)
+    expect((await head(url)).headers['upload-offset']).toBe('12')
+    expect(await fs.readFile(path.join(server.directory, String(built.id)), 'utf8')).toBe(
+      'first second',
+    )
+    // Known now: it never expires, however old.
+    expect((await theFinal(server.directory)).answer_pending).toBeUndefined()
+    const finals = (await listing(server.directory)).filter((n) => !n.endsWith('.json'))
+    expect(finals).toEqual([built.id])
+    // Another list of the same partials is not this final: the partials are used up.
+    const other = await final(server.endpoint, [b.url, a.url])
+    expect(other.status).toBe(410)
+    expect(other.body).toMatch(/already assembled into another final upload/)
+  })
+
+  it("is removed with its partials' records once expireAfterMs has passed without a retry, never before", async () => {
+    const hook = await finalWithClientGone()
+    const { server } = hook
+    const a = await partial(server.endpoint, Buffer.from('lost'))
+    await abandonFinal(server, [a.url], hook)
+    const built = await theFinal(server.directory)
+    expect(built.answer_pending).toBe(true)
+    const id = String(built.id)
+    await listingBecomes(server.directory, [...pair(id), `${a.id}.json`].sort())
+    expect((await server.app.tusCleanup.run()).removed).toBe(0)
+
+    for (const file of [...pair(id), `${a.id}.json`]) {
+      await age(path.join(server.directory, file), 2 * HOUR)
+    }
+    const report = await server.app.tusCleanup.run()
+    expect(report).toMatchObject({ removed: 2, partials: 1, orphans: 0 })
+    expect(report.ids.sort()).toEqual([id, a.id].sort())
+    expect(await listing(server.directory)).toEqual([])
+  })
+
+  it("is kept for good once the app's onUploadFinish has taken it", async () => {
+    const taken: string[] = []
+    const entered = signal()
+    const goOn = signal()
+    const server = await startServer({
+      expireAfterMs: HOUR,
+      tus: {
+        onUploadCreate: async (req) => {
+          if (req.headers.get('x-test') === 'abandoned final') {
+            entered.resolve()
+            await goOn.promise
+          }
+          return {}
+        },
+        onUploadFinish: async (_req, upload) => {
+          taken.push(upload.id)
+          return {}
+        },
+      },
+    })
+    const a = await partial(server.endpoint, Buffer.from('the app has it'))
+    await abandonFinal(server, [a.url], { entered, goOn })
+    const built = await waitFor(async () => {
+      const record = await theFinal(server.directory)
+      return record.answer_pending === undefined && taken.includes(String(record.id))
+        ? record
+        : undefined
+    })
+    await age(path.join(server.directory, String(built.id)), 1000 * HOUR)
+    const report = await server.app.tusCleanup.run()
+    expect(report.ids).not.toContain(built.id)
+    expect((await head(`${server.endpoint}/${built.id}`)).status).toBe(200)
   })
 })
 

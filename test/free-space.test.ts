@@ -17,6 +17,7 @@ import {
   emergencySweepRecord,
   head,
   listing,
+  pair,
   patch,
   randomId,
   request,
@@ -107,6 +108,18 @@ describe.skipIf(!isRoot)('the free-space floor (tmpfs: needs root)', () => {
     expect(await listing(directory)).toEqual([])
   })
 
+  it('a late Upload-Length the filesystem could never hold answers 413, counting the bytes already written', async () => {
+    const disk = await smallDisk(16)
+    const server = await startServer({ directory: path.join(disk, 'u'), minFreeBytes: 4 * MiB })
+    const { url } = await createUpload(server.endpoint, 'deferred')
+    expect((await patch(url, 0, Buffer.from('x'))).status).toBe(204)
+    // 12 MiB may ever be taken above the floor: the rest fits, the whole upload does not.
+    const refused = await patch(url, 1, Buffer.alloc(0), { 'Upload-Length': String(12 * MiB + 1) })
+    expect(refused.status).toBe(413)
+    expect(refused.body).toMatch(/^Request Entity Too Large: this upload needs 12582913 bytes/)
+    expect((await head(url)).headers['upload-length']).toBeUndefined()
+  })
+
   it('a deferred length is checked when it is declared', async () => {
     const disk = await smallDisk(16)
     const server = await startServer({ directory: path.join(disk, 'u'), minFreeBytes: 4 * MiB })
@@ -145,6 +158,121 @@ describe.skipIf(!isRoot)('the free-space floor (tmpfs: needs root)', () => {
     const rest = await patch(url, offset, data.subarray(offset))
     expect(rest.status, rest.body).toBe(204)
     expect(await sha256(path.join(directory, id))).toBe(sha256Of(data))
+  })
+
+  it('concurrent finals and a PATCH never cross the floor together: writes under way claim their bytes; the rest answer 507 and leave nothing half-made', async () => {
+    const disk = await smallDisk(16)
+    const directory = path.join(disk, 'uploads')
+    const floor = 2 * MiB
+    const server = await startServer({ directory, minFreeBytes: floor, expireAfterMs: HOUR })
+    const parts = [randomBytes(3 * MiB), randomBytes(3 * MiB), randomBytes(3 * MiB)]
+    const partials = []
+    for (const part of parts) {
+      const created = await createUpload(server.endpoint, part.length, {
+        'Upload-Concat': 'partial',
+      })
+      expect((await patch(created.url, 0, part)).status).toBe(204)
+      partials.push(created)
+    }
+    const plain = await createUpload(server.endpoint, MiB)
+    const room = (await fs.statfs(disk)).bavail * (await fs.statfs(disk)).bsize - floor
+    // Each final fits above the floor alone, even beside the PATCH; the three together do not.
+    expect(room).toBeGreaterThan(3 * MiB + MiB)
+    expect(room).toBeLessThan(2 * 3 * MiB)
+    await sleep(CACHE_MS + 50)
+
+    let lowest = Number.POSITIVE_INFINITY
+    let sampling = true
+    const sampler = (async () => {
+      while (sampling) {
+        const stats = await fs.statfs(disk)
+        lowest = Math.min(lowest, stats.bavail * stats.bsize)
+      }
+    })()
+    const answers = await Promise.all([
+      ...partials.map(({ url }) =>
+        request(server.endpoint, 'POST', { ...TUS, 'Upload-Concat': `final;${url}` }),
+      ),
+      patch(plain.url, 0, randomBytes(MiB)),
+    ])
+    sampling = false
+    await sampler
+
+    const statuses = answers.map((a) => a.status)
+    expect(statuses.filter((s) => s === 201).length).toBeGreaterThanOrEqual(1)
+    expect(statuses.filter((s) => s === 507).length).toBeGreaterThanOrEqual(1)
+    expect(
+      statuses.every((s) => [201, 204, 507].includes(s)),
+      String(statuses),
+    ).toBe(true)
+    // Records (a page each) are not claimed: the bytes of data are.
+    expect(lowest).toBeGreaterThanOrEqual(floor - 64 * 1024)
+    // Every data file has its record: a refused final made nothing, its partial is still whole.
+    const files = await listing(directory)
+    for (const file of files.filter((f) => !f.endsWith('.json'))) {
+      expect(files).toContain(`${file}.json`)
+    }
+    for (const [i, answer] of answers.slice(0, 3).entries()) {
+      const id = partials[i]?.id as string
+      if (answer.status === 507)
+        expect(await sha256(path.join(directory, id))).toBe(sha256Of(parts[i] as Buffer))
+    }
+  })
+
+  it('the disk itself running full (another process filling it, no floor) answers 507 to a PATCH, bytes kept, and the upload resumes', async () => {
+    const disk = await smallDisk(16)
+    const directory = path.join(disk, 'uploads')
+    const server = await startServer({ directory, minFreeBytes: 0 })
+    const data = randomBytes(10 * MiB)
+    const { url, id } = await createUpload(server.endpoint, data.length)
+    const filler = path.join(disk, 'filler')
+    await fs.writeFile(filler, Buffer.alloc(10 * MiB, 1))
+
+    const cut = await patch(url, 0, data)
+    expect(cut.status, cut.body).toBe(507)
+    expect(cut.body).toMatch(/^Insufficient Storage: the store's disk has no room left \(ENOSPC\)/)
+    const offset = Number(cut.headers['upload-offset'])
+    expect(offset).toBeGreaterThan(0)
+    expect(offset).toBeLessThan(data.length)
+    expect(await sha256(path.join(directory, id))).toBe(sha256Of(data.subarray(0, offset)))
+
+    await fs.rm(filler)
+    const rest = await patch(url, offset, data.subarray(offset))
+    expect(rest.status, rest.body).toBe(204)
+    expect(await sha256(path.join(directory, id))).toBe(sha256Of(data))
+  })
+
+  it('a full disk answers 507 to a creation and to an assembly, and leaves nothing behind', async () => {
+    const disk = await smallDisk(16)
+    const directory = path.join(disk, 'uploads')
+    const server = await startServer({ directory, minFreeBytes: 0, expireAfterMs: HOUR })
+    const part = randomBytes(3 * MiB)
+    const partial = await createUpload(server.endpoint, part.length, { 'Upload-Concat': 'partial' })
+    expect((await patch(partial.url, 0, part)).status).toBe(204)
+    // Another process takes all but 1 MiB: the final's 3 MiB cannot be copied.
+    const free = (await fs.statfs(disk)).bavail * (await fs.statfs(disk)).bsize
+    const filler = path.join(disk, 'filler')
+    await fs.writeFile(filler, Buffer.alloc(free - MiB, 1))
+    const final = await request(server.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Concat': `final;${partial.url}`,
+    })
+    expect(final.status, final.body).toBe(507)
+    expect(final.body).toMatch(/no room left \(ENOSPC\)/)
+    expect(await listing(directory)).toEqual(pair(partial.id))
+
+    // Then all of it: not even a record fits.
+    await fs.appendFile(filler, Buffer.alloc(MiB, 1)).catch(() => {})
+    const created = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '1' })
+    expect(created.status, created.body).toBe(507)
+    expect(await listing(directory)).toEqual(pair(partial.id))
+
+    await fs.rm(filler)
+    const again = await request(server.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Concat': `final;${partial.url}`,
+    })
+    expect(again.status, again.body).toBe(201)
   })
 
   it('running low starts an emergency sweep that removes an expired upload; the retry succeeds; logged and counted', async () => {

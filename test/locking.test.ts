@@ -7,6 +7,7 @@ import path from 'node:path'
 import { MemoryLocker } from '@tus/server'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
+import { MAX_LOCK_WAITERS, type SweepLocker } from '../src/sweep/activity-locker.js'
 import {
   age,
   createUpload,
@@ -157,5 +158,62 @@ describe('locks', () => {
     expect(answers.some((a) => a.status === 204)).toBe(true)
     expect(report?.removed).toBeLessThanOrEqual(uploads.length)
     expect(await listing(server.directory)).toEqual([])
+  })
+})
+
+describe('requests waiting for one upload', () => {
+  /** The plugin's locker, as the sweep and an assembly take it: a holder that never lets go early. */
+  function lockerOf(server: { app: { tus: { options: { locker?: unknown } } } }): SweepLocker {
+    return server.app.tus.options.locker as SweepLocker
+  }
+
+  it(`queue at most ${MAX_LOCK_WAITERS} deep: the rest are answered 423 at once with a reason, the queue ends as the lock is released`, async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const { url, id } = await createUpload(server.endpoint, 10)
+    const held = await lockerOf(server).tryLock(id)
+    expect(held).toBeDefined()
+    const answers: Array<{ status: number; body: string; at: number }> = []
+    const started = performance.now()
+    const heads = Array.from({ length: 20 }, () =>
+      request(url, 'HEAD', TUS).then((res) => {
+        answers.push({ status: res.status, body: res.body, at: performance.now() - started })
+        return res
+      }),
+    )
+    // Those past the queue are answered while the lock is still held.
+    const refused = await waitFor(() => {
+      const locked = answers.filter((a) => a.status === 423)
+      return locked.length === 20 - MAX_LOCK_WAITERS ? locked : undefined
+    })
+    expect(answers.every((a) => a.status === 423)).toBe(true)
+    const reason = await request(url, 'PATCH', {
+      ...TUS,
+      'Upload-Offset': 0,
+      'Content-Type': 'application/offset+octet-stream',
+      'Content-Length': 0,
+    })
+    expect(reason.status).toBe(423)
+    expect(reason.body).toMatch(`upload ${id} already has ${MAX_LOCK_WAITERS} requests waiting`)
+    await held?.unlock()
+    const all = await Promise.all(heads)
+    expect(all.filter((res) => res.status === 200)).toHaveLength(MAX_LOCK_WAITERS)
+    expect(all.filter((res) => res.status === 423)).toHaveLength(20 - MAX_LOCK_WAITERS)
+    // Nothing waits any more: a request now gets the lock at once.
+    expect((await request(url, 'HEAD', TUS)).status).toBe(200)
+  })
+
+  it("give up after MemoryLocker's acquireLockTimeout, as with the stock locker", async () => {
+    const server = await startServer({
+      expireAfterMs: HOUR,
+      tus: { locker: new MemoryLocker({ acquireLockTimeout: 300 }) },
+    })
+    const { url, id } = await createUpload(server.endpoint, 10)
+    const held = await lockerOf(server).tryLock(id)
+    const started = performance.now()
+    const res = await request(url, 'HEAD', TUS)
+    expect(res.status).toBe(500)
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290)
+    await held?.unlock()
+    expect((await request(url, 'HEAD', TUS)).status).toBe(200)
   })
 })

@@ -6,12 +6,14 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
+import net from 'node:net'
 import path from 'node:path'
 import * as tus from 'tus-js-client'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   age,
   createUpload,
+  exists,
   head,
   listing,
   listingBecomes,
@@ -20,6 +22,7 @@ import {
   request,
   sha256,
   sha256Of,
+  sleep,
   startServer,
   TUS,
   tempDir,
@@ -78,7 +81,13 @@ describe('parallel uploads at full size', () => {
     const data = bytes(64 * MiB, 11)
     const url = await tusUpload(server.endpoint, data, { parallelUploads: 4, chunkSize: 8 * MiB })
     expect(await sha256(path.join(server.directory, idOf(url)))).toBe(sha256Of(data))
-    expect(await listingBecomes(server.directory, pair(idOf(url)))).toEqual(pair(idOf(url)))
+    // Only the final's bytes are left (its partials' records stay a while, for a retried final).
+    const files = await waitFor(async () => {
+      const now = await listing(server.directory)
+      return now.filter((f) => !f.endsWith('.json')).length === 1 ? now : undefined
+    })
+    expect(files.filter((f) => !f.endsWith('.json'))).toEqual([idOf(url)])
+    expect(files.filter((f) => f.endsWith('.json'))).toHaveLength(5)
   })
 
   it('resumes an interrupted parallel upload from its URL storage and finishes it', async () => {
@@ -123,7 +132,9 @@ describe('parallel uploads at full size', () => {
     expect(creations).toHaveLength(1)
     expect(creations[0]).toMatch(/^final;/)
     expect(await sha256(path.join(server.directory, idOf(url)))).toBe(sha256Of(data))
-    expect(await listingBecomes(server.directory, pair(idOf(url)))).toEqual(pair(idOf(url)))
+    // The final, and its partials' records (kept for a retried final creation).
+    const kept = [...pair(idOf(url)), ...partials.map((id) => `${id}.json`)].sort()
+    expect(await listingBecomes(server.directory, kept)).toEqual(kept)
   })
 
   it('removes every partial of an abandoned parallel upload once its period has passed', async () => {
@@ -167,6 +178,53 @@ async function startDemo(directory: string): Promise<{ child: ChildProcess; endp
   return { child, endpoint: `${match[1]}/files` }
 }
 
+describe('a client that goes away in the middle of an assembly', () => {
+  it('learns the final from its retried creation: the build in progress, then the final built; one final, whole', {
+    timeout: 120_000,
+  }, async () => {
+    const server = await startServer({ expireAfterMs: HOUR })
+    const part = bytes(16 * MiB, 4)
+    const { url: partUrl } = await createUpload(server.endpoint, part.length, {
+      'Upload-Concat': 'partial',
+    })
+    expect((await patch(partUrl, 0, part)).status).toBe(204)
+    // One partial listed 24 times: a 384 MiB final, seconds of copying on this disk.
+    const header = `final;${Array(24).fill(partUrl).join(' ')}`
+    const target = new URL(server.endpoint)
+    const socket = net.connect(Number(target.port), target.hostname)
+    socket.on('error', () => {})
+    socket.write(
+      `POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nTus-Resumable: 1.0.0\r\n` +
+        `Upload-Concat: ${header}\r\nContent-Length: 0\r\n\r\n`,
+    )
+    await waitFor(
+      async () =>
+        (await fs.readdir(server.directory)).some((n) => n.startsWith('.fastify-tus-tmp.')),
+      10_000,
+      'the assembly to start',
+    )
+    socket.destroy()
+
+    // Sent again while the copy goes on: answered once it ends, with the same final.
+    const retry = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Concat': header })
+    expect(retry.status, retry.body).toBe(201)
+    const id = idOf(String(retry.headers.location))
+    // And again once built: the same answer.
+    const later = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Concat': header })
+    expect(idOf(String(later.headers.location))).toBe(id)
+    const files = await waitFor(async () => {
+      const now = await listing(server.directory)
+      return now.filter((f) => !f.endsWith('.json')).length === 1 ? now : undefined
+    })
+    expect(files.filter((f) => !f.endsWith('.json'))).toEqual([id])
+    expect(await sha256(path.join(server.directory, id))).toBe(
+      sha256Of(Buffer.concat(Array(24).fill(part))),
+    )
+    const record = JSON.parse(await fs.readFile(path.join(server.directory, `${id}.json`), 'utf8'))
+    expect(record.answer_pending).toBeUndefined()
+  })
+})
+
 describe('a crash in the middle of an assembly', () => {
   it('leaves no final upload, keeps the partials, and the final sent again is whole', {
     timeout: 120_000,
@@ -193,13 +251,24 @@ describe('a crash in the middle of an assembly', () => {
     first.child.kill('SIGKILL')
     await answer
 
-    // No record of a final upload; only the partials and the temporary file.
+    // No record of a final upload; only the partials and the temporary file, which nothing
+    // writes to any more: the copy died with the server.
     const names = await fs.readdir(dir)
     const records = names.filter((n) => n.endsWith('.json'))
     expect(records.sort()).toEqual(urls.map((u) => `${idOf(u)}.json`).sort())
-    expect(names.filter((n) => n.startsWith('.fastify-tus-tmp.'))).toHaveLength(1)
+    const temps = names.filter((n) => n.startsWith('.fastify-tus-tmp.'))
+    expect(temps).toHaveLength(1)
+    const temp = path.join(dir, temps[0] as string)
+    const sizeAtKill = (await fs.stat(temp)).size
+    await sleep(500)
+    expect((await fs.stat(temp)).size).toBe(sizeAtKill)
+    expect(sizeAtKill).toBeLessThan(3 * 48 * MiB)
 
+    // The restart's first sweep removes the dead assembly's file at once, not after the period.
     const second = await startDemo(dir)
+    expect(await waitFor(async () => !(await exists(temp)), 5000, 'the temporary file to go')).toBe(
+      true,
+    )
     for (const url of urls) {
       const res = await head(`${second.endpoint}/${idOf(url)}`)
       expect(res.headers['upload-offset']).toBe(String(48 * MiB))

@@ -75,6 +75,20 @@ describe('the store quota', () => {
     expect(options.headers['tus-max-size']).toBe(String(1024 * KiB))
   })
 
+  it('a late Upload-Length that can never fit answers 413, counting the bytes already written (not 507)', async () => {
+    const server = await startServer({ maxStoreBytes: 100 * KiB, minFreeBytes: 0 })
+    const { url } = await createUpload(server.endpoint, 'deferred')
+    expect((await patch(url, 0, Buffer.from('x'))).status).toBe(204)
+    // One byte is in: the rest (100 KiB) would fit the quota, the whole upload never could.
+    const refused = await patch(url, 1, Buffer.alloc(0), { 'Upload-Length': String(100 * KiB + 1) })
+    expect(refused.status).toBe(413)
+    expect(refused.body).toMatch(/this upload needs 102401 bytes; the store holds at most 102400/)
+    expect((await head(url)).headers['upload-length']).toBeUndefined()
+    // A length that fits whole is taken.
+    const fits = await patch(url, 1, Buffer.alloc(0), { 'Upload-Length': String(100 * KiB) })
+    expect(fits.status, fits.body).toBe(204)
+  })
+
   it('unfinished uploads reserve their declared length: many small creations with no bytes stop at the quota', async () => {
     const server = await startServer({ maxStoreBytes: 10 * KiB, minFreeBytes: 0 })
     const statuses = []

@@ -1,6 +1,7 @@
 import { MemoryLocker } from '@tus/server'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import { ERRORS } from '@tus/utils'
+import { LockQueueFullError } from '../errors.js'
 import { type MemoryLockEntry, memoryLockTable } from '../tus-internals.js'
 
 /** A lock the sweep holds; released with `unlock()`. */
@@ -24,6 +25,16 @@ export interface SweepLocker {
 const TRY_LOCK_TIMEOUT_MS = 1000
 
 /**
+ * At most this many requests of this process wait for one upload's lock; more are answered 423
+ * at once (`LockQueueFullError`). tus clients have one request in flight per upload, and a
+ * reconnecting one a second: a queue longer than this is a flood, not a client.
+ */
+export const MAX_LOCK_WAITERS = 8
+
+/** A waiter for a MemoryLocker lock looks again this often, should a release not wake it. */
+const WAIT_POLL_MS = 1000
+
+/**
  * Wraps the tus server's locker so that the sweep can tell whether a request of this process
  * holds or waits for an upload's lock, without asking for the lock.
  *
@@ -37,6 +48,8 @@ export class ActivityLocker implements Locker, SweepLocker {
   readonly #busy = new Map<string, number>()
   /** Uploads whose lock a request of this process holds (locks are exclusive: one each). */
   readonly #held = new Set<string>()
+  /** Requests waiting for a MemoryLocker lock, woken as soon as it is released here. */
+  readonly #queue = new WaitQueue()
 
   /** Told how long each request waited for a lock, acquired or not (metrics). */
   readonly #onLockWait: ((seconds: number) => void) | undefined
@@ -56,14 +69,16 @@ export class ActivityLocker implements Locker, SweepLocker {
   }
 
   newLock(id: string): Lock {
-    const table = this.#inner instanceof MemoryLocker ? memoryLockTable(this.#inner) : undefined
+    const inner = this.#inner
+    const memory =
+      inner instanceof MemoryLocker
+        ? { table: memoryLockTable(inner), queue: this.#queue, timeoutMs: inner.timeout }
+        : undefined
     return new TrackedLock(
       id,
-      this.#inner.newLock(id),
-      this.#busy,
-      this.#held,
-      this.#onLockWait,
-      table,
+      inner.newLock(id),
+      { busy: this.#busy, held: this.#held, onWait: this.#onLockWait },
+      memory,
     )
   }
 
@@ -118,10 +133,28 @@ export class ActivityLocker implements Locker, SweepLocker {
     locks.set(id, entry)
     return {
       unlock: async () => {
-        if (locks.get(id) === entry) locks.delete(id)
+        if (locks.get(id) !== entry) return
+        locks.delete(id)
+        this.#queue.wake(id)
       },
     }
   }
+}
+
+/** What a lock counts in its `ActivityLocker`. */
+interface Tally {
+  /** Upload id → how many requests hold or wait for its lock. */
+  busy: Map<string, number>
+  /** Uploads whose lock a request of this process holds. */
+  held: Set<string>
+  onWait: ((seconds: number) => void) | undefined
+}
+
+/** MemoryLocker's parts, when the inner locker is one: its table, its timeout, the waiters. */
+interface MemoryParts {
+  table: Map<string, MemoryLockEntry>
+  queue: WaitQueue
+  timeoutMs: number
 }
 
 class TrackedLock implements Lock {
@@ -132,45 +165,67 @@ class TrackedLock implements Lock {
   constructor(
     readonly id: string,
     readonly inner: Lock,
-    readonly busy: Map<string, number>,
-    readonly heldHere: Set<string>,
-    readonly onWait: ((seconds: number) => void) | undefined,
-    /** MemoryLocker's lock table, when the inner locker is one. */
-    readonly table: Map<string, MemoryLockEntry> | undefined,
+    readonly tally: Tally,
+    readonly memory: MemoryParts | undefined,
   ) {}
 
   async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
-    // Counted before the inner call so that a waiting request already makes the upload busy.
+    // Counted before the wait so that a waiting request already makes the upload busy.
     this.#count(+1)
-    const started = this.onWait ? performance.now() : 0
+    const started = this.tally.onWait ? performance.now() : 0
     try {
-      if (this.table && !this.table.has(this.id)) {
-        // Free: what MemoryLocker's own lock() does then (one entry in its table, the holder's
-        // requestRelease in it), without the 30 s timer, AbortController and race it arms for
-        // a wait that does not happen. A taken lock is waited for by the inner lock, as before.
-        this.table.set(this.id, { requestRelease })
-        this.#inTable = true
-      } else {
-        await this.inner.lock(signal, requestRelease)
-      }
+      const waiting = (this.tally.busy.get(this.id) ?? 0) - (this.tally.held.has(this.id) ? 1 : 0)
+      if (waiting > MAX_LOCK_WAITERS) throw new LockQueueFullError(this.id, MAX_LOCK_WAITERS)
+      if (this.memory) await this.#lockInTable(this.memory, signal, requestRelease)
+      else await this.inner.lock(signal, requestRelease)
       this.#held = true
-      this.heldHere.add(this.id)
+      this.tally.held.add(this.id)
     } catch (error) {
       this.#count(-1)
       throw error
     } finally {
-      this.onWait?.((performance.now() - started) / 1000)
+      this.tally.onWait?.((performance.now() - started) / 1000)
+    }
+  }
+
+  /**
+   * MemoryLocker's rule, with a wait that costs nothing while it waits: a free lock is one entry
+   * in the table (its holder's `requestRelease` in it); a held one asks its holder to let go and
+   * waits to be woken by the release (or looks again every `WAIT_POLL_MS`), until the locker's
+   * timeout (`ERR_LOCK_TIMEOUT`, as MemoryLocker) or the request's end. MemoryLocker itself
+   * retries through a chain of promises that grows every turn of the event loop while it waits:
+   * thousands of waiters on one upload took gigabytes.
+   */
+  async #lockInTable(
+    { table, queue, timeoutMs }: MemoryParts,
+    signal: AbortSignal,
+    requestRelease: RequestRelease,
+  ): Promise<void> {
+    const deadline = performance.now() + timeoutMs
+    for (;;) {
+      const holder = table.get(this.id)
+      if (!holder) {
+        table.set(this.id, { requestRelease })
+        this.#inTable = true
+        return
+      }
+      if (signal.aborted) throw ERRORS.ABORTED
+      await holder.requestRelease?.()
+      const left = deadline - performance.now()
+      if (left <= 0) throw ERRORS.ERR_LOCK_TIMEOUT
+      await queue.wait(this.id, signal, Math.min(left, WAIT_POLL_MS))
     }
   }
 
   async unlock(): Promise<void> {
-    if (this.#held) this.heldHere.delete(this.id)
+    if (this.#held) this.tally.held.delete(this.id)
     try {
-      if (this.#inTable && this.table) {
+      if (this.#inTable && this.memory) {
         this.#inTable = false
         // As MemoryLocker's unlock(): the upload's entry goes, and releasing a lock that is
         // not there is an error.
-        if (!this.table.delete(this.id)) throw new Error('Releasing an unlocked lock!')
+        if (!this.memory.table.delete(this.id)) throw new Error('Releasing an unlocked lock!')
+        this.memory.queue.wake(this.id)
       } else {
         await this.inner.unlock()
       }
@@ -185,9 +240,42 @@ class TrackedLock implements Lock {
   }
 
   #count(delta: number): void {
-    const n = (this.busy.get(this.id) ?? 0) + delta
-    if (n > 0) this.busy.set(this.id, n)
-    else this.busy.delete(this.id)
+    const { busy } = this.tally
+    const n = (busy.get(this.id) ?? 0) + delta
+    if (n > 0) busy.set(this.id, n)
+    else busy.delete(this.id)
+  }
+}
+
+/** Requests waiting for a lock of this process, by upload id: `wake` ends their waits. */
+class WaitQueue {
+  readonly #waiting = new Map<string, Set<() => void>>()
+
+  /** Resolves when `id` is woken, `signal` aborts or `ms` have passed, whichever comes first. */
+  wait(id: string, signal: AbortSignal, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let waiters = this.#waiting.get(id)
+      if (!waiters) {
+        waiters = new Set()
+        this.#waiting.set(id, waiters)
+      }
+      const set = waiters
+      const done = () => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        set.delete(done)
+        if (set.size === 0 && this.#waiting.get(id) === set) this.#waiting.delete(id)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      signal.addEventListener('abort', done, { once: true })
+      set.add(done)
+    })
+  }
+
+  wake(id: string): void {
+    const waiters = this.#waiting.get(id)
+    if (waiters) for (const done of [...waiters]) done()
   }
 }
 
