@@ -24,6 +24,7 @@ const E2E = [
   'test/directory-holders.test.ts',
   'test/soak.test.ts',
   'test/crash-soak.test.ts',
+  'test/assembly-crash-soak.test.ts',
   'test/long-uploads.test.ts',
   'test/large-store.test.ts',
   'test/redis-locker.test.ts',

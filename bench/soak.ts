@@ -7,6 +7,11 @@
  * 8 MiB, half with `Upload-Checksum`, the server in a child process killed with SIGKILL 10
  * times); `SOAK_UPLOADS`, `SOAK_MAX_MIB`, `SOAK_SEED` and `SOAK_CRASHES` tune it.
  *
+ * `npm run soak -- --assembly` (or `SOAK_MODE=assembly`): parallel uploads whose finals are
+ * assembled while the server is killed with SIGKILL (8 times, each mid-copy when it can) and
+ * whose clients, half of them, go away mid-assembly and send the final again; `SOAK_UPLOADS`,
+ * `SOAK_CRASHES` and `SOAK_SEED` tune it.
+ *
  * `npm run soak -- --s3` (or `SOAK_MODE=s3`): the S3 mode (30 uploads of up to 16 MiB and 6
  * abandoned ones, with a stock S3Store, one restart) on the S3 server `S3_ENDPOINT` names, or
  * on a throwaway Ceph that scripts/ensure-ceph.sh starts and this stops afterwards;
@@ -15,6 +20,12 @@
  */
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import {
+  ASSEMBLY_SOAK_DEFAULTS,
+  assemblySoakOk,
+  formatAssemblySoak,
+  runAssemblyCrashSoak,
+} from '../test/assembly-crash-scenario.js'
 import { CRASH_SOAK_DEFAULTS, formatCrashSoak, runCrashSoak } from '../test/crash-scenario.js'
 import { formatS3Soak, runS3Soak, S3_SOAK_DEFAULTS, s3EnvFrom } from '../test/s3-soak-scenario.js'
 import { formatSoak, runSoak, SOAK_DEFAULTS } from '../test/soak-scenario.js'
@@ -64,6 +75,18 @@ if (process.argv.includes('--s3') || process.env.SOAK_MODE === 's3') {
   } finally {
     if (stopCeph) execFileSync('scripts/ensure-ceph.sh', ['stop'], { stdio: 'inherit' })
   }
+} else if (process.argv.includes('--assembly') || process.env.SOAK_MODE === 'assembly') {
+  const clients = env('SOAK_UPLOADS', ASSEMBLY_SOAK_DEFAULTS.clients)
+  const result = await runAssemblyCrashSoak({
+    ...ASSEMBLY_SOAK_DEFAULTS,
+    clients,
+    crashes: env('SOAK_CRASHES', ASSEMBLY_SOAK_DEFAULTS.crashes),
+    seed: env('SOAK_SEED', ASSEMBLY_SOAK_DEFAULTS.seed),
+    root: process.cwd(),
+    log: (line) => console.log(line),
+  })
+  console.log(`\n${formatAssemblySoak(result)}`)
+  process.exitCode = assemblySoakOk(result, clients) ? 0 : 1
 } else if (process.argv.includes('--crash') || process.env.SOAK_MODE === 'crash') {
   const result = await runCrashSoak({
     clients: env('SOAK_UPLOADS', CRASH_SOAK_DEFAULTS.clients),

@@ -34,6 +34,8 @@ declare namespace fastifyTus {
   export const DirectoryInUseError: typeof esm.DirectoryInUseError
   export const IncompatibleTusError: typeof esm.IncompatibleTusError
   export const InvalidOptionError: typeof esm.InvalidOptionError
+  export const LockQueueFullError: typeof esm.LockQueueFullError
+  export type LockQueueFullError = esm.LockQueueFullError
   export const LockTimeoutError: typeof esm.LockTimeoutError
   export type LockTimeoutError = esm.LockTimeoutError
   export const LockUnavailableError: typeof esm.LockUnavailableError

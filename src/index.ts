@@ -14,6 +14,7 @@ export {
   DirectoryInUseError,
   IncompatibleTusError,
   InvalidOptionError,
+  LockQueueFullError,
   LockTimeoutError,
   LockUnavailableError,
   MetricsUnavailableError,

@@ -15,7 +15,6 @@ import {
   cli,
   createUpload,
   exists,
-  head,
   listing,
   pair,
   patch,

@@ -17,6 +17,7 @@ describe('the package exports', () => {
       'EVENTS',
       'IncompatibleTusError',
       'InvalidOptionError',
+      'LockQueueFullError',
       'LockTimeoutError',
       'LockUnavailableError',
       'MetricsUnavailableError',

@@ -181,7 +181,7 @@ describe('requests waiting for one upload', () => {
       }),
     )
     // Those past the queue are answered while the lock is still held.
-    const refused = await waitFor(() => {
+    await waitFor(() => {
       const locked = answers.filter((a) => a.status === 423)
       return locked.length === 20 - MAX_LOCK_WAITERS ? locked : undefined
     })

@@ -1,8 +1,3 @@
-/**
- * The plugin serves tus on real HTTP: uploads land on disk byte for byte, the routes honour a
- * register prefix, stay encapsulated, run the user's hooks and survive failures after hijack.
- */
-import fs from 'node:fs/promises'
 import path from 'node:path'
 import { Server } from '@tus/server'
 import Fastify from 'fastify'

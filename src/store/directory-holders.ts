@@ -66,15 +66,16 @@ export async function joinHolders(
   description: string,
 ): Promise<DirectoryClaim> {
   const folder = path.join(directory, HOLDERS_DIRECTORY)
-  await fs.mkdir(folder, { recursive: true })
   const me = await describeSelf(redisPrefix, description)
   const file = path.join(folder, `${randomBytes(8).toString('hex')}.json`)
-  await fs.writeFile(file, JSON.stringify(me), { flag: 'wx' })
+  await writeHolder(folder, file, me)
   ownFiles.add(file)
   const release = async () => {
     clearInterval(toucher)
     ownFiles.delete(file)
     await fs.rm(file, { force: true })
+    // The last holder to leave takes the folder along (not while another one is in it).
+    await fs.rmdir(folder).catch(() => {})
   }
   const toucher = setInterval(() => {
     const now = new Date()
@@ -99,6 +100,19 @@ export async function joinHolders(
       return new Set([PROCESS_TOKEN, ...live.map(({ holder }) => holder.processToken)])
     },
     release,
+  }
+}
+
+/** Writes the holder's file, in a folder that a holder leaving at that moment may remove. */
+async function writeHolder(folder: string, file: string, me: Holder): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    await fs.mkdir(folder, { recursive: true })
+    try {
+      await fs.writeFile(file, JSON.stringify(me), { flag: 'wx' })
+      return
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw error
+    }
   }
 }
 

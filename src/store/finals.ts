@@ -71,16 +71,23 @@ export class Finals {
     return this.recordedFinalOf(partials)
   }
 
-  /** `finalOf` from the records alone: the first partial's `taken_by`, and that final's list. */
+  /**
+   * `finalOf` from the records alone: a final that one of the partials' records says took it (a
+   * crash may have marked only some of them), and whose own record lists exactly these partials.
+   */
   async recordedFinalOf(partials: readonly string[]): Promise<string | undefined> {
-    const [first] = partials
-    if (first === undefined) return undefined
-    const finalId = ((await this.#records.get(first)) as UploadRecord | undefined)?.[TAKEN_BY]
-    if (typeof finalId !== 'string') return undefined
-    const record = (await this.#records.get(finalId)) as (Upload & UploadRecord) | undefined
-    const listed = (record as { partials?: unknown } | undefined)?.partials
-    if (!record || concatKind(record) !== 'final' || !Array.isArray(listed)) return undefined
-    return listed.join(' ') === partials.join(' ') ? finalId : undefined
+    const takers = new Set<string>()
+    for (const id of new Set(partials)) {
+      const taker = ((await this.#records.get(id)) as UploadRecord | undefined)?.[TAKEN_BY]
+      if (typeof taker === 'string') takers.add(taker)
+    }
+    for (const finalId of takers) {
+      const record = (await this.#records.get(finalId)) as (Upload & UploadRecord) | undefined
+      const listed = (record as { partials?: unknown } | undefined)?.partials
+      if (!record || concatKind(record) !== 'final' || !Array.isArray(listed)) continue
+      if (listed.join(' ') === partials.join(' ')) return finalId
+    }
+    return undefined
   }
 
   /**
