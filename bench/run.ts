@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <section> ...]`: runs the benchmark sections (sweep, growth, startup, latency,
- * upload, many, metrics, parallel, small; all by default), each contender in a process of its own, contenders alternating
+ * upload, many, metrics, parallel, small, lockwait; all by default), each contender in a process of its own, contenders alternating
  * round by round, and writes BENCHMARKS.md with medians and ratios against the baselines
  * measured in the same run. Not a test: nothing here asserts, CI does not run it.
  */
@@ -54,8 +54,8 @@ function worker(
 }
 
 /** Starts a long-running worker that prints `{"port": N}`; resolves to its origin and process. */
-async function server(script: string, args: Array<string | number>) {
-  const child = spawn(process.execPath, [path.join(HERE, script), ...args.map(String)], {
+async function server(script: string, args: Array<string | number>, flags: string[] = []) {
+  const child = spawn(process.execPath, [...flags, path.join(HERE, script), ...args.map(String)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   const port = await new Promise<number>((resolve, reject) => {
@@ -894,6 +894,78 @@ async function metricsSection(): Promise<Section> {
   }
 }
 
+/**
+ * Many requests waiting on one upload (its lock) against as many waiting on as many uploads
+ * (each its body), and bare @tus/server's MemoryLocker under the first load: the server's heap
+ * after a full collection, a third of the way in and at the end. A queue on one lock must cost no
+ * more than the requests themselves, and stay flat.
+ */
+async function lockWaitSection(): Promise<Section> {
+  const rounds = Number(process.env.BENCH_LOCKWAIT_ROUNDS ?? 3)
+  const connections = Number(process.env.BENCH_LOCKWAIT_CONNECTIONS ?? 3000)
+  const seconds = 24
+  const contenders = [
+    { name: 'plugin, one upload', variant: 'plugin', mode: 'one' },
+    { name: `plugin, ${connections} uploads`, variant: 'plugin', mode: 'many' },
+    { name: 'bare @tus/server, one upload', variant: 'tus', mode: 'one' },
+  ] as const
+  const atThird: Record<string, number[]> = {}
+  const atEnd: Record<string, number[]> = {}
+  const answered: Record<string, string[]> = {}
+  const dir = path.join(DATA_ROOT, 'runs', 'lockwait')
+  const mib = (bytes: number) => bytes / 2 ** 20
+  for (const order of rotations([...contenders], rounds)) {
+    for (const { name, variant, mode } of order) {
+      await fs.rm(dir, { recursive: true, force: true })
+      await fs.mkdir(dir, { recursive: true })
+      const srv = await server('upload-server.js', [variant, dir], ['--expose-gc'])
+      try {
+        const r = worker('lockwait-client.js', [srv.origin, mode, connections, seconds]) as {
+          before: { heapUsed: number }
+          third: { heapUsed: number }
+          end: { heapUsed: number }
+          statuses: Record<string, number>
+        }
+        append(atThird, name, mib(r.third.heapUsed - r.before.heapUsed))
+        append(atEnd, name, mib(r.end.heapUsed - r.before.heapUsed))
+        append(answered, name, JSON.stringify(r.statuses))
+        console.log(
+          `lockwait ${name}: heap +${fmt(mib(r.third.heapUsed - r.before.heapUsed))} MiB at 8 s, +${fmt(mib(r.end.heapUsed - r.before.heapUsed))} MiB at ${seconds} s; answers ${JSON.stringify(r.statuses)}`,
+        )
+      } finally {
+        await srv.stop()
+      }
+    }
+  }
+  await fs.rm(dir, { recursive: true, force: true })
+  const m = (groups: Record<string, number[]>, name: string) => median(groups[name] ?? [])
+  const [one, many] = [contenders[0].name, contenders[1].name]
+  return {
+    title: 'Requests waiting on one upload',
+    intro: `${connections} connections each send a PATCH's headers and never its body, for ${seconds} s: all to one upload (they wait for its lock; with the plugin at most 8 queue and the others are answered \`423\` at once) or each to its own upload (each waits for its body), against a server in a process of its own with \`--expose-gc\`; the server's heap after a full collection, above what it held before, at 8 s and at the end; ${rounds} rounds, alternated; medians.`,
+    rows: contenders.map(({ name }) => ({
+      server: name,
+      'heap at 8 s (MiB)': fmt(m(atThird, name)),
+      [`heap at ${seconds} s (MiB)`]: fmt(m(atEnd, name)),
+    })),
+    goals: [
+      {
+        goal: `one upload holds no more heap than ${connections} uploads (≤ 1.1×, at 8 s and at the end)`,
+        value: `${fmt(m(atThird, one) / m(atThird, many), 2)}×, ${fmt(m(atEnd, one) / m(atEnd, many), 2)}×`,
+        met: m(atThird, one) <= 1.1 * m(atThird, many) && m(atEnd, one) <= 1.1 * m(atEnd, many),
+      },
+      {
+        goal: 'flat: the heap grows by at most 2 MiB from 8 s to the end',
+        value: `${fmt(m(atEnd, one) - m(atThird, one))} MiB`,
+        met: m(atEnd, one) - m(atThird, one) <= 2,
+      },
+    ],
+    notes: [
+      `Answers per round: ${contenders.map(({ name }) => `${name} ${(answered[name] ?? []).join(', ')}`).join('; ')}.`,
+    ],
+  }
+}
+
 function table(rows: Row[]): string {
   const first = rows[0]
   if (!first) return ''
@@ -916,6 +988,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   metrics: metricsSection,
   parallel: parallelSection,
   small: smallSection,
+  lockwait: lockWaitSection,
 }
 
 const wanted = process.argv.slice(2)

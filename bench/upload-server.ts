@@ -5,8 +5,9 @@
  * - tus: bare @tus/server with FileStore on node:http;
  * - raw: node:http piping each PATCH body into fs.createWriteStream, the ceiling for Node on this disk.
  * Every variant answers `GET /__cpu` with its `process.cpuUsage()`, `GET /__loop` with the
- * longest event-loop delay since the last such call, and `GET /__gc/start` then `GET /__gc/stop`
- * with what V8's collector did in between. Prints `{"port": N}`.
+ * longest event-loop delay since the last such call, `GET /__gc/start` then `GET /__gc/stop`
+ * with what V8's collector did in between, and `GET /__heap` with its heap and RSS (after a full
+ * collection when run with `--expose-gc`). Prints `{"port": N}`.
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -71,11 +72,16 @@ function benchAnswer(url: string | undefined): object | undefined {
       return {}
     case '/__gc/stop':
       return gcSummary()
+    case '/__heap': {
+      ;(globalThis as { gc?: () => void }).gc?.()
+      const { heapUsed, rss } = process.memoryUsage()
+      return { heapUsed, rss }
+    }
     default:
       return undefined
   }
 }
-const BENCH_URLS = ['/__cpu', '/__loop', '/__gc/start', '/__gc/stop']
+const BENCH_URLS = ['/__cpu', '/__loop', '/__gc/start', '/__gc/stop', '/__heap']
 
 /** Answers the benchmark's own routes on a node:http server; false for any other request. */
 function cpuRoute(req: http.IncomingMessage, res: http.ServerResponse): boolean {

@@ -142,6 +142,21 @@ describe('option errors', () => {
       /`maxStoreBytes` applies to the built-in file store/,
     ],
     [
+      'partialHoldMs shorter than expireAfterMs',
+      { expireAfterMs: 60_000, partialHoldMs: 1000 },
+      /`partialHoldMs` must be a whole number of milliseconds >= 60000 \(expireAfterMs: a finished partial upload waits at least as long as an unfinished one\), got 1000/,
+    ],
+    [
+      'partialHoldMs as a string',
+      { partialHoldMs: '1d' },
+      /`partialHoldMs` must be a whole number of milliseconds .*got "1d"/,
+    ],
+    [
+      'partialHoldMs with a datastore',
+      { datastore: new DataStore(), partialHoldMs: 86_400_000 },
+      /`partialHoldMs` applies to the built-in file store/,
+    ],
+    [
       'redis with tus.locker',
       { redis: { client: fakeClient() }, tus: { locker: { newLock() {} } } },
       /`tus.locker` cannot be set together with `redis`/,
