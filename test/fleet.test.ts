@@ -153,8 +153,16 @@ describe('several instances on one directory and one Redis', () => {
       expect(answer.headers['upload-offset']).toBe(String(whole.length))
       expect(answer.headers['upload-concat']).toMatch(/^final;/)
     }
-    // The partials are gone from the shared directory, for every instance.
-    expect(await listingBecomes(dir, [id, `${id}.json`])).toEqual([id, `${id}.json`].sort())
+    // The partials' bytes are gone from the shared directory; their records stay, taken by the
+    // final, and every instance answers a retried creation of it with the same final.
+    const kept = [id, `${id}.json`, ...urls.map((url) => `${idOf(url)}.json`)].sort()
+    expect(await listingBecomes(dir, kept)).toEqual(kept)
+    const retry = await request(fleet[0].endpoint, 'POST', {
+      ...TUS,
+      'Upload-Concat': `final;${urls.join(' ')}`,
+    })
+    expect(retry.status, retry.body).toBe(201)
+    expect(idOf(String(retry.headers.location))).toBe(id)
   })
 
   it('never interleaves the writes of two clients racing on one upload from different instances', async () => {
