@@ -19,6 +19,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { TEMP_PREFIX } from '../src/store/record-file.js'
+import { freePort } from './crash-scenario.js'
 import { dataPool, prng } from './soak-scenario.js'
 
 export interface AssemblySoakOptions {
@@ -353,14 +354,6 @@ async function startServer(script: string, env: Record<string, string | undefine
     await sleep(50)
   }
   throw new Error(`the server (${script}) did not start`)
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 /** Whether every check holds for a run of `clients` clients (half of them gone mid-assembly). */

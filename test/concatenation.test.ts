@@ -10,6 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { EVENTS } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
+import type { TusServerOptions } from '../src/options.js'
 import { concatenateFiles } from '../src/store/concatenation.js'
 import { PROCESS_TOKEN } from '../src/store/record-file.js'
 import {
@@ -320,12 +321,13 @@ describe('a final upload that cannot be made', () => {
  * hook of the app) waits until the test has closed the client's socket, so the assembly runs
  * after the client is gone. Resolves once the final's data file and record are in place.
  */
-async function finalWithClientGone() {
+async function finalWithClientGone(tus: TusServerOptions = {}) {
   const entered = signal()
   const goOn = signal()
   const server = await startServer({
     expireAfterMs: HOUR,
     tus: {
+      ...tus,
       onUploadCreate: async (req) => {
         if (req.headers.get('x-test') === 'abandoned final') {
           entered.resolve()
@@ -427,26 +429,15 @@ describe('a final upload whose client went away before the answer', () => {
 
   it("is kept for good once the app's onUploadFinish has taken it", async () => {
     const taken: string[] = []
-    const entered = signal()
-    const goOn = signal()
-    const server = await startServer({
-      expireAfterMs: HOUR,
-      tus: {
-        onUploadCreate: async (req) => {
-          if (req.headers.get('x-test') === 'abandoned final') {
-            entered.resolve()
-            await goOn.promise
-          }
-          return {}
-        },
-        onUploadFinish: async (_req, upload) => {
-          taken.push(upload.id)
-          return {}
-        },
+    const hook = await finalWithClientGone({
+      onUploadFinish: async (_req, upload) => {
+        taken.push(upload.id)
+        return {}
       },
     })
+    const { server } = hook
     const a = await partial(server.endpoint, Buffer.from('the app has it'))
-    await abandonFinal(server, [a.url], { entered, goOn })
+    await abandonFinal(server, [a.url], hook)
     const built = await waitFor(async () => {
       const record = await theFinal(server.directory)
       return record.answer_pending === undefined && taken.includes(String(record.id))

@@ -47,6 +47,31 @@ async function smallDisk(mib: number): Promise<string> {
   return mountPoint
 }
 
+/**
+ * A PATCH of all of `data` that space stops: `507` (its body matching `reason`) with the new
+ * offset, the bytes before it on disk and in HEAD; once `filler` is removed, the rest of it
+ * finishes the upload whole.
+ */
+async function cutThenResumed(
+  { url, file, data, filler }: { url: string; file: string; data: Buffer; filler: string },
+  reason: RegExp,
+): Promise<void> {
+  const cut = await patch(url, 0, data)
+  expect(cut.status, cut.body).toBe(507)
+  expect(cut.body).toMatch(reason)
+  const offset = Number(cut.headers['upload-offset'])
+  expect(offset).toBeGreaterThan(0)
+  expect(offset).toBeLessThan(data.length)
+  expect(await sha256(file)).toBe(sha256Of(data.subarray(0, offset)))
+  expect((await head(url)).headers['upload-offset']).toBe(String(offset))
+
+  await fs.rm(filler)
+  await sleep(CACHE_MS + 50)
+  const rest = await patch(url, offset, data.subarray(offset))
+  expect(rest.status, rest.body).toBe(204)
+  expect(await sha256(file)).toBe(sha256Of(data))
+}
+
 describe('the free-space floor, on any filesystem', () => {
   it('asks the filesystem (statfs) a few times per second at most, not for every chunk of a body', async () => {
     const server = await startServer({ expireAfterMs: HOUR })
@@ -144,20 +169,7 @@ describe.skipIf(!isRoot)('the free-space floor (tmpfs: needs root)', () => {
     const filler = path.join(disk, 'filler')
     await fs.writeFile(filler, Buffer.alloc(6 * MiB, 1))
     await sleep(CACHE_MS + 50)
-
-    const cut = await patch(url, 0, data)
-    expect(cut.status).toBe(507)
-    const offset = Number(cut.headers['upload-offset'])
-    expect(offset).toBeGreaterThan(0)
-    expect(offset).toBeLessThanOrEqual(6 * MiB)
-    expect((await fs.stat(path.join(directory, id))).size).toBe(offset)
-    expect((await head(url)).headers['upload-offset']).toBe(String(offset))
-
-    await fs.rm(filler)
-    await sleep(CACHE_MS + 50)
-    const rest = await patch(url, offset, data.subarray(offset))
-    expect(rest.status, rest.body).toBe(204)
-    expect(await sha256(path.join(directory, id))).toBe(sha256Of(data))
+    await cutThenResumed({ url, file: path.join(directory, id), data, filler }, /^Insufficient/)
   })
 
   it('concurrent finals and a PATCH never cross the floor together: writes under way claim their bytes; the rest answer 507 and leave nothing half-made', async () => {
@@ -227,19 +239,8 @@ describe.skipIf(!isRoot)('the free-space floor (tmpfs: needs root)', () => {
     const { url, id } = await createUpload(server.endpoint, data.length)
     const filler = path.join(disk, 'filler')
     await fs.writeFile(filler, Buffer.alloc(10 * MiB, 1))
-
-    const cut = await patch(url, 0, data)
-    expect(cut.status, cut.body).toBe(507)
-    expect(cut.body).toMatch(/^Insufficient Storage: the store's disk has no room left \(ENOSPC\)/)
-    const offset = Number(cut.headers['upload-offset'])
-    expect(offset).toBeGreaterThan(0)
-    expect(offset).toBeLessThan(data.length)
-    expect(await sha256(path.join(directory, id))).toBe(sha256Of(data.subarray(0, offset)))
-
-    await fs.rm(filler)
-    const rest = await patch(url, offset, data.subarray(offset))
-    expect(rest.status, rest.body).toBe(204)
-    expect(await sha256(path.join(directory, id))).toBe(sha256Of(data))
+    const ENOSPC = /^Insufficient Storage: the store's disk has no room left \(ENOSPC\)/
+    await cutThenResumed({ url, file: path.join(directory, id), data, filler }, ENOSPC)
   })
 
   it('a full disk answers 507 to a creation and to an assembly, and leaves nothing behind', async () => {

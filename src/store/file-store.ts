@@ -278,6 +278,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     }
     offset = Math.min(offset, stats.size)
     this.#remember(id, record, offset, stats.mtimeMs)
+    return { upload: this.#uploadOf(id, record, offset, file), record }
+  }
+
+  /** The `Upload` handed to tus for a record read at `offset` (its kind remembered). */
+  #uploadOf(id: string, record: Upload, offset: number, file: string): Upload {
     const upload = new Upload({
       id,
       size: record.size,
@@ -287,7 +292,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       storage: { type: 'file', path: file },
     })
     this.#kindOf.set(upload, { concat: concatKind(record) })
-    return { upload, record }
+    return upload
   }
 
   /**
@@ -310,16 +315,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       throw ERRORS.FILE_NO_LONGER_EXISTS
     }
     this.#remember(id, record, offset, mtimeMs)
-    const upload = new Upload({
-      id,
-      size: record.size,
-      offset,
-      metadata: record.metadata,
-      creation_date: record.creation_date,
-      storage: { type: 'file', path: this.dataPathOf(id) },
-    })
-    this.#kindOf.set(upload, { concat: concatKind(record) })
-    return { upload, record }
+    return { upload: this.#uploadOf(id, record, offset, this.dataPathOf(id)), record }
   }
 
   /**
