@@ -212,20 +212,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
       `${expiryProblem} (0 turns expiry off), got ${describe(expireAfterMs)}`,
     )
   }
-  const partialHoldMs = options.partialHoldMs ?? defaultPartialHoldMs(expireAfterMs)
-  const holdProblem = checkMilliseconds(partialHoldMs, { min: expireAfterMs })
-  if (typeof holdProblem === 'string') {
-    throw new InvalidOptionError(
-      'partialHoldMs',
-      `${holdProblem} (expireAfterMs: a finished partial upload waits at least as long as an unfinished one), got ${describe(partialHoldMs)}`,
-    )
-  }
-  if (options.partialHoldMs !== undefined && datastore !== undefined) {
-    throw new InvalidOptionError(
-      'partialHoldMs',
-      'applies to the built-in file store (`directory`), whose parallel uploads it holds, not to a `datastore`',
-    )
-  }
+  const partialHoldMs = resolvePartialHold(options.partialHoldMs, expireAfterMs, datastore)
   const cleanupIntervalMs = milliseconds(
     'cleanupIntervalMs',
     options.cleanupIntervalMs ?? DEFAULTS.cleanupIntervalMs,
@@ -316,6 +303,27 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     minFreeBytes,
     maxStoreBytes,
   }
+}
+
+/** `partialHoldMs`: at least `expireAfterMs`, for the built-in store only. */
+function resolvePartialHold(
+  input: unknown,
+  expireAfterMs: number,
+  datastore: DataStore | undefined,
+): number {
+  if (input !== undefined && datastore !== undefined) {
+    throw new InvalidOptionError(
+      'partialHoldMs',
+      'applies to the built-in file store (`directory`), whose parallel uploads it holds, not to a `datastore`',
+    )
+  }
+  const hold = input ?? defaultPartialHoldMs(expireAfterMs)
+  const problem = checkMilliseconds(hold, { min: expireAfterMs })
+  if (typeof problem !== 'string') return problem
+  throw new InvalidOptionError(
+    'partialHoldMs',
+    `${problem} (expireAfterMs: a finished partial upload waits at least as long as an unfinished one), got ${describe(hold)}`,
+  )
 }
 
 const METRICS_KEYS = ['registry', 'prefix']

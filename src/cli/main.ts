@@ -251,18 +251,11 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
     return EXIT.usage
   }
 
-  // Not beside a server that does not share Redis with this sweep: neither would see the other.
-  let claim: DirectoryClaim | undefined
-  if (!command.dryRun) {
-    try {
-      const prefix = command.redisUrl === undefined ? undefined : command.redisPrefix
-      claim = await joinHolders(command.directory, prefix, 'fastify-tus sweep')
-    } catch (error) {
-      if (log) log.error({ err: error }, 'fastify-tus: refusing to sweep')
-      else err(`fastify-tus: refusing to sweep: ${describe(error).replace(/^fastify-tus: /, '')}\n`)
-      return EXIT.usage
-    }
-  }
+  const claim = await claimDirectory(command, (error) => {
+    if (log) log.error({ err: error }, 'fastify-tus: refusing to sweep')
+    else err(`fastify-tus: refusing to sweep: ${describe(error).replace(/^fastify-tus: /, '')}\n`)
+  })
+  if (claim === 'refused') return EXIT.usage
 
   let redis: { locker: RedisLocker; client: Redis } | undefined
   if (command.redisUrl && !deps.locker) {
@@ -364,6 +357,25 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
   }
   if (stoppedBy) return EXIT[stoppedBy]
   return report.errors > 0 ? EXIT.failed : EXIT.ok
+}
+
+/**
+ * Holds the directory while the sweep runs (a dry run removes nothing and holds nothing), or
+ * `refused` when a server serves it without sharing Redis with this sweep: neither would see
+ * the other's locks (store/directory-holders.ts).
+ */
+async function claimDirectory(
+  command: SweepCommand,
+  onRefusal: (error: unknown) => void,
+): Promise<DirectoryClaim | undefined | 'refused'> {
+  if (command.dryRun) return undefined
+  try {
+    const prefix = command.redisUrl === undefined ? undefined : command.redisPrefix
+    return await joinHolders(command.directory, prefix, 'fastify-tus sweep')
+  } catch (error) {
+    onRefusal(error)
+    return 'refused'
+  }
 }
 
 function table(rows: Row[]): string {
