@@ -20,6 +20,7 @@ import {
   request,
   sha256,
   sha256Of,
+  signal,
   slowPatch,
   startServer,
   TUS,
@@ -73,7 +74,10 @@ describe('direct write path', () => {
     const server = await startServer({ tus: { lockDrainTimeout: 100 } })
     const chunks = Array.from({ length: 20 }, (_, i) => bytes(1000, i))
     const { url, id } = await createUpload(server.endpoint, 20_000)
-    const slow = slowPatch(url, 0, chunks, 50).catch((error: Error) => ({ status: 0, error }))
+    // The first chunk goes at once, the rest only after the PATCH answered: it is stopped
+    // mid-body whatever the machine's load.
+    const answered = signal()
+    const stopped = slowPatch(url, 0, chunks, 60_000, { until: answered.promise })
     await bytesOnDisk(path.join(server.directory, id), 1000) // the PATCH is under way
     // HEAD takes the lock: the PATCH is asked to release it, ends after lockDrainTimeout, and
     // the HEAD then reports the bytes that the PATCH had written.
@@ -82,28 +86,34 @@ describe('direct write path', () => {
     const offset = Number(status.headers['upload-offset'])
     expect(offset).toBeGreaterThan(0)
     expect(offset).toBeLessThan(20_000)
-    await slow
+    // The PATCH's own answer: its bytes kept, the offset where they end.
+    const answer = await stopped.finally(answered.resolve)
+    expect(answer.status).toBe(204)
+    expect(answer.headers['upload-offset']).toBe(String(offset))
     const resumed = await patch(url, offset, Buffer.concat(chunks).subarray(offset))
     expect(resumed.status).toBe(204)
     expect(resumed.headers['upload-offset']).toBe('20000')
   })
 
-  it('rolls back a checksummed body that another request cut short', async () => {
+  it('rolls back a checksummed body that another request cut short, and answers 460', async () => {
     const server = await startServer({ tus: { lockDrainTimeout: 100 } })
     const chunks = Array.from({ length: 20 }, (_, i) => bytes(1000, i))
     const body = Buffer.concat(chunks)
     const { url, id } = await createUpload(server.endpoint, body.length)
     const checksum = `sha1 ${createHash('sha1').update(body).digest('base64')}`
-    const slow = slowPatch(url, 0, chunks, 50, { checksum }).catch((error: Error) => ({
-      status: 0,
-      error,
-    }))
+    // The first chunk goes at once, the rest only after the PATCH answered: it is cut short
+    // whatever the machine's load (had the whole body arrived, its digest would match).
+    const answered = signal()
+    const cut = slowPatch(url, 0, chunks, 60_000, { checksum, until: answered.promise })
     await bytesOnDisk(path.join(server.directory, id), 1000) // the PATCH is under way
     // The HEAD takes the lock; the PATCH stops with part of a body whose digest cannot match.
     const status = await head(url)
     expect(status.headers['upload-offset']).toBe('0')
-    await slow
+    const answer = await cut.finally(answered.resolve)
+    expect(answer.status).toBe(460)
+    expect(answer.body).toBe('Checksum Mismatch\n')
     expect((await fs.stat(path.join(server.directory, id))).size).toBe(0)
+    expect((await head(url)).headers['upload-offset']).toBe('0')
   })
 
   it('emits POST_RECEIVE progress events', async () => {
