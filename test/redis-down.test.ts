@@ -3,7 +3,8 @@
  * own, on a free port, killed with SIGKILL and started again on the same port. The shared Redis
  * on 6379 is never touched. Each case runs with the demo's fail-fast client and with a default
  * `new Redis()` (20 reconnection attempts with an offline queue): the locker bounds its own
- * calls, so both answer in time.
+ * calls, so both answer in time. Where Redis must die at one step of a request (after its lock,
+ * as it asks for store quota), a relay kills it as that step's command goes out.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
@@ -28,6 +29,7 @@ import {
   request,
   sha256,
   sha256Of,
+  signal,
   startServer,
   TUS,
   tempDir,
@@ -110,6 +112,81 @@ class ThrowawayRedis {
     const exited = new Promise((resolve) => child.once('exit', resolve))
     process.kill(child.pid, 'SIGKILL')
     await exited
+  }
+}
+
+/**
+ * A TCP relay between the plugin's Redis client and a throwaway redis-server, which kills that
+ * server (SIGKILL) at the moment a command naming `killOn`'s text is sent, before it reaches
+ * Redis; then drops the client's connections and refuses new ones, as a dead Redis does. It
+ * makes Redis die at a chosen step of a request, where the request's own timing cannot.
+ */
+class KillingRelay {
+  readonly #sockets = new Set<net.Socket>()
+  #trigger: string | undefined
+  #killed = signal()
+
+  private constructor(
+    readonly server: net.Server,
+    readonly redis: ThrowawayRedis,
+  ) {}
+
+  static async start(redis: ThrowawayRedis): Promise<KillingRelay> {
+    const server = net.createServer()
+    const relay = new KillingRelay(server, redis)
+    server.on('connection', (client) => relay.#relay(client))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    onTestFinished(() => relay.#close())
+    return relay
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${(this.server.address() as net.AddressInfo).port}`
+  }
+
+  /** Kills Redis when a command containing `text` is sent; resolves once it is dead. */
+  killOn(text: string): Promise<void> {
+    this.#trigger = text
+    return this.#killed.promise
+  }
+
+  #relay(client: net.Socket): void {
+    const upstream = net.connect(this.redis.port, '127.0.0.1')
+    for (const socket of [client, upstream]) {
+      this.#sockets.add(socket)
+      socket.on('close', () => this.#sockets.delete(socket))
+      socket.on('error', () => {})
+    }
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+    upstream.on('data', (chunk) => client.write(chunk))
+    let tail = ''
+    client.on('data', (chunk: Buffer) => {
+      const trigger = this.#trigger
+      if (trigger !== undefined) {
+        const seen = tail + chunk.toString('latin1')
+        if (seen.includes(trigger)) {
+          this.#trigger = undefined
+          client.pause()
+          void this.#die()
+          return
+        }
+        tail = seen.slice(-trigger.length)
+      }
+      upstream.write(chunk)
+    })
+  }
+
+  async #die(): Promise<void> {
+    await this.redis.kill()
+    await this.#close()
+    this.#killed.resolve()
+  }
+
+  async #close(): Promise<void> {
+    const closed = new Promise((resolve) => this.server.close(resolve))
+    for (const socket of this.#sockets) socket.destroy()
+    await closed
   }
 }
 
@@ -353,6 +430,58 @@ describe.skipIf(!REDIS_SERVER && process.env.REDIS_URL !== undefined)(
           expect(causes).toEqual(requests.map(() => undefined))
           expect(clientStillWaiting).toBe(false)
         }
+      })
+
+      it('Redis dying as a deferred-length PATCH (its lock taken) asks for store quota: 503 "The store quota cannot be checked", no byte written', async () => {
+        const redis = await ThrowawayRedis.start()
+        const relay = await KillingRelay.start(redis)
+        const client = await clientOf(makeClient, relay.url)
+        const prefix = `test:${randomId()}:`
+        const server = await startServer({
+          maxStoreBytes: 1024 * 1024,
+          minFreeBytes: 0,
+          cleanupOnStart: false,
+          redis: { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS },
+        })
+        const { url, id } = await createUpload(server.endpoint, 'deferred')
+        const record = await fs.readFile(path.join(server.directory, `${id}.json`), 'utf8')
+
+        // The PATCH's quota claim is the first command to name the claims in flight: Redis dies
+        // as it goes out, after the PATCH took its upload's lock (in the same Redis).
+        const died = relay.killOn(`${prefix}{quota}:inflight`)
+        const res = await patch(url, 0, pattern(10_000))
+        await died
+
+        expect(res.status).toBe(503)
+        expect(res.body).toBe('The store quota cannot be checked right now; try again\n')
+        expect(res.headers['tus-resumable']).toBe('1.0.0')
+        // Nothing was written: the data file is empty, the record as it was, nothing else.
+        expect(await uploadFiles(server.directory)).toEqual([id, `${id}.json`].sort())
+        expect((await fs.stat(path.join(server.directory, id))).size).toBe(0)
+        expect(await fs.readFile(path.join(server.directory, `${id}.json`), 'utf8')).toBe(record)
+      })
+
+      it('Redis dying as a creation (its lock taken) asks for store quota: 503 "The store quota cannot be checked", nothing created', async () => {
+        const redis = await ThrowawayRedis.start()
+        const relay = await KillingRelay.start(redis)
+        const client = await clientOf(makeClient, relay.url)
+        const prefix = `test:${randomId()}:`
+        const server = await startServer({
+          maxStoreBytes: 1024 * 1024,
+          minFreeBytes: 0,
+          cleanupOnStart: false,
+          redis: { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS },
+        })
+
+        // The creation takes its declared length from the quota after its lock: Redis dies then.
+        const died = relay.killOn(`${prefix}{quota}:inflight`)
+        const res = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '10000' })
+        await died
+
+        expect(res.status).toBe(503)
+        expect(res.body).toBe('The store quota cannot be checked right now; try again\n')
+        expect(res.headers.location).toBeUndefined()
+        expect(await uploadFiles(server.directory)).toEqual([])
       })
 
       it('once Redis is back on the same port, the same uploads and new ones work again', async () => {
