@@ -92,6 +92,8 @@ const RETRY_MS = 25
 const REQUEST_TIMEOUT_MS = 30_000
 /** How long a kill waits, after its random moment, for a checksummed PATCH to be mid-body. */
 const MID_BODY_WAIT_MS = 2000
+/** How long the first kill waits for the bytes of the body it holds to reach the data file. */
+const HELD_BYTES_WAIT_MS = 10_000
 const LISTED = 10
 /** Events kept per client for the report. */
 const TIMELINE = 24
@@ -114,6 +116,11 @@ export interface CrashRecord {
   tempFiles: number
   /** From the kill to the new server listening. */
   downMs: number
+  /**
+   * The upload whose checksummed body this kill held mid-way, its bytes past the mark on disk
+   * (the first kill: the plan's guaranteed rollback); `undefined` for the others.
+   */
+  held: string | undefined
 }
 
 export interface CrashSoakCheck {
@@ -146,6 +153,12 @@ export interface CrashSoakResult {
   /** Marks found at crashes; of them, the client's next HEAD gave the marked offset (rolled back). */
   rollbacksExpected: number
   rollbacksSeen: number
+  /**
+   * Of the marks, those whose data file held bytes past the mark at the crash (a body cut
+   * mid-way); of them, the ones rolled back: the next HEAD and the data file at the mark.
+   */
+  cutBodies: number
+  cutBodiesRolledBack: number
   /** After a failed PATCH, a server offset outside what the client sent (checksummed: all or nothing). */
   offsetViolations: number
   /** POSTs retried after a failure (the lost one may have created an upload: a leftover). */
@@ -233,6 +246,8 @@ interface Client {
   offset: number
   /** The PATCH under way: where it started, its length, how much of its body was sent. */
   patch: { start: number; length: number; written: number } | undefined
+  /** While set, the client sends no more of its body (the crasher holds it mid-way). */
+  hold: Promise<void> | undefined
   finished: boolean
   events: Array<{ at: number; event: string }>
 }
@@ -300,6 +315,7 @@ async function crashSoak(
       id: '',
       offset: 0,
       patch: undefined,
+      hold: undefined,
       finished: false,
       events: [],
     }
@@ -462,8 +478,13 @@ async function crashSoak(
   let offsetViolations = 0
   let creationsRetried = 0
   let rollbacksSeen = 0
-  /** Upload id → the offset its record was marked unverified from at a crash. */
-  const rollbackExpected = new Map<string, number>()
+  let cutBodies = 0
+  let cutBodiesRolledBack = 0
+  /**
+   * Upload id → the offset its record was marked unverified from at a crash, and whether its data
+   * file held bytes past it then.
+   */
+  const rollbackExpected = new Map<string, { from: number; bytesPast: boolean }>()
   let rollbacksExpected = 0
   const deadline = performance.now() + o.timeoutMs
 
@@ -509,6 +530,8 @@ async function crashSoak(
       // would hold the agent's socket until the server drops it.
       void (async () => {
         while (written < body.length && !settled) {
+          while (c.hold) await c.hold
+          if (settled) return
           const slice = body.subarray(written, written + o.sliceBytes)
           const last = written + slice.length === body.length
           const ok = await new Promise<boolean>((r) => {
@@ -554,10 +577,13 @@ async function crashSoak(
           // Nothing writes to it until this client's next PATCH.
           rollbackExpected.delete(c.id)
           const onDisk = (await fs.stat(path.join(directory, c.id)).catch(() => undefined))?.size
-          if (offset === marked && onDisk === marked) rollbacksSeen++
-          else
+          if (offset === marked.from && onDisk === marked.from) {
+            rollbacksSeen++
+            if (marked.bytesPast) cutBodiesRolledBack++
+          } else
             problem(
-              `client ${c.index}: marked unverified from ${marked} at a crash, then HEAD said ` +
+              `client ${c.index}: marked unverified from ${marked.from} at a crash ` +
+                `(${marked.bytesPast ? 'with' : 'without'} bytes past it), then HEAD said ` +
                 `${offset} with ${onDisk} B on disk`,
             )
         }
@@ -699,9 +725,62 @@ async function crashSoak(
       const size = (await fs.stat(path.join(directory, id)).catch(() => undefined))?.size ?? 0
       if (size > from) record.unverifiedBytes++
       // Still there from an earlier crash: the client has not come back yet.
-      if (!rollbackExpected.has(id)) rollbacksExpected++
-      rollbackExpected.set(id, from)
+      const earlier = rollbackExpected.get(id)
+      if (!earlier) rollbacksExpected++
+      const bytesPast = size > from || earlier?.bytesPast === true
+      if (bytesPast && !earlier?.bytesPast) cutBodies++
+      rollbackExpected.set(id, { from, bytesPast })
     }
+  }
+
+  /** The data file of `id` holds bytes past `from`, and its record is marked unverified from it. */
+  async function unverifiedBytesOnDisk(id: string, from: number): Promise<boolean> {
+    const size = (await fs.stat(path.join(directory, id)).catch(() => undefined))?.size ?? 0
+    if (size <= from) return false
+    const text = await fs.readFile(path.join(directory, id + METADATA_SUFFIX), 'utf8')
+    try {
+      return JSON.parse(text)?.[UNVERIFIED_FROM] === from
+    } catch {
+      return false // being replaced
+    }
+  }
+
+  /**
+   * Holds a checksummed client mid-body (it sends no more of it) until some of its bytes are in
+   * the data file past the record's mark: a kill then cuts a body whose digest cannot have been
+   * checked, and the next access must roll it back. The plan's first kill waits for one, so that
+   * every run rolls back at least one body. Resolves to the function that lets the client go on,
+   * or `undefined` when the uploads ended first.
+   */
+  async function holdMidBody(): Promise<{ id: string; release: () => void } | undefined> {
+    while (!uploadsDone) {
+      const c = clients.find(
+        (c) => c.checksummed && c.patch && c.patch.written > 0 && c.patch.written < c.patch.length,
+      )
+      const patch = c?.patch
+      if (!c || !patch) {
+        await sleep(2)
+        continue
+      }
+      let release: () => void = () => {}
+      c.hold = new Promise<void>((resolve) => {
+        release = () => {
+          c.hold = undefined
+          resolve()
+        }
+      })
+      const until = performance.now() + HELD_BYTES_WAIT_MS
+      while (c.patch === patch && performance.now() < until) {
+        if (await unverifiedBytesOnDisk(c.id, patch.start)) return { id: c.id, release }
+        await sleep(5)
+      }
+      // Its last slice was already on its way (the PATCH ended), or its bytes never showed.
+      if (c.patch === patch) {
+        problem(`client ${c.index}: held mid-body, no byte reached the data file past the mark`)
+      }
+      release()
+    }
+    return undefined
   }
 
   async function readRecord(name: string): Promise<Record<string, unknown> | undefined> {
@@ -734,9 +813,13 @@ async function crashSoak(
           (c) =>
             c.checksummed && c.patch && c.patch.written > 0 && c.patch.written < c.patch.length,
         ).length
+      const held = k === 0 ? await holdMidBody() : undefined
       const waitUntil = performance.now() + MID_BODY_WAIT_MS
       while (!uploadsDone && midBody() === 0 && performance.now() < waitUntil) await sleep(2)
-      if (uploadsDone) return
+      if (uploadsDone) {
+        held?.release()
+        return
+      }
       const record: CrashRecord = {
         atMs: performance.now() - uploadsStarted,
         progress: progress(),
@@ -747,10 +830,12 @@ async function crashSoak(
         unverifiedBytes: 0,
         tempFiles: 0,
         downMs: 0,
+        held: held?.id,
       }
       const killedAt = performance.now()
       await restarting
       await kill(current)
+      held?.release()
       for (const c of clients) note(c, `KILL ${k + 1}`)
       await inspect(record)
       await sleep(between(o.minDownMs, o.maxDownMs))
@@ -879,6 +964,8 @@ async function crashSoak(
     cutsBeforeBody,
     rollbacksExpected,
     rollbacksSeen,
+    cutBodies,
+    cutBodiesRolledBack,
     offsetViolations,
     creationsRetried,
     statuses,
@@ -934,6 +1021,15 @@ async function crashSoak(
       name: 'every record marked unverified at a crash was rolled back: next HEAD and data file at the mark',
       ok: rollbacksSeen === rollbacksExpected,
       value: `${rollbacksSeen}/${rollbacksExpected}`,
+    },
+    {
+      name: 'kills cut checksummed bodies with bytes past their mark (the first kill holds one), and each was rolled back',
+      ok:
+        cutBodies > 0 &&
+        cutBodiesRolledBack === cutBodies &&
+        crashes[0]?.held !== undefined &&
+        (crashes[0]?.unverifiedBytes ?? 0) > 0,
+      value: `${cutBodiesRolledBack}/${cutBodies}; first kill held ${crashes[0]?.held ?? 'none'}`,
     },
     {
       name: `the server was killed ${o.crashes} times, each with PATCHes in flight`,
@@ -1011,7 +1107,8 @@ export function formatCrashSoak(r: CrashSoakResult): string {
   const size = (bytes: number) =>
     bytes >= MiB ? `${(bytes / MiB).toFixed(1)} MiB` : `${(bytes / KiB).toFixed(0)} KiB`
   const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`
-  const sum = (key: keyof CrashRecord) => r.crashes.reduce((n, c) => n + c[key], 0)
+  const sum = (key: 'unverifiedMarks' | 'unverifiedBytes') =>
+    r.crashes.reduce((n, c) => n + c[key], 0)
   const rows: Array<[string, string]> = [
     [
       'clients',
@@ -1024,8 +1121,9 @@ export function formatCrashSoak(r: CrashSoakResult): string {
     ...r.crashes.map((c, i): [string, string] => [
       `  crash ${i + 1}`,
       `at ${s(c.atMs)} (${Math.round(c.progress * 100)}%), ${c.patchesInFlight} PATCHes in flight ` +
-        `(${c.checksummedMidBody} checksummed mid-body), ${c.records} records, ${c.unverifiedMarks} marked ` +
-        `(${c.unverifiedBytes} with bytes past the mark), ${c.tempFiles} temp; down ${c.downMs.toFixed(0)} ms`,
+        `(${c.checksummedMidBody} checksummed mid-body${c.held ? `, ${c.held} held` : ''}), ${c.records} records, ` +
+        `${c.unverifiedMarks} marked (${c.unverifiedBytes} with bytes past the mark), ${c.tempFiles} temp; ` +
+        `down ${c.downMs.toFixed(0)} ms`,
     ]),
     ['checksummed PATCHes cut mid-body', String(r.checksummedCuts)],
     ['plain PATCHes cut mid-body', String(r.plainCuts)],
@@ -1035,6 +1133,7 @@ export function formatCrashSoak(r: CrashSoakResult): string {
       `${sum('unverifiedMarks')} (${sum('unverifiedBytes')})`,
     ],
     ['  rolled back (next HEAD, data file)', `${r.rollbacksSeen}/${r.rollbacksExpected}`],
+    ['  of them with bytes past the mark', `${r.cutBodiesRolledBack}/${r.cutBodies}`],
     ['server offset outside what was sent', String(r.offsetViolations)],
     ['creations retried', String(r.creationsRetried)],
     [

@@ -12,7 +12,7 @@ import { formatCrashSoak, runCrashSoak } from './crash-scenario.js'
 const KiB = 1024
 
 describe('crash soak', () => {
-  it('keeps every finished upload byte-identical and every record whole through five kill -9, leaving nothing a sweep cannot remove', async () => {
+  it('keeps every finished upload byte-identical and every record whole through five kill -9, rolls back the checksummed bodies they cut (one at least), leaving nothing a sweep cannot remove', async () => {
     const seed = Number(process.env.CRASH_SOAK_SEED ?? Math.floor(Math.random() * 2 ** 31))
     const result = await runCrashSoak({
       clients: 12,
@@ -33,11 +33,11 @@ describe('crash soak', () => {
     })
     const report = formatCrashSoak(result)
     // The seed is random: one line to replay any run, and its figures.
-    const bytesRolledBack = result.crashes.reduce((n, c) => n + c.unverifiedBytes, 0)
     console.log(
       `crash soak: seed ${seed}, ${result.crashes.length} crashes, ${result.checksummedCuts} ` +
-        `checksummed PATCHes cut mid-body (${bytesRolledBack} records with bytes past their mark, ` +
-        `${result.rollbacksSeen}/${result.rollbacksExpected} rolled back), ${result.plainCuts} plain ` +
+        `checksummed PATCHes cut mid-body (${result.cutBodiesRolledBack}/${result.cutBodies} with ` +
+        `bytes past their mark rolled back, ${result.rollbacksSeen}/${result.rollbacksExpected} ` +
+        `marks in all), ${result.plainCuts} plain ` +
         `cut, ${result.leftovers.tempFiles} temp records swept, ` +
         `${(result.durations.totalMs / 1000).toFixed(1)} s`,
     )
@@ -52,6 +52,11 @@ describe('crash soak', () => {
     expect(result.unverifiedLeft, why('records still marked unverified')).toEqual([])
     expect(result.offsetViolations, why('offsets outside what was sent')).toBe(0)
     expect(result.rollbacksSeen, why('marked records rolled back')).toBe(result.rollbacksExpected)
+    // A run that rolled nothing back proves nothing of it: the first kill holds a checksummed
+    // body mid-way, its bytes past the mark on disk, so that every run has one to roll back.
+    expect(result.crashes[0]?.held, why('the body held at the first kill')).toBeDefined()
+    expect(result.cutBodies, why('bodies cut with bytes past their mark')).toBeGreaterThan(0)
+    expect(result.cutBodiesRolledBack, why('of them, rolled back')).toBe(result.cutBodies)
     expect(
       result.crashes.map((c) => c.patchesInFlight > 0),
       why('crashes with PATCHes in flight'),

@@ -6,7 +6,8 @@
 import type { ChildProcess } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { Redis } from 'ioredis'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   age,
   createUpload,
@@ -20,7 +21,6 @@ import {
   request,
   sha256,
   sha256Of,
-  sleep,
   slowPatch,
   startServerProcess,
   TUS,
@@ -66,11 +66,15 @@ async function startInstance(name: string, env: Record<string, string>): Promise
 }
 
 /** Three instances on one directory and one Redis prefix (unique to the test). */
-async function startFleet(directory: string, env: Record<string, string> = {}) {
+async function startFleet(
+  directory: string,
+  env: Record<string, string> = {},
+  prefix = `fleet-test:${randomId()}:`,
+) {
   const shared = {
     UPLOAD_DIR: directory,
     REDIS_URL,
-    REDIS_PREFIX: `fleet-test:${randomId()}:`,
+    REDIS_PREFIX: prefix,
     REDIS_LOCK_TTL_MS: '1000',
     CLEANUP_INTERVAL_MS: String(INTERVAL_MS),
     EXPIRE_AFTER_MS: '3000',
@@ -83,6 +87,18 @@ async function startFleet(directory: string, env: Record<string, string> = {}) {
 
 function idOf(url: string): string {
   return url.slice(url.lastIndexOf('/') + 1)
+}
+
+/** The longest run of consecutive slots among `slots`. */
+function longestRun(slots: number[]): number {
+  const sorted = [...new Set(slots)].sort((a, b) => a - b)
+  let longest = 0
+  let run = 0
+  for (const [i, slot] of sorted.entries()) {
+    run = i > 0 && slot === (sorted[i - 1] as number) + 1 ? run + 1 : 1
+    longest = Math.max(longest, run)
+  }
+  return longest
 }
 
 describe('several instances on one directory and one Redis', () => {
@@ -221,13 +237,21 @@ describe('several instances on one directory and one Redis', () => {
     }
 
     const fleet = await startFleet(dir)
+    const sweeps = () => fleet.flatMap((instance) => instance.sweeps())
     // The active upload trickles in on one instance for 1.5 s, a write every 50 ms.
     const active = await createUpload(fleet[0].endpoint, 30 * 1024)
     const activeChunks = Array.from({ length: 30 }, (_, i) => pattern(1024, i))
-    const writing = slowPatch(`${fleet[1].endpoint}/${active.id}`, 0, activeChunks, 50)
-    const watchFrom = Date.now()
-    await sleep(2000)
-    const answer = await writing
+    const sweptBefore = sweeps().length
+    const answer = await slowPatch(`${fleet[1].endpoint}/${active.id}`, 0, activeChunks, 50)
+    // The fleet swept while the upload was written.
+    expect(sweeps().length).toBeGreaterThan(sweptBefore)
+    // At least one sweep per interval: eight intervals in a row, each swept by one of the three
+    // (each tries every interval; a loaded machine may delay all three past one now and then).
+    await waitFor(
+      () => longestRun(sweeps().map((r) => r.slot as number)) >= 8,
+      15_000,
+      'eight intervals in a row swept',
+    )
 
     expect(answer.status, answer.body).toBe(204)
     expect(await sha256(path.join(dir, active.id))).toBe(sha256Of(Buffer.concat(activeChunks)))
@@ -237,27 +261,19 @@ describe('several instances on one directory and one Redis', () => {
       expect(await exists(path.join(dir, `${id}.json`)), id).toBe(false)
     }
 
-    const sweeps = fleet.flatMap((instance) => instance.sweeps())
-    const slots = sweeps.map((r) => r.slot as number)
+    const all = sweeps()
+    const slots = all.map((r) => r.slot as number)
     // At most one sweep per interval: no slot was swept twice, by one instance or two.
     expect(new Set(slots).size).toBe(slots.length)
-    // At least one per interval: most of the 19 slots of the watched 2 s were swept (each of the
-    // three instances tries every slot; a loaded machine may delay all three past a slot now and then).
-    const watched = new Set(
-      sweeps
-        .filter((r) => r.time >= watchFrom + INTERVAL_MS && r.time <= watchFrom + 2000)
-        .map((r) => r.slot),
-    )
-    expect(watched.size).toBeGreaterThanOrEqual(14)
-    expect(watched.size).toBeLessThanOrEqual(21)
     // Each abandoned upload was removed once, by whichever instance swept.
-    expect(sweeps.reduce((n, r) => n + (r.removed ?? 0), 0)).toBe(abandoned.length)
+    expect(all.reduce((n, r) => n + (r.removed ?? 0), 0)).toBe(abandoned.length)
   })
 
-  it('carries on after kill -9 of the sweeping instance: another sweeps within an interval, its upload lock expires and the upload resumes', async () => {
+  it('carries on after kill -9 of the sweeping instance: another takes over the sweeps, its upload lock lapses in Redis and the upload resumes', async () => {
     const dir = await tempDir()
+    const prefix = `fleet-test:${randomId()}:`
     // Expiry well beyond the lock's TTL: the upload must not expire while its lock lapses.
-    const fleet = await startFleet(dir, { EXPIRE_AFTER_MS: '10000' })
+    const fleet = await startFleet(dir, { EXPIRE_AFTER_MS: '10000' }, prefix)
     const data = pattern(64 * 1024, 3)
     const { url } = await createUpload(fleet[0].endpoint, data.length)
     const id = idOf(url)
@@ -275,7 +291,12 @@ describe('several instances on one directory and one Redis', () => {
     const others = fleet.filter((instance) => instance !== victim)
     const chunks = Array.from({ length: 16 }, (_, i) => data.subarray(i * 4096, (i + 1) * 4096))
     const dying = slowPatch(`${victim.endpoint}/${id}`, 0, chunks, 100).catch((e: Error) => e)
-    await sleep(350) // a few chunks in, the victim holds the upload's lock in Redis
+    // A few chunks in: the victim writes, so it holds the upload's lock in Redis.
+    await waitFor(
+      async () => (await fs.stat(path.join(dir, id))).size >= 3 * 4096,
+      5000,
+      'the first chunks on disk',
+    )
 
     const sweptBefore = new Set(others.flatMap((o) => o.sweeps()))
     const lastSlot = Math.max(...fleet.flatMap((i) => i.sweeps().map((r) => r.slot as number)))
@@ -283,31 +304,36 @@ describe('several instances on one directory and one Redis', () => {
     const killedAt = Date.now()
     await victim.exited
     await dying
+    // Its lock is still in Redis, with at most the TTL to live (REDIS_LOCK_TTL_MS, 1 s): nobody
+    // takes it before it lapses.
+    const redis = new Redis(REDIS_URL)
+    onTestFinished(() => redis.disconnect())
+    const lockTtl = await redis.pttl(`${prefix}lock:${id}`)
+    expect(lockTtl).toBeGreaterThan(0)
+    expect(lockTtl).toBeLessThanOrEqual(1000)
 
-    // Another instance sweeps the next interval.
-    const next = await waitFor(
+    // Another instance sweeps the intervals after it: the next interval, or, when the kill
+    // caught the victim mid-sweep holding the fleet's sweep lease, the first once that lease
+    // lapsed (REDIS_LOCK_TTL_MS, 1 s).
+    await waitFor(
       () =>
         others
           .flatMap((o) => o.sweeps())
           .find((r) => !sweptBefore.has(r) && (r.slot as number) > lastSlot),
-      3000,
+      5000,
       'another instance to sweep',
     )
-    // Within two intervals, or, when the kill caught the victim mid-sweep holding the fleet's
-    // sweep lease, once that lease lapses (REDIS_LOCK_TTL_MS, 1 s): never later.
-    expect(next.time - killedAt).toBeLessThan(Math.max(2 * INTERVAL_MS, 1000) + 300)
 
     // The dead instance's lock lapses after REDIS_LOCK_TTL_MS (1 s); then the upload resumes.
     const survivor = others[0] as Instance
-    const headAt = Date.now()
     const state = await head(`${survivor.endpoint}/${id}`)
     expect(state.status).toBe(200)
     const offset = Number(state.headers['upload-offset'])
     expect(offset).toBeGreaterThan(0)
     expect(offset).toBeLessThan(data.length)
-    // The victim refreshed its lock every third of the TTL: it lapsed 667 to 1000 ms after the kill.
+    // The victim refreshed its lock every third of the TTL: it lapsed 667 to 1000 ms after the
+    // kill, and the HEAD waited for that.
     expect(Date.now() - killedAt).toBeGreaterThanOrEqual(600)
-    expect(Date.now() - headAt).toBeLessThan(3000)
     const rest = await patch(`${survivor.endpoint}/${id}`, offset, data.subarray(offset))
     expect(rest.status, rest.body).toBe(204)
     expect(await sha256(path.join(dir, id))).toBe(sha256Of(data))

@@ -2,6 +2,7 @@
  * The `metrics` option: Prometheus metrics in prom-client's registry, scraped after real
  * uploads, refusals, sweeps that remove something and sweeps that fail; values, not just names.
  */
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -10,7 +11,7 @@ import fastifyMetrics from 'fastify-metrics'
 import { Redis } from 'ioredis'
 import { register as defaultRegistry, Registry } from 'prom-client'
 import { afterEach, describe, expect, it } from 'vitest'
-import fastifyTus from '../src/index.js'
+import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
 import {
   age,
   createUpload,
@@ -20,10 +21,13 @@ import {
   REDIS_URL,
   randomId,
   request,
+  signal,
+  slowPatch,
   startServer,
   TUS,
   tempDir,
   tusUpload,
+  waitFor,
   writeSession,
 } from './helpers.js'
 
@@ -31,7 +35,11 @@ type Labels = Record<string, string | number>
 
 /** The value of one series (a counter, a gauge, or a histogram's `_count`/`_sum`), 0 if absent. */
 async function value(registry: Registry, name: string, labels: Labels = {}): Promise<number> {
-  const text = await registry.metrics()
+  return seriesValue(await registry.metrics(), name, labels)
+}
+
+/** `value`, read in the text of a Prometheus scrape. */
+function seriesValue(text: string, name: string, labels: Labels = {}): number {
   let total: number | undefined
   for (const line of text.split('\n')) {
     const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
@@ -51,6 +59,38 @@ function sha1(data: Buffer): string {
 }
 
 afterEach(() => defaultRegistry.clear())
+
+const isRoot = process.getuid?.() === 0
+
+/** A server whose app serves `registry` on `GET /metrics`, as docs/metrics.md shows. */
+function serverWithMetricsRoute(registry: Registry, options: FastifyTusOptions = {}) {
+  return startServer(
+    { metrics: { registry }, cleanupOnStart: false, ...options },
+    {
+      before: (app) => {
+        app.get('/metrics', async (_request, reply) =>
+          reply.type(registry.contentType).send(await registry.metrics()),
+        )
+      },
+    },
+  )
+}
+
+/** One series of the endpoint `/files`, as a scrape of `GET /metrics` gives it. */
+async function scraped(origin: string, name: string, labels: Labels = {}): Promise<number> {
+  const res = await request(`${origin}/metrics`, 'GET')
+  expect(res.status).toBe(200)
+  return seriesValue(res.body, name, { endpoint: '/files', ...labels })
+}
+
+/** Runs `chattr` (e2fsprogs) on `file`: `+i` makes it immutable, so that not even root can unlink it. */
+function chattr(flag: '+i' | '-i', file: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('chattr', [flag, file], (error, _stdout, stderr) =>
+      error ? reject(new Error(`chattr ${flag} ${file}: ${stderr || error.message}`)) : resolve(),
+    )
+  })
+}
 
 describe('metrics', () => {
   it('counts uploads created, finished, terminated and expired, bytes stored, answers and checksum mismatches', async () => {
@@ -177,6 +217,66 @@ describe('metrics', () => {
     expect(await value(registry, 'tus_sweeps_total', { ...at, result: 'failed' })).toBe(1)
     expect(await value(registry, 'tus_sweep_duration_seconds_count', at)).toBe(2)
     expect(await value(registry, 'tus_sweep_last_success_timestamp_seconds', at)).toBe(last)
+  })
+
+  // Root only (CI runs as root): elsewhere it is skipped, and its name says why.
+  ;(isRoot ? it : it.skip)(
+    'tus_sweep_errors_total moves when a sweep cannot remove an expired upload (its data file immutable, chattr +i: needs root), and the scrape shows it',
+    async () => {
+      const registry = new Registry()
+      const server = await serverWithMetricsRoute(registry)
+      const id = randomId()
+      await writeSession(server.directory, id, { size: 100, bytes: 40, ageMs: 7_200_000 })
+      const dataFile = path.join(server.directory, id)
+      expect(await scraped(server.origin, 'tus_sweep_errors_total')).toBe(0)
+      // The filesystem refuses the unlink (EPERM), whoever asks: a fault of the disk's own.
+      await chattr('+i', dataFile)
+      try {
+        const report = await server.app.tusCleanup.run()
+        expect(report).toMatchObject({ removed: 0, errors: 1 })
+        // What the README's alert rule reads: the entry's error, in a sweep that still ended ok.
+        expect(await scraped(server.origin, 'tus_sweep_errors_total')).toBe(1)
+        expect(await scraped(server.origin, 'tus_sweeps_total', { result: 'ok' })).toBe(1)
+        expect(await scraped(server.origin, 'tus_sweep_removed_total')).toBe(0)
+        const warned = server.logs.find((r) => r.level === 40 && r.id === id)
+        expect((warned?.err as { code?: string } | undefined)?.code).toBe('EPERM')
+        // Every sweep that meets it counts it again, until someone sees to it.
+        expect((await server.app.tusCleanup.run()).errors).toBe(1)
+        expect(await scraped(server.origin, 'tus_sweep_errors_total')).toBe(2)
+      } finally {
+        await chattr('-i', dataFile)
+      }
+      expect(await server.app.tusCleanup.run()).toMatchObject({ removed: 1, errors: 0 })
+      expect(await scraped(server.origin, 'tus_sweep_errors_total')).toBe(2)
+    },
+  )
+
+  it('tus_sweep_skipped_busy_total moves when a sweep meets an expired upload whose PATCH holds its lock, and the scrape shows it', async () => {
+    const registry = new Registry()
+    const server = await serverWithMetricsRoute(registry, { expireAfterMs: 3_600_000 })
+    const chunks = [Buffer.alloc(1000, 1), Buffer.alloc(1000, 2)]
+    const { url, id } = await createUpload(server.endpoint, 2000)
+    const dataFile = path.join(server.directory, id)
+    // A PATCH sends its first 1000 bytes, then stalls past the period (its data file backdated
+    // two hours): by its mtime the upload is abandoned, but the PATCH holds its lock.
+    const swept = signal()
+    const patching = slowPatch(url, 0, chunks, 60_000, { until: swept.promise })
+    let report: Awaited<ReturnType<typeof server.app.tusCleanup.run>>
+    try {
+      await waitFor(async () => (await fs.stat(dataFile)).size === 1000, 5000, 'the first bytes')
+      await age(dataFile, 7_200_000)
+      expect(await scraped(server.origin, 'tus_sweep_skipped_busy_total')).toBe(0)
+      report = await server.app.tusCleanup.run()
+    } finally {
+      swept.resolve()
+    }
+    expect(report).toMatchObject({ removed: 0, skippedBusy: 1, errors: 0 })
+    expect(await scraped(server.origin, 'tus_sweep_skipped_busy_total')).toBe(1)
+    expect(await scraped(server.origin, 'tus_sweep_removed_total')).toBe(0)
+    // The PATCH was never disturbed: its body ends, and the upload is whole.
+    const answer = await patching
+    expect(answer.status).toBe(204)
+    expect(answer.headers['upload-offset']).toBe('2000')
   })
 
   it('labels a namespaced registration by its namespace, next to the others in one app', async () => {

@@ -1,15 +1,19 @@
 /**
  * The sweep's schedule: a first sweep when ready (never delaying ready), interval sweeps, one
- * sweep at a time, a clean stop on close, and what each sweep logs.
+ * sweep at a time (with a scripted store, and with the built-in store over a real directory), a
+ * clean stop on close, and what each sweep logs.
  */
 import { spawn } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { DataStore } from '@tus/utils'
-import { describe, expect, it } from 'vitest'
+import { Redis } from 'ioredis'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   createUpload,
   exists,
+  REDIS_URL,
+  randomId,
   request,
   sleep,
   startServer,
@@ -206,6 +210,79 @@ describe('one sweep at a time', () => {
     expect(ra).toBe(rb)
     expect(store.calls).toBe(1)
     expect(server.app.tus.cleanUpExpiredUploads).toBeTypeOf('function')
+  })
+
+  it('with the built-in store over a real directory: two manual runs join, a scheduled tick that comes meanwhile (holding the lease in Redis) joins too, a dry run queues behind; no two sweeps overlap', async () => {
+    const dir = await tempDir()
+    // Enough expired sessions that one sweep (a lock in Redis per removal) lasts several
+    // intervals: the scheduled ticks come while it runs.
+    const ids = Array.from({ length: 1000 }, (_, i) => i.toString(16).padStart(32, '0'))
+    await writeSessions(dir, ids, { size: 100, bytes: 1, ageMs: HOUR })
+    const client = new Redis(REDIS_URL)
+    onTestFinished(() => void client.disconnect())
+    const prefix = `test:${randomId()}:`
+    // Not ready yet: the schedule's job starts with ready(), after the manual runs below.
+    const server = await startServer(
+      {
+        directory: dir,
+        expireAfterMs: 60_000,
+        cleanupOnStart: false,
+        cleanupIntervalMs: 50,
+        redis: { client, prefix },
+      },
+      { listen: false },
+    )
+    const sweepRecords = () =>
+      server.logs.filter((r) => typeof r.scanned === 'number' && typeof r.durationMs === 'number')
+
+    // Two manual runs at once, and a dry run; then the scheduled ticks start.
+    let manualDone = false
+    const a = server.app.tusCleanup.run()
+    const b = server.app.tusCleanup.run()
+    const dry = server.app.tusCleanup.run({ dryRun: true })
+    void a.finally(() => {
+      manualDone = true
+    })
+    await server.app.ready()
+    // A scheduled tick takes the fleet's sweep lease (its `running` key in Redis) while the
+    // manual sweep still runs: it must join that sweep, not start one beside it.
+    const tickDuringManual = await waitFor(
+      async () =>
+        manualDone
+          ? 'the manual sweep ended first'
+          : await client.exists(`${prefix}{sweep}:running`),
+      10_000,
+      'a scheduled tick during the manual sweep',
+    )
+    expect(tickDuringManual).toBe(1)
+    const [ra, rb, rdry] = await Promise.all([a, b, dry])
+    expect(ra).toBe(rb) // one sweep, the very same report
+    expect(ra).toMatchObject({ removed: ids.length, errors: 0, dryRun: false })
+    expect(rdry).toMatchObject({ dryRun: true, removed: 0 }) // it ran after: nothing was left
+    // Ticks go on sweeping after it (each with its slot).
+    await waitFor(() => sweepRecords().some((r) => typeof r.slot === 'number'), 5000, 'a tick')
+    await server.app.close()
+
+    // Every sweep logs one record when it ends: its interval is [time - durationMs, time].
+    const spans = sweepRecords().map((r) => ({
+      slot: r.slot,
+      dryRun: r.dryRun,
+      removed: r.removed,
+      start: Number(r.time) - Number(r.durationMs),
+      end: Number(r.time),
+    }))
+    const manual = spans.filter((span) => span.removed === ids.length)
+    expect(manual).toHaveLength(1) // the two runs and the tick: one sweep, with no slot
+    expect(manual[0]?.slot).toBeUndefined()
+    expect(spans.filter((span) => span.dryRun)).toHaveLength(1)
+    // No two overlap (the log's clock is in whole ms, durations are rounded: 2 ms of slack).
+    const sorted = spans.sort((x, y) => x.start - y.start)
+    for (let i = 1; i < sorted.length; i++) {
+      const [before, after] = [sorted[i - 1], sorted[i]]
+      expect(after?.start, JSON.stringify({ before, after })).toBeGreaterThanOrEqual(
+        (before?.end ?? 0) - 2,
+      )
+    }
   })
 
   it('routes server.cleanUpExpiredUploads() through the same sweep', async () => {

@@ -288,16 +288,32 @@ describe('failing entries', () => {
   })
 })
 
-/** Holds the thread `ms`, as a stalled disk (or network filesystem) holds a synchronous call. */
-function stall(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+/**
+ * The clock the engine times its synchronous calls with (its `clock` option), moved only by the
+ * test: a call during which `pass(ms)` runs took `ms` on it, and every other call took 0. A
+ * stall made by holding the thread would also make calls around it slow (or slower) whenever
+ * the OS gives the CPU to someone else, and the counts below are exact.
+ */
+function testClock() {
+  let now = 0
+  return {
+    clock: () => now,
+    pass: (ms: number) => {
+      now += ms
+    },
+  }
 }
 
 /**
- * A `SweepFs` whose looks are counted, synchronous and through the pool: `beforeLook(n)` runs
- * before the n-th synchronous one (from 1); `poolLookMs` delays every look through the pool.
+ * A `SweepFs` whose looks are counted, synchronous and through the pool, and the clock to sweep
+ * with: `beforeLook(n, pass)` runs before the n-th synchronous look (from 1), and `pass(ms)`
+ * makes that look last `ms`; `poolLookMs` delays every look through the pool.
  */
-function countingLooks(beforeLook: (n: number) => void, poolLookMs = 0) {
+function countingLooks(
+  beforeLook: (n: number, pass: (ms: number) => void) => void,
+  poolLookMs = 0,
+) {
+  const { clock, pass } = testClock()
   const calls = { sync: 0, async: 0 }
   const sweepFs: SweepFs = {
     opendir: fs.opendir,
@@ -311,11 +327,11 @@ function countingLooks(beforeLook: (n: number) => void, poolLookMs = 0) {
     opendirSync: fsSync.opendirSync,
     lstatSync: (file) => {
       calls.sync++
-      beforeLook(calls.sync)
+      beforeLook(calls.sync, pass)
       return fsSync.lstatSync(file, { throwIfNoEntry: false })
     },
   }
-  return { calls, fs: sweepFs }
+  return { calls, fs: sweepFs, clock }
 }
 
 /**
@@ -325,10 +341,10 @@ function countingLooks(beforeLook: (n: number) => void, poolLookMs = 0) {
 function stallingTenthLook(poolLookMs = 0) {
   let stalled = false
   let after = 0
-  const looks = countingLooks((n) => {
+  const looks = countingLooks((n, pass) => {
     if (stalled) after++
     if (n === 10) {
-      stall(20)
+      pass(20)
       stalled = true
     }
   }, poolLookMs)
@@ -389,8 +405,8 @@ describe('bounded work', () => {
   it('gives up synchronous calls for a while after one that held the event loop', async () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 60)
-    const { calls, fs: slowFs, syncAfterStall } = stallingTenthLook()
-    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
+    const { calls, fs: slowFs, clock, syncAfterStall } = stallingTenthLook()
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs, clock })
     expect(report).toMatchObject({ removed: 20, errors: 0 })
     expect(calls.sync).toBe(10)
     expect(syncAfterStall()).toBe(0)
@@ -402,8 +418,8 @@ describe('bounded work', () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 120)
     // Looks through the pool take 100 ms here: 120 of them, 8 at a time, last about 1.5 s.
-    const { calls, fs: slowFs, syncAfterStall } = stallingTenthLook(100)
-    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
+    const { calls, fs: slowFs, clock, syncAfterStall } = stallingTenthLook(100)
+    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs, clock })
     expect(report).toMatchObject({ removed: 40, errors: 0 })
     expect(calls.async).toBeGreaterThan(0)
     // A second later, the looks were synchronous again.
@@ -416,10 +432,19 @@ describe('bounded work', () => {
       const dir = await tempDir()
       await writeThirdAbandoned(dir, 60)
       // Slow, not stalled: 8 ms, over 5 ms and under 15 ms.
-      const { calls, fs: slowFs } = countingLooks((n) => {
-        if (slow(n)) stall(8)
+      const {
+        calls,
+        fs: slowFs,
+        clock,
+      } = countingLooks((n, pass) => {
+        if (slow(n)) pass(8)
       })
-      const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowFs })
+      const report = await sweepDirectory({
+        directory: dir,
+        expireAfterMs: HOUR,
+        fs: slowFs,
+        clock,
+      })
       expect(report).toMatchObject({ removed: 20, errors: 0 })
       expect((await listing(dir)).length).toBe(80)
       return calls
@@ -436,6 +461,7 @@ describe('bounded work', () => {
     const dir = await tempDir()
     await writeThirdAbandoned(dir, 60)
     const calls = { lstatSync: 0, readSync: 0, readAsync: 0, lstatAsync: 0 }
+    const { clock, pass } = testClock()
     const slowReadFs: SweepFs = {
       opendir: fs.opendir,
       lstat: ((file: string) => {
@@ -455,12 +481,17 @@ describe('bounded work', () => {
       readFileSync: (file) => {
         calls.readSync++
         // The first synchronous read stalls as a cold disk would: 20 ms.
-        if (calls.readSync === 1) stall(20)
+        if (calls.readSync === 1) pass(20)
         return fsSync.readFileSync(file, 'utf8')
       },
       unlinkSync: fsSync.unlinkSync,
     }
-    const report = await sweepDirectory({ directory: dir, expireAfterMs: HOUR, fs: slowReadFs })
+    const report = await sweepDirectory({
+      directory: dir,
+      expireAfterMs: HOUR,
+      fs: slowReadFs,
+      clock,
+    })
     expect(report).toMatchObject({ removed: 20, errors: 0 })
     // One read was synchronous, the slow one; every later read went to the pool (the first looks
     // at 19 expired uploads, the looks under their locks at all 20).

@@ -16,10 +16,13 @@ import {
   createUpload,
   disconnectMidPatch,
   head,
+  listing,
+  listingBecomes,
   patch,
   request,
   sha256,
   sha256Of,
+  signal,
   slowPatch,
   startServer,
   TUS,
@@ -73,7 +76,10 @@ describe('direct write path', () => {
     const server = await startServer({ tus: { lockDrainTimeout: 100 } })
     const chunks = Array.from({ length: 20 }, (_, i) => bytes(1000, i))
     const { url, id } = await createUpload(server.endpoint, 20_000)
-    const slow = slowPatch(url, 0, chunks, 50).catch((error: Error) => ({ status: 0, error }))
+    // The first chunk goes at once, the rest only after the PATCH answered: it is stopped
+    // mid-body whatever the machine's load.
+    const answered = signal()
+    const stopped = slowPatch(url, 0, chunks, 60_000, { until: answered.promise })
     await bytesOnDisk(path.join(server.directory, id), 1000) // the PATCH is under way
     // HEAD takes the lock: the PATCH is asked to release it, ends after lockDrainTimeout, and
     // the HEAD then reports the bytes that the PATCH had written.
@@ -82,28 +88,34 @@ describe('direct write path', () => {
     const offset = Number(status.headers['upload-offset'])
     expect(offset).toBeGreaterThan(0)
     expect(offset).toBeLessThan(20_000)
-    await slow
+    // The PATCH's own answer: its bytes kept, the offset where they end.
+    const answer = await stopped.finally(answered.resolve)
+    expect(answer.status).toBe(204)
+    expect(answer.headers['upload-offset']).toBe(String(offset))
     const resumed = await patch(url, offset, Buffer.concat(chunks).subarray(offset))
     expect(resumed.status).toBe(204)
     expect(resumed.headers['upload-offset']).toBe('20000')
   })
 
-  it('rolls back a checksummed body that another request cut short', async () => {
+  it('rolls back a checksummed body that another request cut short, and answers 460', async () => {
     const server = await startServer({ tus: { lockDrainTimeout: 100 } })
     const chunks = Array.from({ length: 20 }, (_, i) => bytes(1000, i))
     const body = Buffer.concat(chunks)
     const { url, id } = await createUpload(server.endpoint, body.length)
     const checksum = `sha1 ${createHash('sha1').update(body).digest('base64')}`
-    const slow = slowPatch(url, 0, chunks, 50, { checksum }).catch((error: Error) => ({
-      status: 0,
-      error,
-    }))
+    // The first chunk goes at once, the rest only after the PATCH answered: it is cut short
+    // whatever the machine's load (had the whole body arrived, its digest would match).
+    const answered = signal()
+    const cut = slowPatch(url, 0, chunks, 60_000, { checksum, until: answered.promise })
     await bytesOnDisk(path.join(server.directory, id), 1000) // the PATCH is under way
     // The HEAD takes the lock; the PATCH stops with part of a body whose digest cannot match.
     const status = await head(url)
     expect(status.headers['upload-offset']).toBe('0')
-    await slow
+    const answer = await cut.finally(answered.resolve)
+    expect(answer.status).toBe(460)
+    expect(answer.body).toBe('Checksum Mismatch\n')
     expect((await fs.stat(path.join(server.directory, id))).size).toBe(0)
+    expect((await head(url)).headers['upload-offset']).toBe('0')
   })
 
   it('emits POST_RECEIVE progress events', async () => {
@@ -150,4 +162,80 @@ describe('direct write path', () => {
       server.close()
     }
   })
+})
+
+describe('what a refused or cut body leaves behind', () => {
+  const OCTETS = { 'Content-Type': 'application/offset+octet-stream' }
+  const sha1 = (data: Buffer) => `sha1 ${createHash('sha1').update(data).digest('base64')}`
+
+  it('a PATCH whose Upload-Checksum does not match answers 460 and leaves the upload as it was: data file length, record, nothing else', async () => {
+    const server = await startServer()
+    const data = bytes(8000)
+    const { url, id } = await createUpload(server.endpoint, data.length)
+    expect((await patch(url, 0, data.subarray(0, 3000))).status).toBe(204)
+    const record = await fs.readFile(path.join(server.directory, `${id}.json`), 'utf8')
+
+    const wrong = await patch(url, 3000, data.subarray(3000), {
+      'Upload-Checksum': sha1(bytes(10)),
+    })
+    expect(wrong.status).toBe(460)
+    expect(wrong.body).toBe('Checksum Mismatch\n')
+    // Exactly the upload's two files (no temporary record), the data file at its old length,
+    // the record byte for byte as before (no mark of an unverified body left in it).
+    expect(await listing(server.directory)).toEqual([id, `${id}.json`].sort())
+    expect((await fs.stat(path.join(server.directory, id))).size).toBe(3000)
+    expect(await fs.readFile(path.join(server.directory, `${id}.json`), 'utf8')).toBe(record)
+    expect((await head(url)).headers['upload-offset']).toBe('3000')
+  })
+
+  it('a creation-with-upload whose Upload-Checksum does not match answers 460 and leaves nothing', async () => {
+    const server = await startServer()
+    const data = bytes(5000)
+    const res = await request(
+      server.endpoint,
+      'POST',
+      { ...TUS, ...OCTETS, 'Upload-Length': '8000', 'Upload-Checksum': sha1(bytes(10)) },
+      data,
+    )
+    expect(res.status).toBe(460)
+    expect(res.headers.location).toBeUndefined()
+    // The upload tus created for it is removed before the answer: the client never learnt it.
+    expect(await listing(server.directory)).toEqual([])
+  })
+
+  it.each([
+    ['without a checksum', {}],
+    ['with an Upload-Checksum', { 'Upload-Checksum': sha1(bytes(100_000)) }],
+  ])(
+    'a creation-with-upload whose client goes away mid-body (%s) leaves nothing',
+    async (_, extra) => {
+      const server = await startServer()
+      const req = http.request(server.endpoint, {
+        method: 'POST',
+        agent: false,
+        headers: {
+          ...TUS,
+          ...OCTETS,
+          ...extra,
+          'Upload-Length': '100000',
+          'Content-Length': '100000',
+        },
+      })
+      req.on('error', () => {})
+      req.write(bytes(30_000))
+      // The creation exists and holds the bytes sent so far: the body is under way.
+      const id = await waitFor(async () => {
+        const files = await listing(server.directory)
+        const data = files.find((name) => !name.endsWith('.json'))
+        if (!data || !files.includes(`${data}.json`)) return undefined
+        return (await fs.stat(path.join(server.directory, data))).size === 30_000 ? data : undefined
+      })
+      expect(id).toMatch(/^[0-9a-f]{32}$/)
+      req.destroy()
+      // Nobody learnt its URL: the unfinished upload is removed, and nothing else is left.
+      expect(await listingBecomes(server.directory, [])).toEqual([])
+      await server.app.close() // the request's handling has ended: nothing comes back
+      expect(await listing(server.directory)).toEqual([])
+    },
+  )
 })

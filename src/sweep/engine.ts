@@ -122,6 +122,12 @@ export interface SweepOptions {
   log?: SweepLogger
   fs?: SweepFs
   now?: () => number
+  /**
+   * The monotonic clock (ms) that times synchronous calls to tell slow ones (`guardingSync`).
+   * Default: `performance.now`. Tests make a call slow on it without holding a CPU, which a busy
+   * machine would blur.
+   */
+  clock?: () => number
   /** Called for every upload removed (or, in a dry run, that would be). */
   onRemove?: (removal: Removal) => void
   /**
@@ -278,7 +284,7 @@ const SYNC_PAUSE_MS = 1000
  * looks (`lstat`, `access`) on inodes, record reads on data blocks, unlinks on the filesystem's
  * journal; one cold record, say, leaves the looks synchronous.
  */
-function guardingSync(base: SweepFs): SweepFs {
+function guardingSync(base: SweepFs, clock: () => number): SweepFs {
   if (!base.lstatSync) return base
   const view: SweepFs = { ...base }
   type Kind = 'lstatSync' | 'existsSync' | 'readFileSync' | 'unlinkSync'
@@ -306,11 +312,11 @@ function guardingSync(base: SweepFs): SweepFs {
     const timed =
       <A extends unknown[], R>(call: (...args: A) => R) =>
       (...args: A): R => {
-        const started = performance.now()
+        const started = clock()
         try {
           return call(...args)
         } finally {
-          const ms = performance.now() - started
+          const ms = clock() - started
           if (ms > SLOW_SYNC_MS) {
             if (slowCalls === 0 || started - windowStart > SLOW_SYNC_WINDOW_MS) {
               windowStart = started
@@ -372,7 +378,7 @@ class Sweep {
   readonly partialHoldMs: number
 
   constructor(readonly options: SweepOptions) {
-    this.fs = guardingSync(options.fs ?? callbackFs)
+    this.fs = guardingSync(options.fs ?? callbackFs, options.clock ?? (() => performance.now()))
     this.now = options.now ?? Date.now
     this.idPattern = wholeName(options.idPattern ?? DEFAULT_ID_PATTERN)
     this.maxIds = options.maxReportedIds ?? DEFAULT_MAX_REPORTED_IDS
