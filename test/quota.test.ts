@@ -22,6 +22,8 @@ import {
   request,
   sha256,
   sha256Of,
+  signal,
+  slowPatch,
   startServer,
   TUS,
   tempDir,
@@ -149,6 +151,30 @@ describe('the store quota', () => {
     })
     expect(rest.status, rest.body).toBe(204)
     expect(await sha256(path.join(server.directory, id))).toBe(sha256Of(data))
+  })
+
+  it("a sweep's recount while a deferred-length PATCH writes counts its bytes once", async () => {
+    const server = await startServer({
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+    })
+    const { url, id } = await createUpload(server.endpoint, 'deferred')
+    const chunks = Array.from({ length: 10 }, (_, i) => randomBytes(4 * KiB).fill(i, 0, 1))
+    const swept = signal()
+    onTestFinished(() => swept.resolve())
+    // 40 KiB claimed at once; half of it on disk when the sweep walks the store.
+    const writing = slowPatch(url, 0, chunks, 50, { until: swept.promise })
+    await waitFor(async () => (await fs.stat(path.join(server.directory, id))).size >= 20 * KiB)
+    await server.app.tusCleanup.run()
+    swept.resolve()
+    expect((await writing).status).toBe(204)
+    // 40 KiB counted, not 40 plus what the walk saw: 60 KiB more fit exactly.
+    const fits = await request(server.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Length': String(60 * KiB),
+    })
+    expect(fits.status, fits.body).toBe(201)
   })
 
   it('a checksummed body cut by the quota is rolled back whole and gives its bytes back', async () => {

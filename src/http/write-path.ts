@@ -378,7 +378,10 @@ async function claimRoom(store: DirectWriteStore, upload: Upload, wanted: number
     quotaClaim =
       quota && upload.size === undefined
         ? await quota
-            .claim(Math.min(wanted, Number.MAX_SAFE_INTEGER), { partial: true })
+            .claim(Math.min(wanted, Number.MAX_SAFE_INTEGER), {
+              partial: true,
+              grows: { id: upload.id, from: upload.offset },
+            })
             .catch(() => {
               throw QUOTA_UNAVAILABLE
             })

@@ -216,17 +216,28 @@ interface CatCommand {
 let catFound: Promise<CatCommand | undefined> | undefined
 
 /**
+ * Run by `sh` once the death signal is set: a server that died before it was set (between the
+ * fork and `setpriv`'s prctl) left the copy to another parent, so it must not start.
+ */
+const UNLESS_ORPHANED = '[ "$PPID" = "$1" ] || exit 75; cat=$2; shift 2; exec "$cat" "$@"'
+
+/**
  * `cat` under util-linux' `setpriv --pdeathsig KILL`: the kernel kills it when this process dies
- * (a `kill -9` of the server), so that no copy goes on writing without it. Looked for once, and
- * tried once; none where either is missing (not Linux, no util-linux): the copy is done in Node.
+ * (a `kill -9` of the server), so that no copy goes on writing without it; and a `sh` between
+ * the two checks that this process was still its parent once the signal was set. Looked for
+ * once, and tried once; none where one is missing (not Linux, no util-linux): the copy is done
+ * in Node.
  */
 export function kernelCopier(): Promise<CatCommand | undefined> {
   catFound ??= (async () => {
     if (process.platform !== 'linux') return undefined
     const setpriv = await firstExecutable(['/usr/bin/setpriv', '/bin/setpriv'])
+    const sh = await firstExecutable(['/bin/sh', '/usr/bin/sh'])
     const cat = await firstExecutable(['/usr/bin/cat', '/bin/cat'])
-    if (!setpriv || !cat) return undefined
-    const command = { file: setpriv, args: ['--pdeathsig', 'KILL', '--', cat] }
+    if (!setpriv || !sh || !cat) return undefined
+    const parent = String(process.pid)
+    const args = ['--pdeathsig', 'KILL', '--', sh, '-c', UNLESS_ORPHANED, 'sh', parent, cat]
+    const command = { file: setpriv, args }
     // An older setpriv without --pdeathsig fails here, once.
     return (await runs(command)) ? command : undefined
   })()

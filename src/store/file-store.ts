@@ -829,12 +829,14 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   async sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
     // Partials a final took over are gone first: they would count, and show as busy.
     await this.settled()
-    const recount = this.quota && !options.dryRun ? this.quota : undefined
-    const mark = await recount?.mark()
     const at = Date.now()
     const tokens = await this.#claim?.liveTokens().catch(() => undefined)
+    // Marked right before the walk: what is written between the two may be counted twice.
+    const recount = this.quota && !options.dryRun ? this.quota : undefined
+    const mark = await recount?.mark()
     const report = await sweepDirectory({
       holders: tokens && { tokens, at },
+      tallyAs: recount?.growingUploads(),
       ...options,
       directory: this.directory,
       expireAfterMs: this.expireAfterMs,

@@ -13,8 +13,10 @@
  *
  * A recount never lands below the truth: the total becomes the walk's figure, plus everything
  * added while it walked (`added`, a counter that only grows), plus the claims in flight when it
- * began (taken, but maybe not on disk yet for the walk to see). What changed under the walk may
- * be counted twice until the next sweep: refusing a little early, never overfilling.
+ * began (taken, but maybe not on disk yet for the walk to see). The walk counts the uploads this
+ * process' claims grow at what they held when their claim began (`growingUploads`). Other
+ * changes under the walk may be counted twice until the next sweep: refusing a little early,
+ * never overfilling.
  */
 import { randomUUID } from 'node:crypto'
 import { attempt, bounded, CALL_TIMEOUT_MS } from '../redis/bounded.js'
@@ -233,6 +235,11 @@ export class StoreQuota {
   readonly #onTotal: Array<(total: number) => void> = []
   /** This process' claims in flight: token → granted bytes (refreshed in Redis while alive). */
   readonly #inFlight = new Map<string, number>()
+  /**
+   * The uploads this process' claims in flight grow (PATCH bodies of deferred-length uploads):
+   * token → the upload's id and the bytes it held when its claim began (`uploadsInFlight`).
+   */
+  readonly #growing = new Map<string, { id: string; from: number }>()
   #refreshing: NodeJS.Timeout | undefined
 
   constructor(maxStoreBytes: number, counter: QuotaCounter, count: () => Promise<number>) {
@@ -258,7 +265,10 @@ export class StoreQuota {
    * of a deferred-length upload). All or nothing unless `partial`. A refusal (or a partial
    * grant) is reported to the `onLow` listeners. Rejects when the counter fails.
    */
-  async claim(bytes: number, { partial = false } = {}): Promise<QuotaClaim> {
+  async claim(
+    bytes: number,
+    { partial = false, grows }: { partial?: boolean; grows?: { id: string; from: number } } = {},
+  ): Promise<QuotaClaim> {
     if (bytes <= 0) return NO_CLAIM
     const token = randomUUID()
     let claimed = await this.counter.claim(bytes, this.maxStoreBytes, partial, token)
@@ -280,10 +290,12 @@ export class StoreQuota {
     }
     if (granted === 0) return NO_CLAIM
     this.#track(token, granted)
+    if (grows) this.#growing.set(token, grows)
     return {
       granted,
       settle: async (kept) => {
         this.#untrack(token)
+        this.#growing.delete(token)
         const giveBack = Math.max(0, granted - Math.max(0, kept))
         // A failure leaves the bytes counted (and the claim in flight, until it expires): the
         // next sweep's recount corrects the total.
@@ -315,6 +327,23 @@ export class StoreQuota {
     if (delta === 0) return
     const total = await this.counter.add(delta)
     if (total !== undefined) this.#seen(total)
+  }
+
+  /**
+   * What a recount's walk should count for the uploads that this process' claims grow: the bytes
+   * each held when its claim began, not what it holds by then, since the claim counts the rest
+   * (in flight at the mark, or added since): counting what the body wrote meanwhile a second
+   * time would refuse bytes until the next sweep. Those in flight at the call, and those that
+   * begin later, as the walk reaches them.
+   */
+  growingUploads(): Pick<ReadonlyMap<string, number>, 'get'> {
+    const atMark = new Map([...this.#growing.values()].map(({ id, from }) => [id, from]))
+    return {
+      get: (id) => {
+        for (const growing of this.#growing.values()) if (growing.id === id) return growing.from
+        return atMark.get(id)
+      },
+    }
   }
 
   /** Where a recount starts; `undefined` when the counter fails (then nothing is recounted). */

@@ -142,6 +142,11 @@ export interface SweepOptions {
    * every data file left reads its record. With `expireAfterMs` 0 the walk only counts.
    */
   tally?: boolean
+  /**
+   * With `tally`: the bytes to count for an upload instead of what it holds (the uploads a quota
+   * claim in flight is growing: `StoreQuota.uploadsInFlight`).
+   */
+  tallyAs?: Pick<ReadonlyMap<string, number>, 'get'> | undefined
 }
 
 export interface Removal {
@@ -564,6 +569,11 @@ class Sweep {
 
   /** Counts a data file left in the store: its declared length, else (or if unreadable) its bytes. */
   async tallyKept(id: string, bytes: number): Promise<void> {
+    const as = this.options.tallyAs?.get(id)
+    if (as !== undefined) {
+      this.report.storeBytes = (this.report.storeBytes ?? 0) + as
+      return
+    }
     let size: number | undefined
     try {
       const record = await this.readRecord(id)
