@@ -209,24 +209,47 @@ export function refusingPatchOfFinal(store: ExpiringFileStore): ExpiringFileStor
  * After tus created a final upload: it is finished, so the user's `onUploadFinish` runs and tus'
  * POST_FINISH event is emitted, as after the PATCH that finishes an upload (tus does both itself
  * only for an empty upload). The hook may change the answer as it may on a PATCH. A hook that
- * returned has taken the final: it is no longer waiting for its answer to reach the client.
+ * returned has taken the final; otherwise the final is known once its answer arrives: the store
+ * claimed it if its client was still there once it was assembled (finals.ts), and if the answer
+ * does not arrive whole after all, the final is marked unknown again.
  */
 export async function finishFinal(
   tus: Server,
   store: ExpiringFileStore,
   request: Request,
   response: Response,
+  res: ServerResponse,
 ): Promise<Response> {
   const upload = created.get(request)
   if (!upload || response.status !== 201) return response
-  if (upload.size === 0) return response
+  const { answer, taken } =
+    upload.size === 0
+      ? { answer: response, taken: false }
+      : await runFinishHook(tus, request, upload, response)
+  if (taken) await store.finals.claim(upload.id)
+  else if (answer.status < 300) {
+    const unclaim = () => store.finals.unclaim(upload.id).catch(() => {})
+    if (res.destroyed) await unclaim()
+    else res.once('close', () => res.writableFinished || unclaim())
+  }
+  return answer
+}
+
+/** The user's `onUploadFinish` for a final, and tus' POST_FINISH; `taken` when the hook returned. */
+async function runFinishHook(
+  tus: Server,
+  request: Request,
+  upload: Upload,
+  response: Response,
+): Promise<{ answer: Response; taken: boolean }> {
   upload.offset = upload.size ?? 0
   let answer = response
+  let taken = false
   const onUploadFinish = tus.options.onUploadFinish
   if (onUploadFinish) {
     try {
       const patch = await onUploadFinish(request, upload)
-      await store.finals.claim(upload.id)
+      taken = true
       if (patch.status_code || patch.body || patch.headers) {
         const headers = new Headers(response.headers)
         for (const [name, value] of Object.entries(patch.headers ?? {})) {
@@ -250,25 +273,7 @@ export async function finishFinal(
     answer,
     upload,
   )
-  return answer
-}
-
-/**
- * A final upload tus created for `request` is claimed (finals.ts) as its answer leaves for a
- * client that is still there, and marked unknown again if that answer does not arrive whole.
- */
-export async function deliverFinal(
-  store: ExpiringFileStore,
-  request: Request,
-  response: Response,
-  res: ServerResponse,
-): Promise<void> {
-  const finalId = created.get(request)?.id
-  if (finalId === undefined || response.status >= 300 || res.destroyed) return
-  await store.finals.claim(finalId)
-  res.once('close', () => {
-    if (!res.writableFinished) store.finals.unclaim(finalId).catch(() => {})
-  })
+  return { answer, taken }
 }
 
 /**

@@ -23,7 +23,6 @@ import { cancelSafe } from './cancel-safe.js'
 import {
   answerExistingFinal,
   type ConcatRouting,
-  deliverFinal,
   finishFinal,
   markConcatRequest,
   readConcat,
@@ -212,10 +211,8 @@ async function tusAnswer(
   if (parts.existing !== undefined) {
     return answerExistingFinal(tus, store, webRequest, res, parts.existing)
   }
-  markConcatRequest(webRequest, parts)
-  const response = await finishFinal(tus, store, webRequest, await tus.handleWeb(webRequest))
-  await deliverFinal(store, webRequest, response, res)
-  return response
+  markConcatRequest(webRequest, { ...parts, clientWaiting: () => !res.destroyed })
+  return finishFinal(tus, store, webRequest, await tus.handleWeb(webRequest), res)
 }
 
 /**

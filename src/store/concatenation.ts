@@ -32,7 +32,14 @@ import { openStoreFile, tempNameFor } from './record-file.js'
  */
 export type Concat =
   | { kind: 'partial' }
-  | { kind: 'final'; partials: string[]; header: string; existing?: string }
+  | {
+      kind: 'final'
+      partials: string[]
+      header: string
+      existing?: string
+      /** Whether the client that asked for the final still waits for its answer. */
+      clientWaiting?: () => boolean
+    }
 
 /** The record fields of a final upload. */
 export interface FinalRecordFields {

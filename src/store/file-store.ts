@@ -532,6 +532,9 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       // (unlinking their bytes takes about as long as copying them) and under their locks until
       // gone. Their records stay, marked taken, for a retried creation.
       const taken = await this.finals.markTaken([...unique.keys()], upload.id)
+      // Claimed before the partials' removal keeps the disk busy: the answer waits for this.
+      if (concat.clientWaiting?.() !== false) await this.finals.claimAssembled(upload.id)
+      else this.finals.markedHere(upload.id)
       const removal = (async () => {
         try {
           await Promise.allSettled(

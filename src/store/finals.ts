@@ -9,9 +9,10 @@
  * - once built, each partial's record stays, marked `taken_by` the final (`markTaken`), for
  *   `expireAfterMs`: a retry finds the final through it, and tus-js-client, which first asks each
  *   partial's offset again, sees it finished (file-store.ts answers a taken partial as finished);
- * - a final is created marked `answer_pending`; the mark goes as its answer leaves for a client
- *   still there (or a retry's does, or the app's finish hook has taken it: `claim`), and comes
- *   back when that answer did not arrive whole (`unclaim`). A final marked so is known to nobody:
+ * - a final is created marked `answer_pending`; the mark goes once it is assembled if its client
+ *   is still there (`claimAssembled`), or when a retry's answer leaves, or the app's finish hook
+ *   has taken it (`claim`), and comes back when that answer did not arrive whole (`unclaim`).
+ *   A final marked so is known to nobody:
  *   it expires like an unfinished upload (expiry-policy.ts) instead of staying forever. The mark
  *   goes before the answer, not after it: a crash between the two then keeps a final nobody may
  *   know of (a retry still finds it), rather than removing one its client knows.
@@ -33,6 +34,8 @@ export class Finals {
   readonly #building = new Map<string, Promise<string | undefined>>()
   readonly #records: RecordStore
   readonly #locker: SweepLocker | undefined
+  /** Finals this process left marked `answer_pending` (a claim of any other costs nothing). */
+  readonly #pendingHere = new Set<string>()
 
   constructor(records: RecordStore, locker: SweepLocker | undefined) {
     this.#records = records
@@ -110,9 +113,27 @@ export class Finals {
     return marked
   }
 
-  /** Someone knows of the final now (its answer is on its way to the client, or the app's hook ran). */
+  /**
+   * Someone knows of the final now (the app's hook ran). Costs nothing for a final that this
+   * process did not leave marked: the mark is read only when this process set it.
+   */
   async claim(finalId: string): Promise<void> {
+    if (!this.#pendingHere.has(finalId)) return
     await this.#underLock(finalId, () => this.#setPending(finalId, false))
+  }
+
+  /**
+   * The final just assembled (its record marked) is about to be answered to a client that is
+   * still there: the mark goes now, before its partials' removal keeps the disk busy. The caller
+   * holds the final's lock (tus' creation does).
+   */
+  async claimAssembled(finalId: string): Promise<void> {
+    await this.#setPending(finalId, false)
+  }
+
+  /** A final this process wrote marked (`answer_pending`). */
+  markedHere(finalId: string): void {
+    this.#pendingHere.add(finalId)
   }
 
   /** The answer that claimed the final did not reach the client after all: nobody knows of it. */
@@ -131,6 +152,8 @@ export class Finals {
   }
 
   async #setPending(finalId: string, pending: boolean): Promise<void> {
+    if (pending) this.#pendingHere.add(finalId)
+    else this.#pendingHere.delete(finalId)
     const record = (await this.#records.get(finalId)) as (Upload & UploadRecord) | undefined
     if (!record || (record[ANSWER_PENDING] === true) === pending) return
     const { [ANSWER_PENDING]: _, ...rest } = record
