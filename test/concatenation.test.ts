@@ -389,6 +389,8 @@ describe('a final upload whose client went away before the answer', () => {
     expect(again.status).toBe(200)
     expect(again.headers['upload-offset']).toBe('6')
     expect(again.headers['upload-concat']).toBe('partial')
+    // Its bytes are the final's now: nothing to download there.
+    expect((await request(a.url, 'GET')).status).toBe(404)
     const retry = await final(server.endpoint, [a.url, b.url])
     expect(retry.status, retry.body).toBe(201)
     const url = new URL(String(retry.headers.location), server.endpoint).href

@@ -71,14 +71,13 @@ import {
   tooLargeForQuota,
 } from './quota.js'
 
-const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 /** The callback API, promisified: about half the cost of `fs/promises` on Node 20. */
 const lstat = promisify(fs.lstat)
 
 import { type DirectoryClaim, joinHolders } from './directory-holders.js'
 import { Finals } from './finals.js'
 import { rawMetadataOf } from './raw-metadata.js'
-import { closeFd, createEmptyFile, openStoreFile } from './record-file.js'
+import { closeFd, createEmptyFile, openStoreFdSync, openStoreFile } from './record-file.js'
 import { RecordStore } from './record-store.js'
 
 export interface ExpiringFileStoreOptions {
@@ -403,11 +402,19 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     }
   }
 
-  /** The stock `read`, without following a link out of the directory. */
+  /**
+   * The stock `read`, on a data file opened as the store opens its files (no link out of the
+   * directory, a regular file): a missing one (a partial a final took over, a file removed
+   * behind the store's back) is a `404`, not a stream that fails once its answer has begun.
+   */
   override read(id: string) {
-    // Numeric flags go to fs.open as they are; the types only list the string forms.
-    const flags = (O_RDONLY | O_NOFOLLOW | O_NONBLOCK) as unknown as string
-    return createReadStream(this.dataPathOf(id), { flags })
+    let fd: number
+    try {
+      fd = openStoreFdSync(this.dataPathOf(id))
+    } catch {
+      throw ERRORS.FILE_NOT_FOUND
+    }
+    return createReadStream('', { fd })
   }
 
   /**

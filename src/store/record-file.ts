@@ -77,6 +77,26 @@ export async function openStoreFd(
   }
 }
 
+/**
+ * `openStoreFd` for reading, synchronous (a download's stream is made synchronously): the same
+ * flags and checks, one open and one fstat of an inode that is in memory as a rule.
+ */
+export function openStoreFdSync(file: string): number {
+  let fd: number
+  try {
+    fd = fs.openSync(file, storeFileFlags('read'))
+  } catch (error) {
+    return refusingLink(file)(error)
+  }
+  try {
+    checkStoreFileStats(file, fs.fstatSync(fd))
+    return fd
+  } catch (error) {
+    fs.closeSync(fd)
+    throw error
+  }
+}
+
 function storeFileFlags(mode: 'read' | 'write'): number {
   return (mode === 'read' ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_NONBLOCK
 }
