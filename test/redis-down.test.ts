@@ -432,10 +432,11 @@ describe.skipIf(!REDIS_SERVER && process.env.REDIS_URL !== undefined)(
         }
       })
 
-      it('Redis dying as a deferred-length PATCH (its lock taken) asks for store quota: 503 "The store quota cannot be checked", no byte written', async () => {
+      /** A server with a store quota, on a throwaway Redis reached through a relay that kills it. */
+      async function quotaServerOnDyingRedis(make: typeof makeClient) {
         const redis = await ThrowawayRedis.start()
         const relay = await KillingRelay.start(redis)
-        const client = await clientOf(makeClient, relay.url)
+        const client = await clientOf(make, relay.url)
         const prefix = `test:${randomId()}:`
         const server = await startServer({
           maxStoreBytes: 1024 * 1024,
@@ -443,6 +444,11 @@ describe.skipIf(!REDIS_SERVER && process.env.REDIS_URL !== undefined)(
           cleanupOnStart: false,
           redis: { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS },
         })
+        return { relay, prefix, server }
+      }
+
+      it('Redis dying as a deferred-length PATCH (its lock taken) asks for store quota: 503 "The store quota cannot be checked", no byte written', async () => {
+        const { relay, prefix, server } = await quotaServerOnDyingRedis(makeClient)
         const { url, id } = await createUpload(server.endpoint, 'deferred')
         const record = await fs.readFile(path.join(server.directory, `${id}.json`), 'utf8')
 
@@ -462,16 +468,7 @@ describe.skipIf(!REDIS_SERVER && process.env.REDIS_URL !== undefined)(
       })
 
       it('Redis dying as a creation (its lock taken) asks for store quota: 503 "The store quota cannot be checked", nothing created', async () => {
-        const redis = await ThrowawayRedis.start()
-        const relay = await KillingRelay.start(redis)
-        const client = await clientOf(makeClient, relay.url)
-        const prefix = `test:${randomId()}:`
-        const server = await startServer({
-          maxStoreBytes: 1024 * 1024,
-          minFreeBytes: 0,
-          cleanupOnStart: false,
-          redis: { client, prefix, acquireLockTimeoutMs: ACQUIRE_LOCK_TIMEOUT_MS },
-        })
+        const { relay, prefix, server } = await quotaServerOnDyingRedis(makeClient)
 
         // The creation takes its declared length from the quota after its lock: Redis dies then.
         const died = relay.killOn(`${prefix}{quota}:inflight`)
