@@ -288,25 +288,25 @@ export async function answerExistingFinal(
   res: ServerResponse,
   finalId: string,
 ): Promise<Response> {
+  // The headers tus puts on its own answers, refusals included.
+  const headers = tusCorsHeaders(tus, request.headers.get('origin') ?? undefined)
+  headers.set('Tus-Resumable', TUS_RESUMABLE)
   let held: HeldFinal | undefined
   try {
     held = await store.finals.hold(finalId)
   } catch (error) {
     const { status_code, body } = error as Partial<TusError>
     if (typeof status_code !== 'number') throw error
-    return new Response(body ?? null, { status: status_code })
+    return new Response(body ?? null, { status: status_code, headers })
   }
   if (!held) {
-    return new Response('the final upload assembled from these partial uploads is gone\n', {
-      status: 410,
-    })
+    const gone = 'the final upload assembled from these partial uploads is gone\n'
+    return new Response(gone, { status: 410, headers })
   }
   const release = held.release
   if (res.destroyed) await release(false)
   else res.once('close', () => release(res.writableFinished).catch(() => {}))
-  const headers = tusCorsHeaders(tus, request.headers.get('origin') ?? undefined)
   headers.set('Location', uploadUrlFor(tus, request, finalId))
-  headers.set('Tus-Resumable', TUS_RESUMABLE)
   headers.set('Content-Length', '0')
   return new Response('', { status: 201, headers })
 }

@@ -51,17 +51,20 @@ export class ActivityLocker implements Locker, SweepLocker {
   /** Requests waiting for a MemoryLocker lock, woken as soon as it is released here. */
   readonly #queue = new WaitQueue()
 
-  /** Told how long each request waited for a lock, acquired or not (metrics). */
-  readonly #onLockWait: ((seconds: number) => void) | undefined
-
   /** With `MemoryLocker`, whose locks are this process's: see `SweepLocker.isFreeHere`. */
   readonly isFreeHere: ((id: string) => boolean) | undefined
 
+  /** What every lock of this locker counts in, and MemoryLocker's parts: made once, not per lock. */
+  readonly #tally: Tally
+  readonly #memory: MemoryParts | undefined
+
   constructor(inner: Locker, onLockWait?: (seconds: number) => void) {
     this.#inner = inner
-    this.#onLockWait = onLockWait
+    // `onLockWait` is told how long each request waited for a lock, acquired or not (metrics).
+    this.#tally = { busy: this.#busy, held: this.#held, onWait: onLockWait }
     if (inner instanceof MemoryLocker) {
       const locks = memoryLockTable(inner)
+      this.#memory = { table: locks, queue: this.#queue, timeoutMs: inner.timeout }
       // The same check as `tryLock`'s: no request of this process holds or waits for the lock
       // (through this wrapper), and nobody holds it in the table (through the locker itself).
       this.isFreeHere = (id) => !this.isBusy(id) && !locks.has(id)
@@ -69,17 +72,7 @@ export class ActivityLocker implements Locker, SweepLocker {
   }
 
   newLock(id: string): Lock {
-    const inner = this.#inner
-    const memory =
-      inner instanceof MemoryLocker
-        ? { table: memoryLockTable(inner), queue: this.#queue, timeoutMs: inner.timeout }
-        : undefined
-    return new TrackedLock(
-      id,
-      inner.newLock(id),
-      { busy: this.#busy, held: this.#held, onWait: this.#onLockWait },
-      memory,
-    )
+    return new TrackedLock(id, this.#inner.newLock(id), this.#tally, this.#memory)
   }
 
   /** A request of this process holds or waits for the upload's lock. */
