@@ -7,8 +7,9 @@
  * finds a live holder it cannot share with refuses to start (`FST_TUS_DIRECTORY_IN_USE`).
  *
  * A holder is alive while, on this machine, its process runs (the pid, checked against the
- * process' start time where /proc tells it: a pid reused after a crash is not the holder), and,
- * on another machine (a shared filesystem), while it touches its file every `TOUCH_MS`. So a
+ * process' start time and the machine's boot where /proc tells them: a pid reused after a crash
+ * or a reboot is not the holder; elsewhere, a pid whose file was touched lately), and, on
+ * another machine (a shared filesystem), while it touches its file every `TOUCH_MS`. So a
  * crashed holder does not stop a restart here, and is forgotten elsewhere after `STALE_MS`.
  * Each process only ever writes and removes its own file: no lock file to take over. Two that
  * start at once and cannot share both see each other; the later one (by `since`, then token)
@@ -103,14 +104,19 @@ export async function joinHolders(
   }
 }
 
-/** Writes the holder's file, in a folder that a holder leaving at that moment may remove. */
+/**
+ * Writes the holder's file whole (a temporary name, renamed: another process never reads it
+ * half-written), in a folder that a holder leaving at that moment may remove.
+ */
 async function writeHolder(folder: string, file: string, me: Holder): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     await fs.mkdir(folder, { recursive: true })
     try {
-      await fs.writeFile(file, JSON.stringify(me), { flag: 'wx' })
+      await fs.writeFile(`${file}.tmp`, JSON.stringify(me), { flag: 'wx' })
+      await fs.rename(`${file}.tmp`, file)
       return
     } catch (error) {
+      await fs.rm(`${file}.tmp`, { force: true })
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw error
     }
   }
@@ -150,11 +156,15 @@ async function isAlive(
   mtimeMs: number,
   here: { hostname: string; bootId: string | undefined },
 ): Promise<boolean> {
-  const sameMachine =
-    holder.hostname === here.hostname && holder.bootId !== undefined && here.bootId !== undefined
-  if (!sameMachine) return Date.now() - mtimeMs < STALE_MS
-  if (holder.bootId !== here.bootId) return false // written before this machine's last boot
+  const touched = Date.now() - mtimeMs < STALE_MS
+  if (holder.hostname !== here.hostname) return touched
   if (holder.pid === process.pid) return ownFiles.has(file)
+  // Without boot ids (not Linux): its pid runs, and it touched its file lately (not a pid of
+  // before a reboot).
+  if (holder.bootId === undefined || here.bootId === undefined) {
+    return touched && pidRuns(holder.pid)
+  }
+  if (holder.bootId !== here.bootId) return false // written before this machine's last boot
   if (!pidRuns(holder.pid)) return false
   const ticks = await startTicksOf(holder.pid)
   return holder.startTicks === undefined || ticks === undefined || ticks === holder.startTicks
