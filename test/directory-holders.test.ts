@@ -4,10 +4,16 @@
  * other's upload locks; a crashed holder does not stop a restart; processes that share Redis
  * serve the directory together. Real processes: the built demo server.
  */
+import { type ChildProcess, spawn } from 'node:child_process'
+import fs from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import { HOLDERS_DIRECTORY, type Holder, joinHolders } from '../src/store/directory-holders.js'
 import {
+  age,
   createUpload,
+  exists,
   head,
   patch,
   REDIS_URL,
@@ -76,5 +82,100 @@ describe('several processes on one directory', () => {
     await expect(startServerProcess('alone', SERVER, demoEnv(directory))).rejects.toThrow(
       /only one of them uses `redis`/,
     )
+  })
+})
+
+describe('who counts as a live holder (holder files and real processes)', () => {
+  /** The holder file of a process other than this one, as `joinHolders` writes it. */
+  async function holderFile(directory: string, holder: Partial<Holder>, ageMs = 0) {
+    const folder = path.join(directory, HOLDERS_DIRECTORY)
+    await fs.mkdir(folder, { recursive: true })
+    const file = path.join(folder, `${randomId()}.json`)
+    const bootId = (await fs.readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
+    await fs.writeFile(
+      file,
+      JSON.stringify({
+        pid: 1,
+        hostname: os.hostname(),
+        bootId,
+        startTicks: undefined,
+        since: Date.now() - 1000,
+        processToken: 'a1b2c3d4e5f6',
+        redisPrefix: undefined,
+        description: 'the endpoint `/elsewhere`',
+        ...holder,
+      }),
+    )
+    if (ageMs > 0) await age(file, ageMs)
+    return file
+  }
+
+  /** A process that runs until the test ends: a holder's pid that is alive. */
+  function liveProcess(): ChildProcess {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' })
+    onTestFinished(() => {
+      child.kill('SIGKILL')
+    })
+    return child
+  }
+
+  async function startTicks(pid: number): Promise<number> {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8')
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+  }
+
+  it('a live process of this machine holds the directory; one whose pid was reused (another start time) does not', async () => {
+    const directory = await tempDir()
+    const child = liveProcess()
+    const pid = child.pid as number
+    const file = await holderFile(directory, { pid, startTicks: await startTicks(pid) })
+    await expect(joinHolders(directory, undefined, 'a test')).rejects.toMatchObject({
+      code: 'FST_TUS_DIRECTORY_IN_USE',
+    })
+    await fs.rm(file)
+    // The same pid, but not the process that wrote the file: it died, and its pid was reused.
+    await holderFile(directory, { pid, startTicks: (await startTicks(pid)) - 1 })
+    const claim = await joinHolders(directory, undefined, 'a test')
+    await claim.release()
+    // Its file is gone with it, and so is the folder once the last holder left.
+    expect(await exists(path.join(directory, HOLDERS_DIRECTORY))).toBe(false)
+  })
+
+  it('a holder of another machine counts while it touches its file, and is forgotten a minute after', async () => {
+    const directory = await tempDir()
+    const file = await holderFile(directory, { hostname: 'another-machine', pid: process.pid })
+    await expect(joinHolders(directory, undefined, 'a test')).rejects.toThrow(
+      /served by the endpoint `\/elsewhere` in process \d+ on another-machine/,
+    )
+    await age(file, 61_000)
+    const claim = await joinHolders(directory, undefined, 'a test')
+    await claim.release()
+  })
+
+  it('of two that cannot share, the later one refuses: a holder that joined after this one does not stop it', async () => {
+    const directory = await tempDir()
+    const child = liveProcess()
+    const pid = child.pid as number
+    const ticks = await startTicks(pid)
+    await holderFile(directory, { pid, startTicks: ticks, since: Date.now() + 60_000 })
+    const claim = await joinHolders(directory, undefined, 'a test')
+    await claim.release()
+    await holderFile(directory, { pid, startTicks: ticks, since: Date.now() - 60_000 })
+    await expect(joinHolders(directory, undefined, 'a test')).rejects.toMatchObject({
+      code: 'FST_TUS_DIRECTORY_IN_USE',
+    })
+  })
+
+  it('a holder of an earlier boot, or a dead pid, is no holder, and its file is removed', async () => {
+    const directory = await tempDir()
+    const child = liveProcess()
+    const earlier = await holderFile(directory, { pid: child.pid, bootId: 'an-earlier-boot' })
+    const dead = spawn('true')
+    await new Promise((resolve) => dead.once('exit', resolve))
+    const gone = await holderFile(directory, { pid: dead.pid })
+    const claim = await joinHolders(directory, undefined, 'a test')
+    expect(await exists(earlier)).toBe(false)
+    expect(await exists(gone)).toBe(false)
+    await claim.release()
   })
 })

@@ -44,6 +44,7 @@ import {
   type Downtime,
   defaultPartialHoldMs,
   expiresAt,
+  type IdlePeriods,
   idlePeriodOf,
   isExpired,
   isFinished,
@@ -136,6 +137,8 @@ const LAST_READ_MAX = 10_000
 export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   readonly expireAfterMs: number
   readonly partialHoldMs: number
+  /** The two idle periods, made once: every HEAD and PATCH asks for them. */
+  readonly #periods: IdlePeriods
   readonly downtime: Downtime | undefined
   /** The free-space floor (`minFreeBytes`), or `undefined` when off; set by `open()`. */
   space: FreeSpace | undefined
@@ -187,6 +190,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       options.partialHoldMs ?? defaultPartialHoldMs(options.expireAfterMs),
       options.expireAfterMs,
     )
+    this.#periods = { expireAfterMs: this.expireAfterMs, partialHoldMs: this.partialHoldMs }
     this.downtime = options.downtime
     this.#locker = options.locker
     this.#idPattern = options.idPattern
@@ -771,8 +775,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
 
   /** How long this upload may stay idle (expiry-policy.ts), or `undefined`: it never expires. */
   #periodOf(record: object, size: number | undefined, offset: number): number | undefined {
-    const periods = { expireAfterMs: this.expireAfterMs, partialHoldMs: this.partialHoldMs }
-    return idlePeriodOf(record, size, offset, periods)
+    return idlePeriodOf(record, size, offset, this.#periods)
   }
 
   #factsOf(record: Upload, offset: number, mtimeMs: number): UploadFacts {

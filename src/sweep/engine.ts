@@ -24,6 +24,7 @@ import {
   DEFAULT_ID_PATTERN,
   type Downtime,
   defaultPartialHoldMs,
+  type IdlePeriods,
   idlePeriodOf,
   isExpired,
   lastActivityMs,
@@ -380,7 +381,7 @@ class Sweep {
   readonly started = performance.now()
   readonly report: SweepReport
   readonly root: string
-  readonly partialHoldMs: number
+  readonly periods: IdlePeriods
 
   constructor(readonly options: SweepOptions) {
     this.fs = guardingSync(options.fs ?? callbackFs, options.clock ?? (() => performance.now()))
@@ -389,10 +390,9 @@ class Sweep {
     this.maxIds = options.maxReportedIds ?? DEFAULT_MAX_REPORTED_IDS
     this.report = newReport(options.dryRun === true)
     this.root = path.resolve(options.directory)
-    this.partialHoldMs = Math.max(
-      options.partialHoldMs ?? defaultPartialHoldMs(options.expireAfterMs),
-      options.expireAfterMs,
-    )
+    const { expireAfterMs } = options
+    const hold = options.partialHoldMs ?? defaultPartialHoldMs(expireAfterMs)
+    this.periods = { expireAfterMs, partialHoldMs: Math.max(hold, expireAfterMs) }
   }
 
   /**
@@ -405,10 +405,8 @@ class Sweep {
 
   /** Whether a session of this record and data file has expired (expiry-policy.ts). */
   recordExpired(record: Record<string, unknown>, data: fs.Stats): boolean {
-    const { expireAfterMs } = this.options
-    const periods = { expireAfterMs, partialHoldMs: this.partialHoldMs }
     const bytes = verifiedBytes(record, data.size)
-    const period = idlePeriodOf(record, recordSize(record), bytes, periods)
+    const period = idlePeriodOf(record, recordSize(record), bytes, this.periods)
     return period !== undefined && this.expired(data.mtimeMs, period)
   }
 
