@@ -26,7 +26,6 @@ import {
   sha256,
   sha256Of,
   signal,
-  sleep,
   startServer,
   TUS,
   tusUpload,
@@ -318,33 +317,35 @@ describe('a final upload that cannot be made', () => {
 
 /**
  * A final POST whose client goes away before the answer: the user's onUploadCreate hook (a real
- * hook of the app) waits until the test has closed the client's socket, so the assembly runs
- * after the client is gone. Resolves once the final's data file and record are in place.
+ * hook of the app) waits until the server has seen the client's socket close (the request's
+ * signal), so the assembly runs after the client is gone.
  */
 async function finalWithClientGone(tus: TusServerOptions = {}) {
   const entered = signal()
-  const goOn = signal()
   const server = await startServer({
     expireAfterMs: HOUR,
     tus: {
       ...tus,
       onUploadCreate: async (req) => {
         if (req.headers.get('x-test') === 'abandoned final') {
+          const gone = req.signal
           entered.resolve()
-          await goOn.promise
+          if (!gone.aborted) {
+            await new Promise((resolve) => gone.addEventListener('abort', resolve, { once: true }))
+          }
         }
         return {}
       },
     },
   })
-  return { server, entered, goOn }
+  return { server, entered }
 }
 
 /** Sends a final POST on a raw socket and closes it once the server's hook has it. */
 async function abandonFinal(
   server: { endpoint: string },
   urls: string[],
-  hook: { entered: { promise: Promise<void> }; goOn: { resolve: () => void } },
+  hook: { entered: { promise: Promise<void> } },
 ) {
   const target = new URL(server.endpoint)
   const socket = net.connect(Number(target.port), target.hostname)
@@ -354,19 +355,17 @@ async function abandonFinal(
       `Upload-Concat: final;${urls.join(' ')}\r\nX-Test: abandoned final\r\nContent-Length: 0\r\n\r\n`,
   )
   await hook.entered.promise
-  await new Promise<void>((resolve) => socket.end(resolve))
   socket.destroy()
-  // The server sees the client go before its hook returns and the assembly starts.
-  await sleep(100)
-  hook.goOn.resolve()
 }
 
 /** The one final upload (a record of kind final) in `directory`, once it is there. */
 async function theFinal(directory: string): Promise<Record<string, unknown>> {
   return waitFor(async () => {
     for (const name of await listing(directory)) {
-      if (!name.endsWith('.json')) continue
-      const record = JSON.parse(await fs.readFile(path.join(directory, name), 'utf8'))
+      // Records only, not the store's temporary files (renamed away as they are read).
+      if (!name.endsWith('.json') || name.startsWith('.')) continue
+      const text = await fs.readFile(path.join(directory, name), 'utf8').catch(() => '{}')
+      const record = JSON.parse(text)
       if (record.concat === 'final') return record
     }
     return undefined

@@ -64,6 +64,7 @@ import {
   tooLargeForStore,
 } from './free-space.js'
 import {
+  type GrowingUpload,
   LocalQuotaCounter,
   QUOTA_UNAVAILABLE,
   type QuotaCounter,
@@ -348,11 +349,15 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * are taken for it: 507 when they do not fit now, 413 when the upload's `wholeBytes` never
    * could. The bytes go back if `write` fails.
    */
-  async withQuota<T>(bytes: number, write: () => Promise<T>, wholeBytes = bytes): Promise<T> {
+  async withQuota<T>(
+    bytes: number,
+    write: () => Promise<T>,
+    { wholeBytes = bytes, grows }: { wholeBytes?: number; grows?: GrowingUpload } = {},
+  ): Promise<T> {
     const quota = this.quota
     if (!quota || bytes <= 0) return write()
     if (wholeBytes > quota.maxStoreBytes) throw tooLargeForQuota(wholeBytes, quota.maxStoreBytes)
-    const claim = await quota.claim(bytes).catch(() => {
+    const claim = await quota.claim(bytes, { grows }).catch(() => {
       throw QUOTA_UNAVAILABLE
     })
     if (claim.granted < bytes) {
@@ -385,7 +390,9 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       () => 0,
     )
     await this.reserve(length - written, length)
-    return this.withQuota(length - written, declare, length)
+    // A walk counted its bytes before the declaration, and counts its length after it.
+    const grows = { id, from: written }
+    return this.withQuota(length - written, declare, { wholeBytes: length, grows })
   }
 
   /**
@@ -440,43 +447,49 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     if (concat?.kind === 'final') {
       await this.#createFinal(upload, concat, file)
     } else {
-      await this.withQuota(upload.size ?? 0, async () => {
-        // The record is staged while the data file is created, and renamed into place once the
-        // data file (O_EXCL) says the id is this creation's; the data file's clock (for
-        // `Upload-Expires`) is read on its descriptor, which is closed alongside the rename.
-        const record = (concat ? { ...upload, [CONCAT]: 'partial' } : upload) as Upload
-        let staging = this.configstore.stage(upload.id, record)
-        staging.catch(() => {})
-        let fd: number
-        try {
-          fd = await createEmptyFile(file)
-        } catch (error) {
-          await staging.then(
-            (staged) => staged.discard(),
-            () => {},
-          )
-          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
-          await fsp.mkdir(path.dirname(file), { recursive: true })
-          fd = await createEmptyFile(file)
-          staging = this.configstore.stage(upload.id, record)
-        }
-        // Synchronous: the inode of a descriptor just opened is in memory, so no disk is waited
-        // for, and a round trip through libuv's pool costs more than the call.
-        try {
-          created = fs.fstatSync(fd).mtimeMs
-        } catch {
-          // `factsOfCreation` then reads the clock with an lstat.
-        }
-        const [committed] = await Promise.allSettled([
-          staging.then((staged) => staged.commit()),
-          closeFd(fd),
-        ])
-        if (committed.status === 'rejected') {
-          // No record (the disk is full, say): the new data file is nobody's.
-          await fsp.unlink(file).catch(() => {})
-          throw committed.reason
-        }
-      })
+      // A walk finds nothing of the upload before its creation.
+      const grows = { id: upload.id, from: 0 }
+      await this.withQuota(
+        upload.size ?? 0,
+        async () => {
+          // The record is staged while the data file is created, and renamed into place once the
+          // data file (O_EXCL) says the id is this creation's; the data file's clock (for
+          // `Upload-Expires`) is read on its descriptor, which is closed alongside the rename.
+          const record = (concat ? { ...upload, [CONCAT]: 'partial' } : upload) as Upload
+          let staging = this.configstore.stage(upload.id, record)
+          staging.catch(() => {})
+          let fd: number
+          try {
+            fd = await createEmptyFile(file)
+          } catch (error) {
+            await staging.then(
+              (staged) => staged.discard(),
+              () => {},
+            )
+            if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+            await fsp.mkdir(path.dirname(file), { recursive: true })
+            fd = await createEmptyFile(file)
+            staging = this.configstore.stage(upload.id, record)
+          }
+          // Synchronous: the inode of a descriptor just opened is in memory, so no disk is waited
+          // for, and a round trip through libuv's pool costs more than the call.
+          try {
+            created = fs.fstatSync(fd).mtimeMs
+          } catch {
+            // `factsOfCreation` then reads the clock with an lstat.
+          }
+          const [committed] = await Promise.allSettled([
+            staging.then((staged) => staged.commit()),
+            closeFd(fd),
+          ])
+          if (committed.status === 'rejected') {
+            // No record (the disk is full, say): the new data file is nobody's.
+            await fsp.unlink(file).catch(() => {})
+            throw committed.reason
+          }
+        },
+        { grows },
+      )
     }
     upload.storage = { type: 'file', path: file }
     this.#kindOf.set(upload, { concat: concat?.kind, created })
@@ -610,7 +623,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
           space?.release(0)
         }
       },
-      size,
+      { wholeBytes: size },
     )
     return unique
   }
@@ -847,24 +860,28 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     // Marked right before the walk: what is written between the two may be counted twice.
     const recount = this.quota && !options.dryRun ? this.quota : undefined
     const mark = await recount?.mark()
-    const report = await sweepDirectory({
-      holders: tokens && { tokens, at },
-      tallyAs: recount?.growingUploads(),
-      ...options,
-      directory: this.directory,
-      expireAfterMs: this.expireAfterMs,
-      partialHoldMs: this.partialHoldMs,
-      downtime: this.downtime,
-      locker: this.#locker,
-      idPattern: this.#idPattern,
-      tally: this.quota !== undefined,
-    })
-    if (recount && mark !== undefined && !report.aborted && report.storeBytes !== undefined) {
-      await recount.recount(report.storeBytes, mark).catch((err: unknown) => {
-        options.log?.warn({ err }, 'fastify-tus sweep: could not store the recounted quota total')
+    try {
+      const report = await sweepDirectory({
+        holders: tokens && { tokens, at },
+        tallyAs: recount?.growingUploads(),
+        ...options,
+        directory: this.directory,
+        expireAfterMs: this.expireAfterMs,
+        partialHoldMs: this.partialHoldMs,
+        downtime: this.downtime,
+        locker: this.#locker,
+        idPattern: this.#idPattern,
+        tally: this.quota !== undefined,
       })
+      if (recount && mark !== undefined && !report.aborted && report.storeBytes !== undefined) {
+        await recount.recount(report.storeBytes, mark).catch((err: unknown) => {
+          options.log?.warn({ err }, 'fastify-tus sweep: could not store the recounted quota total')
+        })
+      }
+      return report
+    } finally {
+      recount?.walked()
     }
-    return report
   }
 
   /** Gives up the directory (another process may serve it now); once the store is done. */

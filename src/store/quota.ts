@@ -213,6 +213,12 @@ export class RedisQuotaCounter implements QuotaCounter {
   }
 }
 
+/** The upload a claim grows, and what a walk counted for it before (see `growingUploads`). */
+export interface GrowingUpload {
+  id: string
+  from: number
+}
+
 /** Bytes taken from the quota, in flight until `settle` says how many of them stay. */
 export interface QuotaClaim {
   readonly granted: number
@@ -236,10 +242,13 @@ export class StoreQuota {
   /** This process' claims in flight: token → granted bytes (refreshed in Redis while alive). */
   readonly #inFlight = new Map<string, number>()
   /**
-   * The uploads this process' claims in flight grow (PATCH bodies of deferred-length uploads):
-   * token → the upload's id and the bytes it held when its claim began (`uploadsInFlight`).
+   * The uploads this process' claims in flight grow (a creation, a length declared, a PATCH body
+   * of a deferred-length upload): token → the upload's id and the bytes the walk would have
+   * counted for it before its claim (`growingUploads`).
    */
-  readonly #growing = new Map<string, { id: string; from: number }>()
+  readonly #growing = new Map<string, GrowingUpload>()
+  /** While a recount walks: the uploads of the claims that ended since its mark, the same way. */
+  #walking: Map<string, number> | undefined
   #refreshing: NodeJS.Timeout | undefined
 
   constructor(maxStoreBytes: number, counter: QuotaCounter, count: () => Promise<number>) {
@@ -267,7 +276,7 @@ export class StoreQuota {
    */
   async claim(
     bytes: number,
-    { partial = false, grows }: { partial?: boolean; grows?: { id: string; from: number } } = {},
+    { partial = false, grows }: { partial?: boolean; grows?: GrowingUpload | undefined } = {},
   ): Promise<QuotaClaim> {
     if (bytes <= 0) return NO_CLAIM
     const token = randomUUID()
@@ -296,6 +305,7 @@ export class StoreQuota {
       settle: async (kept) => {
         this.#untrack(token)
         this.#growing.delete(token)
+        if (grows) this.#walking?.set(grows.id, grows.from)
         const giveBack = Math.max(0, granted - Math.max(0, kept))
         // A failure leaves the bytes counted (and the claim in flight, until it expires): the
         // next sweep's recount corrects the total.
@@ -330,25 +340,30 @@ export class StoreQuota {
   }
 
   /**
-   * What a recount's walk should count for the uploads that this process' claims grow: the bytes
-   * each held when its claim began, not what it holds by then, since the claim counts the rest
-   * (in flight at the mark, or added since): counting what the body wrote meanwhile a second
-   * time would refuse bytes until the next sweep. Those in flight at the call, and those that
-   * begin later, as the walk reaches them.
+   * What a recount's walk should count for the uploads of this process' claims made or in flight
+   * since its mark: what each held before its claim, not what it holds by then, since the claim
+   * counts the rest (in flight at the mark, or added since): counting the new bytes or length a
+   * second time would refuse bytes until the next sweep.
    */
   growingUploads(): Pick<ReadonlyMap<string, number>, 'get'> {
-    const atMark = new Map([...this.#growing.values()].map(({ id, from }) => [id, from]))
     return {
       get: (id) => {
         for (const growing of this.#growing.values()) if (growing.id === id) return growing.from
-        return atMark.get(id)
+        return this.#walking?.get(id)
       },
     }
   }
 
   /** Where a recount starts; `undefined` when the counter fails (then nothing is recounted). */
-  mark(): Promise<QuotaMark | undefined> {
-    return this.counter.mark().catch(() => undefined)
+  async mark(): Promise<QuotaMark | undefined> {
+    const mark = await this.counter.mark().catch(() => undefined)
+    if (mark) this.#walking = new Map()
+    return mark
+  }
+
+  /** The walk that began at the last mark has ended (recounted or not). */
+  walked(): void {
+    this.#walking = undefined
   }
 
   /** A sweep walked the whole store and found `walked` bytes. */
