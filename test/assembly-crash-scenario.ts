@@ -20,6 +20,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { TEMP_PREFIX } from '../src/store/record-file.js'
 import { freePort } from './crash-scenario.js'
+import { closedByAll } from './proc.js'
 import { dataPool, prng } from './soak-scenario.js'
 
 export interface AssemblySoakOptions {
@@ -138,8 +139,11 @@ export async function runAssemblyCrashSoak(o: AssemblySoakOptions): Promise<Asse
         child.kill('SIGKILL')
         await new Promise((resolve) => child.once('exit', resolve))
         result.kills++
-        // The kernel kills the copy with its server (a copy call under way ends first).
-        await sleep(50)
+        // The kernel kills the copy with its server (a copy call under way ends first): once
+        // nothing holds the files open, they must not grow.
+        for (const name of temps) {
+          await closedByAll(path.join(directory, name)).catch(() => result.grewAfterKill.push(name))
+        }
         const sizes = await sizesOf(directory, temps)
         await sleep(300)
         for (const [name, size] of await sizesOf(directory, temps)) {
