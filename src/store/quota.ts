@@ -356,8 +356,11 @@ export class StoreQuota {
 
   /** Where a recount starts; `undefined` when the counter fails (then nothing is recounted). */
   async mark(): Promise<QuotaMark | undefined> {
+    // Before the counter's mark, not after it: a claim in flight at the mark that ends while
+    // the mark is on its way to Redis is counted by the mark, so the walk must not count it.
+    this.#walking = new Map()
     const mark = await this.counter.mark().catch(() => undefined)
-    if (mark) this.#walking = new Map()
+    if (!mark) this.#walking = undefined
     return mark
   }
 
