@@ -121,11 +121,13 @@ async function readFinal(
     partials.push(id)
   }
   const header = `final;${urls.join(' ')}`
-  // A retry of a creation whose answer was lost: the final exists, or is being assembled here.
-  const existing = await store.finals.finalOf(partials)
-  if (existing !== undefined) {
-    return { concat: { kind: 'final', partials, header, existing }, length: 0 }
-  }
+  const retried = (existing: string) => ({
+    concat: { kind: 'final' as const, partials, header, existing },
+    length: 0,
+  })
+  // A retry of a creation whose answer was lost, while the final is assembled here: its answer.
+  const building = await store.finals.beingBuilt(partials)
+  if (building !== undefined) return retried(building)
   // Checked here to answer before anything is created; the store checks again under the locks.
   let total = 0
   for (const id of partials) {
@@ -134,7 +136,9 @@ async function readFinal(
     } catch (error) {
       const { status_code, body } = error as Partial<TusError>
       if (typeof status_code !== 'number' || typeof body !== 'string') throw error
-      return { status: status_code, body }
+      // A partial gone (410): used by a final already made of these partials, a retry's answer.
+      const existing = status_code === 410 && (await store.finals.recordedFinalOf(partials))
+      return existing ? retried(existing) : { status: status_code, body }
     }
   }
   return { concat: { kind: 'final', partials, header }, length: total }

@@ -540,14 +540,6 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const locks = await lockPartials(this.#locker, concat.partials)
     let handedOff = false
     try {
-      // Another request of the same final got the locks first and built it: the client retries
-      // (409 is retried by tus clients), and its retry is answered with that final.
-      if (await this.finals.recordedFinalOf(concat.partials)) {
-        throw tusError(
-          409,
-          'these partial uploads were just assembled; send the final upload again',
-        )
-      }
       const { unique } = await this.finals.build(concat.partials, async () => ({
         id: upload.id,
         unique: await this.#assembleFinal(upload, concat, file),
@@ -588,11 +580,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     concat: Extract<Concat, { kind: 'final' }>,
     file: string,
   ): Promise<Map<string, number>> {
-    // Looked at again under the locks: a partial may have expired or gone since the request's check.
-    const sources: CopySource[] = []
-    for (const id of concat.partials) {
-      sources.push({ file: this.dataPathOf(id), bytes: await this.checkPartial(id) })
-    }
+    const sources = await this.#checkPartialsLocked(concat.partials)
     const size = sources.reduce((sum, source) => sum + source.bytes, 0)
     if (size !== upload.size) {
       throw tusError(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
@@ -626,6 +614,30 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       { wholeBytes: size },
     )
     return unique
+  }
+
+  /**
+   * The partials looked at again under their locks: one may have expired or gone since the
+   * request's check. One that another request of the same final used meanwhile (it got the
+   * locks first) answers 409, which tus clients retry: the retry is answered with that final.
+   */
+  async #checkPartialsLocked(partials: readonly string[]): Promise<CopySource[]> {
+    const sources: CopySource[] = []
+    for (const id of partials) {
+      try {
+        sources.push({ file: this.dataPathOf(id), bytes: await this.checkPartial(id) })
+      } catch (error) {
+        const gone = (error as Partial<TusError>).status_code === 410
+        if (gone && (await this.finals.recordedFinalOf(partials))) {
+          throw tusError(
+            409,
+            'these partial uploads were just assembled; send the final upload again',
+          )
+        }
+        throw error
+      }
+    }
+    return sources
   }
 
   /**

@@ -5,7 +5,7 @@
  * URLs, in the same order) is answered with the final already built, or, in this process, with
  * the one being built:
  *
- * - while it is built, a retry in this process waits for it (`finalOf`);
+ * - while it is built, a retry in this process waits for it (`beingBuilt`);
  * - once built, each partial's record stays, marked `taken_by` the final (`markTaken`), for
  *   `expireAfterMs`: a retry finds the final through it, and tus-js-client, which first asks each
  *   partial's offset again, sees it finished (file-store.ts answers a taken partial as finished);
@@ -44,7 +44,7 @@ export class Finals {
 
   /**
    * Runs the assembly of the final upload of `partials`; a retry of it in this process meanwhile
-   * waits for it (`finalOf`). Resolves to what `assemble` resolves to, with the final's `id`.
+   * waits for it (`beingBuilt`). Resolves to what `assemble` resolves to, with the final's `id`.
    */
   async build<T extends { id: string }>(
     partials: readonly string[],
@@ -65,18 +65,17 @@ export class Finals {
   }
 
   /**
-   * The final upload already made of exactly these partials (a retried creation), or the one
-   * being made here (waited for); `undefined` when there is none.
+   * The final of exactly these partials being assembled here (a retried creation waits for it
+   * and resolves to its id, or to `undefined` if it failed); `undefined` when there is none.
    */
-  async finalOf(partials: readonly string[]): Promise<string | undefined> {
-    const building = this.#building.get(partials.join(' '))
-    if (building) return building
-    return this.recordedFinalOf(partials)
+  beingBuilt(partials: readonly string[]): Promise<string | undefined> | undefined {
+    return this.#building.get(partials.join(' '))
   }
 
   /**
-   * `finalOf` from the records alone: a final that one of the partials' records says took it (a
-   * crash may have marked only some of them), and whose own record lists exactly these partials.
+   * The final already made of exactly these partials (a retried creation): one that a partial's
+   * record says took it (a crash may have marked only some of them), and whose own record lists
+   * exactly these partials. Read only once a partial answered that it is gone (410).
    */
   async recordedFinalOf(partials: readonly string[]): Promise<string | undefined> {
     const takers = new Set<string>()
