@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { concatenateFiles } from '../src/store/concatenation.js'
+import { concatenateFiles } from '../src/backends/file/concatenation.js'
 
 const [dir, partArg, partsArg, roundsArg] = process.argv.slice(2) as [
   string,

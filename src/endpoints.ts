@@ -17,9 +17,9 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import type { Server } from '@tus/server'
 import type { FastifyInstance } from 'fastify'
+import { asS3Store } from './backends/s3/store.js'
 import { AlreadyRegisteredError, DirectoryInUseError, InvalidOptionError } from './errors.js'
 import type { ResolvedOptions } from './options.js'
-import { asS3Store } from './s3/store.js'
 
 /** `fastify.tus` and `fastify.tusCleanup` with namespaces: one entry per namespace. */
 export interface FastifyTusNamespaced<T> {

@@ -6,6 +6,7 @@
 import { fastifyTus } from './plugin.js'
 
 export { EVENTS, type Upload } from '@tus/utils'
+export type { SweepReport } from './backends/file/sweep-engine.js'
 export type { FastifyTusNamespaced } from './endpoints.js'
 export {
   AlreadyRegisteredError,
@@ -20,6 +21,7 @@ export {
   MetricsUnavailableError,
   S3CacheError,
 } from './errors.js'
+export { DEFAULT_ID_PATTERN } from './expiry/policy.js'
 export { fastifyRequestOf } from './http/fastify-request.js'
 export type {
   FastifyTusMetricsOptions,
@@ -30,8 +32,6 @@ export type {
 } from './options.js'
 export type { TusCleanupDecorator } from './plugin.js'
 export type { RedisClient } from './redis/locker.js'
-export { DEFAULT_ID_PATTERN } from './store/expiry-policy.js'
-export type { SweepReport } from './sweep/engine.js'
 export type { RunOptions } from './sweep/schedule.js'
 export { fastifyTus }
 export default fastifyTus

@@ -8,10 +8,10 @@
  * additions (label children are looked up once and kept): 0.29 µs for the counting itself.
  */
 import type { Counter, Registry } from 'prom-client'
+import type { FreeSpace } from './backends/file/free-space.js'
+import type { StoreQuota } from './backends/file/quota.js'
 import { MetricsUnavailableError } from './errors.js'
 import type { ResolvedMetricsOptions } from './options.js'
-import type { FreeSpace } from './store/free-space.js'
-import type { StoreQuota } from './store/quota.js'
 import type { ScheduleObserver, SweepOutcome } from './sweep/schedule.js'
 
 type PromClient = typeof import('prom-client')

@@ -5,8 +5,8 @@ import type { ServerOptions } from '@tus/server'
 import type { DataStore, Locker } from '@tus/utils'
 import { checkMilliseconds, MAX_TIMER_MS } from './duration.js'
 import { InvalidOptionError } from './errors.js'
+import { DEFAULT_ID_PATTERN, defaultPartialHoldMs } from './expiry/policy.js'
 import { REDIS_LOCKER_DEFAULTS, type RedisClient } from './redis/locker.js'
-import { DEFAULT_ID_PATTERN, defaultPartialHoldMs } from './store/expiry-policy.js'
 
 /** @tus/server options passed through; `path` and `datastore` come from the plugin's own options. */
 export type TusServerOptions = Partial<Omit<ServerOptions, 'path' | 'locker'>> & {

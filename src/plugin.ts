@@ -9,6 +9,18 @@ import { MemoryLocker, type Server } from '@tus/server'
 import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { datastoreSweepOffReason, sweepDatastore } from './backends/datastore/sweep.js'
+import { CloseMarker, readDowntime } from './backends/file/downtime.js'
+import { ExpiringFileStore } from './backends/file/file-store.js'
+import { RedisQuotaCounter } from './backends/file/quota.js'
+import type { SweepReport } from './backends/file/sweep-engine.js'
+import {
+  adoptS3Store,
+  asS3Store,
+  assertSharedCache,
+  type S3StoreLike,
+  s3Sweep,
+} from './backends/s3/store.js'
 import {
   checkDecorators,
   claimStore,
@@ -17,26 +29,14 @@ import {
   endpointPath,
   type FastifyTusNamespaced,
 } from './endpoints.js'
+import type { Downtime } from './expiry/policy.js'
 import { tusRoutes } from './http/routes.js'
 import { createTusServer } from './http/tus-server.js'
+import { ActivityLocker } from './locking/activity-locker.js'
 import { TusMetrics } from './metrics.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
-import {
-  adoptS3Store,
-  asS3Store,
-  assertSharedCache,
-  type S3StoreLike,
-  s3Sweep,
-} from './s3/store.js'
-import { CloseMarker, readDowntime } from './store/downtime.js'
-import type { Downtime } from './store/expiry-policy.js'
-import { ExpiringFileStore } from './store/file-store.js'
-import { RedisQuotaCounter } from './store/quota.js'
-import { ActivityLocker } from './sweep/activity-locker.js'
-import { datastoreSweepOffReason, sweepDatastore } from './sweep/datastore-sweep.js'
-import type { SweepReport } from './sweep/engine.js'
 import { type RunOptions, type ScheduleLogger, SweepSchedule } from './sweep/schedule.js'
 import { assertTusInternals } from './tus-internals.js'
 

@@ -10,9 +10,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { EVENTS } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
+import { concatenateFiles } from '../src/backends/file/concatenation.js'
+import { PROCESS_TOKEN } from '../src/backends/file/record-file.js'
 import type { TusServerOptions } from '../src/options.js'
-import { concatenateFiles } from '../src/store/concatenation.js'
-import { PROCESS_TOKEN } from '../src/store/record-file.js'
 import {
   age,
   pattern as bytes,

@@ -16,8 +16,8 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { METADATA_SUFFIX, UNVERIFIED_FROM } from '../src/store/expiry-policy.js'
-import { TEMP_PREFIX } from '../src/store/record-file.js'
+import { TEMP_PREFIX } from '../src/backends/file/record-file.js'
+import { METADATA_SUFFIX, UNVERIFIED_FROM } from '../src/expiry/policy.js'
 import { dataPool, prng } from './soak-scenario.js'
 
 const KiB = 1024

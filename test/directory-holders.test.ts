@@ -9,7 +9,11 @@ import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { HOLDERS_DIRECTORY, type Holder, joinHolders } from '../src/store/directory-holders.js'
+import {
+  HOLDERS_DIRECTORY,
+  type Holder,
+  joinHolders,
+} from '../src/backends/file/directory-holders.js'
 import {
   age,
   createUpload,

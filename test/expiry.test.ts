@@ -7,8 +7,8 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import * as tus from 'tus-js-client'
 import { describe, expect, it } from 'vitest'
-import { lastActivityMs } from '../src/store/expiry-policy.js'
-import { ExpiringFileStore } from '../src/store/file-store.js'
+import { ExpiringFileStore } from '../src/backends/file/file-store.js'
+import { lastActivityMs } from '../src/expiry/policy.js'
 import {
   age,
   pattern as bytes,

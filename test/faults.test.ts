@@ -11,9 +11,9 @@ import path from 'node:path'
 import { Upload } from '@tus/utils'
 import Fastify from 'fastify'
 import { describe, expect, it, onTestFinished } from 'vitest'
+import { ExpiringFileStore } from '../src/backends/file/file-store.js'
+import { type SweepFs, sweepDirectory } from '../src/backends/file/sweep-engine.js'
 import fastifyTus from '../src/index.js'
-import { ExpiringFileStore } from '../src/store/file-store.js'
-import { type SweepFs, sweepDirectory } from '../src/sweep/engine.js'
 import {
   age,
   pattern as bytes,

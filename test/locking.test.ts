@@ -7,7 +7,7 @@ import path from 'node:path'
 import { MemoryLocker } from '@tus/server'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
-import { MAX_LOCK_WAITERS, type SweepLocker } from '../src/sweep/activity-locker.js'
+import { MAX_LOCK_WAITERS, type SweepLocker } from '../src/locking/activity-locker.js'
 import {
   age,
   createUpload,

@@ -16,9 +16,9 @@
 import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { METADATA_SUFFIX, recordSize, wholeName } from '../store/expiry-policy.js'
-import { readRecordFile } from '../store/record-file.js'
-import { walkTree } from '../store/walk.js'
+import { readRecordFile } from '../backends/file/record-file.js'
+import { walkTree } from '../backends/file/walk.js'
+import { METADATA_SUFFIX, recordSize, wholeName } from '../expiry/policy.js'
 
 export interface StoreCheckOptions {
   /** Names of uploads, relative paths with `/` for nested ids. */

@@ -13,9 +13,9 @@
  */
 import type { Server } from '@tus/server'
 import { EVENTS, type Upload } from '@tus/utils'
-import { isFinished } from '../store/expiry-policy.js'
-import type { ExpiringFileStore, UploadFacts } from '../store/file-store.js'
-import { answerRawMetadata } from '../store/raw-metadata.js'
+import type { ExpiringFileStore, UploadFacts } from '../backends/file/file-store.js'
+import { answerRawMetadata } from '../backends/file/raw-metadata.js'
+import { isFinished } from '../expiry/policy.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { CHECKSUM_ALGORITHMS } from './protocol.js'
 import { uploadWrittenBy } from './write-path.js'

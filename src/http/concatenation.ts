@@ -21,10 +21,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Server } from '@tus/server'
 import { EVENTS, TUS_RESUMABLE, type Upload } from '@tus/utils'
+import { type Concat, markConcat, type TusError, tusError } from '../backends/file/concatenation.js'
+import type { ExpiringFileStore } from '../backends/file/file-store.js'
+import type { HeldFinal } from '../backends/file/finals.js'
 import type { TusServerOptions } from '../options.js'
-import { type Concat, markConcat, type TusError, tusError } from '../store/concatenation.js'
-import type { ExpiringFileStore } from '../store/file-store.js'
-import type { HeldFinal } from '../store/finals.js'
 import { tusCorsHeaders, uploadUrlFor } from '../tus-internals.js'
 import type { Refusal } from './protocol.js'
 

@@ -14,9 +14,9 @@ import type {
   HTTPMethods,
 } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
+import type { Concat } from '../backends/file/concatenation.js'
+import type { ExpiringFileStore } from '../backends/file/file-store.js'
 import type { TusMetrics } from '../metrics.js'
-import type { Concat } from '../store/concatenation.js'
-import type { ExpiringFileStore } from '../store/file-store.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { answerFixes, type UploadDescriber } from './answer.js'
 import { cancelSafe } from './cancel-safe.js'

@@ -6,9 +6,9 @@
  */
 import { Server } from '@tus/server'
 import type { DataStore, Locker } from '@tus/utils'
+import type { ExpiringFileStore } from '../backends/file/file-store.js'
+import { keepingRawMetadata } from '../backends/file/raw-metadata.js'
 import type { TusServerOptions } from '../options.js'
-import type { ExpiringFileStore } from '../store/file-store.js'
-import { keepingRawMetadata } from '../store/raw-metadata.js'
 import { setHandlerStore } from '../tus-internals.js'
 import { markingConcat, refusingPatchOfFinal } from './concatenation.js'
 import { uploadIdFromPath } from './protocol.js'

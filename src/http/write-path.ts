@@ -22,16 +22,21 @@ import { promisify } from 'node:util'
 import type { Server } from '@tus/server'
 import { type CancellationContext, ERRORS, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
-import type { DirectWriteStore } from '../store/direct-write.js'
-import { diskFull, insufficientStorage, isDiskFull, type SpaceClaim } from '../store/free-space.js'
-import { QUOTA_UNAVAILABLE, type QuotaClaim, quotaExceeded } from '../store/quota.js'
+import type { DirectWriteStore } from '../backends/file/direct-write.js'
+import {
+  diskFull,
+  insufficientStorage,
+  isDiskFull,
+  type SpaceClaim,
+} from '../backends/file/free-space.js'
+import { QUOTA_UNAVAILABLE, type QuotaClaim, quotaExceeded } from '../backends/file/quota.js'
 import {
   closeFd,
   isMissing,
   openStoreFd,
   truncateFd,
   UnsafeFileError,
-} from '../store/record-file.js'
+} from '../backends/file/record-file.js'
 import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { CHECKSUM_MISMATCH, type Checksum, parseChecksum } from './protocol.js'
 

@@ -3,21 +3,8 @@
  * your own job, the built-in store in your own tus server, the Redis locker elsewhere). The
  * plugin itself is in the main entry, `fastify-tus`.
  */
-export { type HeldLease, RedisSweepLease, type SweepLease } from '../redis/lease.js'
-export {
-  type RedisClient,
-  RedisLocker,
-  type RedisLockerOptions,
-  type RedisSubscriber,
-} from '../redis/locker.js'
-export {
-  type S3Removal,
-  type S3SweepClient,
-  type S3SweepOptions,
-  sweepS3Bucket,
-} from '../s3/sweep.js'
-export { ExpiringFileStore, type ExpiringFileStoreOptions } from '../store/file-store.js'
-export { ActivityLocker, type HeldLock, type SweepLocker } from './activity-locker.js'
+
+export { ExpiringFileStore, type ExpiringFileStoreOptions } from '../backends/file/file-store.js'
 export {
   type Removal,
   type SweepFs,
@@ -25,4 +12,18 @@ export {
   type SweepOptions,
   type SweepReport,
   sweepDirectory,
-} from './engine.js'
+} from '../backends/file/sweep-engine.js'
+export {
+  type S3Removal,
+  type S3SweepClient,
+  type S3SweepOptions,
+  sweepS3Bucket,
+} from '../backends/s3/sweep.js'
+export { ActivityLocker, type HeldLock, type SweepLocker } from '../locking/activity-locker.js'
+export { type HeldLease, RedisSweepLease, type SweepLease } from '../redis/lease.js'
+export {
+  type RedisClient,
+  RedisLocker,
+  type RedisLockerOptions,
+  type RedisSubscriber,
+} from '../redis/locker.js'

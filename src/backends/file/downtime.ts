@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import type { Downtime } from './expiry-policy.js'
+import type { Downtime } from '../../expiry/policy.js'
 
 export const CLOSED_MARKER = '.fastify-tus-closed'
 

@@ -4,8 +4,8 @@
  * this sweep. Such stores expire by their own rules; see the README.
  */
 import type { DataStore } from '@tus/utils'
-import { InvalidOptionError } from '../errors.js'
-import { newReport, type SweepReport } from './engine.js'
+import { InvalidOptionError } from '../../errors.js'
+import { newReport, type SweepReport } from '../file/sweep-engine.js'
 
 export async function sweepDatastore(store: DataStore, dryRun: boolean): Promise<SweepReport> {
   if (dryRun) {

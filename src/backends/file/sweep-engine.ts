@@ -33,15 +33,10 @@ import {
   TAKEN_BY,
   verifiedBytes,
   wholeName,
-} from '../store/expiry-policy.js'
-import {
-  readRecordFile,
-  readRecordFileSync,
-  TEMP_PREFIX,
-  tempFileToken,
-} from '../store/record-file.js'
-import { walkTree, walkTreeSync } from '../store/walk.js'
-import type { SweepLocker } from './activity-locker.js'
+} from '../../expiry/policy.js'
+import type { SweepLocker } from '../../locking/activity-locker.js'
+import { readRecordFile, readRecordFileSync, TEMP_PREFIX, tempFileToken } from './record-file.js'
+import { walkTree, walkTreeSync } from './walk.js'
 
 /** The filesystem calls the engine makes; tests inject faults here. */
 export type SweepFs = Pick<typeof fsp, 'opendir' | 'lstat' | 'readFile' | 'unlink'> & {

@@ -6,7 +6,7 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { ERRORS, isPathInsideDirectory, type KvStore, type Upload } from '@tus/utils'
-import { METADATA_SUFFIX } from './expiry-policy.js'
+import { METADATA_SUFFIX } from '../../expiry/policy.js'
 import {
   readRecordFile,
   type StagedRecord,

@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { DirectoryInUseError } from '../errors.js'
+import { DirectoryInUseError } from '../../errors.js'
 import { PROCESS_TOKEN } from './record-file.js'
 
 export const HOLDERS_DIRECTORY = '.fastify-tus-holders'

@@ -24,10 +24,10 @@
  * Only names matching `idPattern` are ever removed; the object `<id>` (a finished upload) and
  * every other object of the bucket are never touched.
  */
-import { isExpired } from '../store/expiry-policy.js'
-import type { SweepLocker } from '../sweep/activity-locker.js'
-import type { SweepLogger, SweepReport } from '../sweep/engine.js'
-import { newReport } from '../sweep/engine.js'
+import { isExpired } from '../../expiry/policy.js'
+import type { SweepLocker } from '../../locking/activity-locker.js'
+import type { SweepLogger, SweepReport } from '../file/sweep-engine.js'
+import { newReport } from '../file/sweep-engine.js'
 
 /** The S3 calls the sweep makes: a subset of @aws-sdk/client-s3's aggregated `S3` client. */
 export interface S3SweepClient {

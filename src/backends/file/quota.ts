@@ -19,9 +19,9 @@
  * never overfilling.
  */
 import { randomUUID } from 'node:crypto'
-import { attempt, bounded, CALL_TIMEOUT_MS } from '../redis/bounded.js'
-import type { RedisClient } from '../redis/locker.js'
-import { type Scripts, scriptsOf } from '../redis/scripts.js'
+import { attempt, bounded, CALL_TIMEOUT_MS } from '../../redis/bounded.js'
+import type { RedisClient } from '../../redis/locker.js'
+import { type Scripts, scriptsOf } from '../../redis/scripts.js'
 
 /** The quota's figures when it refused bytes (the warn log, the 507's body). */
 export interface QuotaLow {

@@ -13,11 +13,11 @@
  *   for a finished one; answers carry `Upload-Expires` from the same clock (`describe`).
  */
 import { type DataStore, ERRORS, MemoryKvStore, type Upload } from '@tus/utils'
-import { S3CacheError } from '../errors.js'
-import { expiresAt, isExpired, isFinished } from '../store/expiry-policy.js'
-import type { UploadFacts } from '../store/file-store.js'
-import type { SweepLocker } from '../sweep/activity-locker.js'
-import type { SweepFunction } from '../sweep/schedule.js'
+import { S3CacheError } from '../../errors.js'
+import { expiresAt, isExpired, isFinished } from '../../expiry/policy.js'
+import type { SweepLocker } from '../../locking/activity-locker.js'
+import type { SweepFunction } from '../../sweep/schedule.js'
+import type { UploadFacts } from '../file/file-store.js'
 import { isNotFound, partsOf, type S3SweepClient, sweepS3Bucket } from './sweep.js'
 
 /** What the plugin uses of an S3Store: its public API plus the fields every 2.x version has. */

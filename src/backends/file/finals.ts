@@ -18,9 +18,9 @@
  *   know of (a retry still finds it), rather than removing one its client knows.
  */
 import type { Upload } from '@tus/utils'
-import type { SweepLocker } from '../sweep/activity-locker.js'
+import { ANSWER_PENDING, concatKind, TAKEN_BY, type UploadRecord } from '../../expiry/policy.js'
+import type { SweepLocker } from '../../locking/activity-locker.js'
 import { lockPartials, unlockAll } from './concatenation.js'
-import { ANSWER_PENDING, concatKind, TAKEN_BY, type UploadRecord } from './expiry-policy.js'
 import type { RecordStore } from './record-store.js'
 
 /** A final upload held (locked) while a retried creation answers with it. */

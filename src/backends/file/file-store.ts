@@ -20,22 +20,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { FileStore } from '@tus/file-store'
 import { ERRORS, isPathInsideDirectory, Upload } from '@tus/utils'
-import { DirectoryError } from '../errors.js'
-import type { SweepLocker } from '../sweep/activity-locker.js'
-import { type SweepOptions, type SweepReport, sweepDirectory } from '../sweep/engine.js'
-import { skipStockDirectoryCheck } from '../tus-internals.js'
-import {
-  type Concat,
-  type CopySource,
-  concatenateFiles,
-  concatOf,
-  type FinalRecordFields,
-  lockPartials,
-  type TusError,
-  tusError,
-  unlockAll,
-} from './concatenation.js'
-import type { DirectWriteStore } from './direct-write.js'
+import { DirectoryError } from '../../errors.js'
 import {
   ANSWER_PENDING,
   CONCAT,
@@ -54,7 +39,21 @@ import {
   UNVERIFIED_FROM,
   type UploadRecord,
   verifiedBytes,
-} from './expiry-policy.js'
+} from '../../expiry/policy.js'
+import type { SweepLocker } from '../../locking/activity-locker.js'
+import { skipStockDirectoryCheck } from '../../tus-internals.js'
+import {
+  type Concat,
+  type CopySource,
+  concatenateFiles,
+  concatOf,
+  type FinalRecordFields,
+  lockPartials,
+  type TusError,
+  tusError,
+  unlockAll,
+} from './concatenation.js'
+import type { DirectWriteStore } from './direct-write.js'
 import {
   diskFull,
   FreeSpace,
@@ -72,6 +71,7 @@ import {
   StoreQuota,
   tooLargeForQuota,
 } from './quota.js'
+import { type SweepOptions, type SweepReport, sweepDirectory } from './sweep-engine.js'
 
 /** The callback API, promisified: about half the cost of `fs/promises` on Node 20. */
 const lstat = promisify(fs.lstat)
