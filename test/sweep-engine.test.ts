@@ -7,6 +7,16 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { MemoryLocker } from '@tus/server'
 import { describe, expect, it } from 'vitest'
+import { tempFileOf, tempFileToken, tempNameFor } from '../src/backends/file/names.js'
+import { callbackFs, SweepPort } from '../src/backends/file/sweep/fs-port.js'
+import { call, drive, isPromise, type Steps } from '../src/backends/file/sweep/steps.js'
+import {
+  asyncDirReader,
+  syncDirReader,
+  TreeWalk,
+  type WalkEntry,
+  walkTree,
+} from '../src/backends/file/walk.js'
 import { ActivityLocker, type SweepFs, sweepDirectory } from '../src/sweep/index.js'
 import { age, exists, tempDir, writeSession, writeSessions } from './helpers.js'
 
@@ -547,5 +557,181 @@ describe('bounded work', () => {
     expect(report.aborted).toBe(true)
     expect(report.removed).toBeLessThanOrEqual(2)
     expect((await listing(dir)).length).toBe(400 - 2 * report.removed)
+  })
+})
+
+describe('the fs port, the walk and the steps under the engine', () => {
+  /** Every entry of a `TreeWalk`, and whether every `next()` answered synchronously. */
+  async function walkAll(walk: TreeWalk) {
+    const entries: WalkEntry[] = []
+    let allSync = true
+    for (;;) {
+      const next = walk.next()
+      if (isPromise(next)) allSync = false
+      const entry = await next
+      if (entry === undefined) return { entries, allSync }
+      entries.push(entry)
+    }
+  }
+
+  it('walks a tree the same through synchronous and asynchronous directory reads', async () => {
+    const dir = await tempDir()
+    await fs.mkdir(path.join(dir, 'a/b'), { recursive: true })
+    for (const name of ['one', 'two.json', 'a/three', 'a/b/four', '.hidden']) {
+      await fs.writeFile(path.join(dir, name), 'x')
+    }
+    await fs.writeFile(tempNameFor(path.join(dir, 'a/three.json')), '{}')
+    await fs.symlink(path.join(dir, 'one'), path.join(dir, 'link'))
+    const sync = await walkAll(new TreeWalk(dir, syncDirReader()))
+    const viaPool = await walkAll(new TreeWalk(dir, asyncDirReader()))
+    expect(sync.allSync).toBe(true)
+    expect(viaPool.allSync).toBe(false)
+    const sorted = (entries: WalkEntry[]) => entries.map((e) => `${e.kind} ${e.path}`).sort()
+    expect(sorted(sync.entries)).toEqual(sorted(viaPool.entries))
+    expect(sorted(sync.entries)).toEqual([
+      'file a/b/four',
+      'file a/three',
+      'file one',
+      'file two.json',
+      'link link',
+      expect.stringMatching(/^temp a\/\.fastify-tus-tmp\.[0-9a-f]+\.three\.json$/),
+    ])
+  })
+
+  it('reports an unreadable subdirectory and goes on, but fails on the root, either way', async () => {
+    const dir = await tempDir()
+    await fs.mkdir(path.join(dir, 'sub'))
+    await fs.writeFile(path.join(dir, 'sub/inside'), 'x')
+    await fs.writeFile(path.join(dir, 'top'), 'x')
+    const refusing = (opendir: typeof fs.opendir) =>
+      ((file: string, options?: fsSync.OpenDirOptions) =>
+        file.endsWith('/sub')
+          ? Promise.reject(Object.assign(new Error('EACCES'), { code: 'EACCES' }))
+          : opendir(file, options)) as typeof fs.opendir
+    const refusingSync = ((file: string, options?: fsSync.OpenDirOptions) => {
+      if (file.endsWith('/sub')) throw Object.assign(new Error('EACCES'), { code: 'EACCES' })
+      return fsSync.opendirSync(file, options)
+    }) as typeof fsSync.opendirSync
+    for (const reader of [asyncDirReader(refusing(fs.opendir)), syncDirReader(refusingSync)]) {
+      const { entries } = await walkAll(new TreeWalk(dir, reader))
+      expect(entries.map((e) => `${e.kind} ${e.path}`).sort()).toEqual([
+        'file top',
+        'unreadable-directory sub',
+      ])
+      const gone = new TreeWalk(path.join(dir, 'gone'), reader)
+      await expect(Promise.resolve().then(() => gone.next())).rejects.toMatchObject({
+        code: 'ENOENT',
+        message: expect.stringContaining(path.join(dir, 'gone')),
+      })
+    }
+  })
+
+  it('walkTree stops after maxEntries and closes the directory it leaves', async () => {
+    const dir = await tempDir()
+    for (let i = 0; i < 10; i++) await fs.writeFile(path.join(dir, `f${i}`), 'x')
+    const kinds: string[] = []
+    for await (const entry of walkTree(dir, { maxEntries: 4 })) kinds.push(entry.kind)
+    expect(kinds).toEqual(['file', 'file', 'file', 'file', 'truncated'])
+    let closed = 0
+    const counting = (async (file: string, options?: fsSync.OpenDirOptions) => {
+      const handle = await fs.opendir(file, options)
+      const close = handle.close.bind(handle)
+      handle.close = (() => {
+        closed++
+        return close()
+      }) as typeof handle.close
+      return handle
+    }) as typeof fs.opendir
+    for await (const _ of walkTree(dir, { opendir: counting })) break
+    expect(closed).toBe(1)
+  })
+
+  it('answers on the spot while a kind of call is on, through the pool once it is off; a pinned port always on the spot', async () => {
+    const dir = await tempDir()
+    await writeSession(dir, hex(1), { size: 100, bytes: 1 })
+    const file = path.join(dir, hex(1))
+    let now = 0
+    const slowLooks: SweepFs = {
+      ...callbackFs,
+      lstatSync: (f) => {
+        now += 20 // every synchronous look stalls: the first turns looks off
+        return fsSync.lstatSync(f, { throwIfNoEntry: false })
+      },
+    }
+    const port = SweepPort.of(slowLooks, () => now)
+    const pinned = port.pinned() as SweepPort
+    expect(pinned).toBeInstanceOf(SweepPort)
+    const first = port.stat(file)
+    expect(isPromise(first)).toBe(false)
+    expect((first as fsSync.Stats).size).toBe(1)
+    expect(port.allOn()).toBe(false)
+    expect(port.pinned()).toBeUndefined()
+    const second = port.stat(file)
+    expect(isPromise(second)).toBe(true)
+    expect((await second)?.size).toBe(1)
+    // Records and unlinks have breakers of their own: still on.
+    expect(isPromise(port.readRecord(`${file}.json`))).toBe(false)
+    // The pinned view keeps looking synchronously (a removal's section under way).
+    expect(isPromise(pinned.stat(file))).toBe(false)
+    expect(isPromise(pinned.exists(file))).toBe(false)
+  })
+
+  it('answers a missing file with undefined or false, on the spot and through the pool alike', async () => {
+    const dir = await tempDir()
+    const missing = path.join(dir, 'missing')
+    const underFile = path.join(dir, 'file', 'below') // ENOTDIR
+    await fs.writeFile(path.join(dir, 'file'), 'x')
+    const ports = [SweepPort.of(callbackFs, () => 0), SweepPort.of({ ...fs }, () => 0)]
+    for (const port of ports) {
+      for (const file of [missing, underFile]) {
+        expect(await port.stat(file)).toBeUndefined()
+        expect(await port.exists(file)).toBe(false)
+        expect(await port.readRecord(file)).toBeUndefined()
+        expect(await port.unlink(file, 1)).toBe(false)
+      }
+    }
+    // A file over 1 MiB is unlinked through the pool, a smaller one on the spot.
+    const port = SweepPort.of(callbackFs, () => 0)
+    await fs.writeFile(path.join(dir, 'big'), Buffer.alloc(1024 * 1024 + 1))
+    const big = port.unlink(path.join(dir, 'big'), 1024 * 1024 + 1)
+    expect(isPromise(big)).toBe(true)
+    expect(await big).toBe(true)
+    const small = port.unlink(path.join(dir, 'file'), 1)
+    expect(small).toBe(true)
+    expect(await exists(path.join(dir, 'big'))).toBe(false)
+    expect(await exists(path.join(dir, 'file'))).toBe(false)
+  })
+
+  it('runs steps synchronously until one waits, and throws a rejection into the steps', async () => {
+    const order: string[] = []
+    function* steps(wait: boolean): Steps<string> {
+      const a = yield* call(wait ? Promise.resolve('a') : 'a')
+      order.push(a)
+      try {
+        yield* call(Promise.reject(new Error('refused')))
+      } catch (error) {
+        order.push((error as Error).message)
+      }
+      return 'done'
+    }
+    const now = drive(steps(false))
+    expect(isPromise(now)).toBe(true) // the rejection is awaited
+    expect(order).toEqual(['a']) // ran synchronously up to it
+    expect(await now).toBe('done')
+    expect(order).toEqual(['a', 'refused'])
+    function* quick(): Steps<number> {
+      return (yield* call(1)) + (yield* call(2))
+    }
+    expect(drive(quick())).toBe(3)
+  })
+
+  it('builds and parses the temporary files of the store in one place', () => {
+    const temp = tempNameFor('/store/nested/abc.json')
+    expect(path.dirname(temp)).toBe('/store/nested')
+    expect(tempFileToken(temp)).toMatch(/^[0-9a-f]{12}$/)
+    expect(tempFileOf(temp)).toEqual({ id: '/store/nested/abc', half: 'record' })
+    expect(tempFileOf(tempNameFor('/store/final'))).toEqual({ id: '/store/final', half: 'data' })
+    expect(tempFileToken('/store/abc.json')).toBeUndefined()
+    expect(tempFileToken('/store/.fastify-tus-tmp.xyz.abc')).toBeUndefined()
   })
 })

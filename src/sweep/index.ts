@@ -5,12 +5,10 @@
  */
 
 export { ExpiringFileStore, type ExpiringFileStoreOptions } from '../backends/file/file-store.js'
+export type { SweepFs } from '../backends/file/sweep/fs-port.js'
 export {
   type Removal,
-  type SweepFs,
-  type SweepLogger,
   type SweepOptions,
-  type SweepReport,
   sweepDirectory,
 } from '../backends/file/sweep-engine.js'
 export {
@@ -27,3 +25,4 @@ export {
   type RedisLockerOptions,
   type RedisSubscriber,
 } from '../redis/locker.js'
+export type { SweepLogger, SweepReport } from './report.js'

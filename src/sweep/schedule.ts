@@ -4,9 +4,9 @@
  * nothing of Fastify or of stores: it is given a `sweep` function and a pino-style logger.
  */
 import { AsyncTask, SimpleIntervalJob, ToadScheduler } from 'toad-scheduler'
-import { newReport, type SweepLogger, type SweepReport } from '../backends/file/sweep-engine.js'
 import { ClosedError, toError } from '../errors.js'
 import type { SweepLease } from '../redis/lease.js'
+import { newReport, type SweepLogger, type SweepReport } from './report.js'
 
 export interface RunOptions {
   /** Report what would be removed, with the ids; remove nothing (built-in file store and S3Store only). */

@@ -5,7 +5,7 @@
  */
 import type { DataStore } from '@tus/utils'
 import { InvalidOptionError } from '../../errors.js'
-import { newReport, type SweepReport } from '../file/sweep-engine.js'
+import { newReport, type SweepReport } from '../../sweep/report.js'
 
 export async function sweepDatastore(store: DataStore, dryRun: boolean): Promise<SweepReport> {
   if (dryRun) {

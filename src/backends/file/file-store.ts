@@ -41,6 +41,7 @@ import {
   verifiedBytes,
 } from '../../expiry/policy.js'
 import type { SweepLocker } from '../../locking/activity-locker.js'
+import type { SweepReport } from '../../sweep/report.js'
 import { skipStockDirectoryCheck } from '../../tus-internals.js'
 import {
   type Concat,
@@ -71,7 +72,7 @@ import {
   StoreQuota,
   tooLargeForQuota,
 } from './quota.js'
-import { type SweepOptions, type SweepReport, sweepDirectory } from './sweep-engine.js'
+import { type SweepOptions, sweepDirectory } from './sweep-engine.js'
 
 /** The callback API, promisified: about half the cost of `fs/promises` on Node 20. */
 const lstat = promisify(fs.lstat)

@@ -5,8 +5,8 @@
  *
  * - A record is written to a temporary dot-file in the same directory and renamed over the
  *   record: a crash leaves the old record or the new one, never a torn one (@tus/utils'
- *   `FileKvStore` truncates, then writes). A temporary file a crash left behind is named
- *   `.fastify-tus-tmp.<random>.<name>`; the sweep removes it once it is older than the period.
+ *   `FileKvStore` truncates, then writes). A temporary file a crash left behind (names.ts
+ *   `tempNameFor`) is removed by the sweep once it is older than the period.
  * - Reads and in-place writes open with `O_NOFOLLOW` (a symbolic link is refused by the kernel,
  *   not by an earlier check that a swap could race) and `O_NONBLOCK` (a FIFO does not block a
  *   thread of libuv's pool), then check on the open descriptor that the file is a regular file
@@ -14,17 +14,16 @@
  *   to), for a record, that it is at most `MAX_RECORD_BYTES` long (a record of a few hundred
  *   bytes, read whole by its first read, needs no `fstat`: see `readRecordFile`).
  */
-import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
-import path from 'node:path'
 import { promisify } from 'node:util'
+import { tempNameFor } from './names.js'
 
 /** A record is a few hundred bytes, metadata included (capped at creation): more is not ours. */
 export const MAX_RECORD_BYTES = 64 * 1024
 
-/** The prefix of a record being written; such files are the store's own, not the user's. */
-export const TEMP_PREFIX = '.fastify-tus-tmp.'
+// The names of temporary files are names.ts'; re-exported for the modules that import them here.
+export { PROCESS_TOKEN, TEMP_PREFIX, tempFileToken, tempNameFor } from './names.js'
 
 const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 
@@ -132,10 +131,10 @@ export const truncateFd: (fd: number, length: number) => Promise<void> = promisi
 
 /**
  * The text of a record file; `undefined` when there is none. Rejects on an unsafe file. On the
- * callback API, promisified: every HEAD, PATCH and sweep of an expired upload reads one, and on
- * Node 20 it costs about half of `fs/promises`' FileHandle. A record is read with three calls
- * (open, one read, and a close not waited for): a first read that returns some bytes but fewer than it asked for has
- * reached the end of a regular file. Anything else (nothing read, a full buffer, an error) is
+ * callback API, promisified: every HEAD, PATCH and sweep of an expired upload reads one, and a
+ * FileHandle costs more (CONTRIBUTING.md, "Why the sweep is written as it is"). A record is read
+ * with three calls (open, one read, and a close not waited for): a first read that returns some
+ * bytes but fewer than it asked for has reached the end of a regular file. Anything else (nothing read, a full buffer, an error) is
  * looked at with `fstat`, and a file that is not a regular file or is larger than
  * `MAX_RECORD_BYTES` is refused.
  */
@@ -183,10 +182,9 @@ async function readWhole(file: string, fd: number): Promise<string> {
 }
 
 /**
- * `readRecordFile`, synchronous, for the sweep: the same checks, in about a tenth of the CPU time
- * of four calls through libuv's pool. A record is at most `MAX_RECORD_BYTES` long, from the
- * page cache as a rule, so the event loop waits a few microseconds. Reads into one buffer that
- * every call reuses.
+ * `readRecordFile`, synchronous, for the sweep: the same checks without a trip through libuv's
+ * pool per call. A record is at most `MAX_RECORD_BYTES` long, from the page cache as a rule, so
+ * the event loop hardly waits. Reads into one buffer that every call reuses.
  */
 export function readRecordFileSync(file: string): string | undefined {
   let fd: number
@@ -240,33 +238,6 @@ const read = (fd: number, buffer: Buffer, offset: number, length: number, positi
       else resolve(bytesRead)
     })
   })
-
-/**
- * A name for a temporary file beside `file`: `.fastify-tus-tmp.<hex>.<name>`, unique across
- * processes (a random part drawn once per process) and within one (a counter), without drawing
- * random bytes for every record written.
- */
-export function tempNameFor(file: string): string {
-  tempCounter++
-  return path.join(
-    path.dirname(file),
-    `${TEMP_PREFIX}${PROCESS_TOKEN}${tempCounter.toString(16)}.${path.basename(file)}`,
-  )
-}
-/** This process' token: the start of its temporary files' random part (12 hex digits). */
-export const PROCESS_TOKEN = randomBytes(6).toString('hex')
-
-/**
- * The token of the process that made a temporary file (`tempNameFor`), from its name;
- * `undefined` for a name of another form.
- */
-export function tempFileToken(name: string): string | undefined {
-  const base = name.slice(name.lastIndexOf('/') + 1)
-  if (!base.startsWith(TEMP_PREFIX)) return undefined
-  const token = base.slice(TEMP_PREFIX.length, TEMP_PREFIX.length + 12)
-  return /^[0-9a-f]{12}$/.test(token) ? token : undefined
-}
-let tempCounter = 0
 
 /**
  * Replaces `file` with `text` atomically: a temporary file beside it, renamed over it. With

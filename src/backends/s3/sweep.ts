@@ -26,8 +26,7 @@
  */
 import { isExpired } from '../../expiry/policy.js'
 import type { SweepLocker } from '../../locking/activity-locker.js'
-import type { SweepLogger, SweepReport } from '../file/sweep-engine.js'
-import { newReport } from '../file/sweep-engine.js'
+import { newReport, type SweepLogger, type SweepReport } from '../../sweep/report.js'
 
 /** The S3 calls the sweep makes: a subset of @aws-sdk/client-s3's aggregated `S3` client. */
 export interface S3SweepClient {
