@@ -134,9 +134,9 @@ export const truncateFd: (fd: number, length: number) => Promise<void> = promisi
  * callback API, promisified: every HEAD, PATCH and sweep of an expired upload reads one, and a
  * FileHandle costs more (CONTRIBUTING.md, "Why the sweep is written as it is"). A record is read
  * with three calls (open, one read, and a close not waited for): a first read that returns some
- * bytes but fewer than it asked for has reached the end of a regular file. Anything else (nothing read, a full buffer, an error) is
- * looked at with `fstat`, and a file that is not a regular file or is larger than
- * `MAX_RECORD_BYTES` is refused.
+ * bytes but fewer than it asked for has reached the end of a regular file. Anything else
+ * (nothing read, a full buffer, an error) is looked at with `fstat`, and a file that is not a
+ * regular file or is larger than `MAX_RECORD_BYTES` is refused.
  */
 export async function readRecordFile(file: string): Promise<string | undefined> {
   let fd: number

@@ -170,21 +170,27 @@ class Sweep {
       if (isRecordName(file)) {
         // A record with its data file is visited through the data file.
         const hasData = this.io.exists(this.pathOf(dataNameOfRecord(file)))
-        const then = (has: boolean) => !has && this.goOn(file, this.visitMetadata(file))
-        return isPromise(hasData)
-          ? hasData.then<unknown, false>(then, this.failed(file))
-          : then(hasData)
+        if (!isPromise(hasData)) return this.lookedAtRecord(file, hasData)
+        return hasData.then<unknown, false>(
+          (has) => this.lookedAtRecord(file, has),
+          this.failed(file),
+        )
       }
       const data = this.io.stat(this.pathOf(file))
-      const then = (stats: fs.Stats | undefined) => this.looked(file, stats)
-      return isPromise(data) ? data.then<unknown, false>(then, this.failed(file)) : then(data)
+      if (!isPromise(data)) return this.lookedAtData(file, data)
+      return data.then<unknown, false>((stats) => this.lookedAtData(file, stats), this.failed(file))
     } catch (error) {
       return this.failed(file)(error)
     }
   }
 
+  /** After the first look at a record: `visit`'s answer. */
+  lookedAtRecord(file: string, hasData: boolean): boolean | Promise<unknown> {
+    return !hasData && this.goOn(file, this.visitMetadata(file))
+  }
+
   /** After the first look at a data file: `visit`'s answer. */
-  looked(id: string, data: fs.Stats | undefined): boolean | Promise<unknown> {
+  lookedAtData(id: string, data: fs.Stats | undefined): boolean | Promise<unknown> {
     // Gone since the listing (a client's DELETE, another sweeper): nothing to do, no error.
     if (!data) return false
     // Most uploads are fresh: one lstat decides, the record is never read.
