@@ -10,6 +10,7 @@ import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { datastoreSweepOffReason, sweepDatastore } from './backends/datastore/sweep.js'
+import { fileCapabilities } from './backends/file/capabilities.js'
 import { CloseMarker, readDowntime } from './backends/file/downtime.js'
 import { ExpiringFileStore } from './backends/file/file-store.js'
 import { RedisQuotaCounter } from './backends/file/quota.js'
@@ -183,6 +184,13 @@ async function serve(
     }
   }
 
+  // What the routes may ask of the store (the lead's UploadBackend replaces this).
+  const backend = {
+    ...(store ? fileCapabilities(store) : {}),
+    datastore,
+    answers: store ?? s3Expiry,
+  }
+
   // The tus server and its routes.
   /** When close() began: from then on, clients cannot start new work here. */
   let closingAt: number | undefined
@@ -194,16 +202,14 @@ async function serve(
       const created = createTusServer({
         tus: options.tus,
         path: `${child.prefix}${options.path}`,
-        datastore,
-        store,
+        backend,
         locker,
       })
       tus = created.tus
       await tusRoutes(child, {
         path: options.path,
         tus,
-        store,
-        facts: s3Expiry,
+        backend,
         fileIdOf: created.fileIdOf,
         isClosing: () => closingAt !== undefined,
         serving: () => closeMarker.serving(),

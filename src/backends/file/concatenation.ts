@@ -23,23 +23,13 @@ import fsp from 'node:fs/promises'
 import type { Upload } from '@tus/utils'
 import { ANSWER_PENDING, CONCAT } from '../../expiry/policy.js'
 import type { HeldLock, SweepLocker } from '../../locking/activity-locker.js'
+import { type Refusal, refusal } from '../../refusal.js'
+import type { ConcatRequest } from '../backend.js'
 import { isDiskFull } from './free-space.js'
 import { openStoreFile, tempNameFor } from './record-file.js'
 
-/**
- * What an `Upload-Concat` header asks for, once its URLs are read as upload ids. A final that
- * exists already (a retried creation, finals.ts) has its id in `existing`.
- */
-export type Concat =
-  | { kind: 'partial' }
-  | {
-      kind: 'final'
-      partials: string[]
-      header: string
-      existing?: string
-      /** Whether the client that asked for the final still waits for its answer. */
-      clientWaiting?: () => boolean
-    }
+/** What an `Upload-Concat` header asks for (backend.ts); a retried final's id is `existing`. */
+export type Concat = ConcatRequest
 
 /** The record fields of a final upload. */
 export interface FinalRecordFields {
@@ -52,15 +42,12 @@ export interface FinalRecordFields {
   [ANSWER_PENDING]?: true
 }
 
-/** An error tus answers as it is (`status_code`, `body`), as the stock errors are. */
-export interface TusError {
-  status_code: number
-  body: string
-}
-
-export function tusError(status_code: number, body: string): TusError {
-  return { status_code, body: `${body}\n` }
-}
+/**
+ * The names this module gave the refusal shape before src/refusal.ts held it, kept for the
+ * modules that still import them (file-store.ts).
+ */
+export type TusError = Refusal
+export const tusError = refusal
 
 /** The concatenation a creation asked for, from the request to the store's `create`. */
 const uploads = new WeakMap<Upload, Concat>()

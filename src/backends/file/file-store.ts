@@ -53,24 +53,8 @@ import {
   tusError,
   unlockAll,
 } from './concatenation.js'
-import type { DirectWriteStore } from './direct-write.js'
-import {
-  diskFull,
-  FreeSpace,
-  insufficientStorage,
-  isDiskFull,
-  type SpaceClaim,
-  tooLargeForStore,
-} from './free-space.js'
-import {
-  type GrowingUpload,
-  LocalQuotaCounter,
-  QUOTA_UNAVAILABLE,
-  type QuotaCounter,
-  quotaExceeded,
-  StoreQuota,
-  tooLargeForQuota,
-} from './quota.js'
+import { FreeSpace } from './free-space.js'
+import { LocalQuotaCounter, type QuotaCounter, StoreQuota } from './quota.js'
 import { type SweepOptions, type SweepReport, sweepDirectory } from './sweep-engine.js'
 
 /** The callback API, promisified: about half the cost of `fs/promises` on Node 20. */
@@ -79,8 +63,9 @@ const lstat = promisify(fs.lstat)
 import { type DirectoryClaim, joinHolders } from './directory-holders.js'
 import { Finals } from './finals.js'
 import { rawMetadataOf } from './raw-metadata.js'
-import { closeFd, createEmptyFile, openStoreFdSync, openStoreFile } from './record-file.js'
+import { closeFd, createEmptyFile, openStoreFdSync } from './record-file.js'
 import { RecordStore } from './record-store.js'
+import { StoreWrites } from './store-writes.js'
 
 export interface ExpiringFileStoreOptions {
   directory: string
@@ -135,7 +120,7 @@ const LAST_READ_MS = 1000
 /** At most this many uploads' facts wait at once (a burst of reads is cleared, not kept). */
 const LAST_READ_MAX = 10_000
 
-export class ExpiringFileStore extends FileStore implements DirectWriteStore {
+export class ExpiringFileStore extends FileStore {
   readonly expireAfterMs: number
   readonly partialHoldMs: number
   /** The two idle periods, made once: every HEAD and PATCH asks for them. */
@@ -147,11 +132,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   quota: StoreQuota | undefined
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
-  readonly #holdsLock: (id: string) => boolean
   /** This process' claim on the directory, when it serves it as a holder. */
   #claim: DirectoryClaim | undefined
-  /** Uploads a checksummed body is being written to, here. */
-  readonly #writing = new Set<string>()
+  /** The guards around the store's writes: space claims, checksummed bodies (store-writes.ts). */
+  readonly writes: StoreWrites
   /** Work left running after an answer (see `settled`). */
   readonly #settling = new Set<Promise<void>>()
   /**
@@ -195,7 +179,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     this.downtime = options.downtime
     this.#locker = options.locker
     this.#idPattern = options.idPattern
-    this.#holdsLock = options.holdsLock ?? (() => false)
+    this.writes = new StoreWrites(this, options.holdsLock ?? (() => false))
     this.finals = new Finals(this.configstore, this.#locker)
     // Checksums are verified by the direct write path (http/write-path.ts), which this store gets.
     this.extensions = [...this.extensions, 'checksum', 'concatenation']
@@ -270,10 +254,10 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     }
     if (!stats.isFile() || stats.nlink > 1) throw ERRORS.FILE_NOT_FOUND
     let offset = verifiedBytes(record, stats.size)
-    if (offset < stats.size && this.#mayRollBack(id)) {
-      await this.#rollBack(id, record, offset)
-    } else if (offset === stats.size && UNVERIFIED_FROM in record && this.#mayRollBack(id)) {
-      await this.#clearUnverified(id, record)
+    if (offset < stats.size && this.writes.mayRollBack(id)) {
+      await this.writes.rollBack(id, record, offset)
+    } else if (offset === stats.size && UNVERIFIED_FROM in record && this.writes.mayRollBack(id)) {
+      await this.writes.clearUnverified(id, record)
     }
     const period = this.#periodOf(record, record.size, offset)
     if (period !== undefined) {
@@ -323,94 +307,20 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * Refuses bytes that would cross the free-space floor: a creation's declared length, or the
-   * rest of a deferred length when it is declared. 507 when removing files could make room, 413
-   * when even an empty filesystem could not hold the upload's `wholeBytes` (its whole length: the
-   * bytes it already holds take room too). Does nothing without a floor.
-   */
-  async reserve(bytes: number, wholeBytes = bytes): Promise<void> {
-    const space = this.space
-    if (!space || bytes <= 0) return
-    // Larger than the filesystem could ever hold: 413, not a 507 that invites a retry.
-    const total = await space.totalBytes()
-    if (wholeBytes > total - space.minFreeBytes) {
-      throw tooLargeForStore(wholeBytes, total, space.minFreeBytes)
-    }
-    if (await space.fits(bytes)) return
-    throw insufficientStorage({
-      freeBytes: await space.freeBytes(),
-      minFreeBytes: space.minFreeBytes,
-      neededBytes: bytes,
-    })
-  }
-
-  /**
-   * Runs `write` (a creation, a length declaration, an assembly) once `bytes` of the store quota
-   * are taken for it: 507 when they do not fit now, 413 when the upload's `wholeBytes` never
-   * could. The bytes go back if `write` fails.
-   */
-  async withQuota<T>(
-    bytes: number,
-    write: () => Promise<T>,
-    { wholeBytes = bytes, grows }: { wholeBytes?: number; grows?: GrowingUpload } = {},
-  ): Promise<T> {
-    const quota = this.quota
-    if (!quota || bytes <= 0) return write()
-    if (wholeBytes > quota.maxStoreBytes) throw tooLargeForQuota(wholeBytes, quota.maxStoreBytes)
-    const claim = await quota.claim(bytes, { grows }).catch(() => {
-      throw QUOTA_UNAVAILABLE
-    })
-    if (claim.granted < bytes) {
-      await claim.settle(0)
-      throw quotaExceeded({
-        storeBytes: quota.lastSeen ?? 0,
-        maxStoreBytes: quota.maxStoreBytes,
-        neededBytes: bytes,
-      })
-    }
-    let kept = 0
-    try {
-      const result = await write()
-      kept = bytes
-      return result
-    } finally {
-      await claim.settle(kept)
-    }
-  }
-
-  /**
    * The stock declaration, once the rest of the length fits above the free-space floor and in
    * the quota.
    */
   override async declareUploadLength(id: string, length: number): Promise<void> {
-    const declare = () => this.#onDisk(() => super.declareUploadLength(id, length))
+    const declare = () => this.writes.onDisk(() => super.declareUploadLength(id, length))
     if (!this.space && !this.quota) return declare()
     const written = await fsp.lstat(this.dataPathOf(id)).then(
       (stats) => stats.size,
       () => 0,
     )
-    await this.reserve(length - written, length)
+    await this.writes.reserve(length - written, length)
     // A walk counted its bytes before the declaration, and counts its length after it.
     const grows = { id, from: written }
-    return this.withQuota(length - written, declare, { wholeBytes: length, grows })
-  }
-
-  /**
-   * Runs a write of the store's files; the filesystem's own refusal for want of space (ENOSPC,
-   * EDQUOT) becomes a 507 that the client retries, and is reported low (an emergency sweep).
-   */
-  async #onDisk<T>(write: () => Promise<T>): Promise<T> {
-    try {
-      return await write()
-    } catch (error) {
-      if (!isDiskFull(error)) throw error
-      this.space?.reportLow({
-        freeBytes: await this.space.freeBytes().catch(() => 0),
-        minFreeBytes: this.space.minFreeBytes,
-        neededBytes: 0,
-      })
-      throw diskFull(error)
-    }
+    return this.writes.withQuota(length - written, declare, { wholeBytes: length, grows })
   }
 
   /**
@@ -434,7 +344,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * of the concatenation extension is assembled here (`#createFinal`).
    */
   override async create(upload: Upload): Promise<Upload> {
-    return this.#onDisk(() => this.#create(upload))
+    return this.writes.onDisk(() => this.#create(upload))
   }
 
   async #create(upload: Upload): Promise<Upload> {
@@ -449,7 +359,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     } else {
       // A walk finds nothing of the upload before its creation.
       const grows = { id: upload.id, from: 0 }
-      await this.withQuota(
+      await this.writes.withQuota(
         upload.size ?? 0,
         async () => {
           // The record is staged while the data file is created, and renamed into place once the
@@ -589,12 +499,12 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     // partial listed twice adds to the total. The disk needs all of them, until the partials go.
     const unique = new Map(concat.partials.map((id, i) => [id, sources[i]?.bytes ?? 0]))
     const counted = [...unique.values()].reduce((sum, bytes) => sum + bytes, 0)
-    await this.withQuota(
+    await this.writes.withQuota(
       size - counted,
       async () => {
-        const space = await this.#claimSpace(size)
+        const space = await this.writes.claimSpace(size)
         try {
-          await this.#onDisk(() => concatenateFiles(sources, file))
+          await this.writes.onDisk(() => concatenateFiles(sources, file))
           space?.release(size)
           const fields: FinalRecordFields = {
             [CONCAT]: 'final',
@@ -603,10 +513,12 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
             [ANSWER_PENDING]: true,
           }
           const record = { ...upload, ...fields } as unknown as Upload
-          await this.#onDisk(() => this.configstore.set(upload.id, record)).catch(async (error) => {
-            await fsp.unlink(file).catch(() => {})
-            throw error
-          })
+          await this.writes
+            .onDisk(() => this.configstore.set(upload.id, record))
+            .catch(async (error) => {
+              await fsp.unlink(file).catch(() => {})
+              throw error
+            })
         } finally {
           space?.release(0)
         }
@@ -641,80 +553,11 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * Takes `bytes` of the free-space floor for a write that needs them all (an assembly): 413 when
-   * the filesystem could never hold them, 507 when it cannot now. `undefined` without a floor.
-   */
-  async #claimSpace(bytes: number): Promise<SpaceClaim | undefined> {
-    const space = this.space
-    if (!space || bytes <= 0) return undefined
-    const total = await space.totalBytes()
-    if (bytes > total - space.minFreeBytes) throw tooLargeForStore(bytes, total, space.minFreeBytes)
-    const claim = await space.claim(bytes)
-    if (claim.granted === bytes) return claim
-    throw insufficientStorage({
-      freeBytes: await space.freeBytes(),
-      minFreeBytes: space.minFreeBytes,
-      neededBytes: bytes,
-    })
-  }
-
-  /**
    * Resolves once the work this store left running after an answer has ended: the removal of
    * the partials a final took over. The sweep waits for it, and so does the plugin's close.
    */
   async settled(): Promise<void> {
     while (this.#settling.size > 0) await Promise.allSettled([...this.#settling])
-  }
-
-  /**
-   * Before a checksummed body is written at `offset`: the record says so, durably, so that a
-   * crash mid-body leaves bytes the next access rolls back instead of keeping them.
-   */
-  async beginChecksummedWrite(id: string, offset: number): Promise<void> {
-    const record = await this.configstore.get(id)
-    if (!record) throw ERRORS.FILE_NOT_FOUND
-    this.#writing.add(id)
-    try {
-      const marked = { ...record, [UNVERIFIED_FROM]: offset } as unknown as Upload
-      await this.#onDisk(() => this.configstore.set(id, marked, { durable: true }))
-    } catch (error) {
-      this.#writing.delete(id)
-      throw error
-    }
-  }
-
-  /** After the body was written and checked (or rolled back): its bytes are the upload's. */
-  async endChecksummedWrite(id: string): Promise<void> {
-    try {
-      const record = await this.configstore.get(id)
-      if (record) await this.#clearUnverified(id, record)
-    } finally {
-      this.#writing.delete(id)
-    }
-  }
-
-  /**
-   * Only a caller that holds the upload's lock may roll back, and only when no body is being
-   * written here: then the body that left the mark has ended for good (its process crashed, or
-   * it failed to clear the mark). Without the lock, the answer just counts the verified bytes.
-   */
-  #mayRollBack(id: string): boolean {
-    return !this.#writing.has(id) && this.#holdsLock(id)
-  }
-
-  async #rollBack(id: string, record: Upload, offset: number): Promise<void> {
-    const { handle } = await openStoreFile(this.dataPathOf(id), 'write')
-    try {
-      await handle.truncate(offset)
-    } finally {
-      await handle.close()
-    }
-    await this.#clearUnverified(id, record)
-  }
-
-  async #clearUnverified(id: string, record: Upload): Promise<void> {
-    const { [UNVERIFIED_FROM]: _, ...rest } = record as Upload & Record<string, unknown>
-    await this.configstore.set(id, rest as unknown as Upload)
   }
 
   /**
