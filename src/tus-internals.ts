@@ -7,11 +7,13 @@
  *
  * The parts, and why the plugin needs them:
  * - the PATCH and POST handlers' `writeToStore(body, upload, maxFileSize, context)`: the direct
- *   write path (http/write-path.ts) routes request bytes straight into the data file. @tus/server
- *   exports neither its handler classes nor `BaseHandler`, so the instance method is wrapped.
- * - the PATCH handler's `store`: the handler is given a view of the built-in store whose
- *   `getUpload` refuses a final upload of the concatenation extension (403), under the lock and
- *   on the record it reads anyway (http/concatenation.ts). Checked with `writeToStore` below.
+ *   write path (hooked in by http/write-path.ts, written by backends/file/write-path.ts) routes
+ *   request bytes straight into the data file. @tus/server exports neither its handler classes
+ *   nor `BaseHandler`, so the instance method is wrapped.
+ * - the PATCH handler's `store`: the handler is given the backend's `concatenation.patchStore`,
+ *   a view of the built-in store whose `getUpload` refuses a final upload of the concatenation
+ *   extension (403), under the lock and on the record it reads anyway
+ *   (backends/file/capabilities.ts). Checked with `writeToStore` below.
  * - `MemoryLocker.locks`, its lock table, and `MemoryLocker.timeout`: the sweep, and a request
  *   whose upload's lock is free, take an uncontended lock with one entry in it, instead of arming
  *   a 30 s timer per removal or request; a request whose upload's lock is held waits to be woken

@@ -167,6 +167,54 @@ describe('the protocol for partial and final uploads', () => {
     expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('AAAAABBBBBB')
   })
 
+  it("shows tus a final's summed Upload-Length without the Upload-Concat header, while the app's own hooks see the headers as sent", async () => {
+    const seenByTus: Array<{ length: string | null; concat: string | null }> = []
+    const seenByApp: Array<{ length: unknown; concat: unknown; raw: string[] }> = []
+    const server = await startServer(
+      {
+        expireAfterMs: HOUR,
+        tus: {
+          onUploadCreate: async (req) => {
+            seenByTus.push({
+              length: req.headers.get('upload-length'),
+              concat: req.headers.get('upload-concat'),
+            })
+            return {}
+          },
+        },
+      },
+      {
+        before: async (app) => {
+          app.addHook('onResponse', async (request) => {
+            if (request.method !== 'POST' || request.headers['upload-concat'] === undefined) return
+            const raw = request.raw.rawHeaders.filter((_, i) => i % 2 === 0)
+            seenByApp.push({
+              length: request.headers['upload-length'],
+              concat: request.headers['upload-concat'],
+              raw: raw.map((name) => name.toLowerCase()),
+            })
+          })
+        },
+      },
+    )
+    const a = await partial(server.endpoint, Buffer.from('AAAAA'))
+    const b = await partial(server.endpoint, Buffer.from('BBB'))
+    const res = await final(server.endpoint, [a.url, b.url])
+    expect(res.status).toBe(201)
+    // tus sees an ordinary creation of the partials' summed length...
+    expect(seenByTus).toEqual([
+      { length: '5', concat: null },
+      { length: '3', concat: null },
+      { length: '8', concat: null },
+    ])
+    // ...while the Node request keeps what the client sent: no length, the header in place.
+    const finalSeen = seenByApp.at(-1)
+    expect(finalSeen?.concat).toBe(`final;${a.url} ${b.url}`)
+    expect(finalSeen?.length).toBeUndefined()
+    expect(finalSeen?.raw).toContain('upload-concat')
+    expect(finalSeen?.raw).not.toContain('upload-length')
+  })
+
   it('accepts partial URLs with or without the register prefix', async () => {
     const server = await startServer({ expireAfterMs: HOUR }, { register: { prefix: '/api' } })
     const a = await partial(server.endpoint, Buffer.from('one,'))

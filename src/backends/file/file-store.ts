@@ -11,7 +11,7 @@
  *   the stock constructor throws from a callback and ends the process;
  * - `remove` removes only an upload (a file whose `<id>.json` is its record), never another file
  *   of the directory, and tolerates a missing data file;
- * - PATCH bodies reach the data file directly (http/write-path.ts), not through web streams;
+ * - PATCH bodies reach the data file directly (write-path.ts), not through web streams;
  * - partial and final uploads of the concatenation extension (concatenation.ts).
  */
 import fs, { createReadStream } from 'node:fs'
@@ -181,7 +181,7 @@ export class ExpiringFileStore extends FileStore {
     this.#idPattern = options.idPattern
     this.writes = new StoreWrites(this, options.holdsLock ?? (() => false))
     this.finals = new Finals(this.configstore, this.#locker)
-    // Checksums are verified by the direct write path (http/write-path.ts), which this store gets.
+    // Checksums are verified by the direct write path (write-path.ts), which this store gets.
     this.extensions = [...this.extensions, 'checksum', 'concatenation']
     if (this.expireAfterMs === 0) {
       this.extensions = this.extensions.filter((extension) => extension !== 'expiration')
