@@ -6,6 +6,7 @@
  * a backend does not have is `undefined`.
  */
 import type { IncomingMessage } from 'node:http'
+import type { ServerOptions } from '@tus/server'
 import type { DataStore, Upload } from '@tus/utils'
 import type { SweepFunction } from '../sweep/schedule.js'
 import type { FreeSpace } from './file/free-space.js'
@@ -79,10 +80,17 @@ export interface BodyWriter {
   ): Promise<{ offset: number; written: Written }>
 }
 
+type OnUploadCreate = NonNullable<ServerOptions['onUploadCreate']>
+
 /** The creation guard: what a creation must pass before anything is created. */
 export interface CreationGuard {
   /** Refuses a declared length that cannot fit now (507) or ever (413): a `Refusal`. */
   reserve(bytes: number): Promise<void>
+  /**
+   * The user's `onUploadCreate` (if any) with what the backend records of a creation once it
+   * has run (the `Upload-Metadata` header as sent, which HEAD answers).
+   */
+  recording?(hook: OnUploadCreate | undefined): OnUploadCreate
 }
 
 /**

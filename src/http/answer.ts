@@ -14,7 +14,6 @@
  */
 import type { Server } from '@tus/server'
 import type { UploadBackend, UploadDescriber, UploadFacts } from '../backends/backend.js'
-import { answerRawMetadata } from '../backends/file/raw-metadata.js'
 import { tusCorsHeaders } from '../tus-internals.js'
 import { contextOf } from './request-context.js'
 
@@ -163,7 +162,9 @@ function uploadFacts(store: UploadDescriber): Step {
     const facts = await store.describe(id, { afterRead: method === 'HEAD' })
     uploadExpires(response, facts)
     if (method === 'HEAD') {
-      answerRawMetadata(response, facts?.rawMetadata)
+      // The metadata as the client sent it, where the backend kept it.
+      if (facts?.rawMetadata !== undefined)
+        response.headers.set('Upload-Metadata', facts.rawMetadata)
       if (facts?.concat) response.headers.set('Upload-Concat', facts.concat)
     }
   }

@@ -8,7 +8,6 @@
 import { Server } from '@tus/server'
 import { EVENTS, type Locker } from '@tus/utils'
 import type { UploadBackend } from '../backends/backend.js'
-import { keepingRawMetadata } from '../backends/file/raw-metadata.js'
 import type { TusServerOptions } from '../options.js'
 import { setHandlerStore } from '../tus-internals.js'
 import { markingConcat } from './concatenation.js'
@@ -88,7 +87,7 @@ function onUploadCreate(
 ): OnUploadCreate | undefined {
   const { creation, concatenation } = backend
   if (!creation && !concatenation) return user
-  let hook = keepingRawMetadata(user)
+  let hook = creation?.recording ? creation.recording(user) : user
   if (creation) hook = checkingSpace(creation.reserve, hook)
   if (concatenation) hook = markingConcat(concatenation, hook)
   return hook

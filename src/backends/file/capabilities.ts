@@ -9,6 +9,7 @@ import { refusal } from '../../refusal.js'
 import type { UploadBackend } from '../backend.js'
 import { markConcat } from './concatenation.js'
 import type { ExpiringFileStore } from './file-store.js'
+import { keepingRawMetadata } from './raw-metadata.js'
 import { FileWriter } from './write-path.js'
 
 /** Checksum algorithms of the built-in store, as tus names them, in order of preference. */
@@ -31,7 +32,7 @@ export function fileCapabilities(store: ExpiringFileStore): FileCapabilities {
       patchStore: refusingPatchOfFinal(store),
     },
     writer: new FileWriter(store),
-    creation: { reserve: (bytes) => store.writes.reserve(bytes) },
+    creation: { reserve: (bytes) => store.writes.reserve(bytes), recording: keepingRawMetadata },
     checksums: { algorithms: CHECKSUM_ALGORITHMS },
     discardRefused: async (id) => {
       try {
