@@ -49,8 +49,8 @@ export interface Checksums {
 export interface Written {
   /** The `Upload` the store handed the handler. */
   upload: Upload
-  /** The data file's clock once the body's bytes were in it; `undefined` if unread. */
-  stats: { mtimeMs: number } | undefined
+  /** The data file's clock and size once the body's bytes were in it; `undefined` if unread. */
+  stats: { mtimeMs: number; size: number } | undefined
 }
 
 /** How a body is to be written by the direct write path. */

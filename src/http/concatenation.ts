@@ -27,6 +27,7 @@ import type { Concatenation, ConcatRequest, HeldFinalUpload } from '../backends/
 import type { TusServerOptions } from '../options.js'
 import { asRefusal, Refusal, refusal } from '../refusal.js'
 import { tusCorsHeaders, uploadUrlFor } from '../tus-internals.js'
+import { refusalAnswer } from './refusals.js'
 import { contextOf } from './request-context.js'
 
 type FinalRequest = Extract<ConcatRequest, { kind: 'final' }>
@@ -267,11 +268,11 @@ export async function answerExistingFinal(
   } catch (error) {
     const refused = asRefusal(error)
     if (!refused) throw error
-    return streamedRefusal(refused, headers)
+    return refusalAnswer(refused, headers, { streamed: true })
   }
   if (!held) {
     const gone = refusal(410, 'the final upload assembled from these partial uploads is gone')
-    return streamedRefusal(gone, headers)
+    return refusalAnswer(gone, headers, { streamed: true })
   }
   const release = held.release
   if (res.destroyed) await release(false)
@@ -279,12 +280,4 @@ export async function answerExistingFinal(
   headers.set('Location', uploadUrlFor(tus, request, finalId))
   headers.set('Content-Length', '0')
   return new Response('', { status: 201, headers })
-}
-
-/**
- * A refusal answered as tus' `Response` would carry it (no length: it is streamed). Unlike the
- * guards' answers (refusals.ts), these were always sent so; kept so, byte for byte.
- */
-function streamedRefusal(refused: Refusal, headers: Headers): Response {
-  return new Response(refused.body, { status: refused.status_code, headers })
 }

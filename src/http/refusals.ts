@@ -10,10 +10,20 @@ import { TUS_VERSION } from './protocol.js'
 /**
  * `refusal` as an answer, with `headers` (those tus puts on its own answers: the version, CORS):
  * a plain-text body framed by its length, and `Tus-Version` with a 412 (tus 1.0, "Tus-Resumable").
+ *
+ * `streamed`: as the refusals of a retried final creation have always been sent (the shape of
+ * the `Response` tus builds: the body streamed, fetch's default content type); kept so, byte for
+ * byte, as every answer of the plugin is.
  */
-export function refusalAnswer(refusal: Refusal, headers: Headers): Response {
-  headers.set('Content-Type', 'text/plain; charset=utf-8')
-  headers.set('Content-Length', String(Buffer.byteLength(refusal.body)))
-  if (refusal.status_code === 412) headers.set('Tus-Version', TUS_VERSION)
+export function refusalAnswer(
+  refusal: Refusal,
+  headers: Headers,
+  { streamed = false }: { streamed?: boolean } = {},
+): Response {
+  if (!streamed) {
+    headers.set('Content-Type', 'text/plain; charset=utf-8')
+    headers.set('Content-Length', String(Buffer.byteLength(refusal.body)))
+    if (refusal.status_code === 412) headers.set('Tus-Version', TUS_VERSION)
+  }
   return new Response(refusal.body, { status: refusal.status_code, headers })
 }

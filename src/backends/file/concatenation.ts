@@ -84,7 +84,7 @@ export async function lockPartials(
         await new Promise((resolve) => setTimeout(resolve, PARTIAL_LOCK_RETRY_MS))
         lock = await locker.tryLock(id)
       }
-      if (!lock) throw tusError(423, `${what} ${id} is in use; retry the final upload`)
+      if (!lock) throw refusal(423, `${what} ${id} is in use; retry the final upload`)
       held.push(lock)
     }
     return held
