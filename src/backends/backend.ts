@@ -29,7 +29,7 @@ export interface UploadDescriber {
   /** The facts after this request's write, from what the write path saw. */
   factsAfterWrite?(
     upload: Upload,
-    stats: { mtimeMs: number } | undefined,
+    stats: Written['stats'],
   ): Promise<Pick<UploadFacts, 'expiresAt'> | undefined>
 }
 
@@ -39,7 +39,7 @@ export interface Checksum {
   digest: Buffer
 }
 
-/** The checksum extension: the backend verifies `Upload-Checksum` as the bytes are written. */
+/** The checksum extension: the backend's `writer` verifies `Upload-Checksum` as it writes. */
 export interface Checksums {
   /** The algorithms it verifies, as tus names them, in order of preference. */
   readonly algorithms: readonly string[]
