@@ -212,22 +212,6 @@ export function assertTusInternals(): void {
   }
 }
 
-/** The installed version of `name` (its package.json is not in its exports map). */
-function installedVersion(name: string): string {
-  const require = createRequire(import.meta.url)
-  try {
-    let dir = path.dirname(require.resolve(name))
-    for (let i = 0; i < 4; i++) {
-      try {
-        const pkg = require(path.join(dir, 'package.json')) as { name?: string; version?: string }
-        if (pkg.name === name) return `${name}@${pkg.version}`
-      } catch {}
-      dir = path.dirname(dir)
-    }
-  } catch {}
-  return name
-}
-
 // @tus/s3-store: a user's S3Store, reached past its public API.
 
 /** The calls the plugin makes on S3Store's `client` (the aggregated `S3` of @aws-sdk/client-s3). */
@@ -385,4 +369,20 @@ export function s3StoreInternals<Client extends object>(
     },
     forget: (id) => members.clearCache(id),
   }
+}
+
+/** The installed version of `name` (its package.json is not in its exports map). */
+function installedVersion(name: string): string {
+  const require = createRequire(import.meta.url)
+  try {
+    let dir = path.dirname(require.resolve(name))
+    for (let i = 0; i < 4; i++) {
+      try {
+        const pkg = require(path.join(dir, 'package.json')) as { name?: string; version?: string }
+        if (pkg.name === name) return `${name}@${pkg.version}`
+      } catch {}
+      dir = path.dirname(dir)
+    }
+  } catch {}
+  return name
 }
