@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { FileBackend } from './backends/file/index.js'
 import type { SweepReport } from './backends/file/sweep-engine.js'
-import { checkBackendOptions, openBackend, type UploadBackend } from './backends/index.js'
+import { openBackend, type UploadBackend } from './backends/index.js'
 import {
   checkDecorators,
   claimStore,
@@ -52,7 +52,6 @@ export interface TusCleanupDecorator {
 async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTusOptions) {
   const options = resolveOptions(rawOptions)
   assertTusInternals()
-  checkBackendOptions(options)
   const { namespace } = options
   const endpoint = endpointPath(fastify.prefix, options)
   checkDecorators(fastify, namespace, endpoint)

@@ -12,6 +12,7 @@ import { MemoryLocker, Server } from '@tus/server'
 import { DataStore, ERRORS, MemoryKvStore, Upload } from '@tus/utils'
 import Fastify from 'fastify'
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest'
+import { newReport } from '../src/backends/file/sweep-engine.js'
 import type { S3SweepClient } from '../src/backends/s3/client.js'
 import { asS3Store, s3Backend } from '../src/backends/s3/index.js'
 import fastifyTus from '../src/index.js'
@@ -311,10 +312,10 @@ describe('the installed @tus/s3-store', () => {
     expect(backend.datastore).toBe(store)
     expect('run' in backend.sweep).toBe(true)
     expect(store.getExpiration()).toBe(60_000)
-    await backend.start?.(async () => ({ removed: 3 }))
+    await backend.start?.(async () => ({ ...newReport(false), removed: 3 }))
     expect(store.getExpiration()).toBe(0)
     expect(await store.deleteExpired()).toBe(3)
-    await backend.close()
+    await backend.close(Date.now())
     expect(store.getExpiration()).toBe(60_000)
     expect(Object.hasOwn(store, 'deleteExpired')).toBe(false)
   })

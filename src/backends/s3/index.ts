@@ -37,16 +37,11 @@ export function s3Backend(options: S3BackendOptions): UploadBackend {
     sweep: { run: s3Sweep(store, options) },
     answers: { describe: (id, describeOptions) => expiry.describe(id, describeOptions) },
     async start(sweepNow) {
-      expiry.adopt(async () => removedBy(await sweepNow()))
+      expiry.adopt(async () => (await sweepNow()).removed)
+      return undefined
     },
     async close() {
       expiry.restore()
     },
   }
-}
-
-/** What `deleteExpired()` answers: the uploads a sweep removed. */
-function removedBy(report: unknown): number {
-  const removed = (report as { removed?: unknown } | undefined)?.removed
-  return typeof removed === 'number' ? removed : 0
 }

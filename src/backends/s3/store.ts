@@ -145,24 +145,6 @@ export class S3ActivityExpiry implements UploadDescriber {
   }
 }
 
-/** An S3Store's expiry as the plugin applies it to requests. */
-export interface S3Expiry {
-  describe(id: string, options?: { afterRead?: boolean }): Promise<UploadFacts | undefined>
-  /** Gives the store its own methods back (onClose). */
-  restore(): void
-}
-
-/** `S3ActivityExpiry`, adopted at once: what plugin.ts uses until it takes `s3Backend`. */
-export function adoptS3Store(
-  store: S3StoreLike,
-  expireAfterMs: number,
-  runSweep: () => Promise<number>,
-): S3Expiry {
-  const expiry = new S3ActivityExpiry(store, expireAfterMs)
-  expiry.adopt(runSweep)
-  return expiry
-}
-
 /**
  * An unfinished upload's last activity by the sweep's clock: the latest of its creation, its
  * parts, its `.part` and its `.info` as S3 dates them; `undefined` when its multipart upload is
