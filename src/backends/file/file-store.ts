@@ -339,7 +339,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /** Checks that `id` can go into a final upload now (final-creation.ts); resolves to its length. */
-  async checkPartial(id: string): Promise<number> {
+  checkPartial(id: string): Promise<number> {
     return this.#finalCreation.checkPartial(id)
   }
 
@@ -370,8 +370,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * Resolves once the work this store left running after an answer has ended: the removal of
    * the partials a final took over. The sweep waits for it, and so does the plugin's close.
    */
-  async settled(): Promise<void> {
-    await this.#settling.settled()
+  settled(): Promise<void> {
+    return this.#settling.settled()
   }
 
   /**
@@ -429,12 +429,12 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * What the answers state beyond tus' own headers (upload-facts.ts); `undefined` for an unknown
    * upload. `afterRead`: about what the `getUpload` just before it read (a HEAD).
    */
-  async describe(id: string, options: { afterRead?: boolean } = {}) {
+  describe(id: string, options: { afterRead?: boolean } = {}) {
     return this.#facts.describe(id, options)
   }
 
   /** The facts of an upload this process has just created without a body (upload-facts.ts). */
-  async factsOfCreation(upload: Upload): Promise<Pick<UploadFacts, 'expiresAt'>> {
+  factsOfCreation(upload: Upload): Promise<Pick<UploadFacts, 'expiresAt'>> {
     return this.#facts.factsOfCreation(upload)
   }
 
@@ -447,7 +447,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * The facts after a body was written to `upload`, from the writer's `lstat` if it passes it
    * (upload-facts.ts); `undefined` for an object this store did not hand out.
    */
-  async factsAfterWrite(upload: Upload, written?: fs.Stats) {
+  factsAfterWrite(upload: Upload, written?: fs.Stats) {
     return this.#facts.factsAfterWrite(upload, written)
   }
 
@@ -455,12 +455,12 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * Removes an upload (removal.ts). `handedOn`: its bytes now count as another upload's (a
    * partial that a final took over), so the quota keeps counting them.
    */
-  override async remove(id: string, { handedOn = false }: { handedOn?: boolean } = {}) {
-    await removeUpload(this, id, handedOn)
+  override remove(id: string, { handedOn = false }: { handedOn?: boolean } = {}) {
+    return removeUpload(this, id, handedOn)
   }
 
   /** Sweeps the directory with this store's lock and periods; recounts the quota (removal.ts). */
-  async sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
+  sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
     const parts = { locker: this.#locker, idPattern: this.#idPattern, claim: this.#claim }
     return sweepStore(this, parts, options)
   }
@@ -472,7 +472,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /** The bytes the store holds as the quota counts them: a walk that removes nothing. */
-  async count(): Promise<number> {
+  count(): Promise<number> {
     return countStore(this.directory, this.#idPattern)
   }
 

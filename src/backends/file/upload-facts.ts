@@ -73,10 +73,6 @@ export class LastReads {
     this.#entries.delete(id)
     return last && performance.now() - last.at < LAST_READ_MS ? last : undefined
   }
-
-  get size(): number {
-    return this.#entries.size
-  }
 }
 
 /** The expiry clock of the store's uploads, and the facts its answers state. */
