@@ -461,7 +461,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
 
   /** Sweeps the directory with this store's lock and periods; recounts the quota (removal.ts). */
   sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
-    const parts = { locker: this.#locker, idPattern: this.#idPattern, claim: this.#claim }
+    const parts = { locker: this.#locker, idPattern: this.#idPattern, claim: () => this.#claim }
     return sweepStore(this, parts, options)
   }
 

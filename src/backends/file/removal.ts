@@ -83,8 +83,8 @@ export interface SweptStore {
 export interface SweepParts {
   locker: SweepLocker | undefined
   idPattern: RegExp | undefined
-  /** This process' claim on the directory, when it serves it as a holder. */
-  claim: DirectoryClaim | undefined
+  /** This process' claim on the directory, when it serves it as a holder, as it is now. */
+  claim(): DirectoryClaim | undefined
 }
 
 /**
@@ -100,7 +100,9 @@ export async function sweepStore(
   // Partials a final took over are gone first: they would count, and show as busy.
   await store.settled()
   const at = Date.now()
-  const tokens = await claim?.liveTokens().catch(() => undefined)
+  // The claim as it is after that wait: a close meanwhile gave it up.
+  const holders = claim()
+  const tokens = await holders?.liveTokens().catch(() => undefined)
   // Marked right before the walk: what is written between the two may be counted twice.
   const recount = store.quota && !options.dryRun ? store.quota : undefined
   const mark = await recount?.mark()
