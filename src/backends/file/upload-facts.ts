@@ -2,7 +2,7 @@
  * What the answers about an upload of the built-in store state beyond tus' own headers: when it
  * expires (`Upload-Expires`; none for a finished upload or with expiry off), its
  * `Upload-Metadata` exactly as the client sent it, and its `Upload-Concat`. Each answer reads as
- * little as it can: a HEAD uses what the `getUpload` just before it read (`LastReads`), and the
+ * little as it can: a HEAD uses what the `getUpload` just before it read (`LastRead`), and the
  * answer after a creation or a write what that creation or write saw (`KnownUpload`).
  */
 import type fs from 'node:fs'
@@ -20,6 +20,7 @@ import {
   verifiedBytes,
 } from '../../expiry/policy.js'
 import type { UploadFacts } from '../backend.js'
+import { LastRead } from '../last-read.js'
 import { concatOf, type FinalRecordFields } from './concatenation.js'
 import { rawMetadataOf } from './raw-metadata.js'
 import { lstat, type UploadFiles } from './upload-files.js'
@@ -44,37 +45,6 @@ export interface ReadFacts {
   mtimeMs: number
 }
 
-/** How long the facts of a `getUpload` wait for the answer that follows it. */
-const LAST_READ_MS = 1000
-/** At most this many uploads' facts wait at once (a burst of reads is cleared, not kept). */
-const LAST_READ_MAX = 10_000
-
-/**
- * What the last `getUpload` of each upload saw, for the HEAD answer that follows it: taken once,
- * dropped after a second. Bounded by the uploads read within a second, and by `LAST_READ_MAX`.
- */
-export class LastReads {
-  readonly #entries = new Map<string, ReadFacts & { at: number }>()
-
-  remember(id: string, record: Upload, offset: number, mtimeMs: number): void {
-    const now = performance.now()
-    if (this.#entries.size >= LAST_READ_MAX) {
-      for (const [key, entry] of this.#entries) {
-        if (now - entry.at >= LAST_READ_MS) this.#entries.delete(key)
-      }
-      if (this.#entries.size >= LAST_READ_MAX) this.#entries.clear()
-    }
-    this.#entries.set(id, { record, offset, mtimeMs, at: now })
-  }
-
-  /** What the last read of `id` saw, if it was less than a second ago; forgotten either way. */
-  take(id: string): ReadFacts | undefined {
-    const last = this.#entries.get(id)
-    this.#entries.delete(id)
-    return last && performance.now() - last.at < LAST_READ_MS ? last : undefined
-  }
-}
-
 /** The expiry clock of the store's uploads, and the facts its answers state. */
 export class FileFacts {
   readonly #files: UploadFiles
@@ -82,7 +52,8 @@ export class FileFacts {
   readonly #periods: IdlePeriods
   readonly #downtime: Downtime | undefined
   readonly #known: WeakMap<Upload, KnownUpload>
-  readonly lastReads = new LastReads()
+  /** What the last `getUpload` of each upload saw, for the HEAD answer that follows it. */
+  readonly lastReads = new LastRead<ReadFacts>()
 
   /** `known`: the store's map of the `Upload` objects it handed out or created. */
   constructor(

@@ -77,7 +77,7 @@ export class UploadReader {
       throw ERRORS.FILE_NO_LONGER_EXISTS
     }
     offset = Math.min(offset, stats.size)
-    facts.lastReads.remember(id, record, offset, stats.mtimeMs)
+    facts.lastReads.keep(id, { record, offset, mtimeMs: stats.mtimeMs })
     return { upload: this.#uploadOf(id, record, offset, file), record }
   }
 
@@ -97,7 +97,7 @@ export class UploadReader {
     if (facts.hasExpired(record, record.size, offset, mtimeMs)) {
       throw ERRORS.FILE_NO_LONGER_EXISTS
     }
-    facts.lastReads.remember(id, record, offset, mtimeMs)
+    facts.lastReads.keep(id, { record, offset, mtimeMs })
     return { upload: this.#uploadOf(id, record, offset, files.dataPathOf(id)), record }
   }
 
