@@ -27,7 +27,7 @@ import {
   startServer,
   TUS,
   writeSession,
-} from './helpers.js'
+} from '../helpers.js'
 
 const MiB = 1024 * 1024
 const HOUR = 3_600_000

@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { tempDir, tusUpload, waitFor } from './helpers.js'
+import { tempDir, tusUpload, waitFor } from '../helpers.js'
 
 const SERVER = path.resolve('dist/demo/server.js')
 

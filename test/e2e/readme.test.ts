@@ -20,7 +20,7 @@ import {
   tempDir,
   tusUpload,
   waitFor,
-} from './helpers.js'
+} from '../helpers.js'
 
 const README = await fs.readFile('README.md', 'utf8')
 

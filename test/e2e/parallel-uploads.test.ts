@@ -28,8 +28,8 @@ import {
   tempDir,
   tusUpload,
   waitFor,
-} from './helpers.js'
-import { closedByAll } from './proc.js'
+} from '../helpers.js'
+import { closedByAll } from '../proc.js'
 
 const HOUR = 3_600_000
 const MiB = 1024 * 1024

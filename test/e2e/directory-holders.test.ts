@@ -13,7 +13,7 @@ import {
   HOLDERS_DIRECTORY,
   type Holder,
   joinHolders,
-} from '../src/backends/file/directory-holders.js'
+} from '../../src/backends/file/directory-holders.js'
 import {
   age,
   createUpload,
@@ -25,7 +25,7 @@ import {
   startServer,
   startServerProcess,
   tempDir,
-} from './helpers.js'
+} from '../helpers.js'
 
 const SERVER = path.resolve('dist/demo/server.js')
 

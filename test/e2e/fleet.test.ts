@@ -26,7 +26,7 @@ import {
   TUS,
   tempDir,
   waitFor,
-} from './helpers.js'
+} from '../helpers.js'
 
 const SERVER = path.resolve('dist/demo/server.js')
 const INTERVAL_MS = 100

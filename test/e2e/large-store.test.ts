@@ -20,7 +20,7 @@ import {
   tempDir,
   waitFor,
   writeSessions,
-} from './helpers.js'
+} from '../helpers.js'
 
 const HOUR = 3_600_000
 

@@ -8,7 +8,7 @@ import type http from 'node:http'
 import path from 'node:path'
 import type { FastifyHttpOptions, FastifyInstance } from 'fastify'
 import { describe, expect, it } from 'vitest'
-import { startDemo } from '../demo/app.js'
+import { startDemo } from '../../demo/app.js'
 import {
   pattern as bytes,
   createUpload,
@@ -20,7 +20,7 @@ import {
   slowPatch,
   startServer,
   tempDir,
-} from './helpers.js'
+} from '../helpers.js'
 
 /** A slow PATCH that may be cut: its answer, or `undefined` when the connection was dropped. */
 function slowPatchOrCut(...args: Parameters<typeof slowPatch>): Promise<RawResponse | undefined> {

@@ -8,9 +8,9 @@ import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { bearer, bearerAuth, ownerCheck } from './auth-app.js'
+import { bearer, bearerAuth, ownerCheck } from '../auth-app.js'
+import { pattern, request, sha256, sha256Of, startServer, TUS } from '../helpers.js'
 import { launchChromium, servePage } from './chromium.js'
-import { pattern, request, sha256, sha256Of, startServer, TUS } from './helpers.js'
 
 let browser: Browser
 beforeAll(async () => {

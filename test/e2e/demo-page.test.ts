@@ -10,8 +10,7 @@ import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
-import { type DemoConfig, startDemo } from '../demo/app.js'
-import { launchChromium } from './chromium.js'
+import { type DemoConfig, startDemo } from '../../demo/app.js'
 import {
   head,
   pattern,
@@ -23,7 +22,8 @@ import {
   tempDir,
   waitFor,
   writeSession,
-} from './helpers.js'
+} from '../helpers.js'
+import { launchChromium } from './chromium.js'
 
 const SCREENSHOT = path.resolve('test-output/demo-page.png')
 const MiB = 1024 * 1024

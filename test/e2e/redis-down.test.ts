@@ -14,10 +14,10 @@ import net from 'node:net'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
-import { LockUnavailableError } from '../src/errors.js'
-import { RedisCallTimeoutError } from '../src/redis/bounded.js'
-import { connectRedis, FAIL_FAST_REDIS_OPTIONS } from '../src/redis/connect.js'
-import { RedisLocker } from '../src/redis/locker.js'
+import { LockUnavailableError } from '../../src/errors.js'
+import { RedisCallTimeoutError } from '../../src/redis/bounded.js'
+import { connectRedis, FAIL_FAST_REDIS_OPTIONS } from '../../src/redis/connect.js'
+import { RedisLocker } from '../../src/redis/locker.js'
 import {
   createUpload,
   head,
@@ -35,7 +35,7 @@ import {
   tempDir,
   tusUpload,
   waitFor,
-} from './helpers.js'
+} from '../helpers.js'
 
 const ACQUIRE_LOCK_TIMEOUT_MS = 1500
 const NEUTRAL_BODY = 'Upload locks are unavailable right now; try again\n'

@@ -6,11 +6,11 @@
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
-import { LockTimeoutError } from '../src/errors.js'
-import { RedisSweepLease } from '../src/redis/lease.js'
-import { RedisLocker, type RedisLockerOptions } from '../src/redis/locker.js'
-import { KeyRefresher } from '../src/redis/refresher.js'
-import { scriptsOf } from '../src/redis/scripts.js'
+import { LockTimeoutError } from '../../src/errors.js'
+import { RedisSweepLease } from '../../src/redis/lease.js'
+import { RedisLocker, type RedisLockerOptions } from '../../src/redis/locker.js'
+import { KeyRefresher } from '../../src/redis/refresher.js'
+import { scriptsOf } from '../../src/redis/scripts.js'
 import {
   age,
   createUpload,
@@ -29,7 +29,7 @@ import {
   tusUpload,
   waitFor,
   writeSession,
-} from './helpers.js'
+} from '../helpers.js'
 
 const clients: Redis[] = []
 const lockers: RedisLocker[] = []

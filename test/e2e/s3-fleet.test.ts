@@ -1,5 +1,5 @@
 /**
- * Three server processes (test/s3-instance.mjs: the built plugin with a stock S3Store, its cache
+ * Three server processes (test/e2e/s3-instance.mjs: the built plugin with a stock S3Store, its cache
  * and locks on Redis) on one bucket and one Redis; and the startup check against a per-process
  * cache.
  */
@@ -8,7 +8,7 @@ import path from 'node:path'
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import { describe, expect, inject, it, onTestFinished } from 'vitest'
-import fastifyTus from '../src/index.js'
+import fastifyTus from '../../src/index.js'
 import {
   createUpload,
   head,
@@ -19,15 +19,15 @@ import {
   sleep,
   startServerProcess,
   waitFor,
-} from './helpers.js'
-import { bucketContents, readObject, s3Store, testBucket } from './s3-helpers.js'
+} from '../helpers.js'
+import { bucketContents, readObject, s3Store, testBucket } from '../s3-helpers.js'
 
 const MiB = 1024 * 1024
 const INTERVAL_MS = 200
 const EXPIRE_MS = 3000
-const INSTANCE = path.resolve('test/s3-instance.mjs')
+const INSTANCE = path.resolve('test/e2e/s3-instance.mjs')
 
-/** Three processes (test/s3-instance.mjs, on the built package), one bucket, one Redis prefix. */
+/** Three processes (test/e2e/s3-instance.mjs, on the built package), one bucket, one Redis prefix. */
 async function startFleet(bucket: string) {
   const s3 = inject('s3')
   const shared = {

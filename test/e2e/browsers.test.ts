@@ -5,7 +5,7 @@
  */
 import cors from '@fastify/cors'
 import { describe, expect, it } from 'vitest'
-import { createUpload, patch, request, startServer, TUS } from './helpers.js'
+import { createUpload, patch, request, startServer, TUS } from '../helpers.js'
 
 const ORIGIN = 'https://app.example'
 const TUS_RESPONSE_HEADERS = [
