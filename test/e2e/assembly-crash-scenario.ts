@@ -19,7 +19,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { TEMP_PREFIX } from '../../src/backends/file/record-file.js'
-import { closedByAll } from '../proc.js'
+import { closedByAll } from '../helpers/proc.js'
 import { freePort } from './crash-scenario.js'
 import { dataPool, prng } from './soak-scenario.js'
 

@@ -14,7 +14,9 @@ import { LockTimeoutError } from '../../src/errors.js'
 import { RedisSweepLease } from '../../src/redis/lease.js'
 import { type RedisClient, RedisLocker, type RedisLockerOptions } from '../../src/redis/locker.js'
 import { scriptsOf } from '../../src/redis/scripts.js'
-import { REDIS_URL, randomId, sleep, waitFor } from '../helpers.js'
+import { randomId } from '../helpers/data.js'
+import { REDIS_URL } from '../helpers/redis.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 type Client = RedisClient & { disconnect(): void }
 

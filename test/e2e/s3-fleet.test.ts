@@ -9,18 +9,13 @@ import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import { describe, expect, inject, it, onTestFinished } from 'vitest'
 import fastifyTus from '../../src/index.js'
-import {
-  createUpload,
-  head,
-  type LogRecord,
-  patch,
-  REDIS_URL,
-  randomId,
-  sleep,
-  startServerProcess,
-  waitFor,
-} from '../helpers.js'
-import { bucketContents, readObject, s3Store, testBucket } from '../s3-helpers.js'
+import { randomId } from '../helpers/data.js'
+import { startServerProcess } from '../helpers/process.js'
+import { REDIS_URL } from '../helpers/redis.js'
+import { bucketContents, readObject, s3Store, testBucket } from '../helpers/s3.js'
+import type { LogRecord } from '../helpers/server.js'
+import { createUpload, head, patch } from '../helpers/tus-client.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 const MiB = 1024 * 1024
 const INTERVAL_MS = 200

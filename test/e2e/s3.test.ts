@@ -8,8 +8,11 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { MemoryLocker, Server } from '@tus/server'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { createUpload, head, patch, randomId, sleep, startServer } from '../helpers.js'
-import { bucketContents, readObject, s3Store, testBucket } from '../s3-helpers.js'
+import { randomId } from '../helpers/data.js'
+import { bucketContents, readObject, s3Store, testBucket } from '../helpers/s3.js'
+import { startServer } from '../helpers/server.js'
+import { createUpload, head, patch } from '../helpers/tus-client.js'
+import { sleep } from '../helpers/wait.js'
 
 const MiB = 1024 * 1024
 /** Periods with room for a loaded 2-core machine, where one S3 request can take hundreds of ms. */

@@ -9,7 +9,11 @@ import type { FastifyInstance } from 'fastify'
 import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { bearer, bearerAuth, ownerCheck } from '../auth-app.js'
-import { pattern, request, sha256, sha256Of, startServer, TUS } from '../helpers.js'
+import { pattern, sha256Of } from '../helpers/data.js'
+import { sha256 } from '../helpers/fs.js'
+import { request } from '../helpers/http.js'
+import { startServer } from '../helpers/server.js'
+import { TUS } from '../helpers/tus-client.js'
 import { launchChromium, servePage } from './chromium.js'
 
 let browser: Browser
