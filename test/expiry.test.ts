@@ -9,25 +9,12 @@ import * as tus from 'tus-js-client'
 import { describe, expect, it } from 'vitest'
 import { ExpiringFileStore } from '../src/backends/file/file-store.js'
 import { lastActivityMs } from '../src/expiry/policy.js'
-import {
-  age,
-  pattern as bytes,
-  createUpload,
-  exists,
-  head,
-  listing,
-  patch,
-  request,
-  sha256,
-  sha256Of,
-  sleep,
-  slowPatch,
-  startServer,
-  TUS,
-  tempDir,
-  tusUpload,
-  waitFor,
-} from './helpers.js'
+import { pattern as bytes, sha256Of } from './helpers/data.js'
+import { age, exists, listing, sha256, tempDir } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, head, patch, slowPatch, TUS, tusUpload } from './helpers/tus-client.js'
+import { sleep, waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 const YEAR = 365 * 24 * HOUR

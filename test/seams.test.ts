@@ -29,7 +29,8 @@ import {
   type WriteToStore,
   wrapWriteToStore,
 } from '../src/tus-internals.js'
-import { TUS, tempDir } from './helpers.js'
+import { tempDir } from './helpers/fs.js'
+import { TUS } from './helpers/tus-client.js'
 
 const restores: Array<() => void> = []
 afterEach(() => {

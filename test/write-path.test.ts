@@ -11,23 +11,19 @@ import { MemoryLocker } from '@tus/server'
 import { EVENTS } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
 import { DirectBodyRequest } from '../src/http/write-path.js'
+import { pattern as bytes, sha256Of } from './helpers/data.js'
+import { listing, listingBecomes, sha256 } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
 import {
-  pattern as bytes,
   createUpload,
   disconnectMidPatch,
   head,
-  listing,
-  listingBecomes,
   patch,
-  request,
-  sha256,
-  sha256Of,
-  signal,
   slowPatch,
-  startServer,
   TUS,
-  waitFor,
-} from './helpers.js'
+} from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 /** Waits until `file` holds at least `n` bytes. */
 function bytesOnDisk(file: string, n: number) {

@@ -8,19 +8,11 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import {
-  age,
-  cli,
-  listing,
-  pair,
-  randomId,
-  sleep,
-  startCli,
-  startServer,
-  tempDir,
-  waitFor,
-  writeSessions,
-} from './helpers.js'
+import { cli, startCli } from '../helpers/cli.js'
+import { randomId } from '../helpers/data.js'
+import { age, listing, pair, tempDir, writeSessions } from '../helpers/fs.js'
+import { startServer } from '../helpers/server.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 const HOUR = 3_600_000
 

@@ -10,11 +10,13 @@
 import { Redis as Redis6 } from 'ioredis'
 import { Redis as Redis5 } from 'ioredis5'
 import { afterEach, describe, expect, it } from 'vitest'
-import { LockTimeoutError } from '../src/errors.js'
-import { RedisSweepLease } from '../src/redis/lease.js'
-import { type RedisClient, RedisLocker, type RedisLockerOptions } from '../src/redis/locker.js'
-import { scriptsOf } from '../src/redis/scripts.js'
-import { REDIS_URL, randomId, sleep, waitFor } from './helpers.js'
+import { LockTimeoutError } from '../../src/errors.js'
+import { RedisSweepLease } from '../../src/redis/lease.js'
+import { type RedisClient, RedisLocker, type RedisLockerOptions } from '../../src/redis/locker.js'
+import { scriptsOf } from '../../src/redis/scripts.js'
+import { randomId } from '../helpers/data.js'
+import { REDIS_URL } from '../helpers/redis.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 type Client = RedisClient & { disconnect(): void }
 

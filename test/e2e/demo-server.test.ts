@@ -6,7 +6,9 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { tempDir, tusUpload, waitFor } from './helpers.js'
+import { tempDir } from '../helpers/fs.js'
+import { tusUpload } from '../helpers/tus-client.js'
+import { waitFor } from '../helpers/wait.js'
 
 const SERVER = path.resolve('dist/demo/server.js')
 

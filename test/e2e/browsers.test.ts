@@ -5,7 +5,9 @@
  */
 import cors from '@fastify/cors'
 import { describe, expect, it } from 'vitest'
-import { createUpload, patch, request, startServer, TUS } from './helpers.js'
+import { request } from '../helpers/http.js'
+import { startServer } from '../helpers/server.js'
+import { createUpload, patch, TUS } from '../helpers/tus-client.js'
 
 const ORIGIN = 'https://app.example'
 const TUS_RESPONSE_HEADERS = [

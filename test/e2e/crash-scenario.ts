@@ -1,6 +1,6 @@
 /**
  * The soak's crash mode (issue 13), shared by `npm run soak -- --crash` (50 clients) and
- * test/crash-soak.test.ts (12): the built plugin in a child process on a real directory, killed
+ * test/e2e/crash-soak.test.ts (12): the built plugin in a child process on a real directory, killed
  * with SIGKILL at random moments while raw HTTP clients upload, about half of them with an
  * `Upload-Checksum` on every PATCH, and restarted on the same directory and port. Clients trust
  * only the offset the server gives them. Then: every upload is finished and byte-identical,
@@ -16,8 +16,8 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { TEMP_PREFIX } from '../src/backends/file/record-file.js'
-import { METADATA_SUFFIX, UNVERIFIED_FROM } from '../src/expiry/policy.js'
+import { TEMP_PREFIX } from '../../src/backends/file/record-file.js'
+import { METADATA_SUFFIX, UNVERIFIED_FROM } from '../../src/expiry/policy.js'
 import { dataPool, prng } from './soak-scenario.js'
 
 const KiB = 1024
@@ -203,7 +203,7 @@ export interface CrashSoakResult {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex')
 
-/** The package root (this file runs from test/ under vitest, from dist/test/ in the script). */
+/** The package root (this file runs from test/e2e/ under vitest, from dist/test/e2e/ in the script). */
 function packageRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url))
   for (;;) {

@@ -1,5 +1,5 @@
 /**
- * The soak scenario, shared by `npm run soak` (100 uploads) and test/soak.test.ts (20): many
+ * The soak scenario, shared by `npm run soak` (100 uploads) and test/e2e/soak.test.ts (20): many
  * concurrent tus-js-client uploads against the real plugin on a real directory, some abandoned
  * midway, some interrupted and resumed, while the server is closed and restarted on the same
  * directory and port. Then: finished uploads are intact, abandoned ones were swept in time, no
@@ -18,7 +18,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import Fastify, { type FastifyInstance } from 'fastify'
 import * as tus from 'tus-js-client'
-import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
+import fastifyTus, { type FastifyTusOptions } from '../../src/index.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB

@@ -7,9 +7,11 @@
 import path from 'node:path'
 import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { bearerAuth } from './auth-app.js'
+import { bearerAuth } from '../auth-app.js'
+import { pattern, sha256Of } from '../helpers/data.js'
+import { listing, sha256 } from '../helpers/fs.js'
+import { startServer } from '../helpers/server.js'
 import { launchChromium, servePage } from './chromium.js'
-import { listing, pattern, sha256, sha256Of, startServer } from './helpers.js'
 
 let browser: Browser
 beforeAll(async () => {

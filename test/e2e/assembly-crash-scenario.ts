@@ -7,7 +7,7 @@
  * Checked: every client learns a final, byte-identical to its parts; a kill leaves no copy
  * writing (the temporary file stops growing) and the restart removes it at once; every record
  * parses; a final nobody was told of (a crash's duplicate) is marked so; then a sweep past the
- * period leaves exactly the finals the clients know. Run by test/assembly-crash-soak.test.ts and
+ * period leaves exactly the finals the clients know. Run by test/e2e/assembly-crash-soak.test.ts and
  * `npm run soak -- --assembly`.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -18,9 +18,9 @@ import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { TEMP_PREFIX } from '../src/backends/file/record-file.js'
+import { TEMP_PREFIX } from '../../src/backends/file/record-file.js'
+import { closedByAll } from '../helpers/proc.js'
 import { freePort } from './crash-scenario.js'
-import { closedByAll } from './proc.js'
 import { dataPool, prng } from './soak-scenario.js'
 
 export interface AssemblySoakOptions {

@@ -3,7 +3,7 @@
  * process, killed with SIGKILL five times while clients upload (half with `Upload-Checksum`),
  * restarted on the same directory and port. The seed is random unless CRASH_SOAK_SEED is set;
  * it is in the table, so a failure can be replayed (`CRASH_SOAK_SEED=<seed> npx vitest run
- * test/crash-soak.test.ts`). The scenario runs the built package: `npm run build` (vitest's
+ * test/e2e/crash-soak.test.ts`). The scenario runs the built package: `npm run build` (vitest's
  * global setup does it).
  */
 import { describe, expect, it } from 'vitest'

@@ -8,9 +8,13 @@ import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { bearer, bearerAuth, ownerCheck } from './auth-app.js'
+import { bearer, bearerAuth, ownerCheck } from '../auth-app.js'
+import { pattern, sha256Of } from '../helpers/data.js'
+import { sha256 } from '../helpers/fs.js'
+import { request } from '../helpers/http.js'
+import { startServer } from '../helpers/server.js'
+import { TUS } from '../helpers/tus-client.js'
 import { launchChromium, servePage } from './chromium.js'
-import { pattern, request, sha256, sha256Of, startServer, TUS } from './helpers.js'
 
 let browser: Browser
 beforeAll(async () => {

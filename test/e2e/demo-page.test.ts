@@ -10,20 +10,13 @@ import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
-import { type DemoConfig, startDemo } from '../demo/app.js'
+import { type DemoConfig, startDemo } from '../../demo/app.js'
+import { pattern, randomId, sha256Of } from '../helpers/data.js'
+import { sha256, tempDir, writeSession } from '../helpers/fs.js'
+import { request } from '../helpers/http.js'
+import { head } from '../helpers/tus-client.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 import { launchChromium } from './chromium.js'
-import {
-  head,
-  pattern,
-  randomId,
-  request,
-  sha256,
-  sha256Of,
-  sleep,
-  tempDir,
-  waitFor,
-  writeSession,
-} from './helpers.js'
 
 const SCREENSHOT = path.resolve('test-output/demo-page.png')
 const MiB = 1024 * 1024

@@ -1,5 +1,5 @@
 /**
- * The S3 soak, shared by `npm run soak -- --s3` and test/s3-soak.test.ts: concurrent
+ * The S3 soak, shared by `npm run soak -- --s3` and test/e2e/s3-soak.test.ts: concurrent
  * tus-js-client uploads against the plugin with a stock S3Store on a real S3 API, paced so that
  * they outlive expireAfterMs while sweeps run, some abandoned midway, while the server is closed
  * and restarted on the same bucket and port. Then: every finished upload is byte-identical in
@@ -11,8 +11,8 @@ import { S3 } from '@aws-sdk/client-s3'
 import { S3Store } from '@tus/s3-store'
 import Fastify, { type FastifyInstance } from 'fastify'
 import * as tus from 'tus-js-client'
-import type { SweepReport } from '../src/backends/file/sweep-engine.js'
-import fastifyTus from '../src/index.js'
+import type { SweepReport } from '../../src/backends/file/sweep-engine.js'
+import fastifyTus from '../../src/index.js'
 
 const MiB = 1024 * 1024
 

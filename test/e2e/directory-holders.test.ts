@@ -13,19 +13,13 @@ import {
   HOLDERS_DIRECTORY,
   type Holder,
   joinHolders,
-} from '../src/backends/file/directory-holders.js'
-import {
-  age,
-  createUpload,
-  exists,
-  head,
-  patch,
-  REDIS_URL,
-  randomId,
-  startServer,
-  startServerProcess,
-  tempDir,
-} from './helpers.js'
+} from '../../src/backends/file/directory-holders.js'
+import { randomId } from '../helpers/data.js'
+import { age, exists, tempDir } from '../helpers/fs.js'
+import { startServerProcess } from '../helpers/process.js'
+import { REDIS_URL } from '../helpers/redis.js'
+import { startServer } from '../helpers/server.js'
+import { createUpload, head, patch } from '../helpers/tus-client.js'
 
 const SERVER = path.resolve('dist/demo/server.js')
 

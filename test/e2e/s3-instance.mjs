@@ -1,10 +1,10 @@
-// One instance of the S3 fleet test (test/s3-fleet.test.ts), in its own process: the built
+// One instance of the S3 fleet test (test/e2e/s3-fleet.test.ts), in its own process: the built
 // plugin with a stock S3Store on the bucket, its cache and locks on Redis. pino JSON on stdout.
 import { S3Store } from '@tus/s3-store'
 import { IoRedisKvStore } from '@tus/utils'
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
-import fastifyTus from '../dist/src/index.js'
+import fastifyTus from '../../dist/src/index.js'
 
 const env = process.env
 const client = new Redis(env.REDIS_URL)

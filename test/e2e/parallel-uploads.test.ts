@@ -10,26 +10,13 @@ import net from 'node:net'
 import path from 'node:path'
 import * as tus from 'tus-js-client'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import {
-  age,
-  createUpload,
-  exists,
-  head,
-  listing,
-  listingBecomes,
-  pair,
-  patch,
-  request,
-  sha256,
-  sha256Of,
-  sleep,
-  startServer,
-  TUS,
-  tempDir,
-  tusUpload,
-  waitFor,
-} from './helpers.js'
-import { closedByAll } from './proc.js'
+import { sha256Of } from '../helpers/data.js'
+import { age, exists, listing, listingBecomes, pair, sha256, tempDir } from '../helpers/fs.js'
+import { request } from '../helpers/http.js'
+import { closedByAll } from '../helpers/proc.js'
+import { startServer } from '../helpers/server.js'
+import { createUpload, head, patch, TUS, tusUpload } from '../helpers/tus-client.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 const HOUR = 3_600_000
 const MiB = 1024 * 1024

@@ -1,6 +1,6 @@
 /**
  * The plugin with a stock @tus/s3-store `S3Store` as `datastore`, on a real S3 API (Ceph radosgw
- * started by test/s3-global-setup.ts, or the server `S3_ENDPOINT` names). Each test has a bucket
+ * started by test/e2e/s3-global-setup.ts, or the server `S3_ENDPOINT` names). Each test has a bucket
  * of its own.
  */
 import { randomBytes } from 'node:crypto'
@@ -8,8 +8,11 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { MemoryLocker, Server } from '@tus/server'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { createUpload, head, patch, randomId, sleep, startServer } from './helpers.js'
-import { bucketContents, readObject, s3Store, testBucket } from './s3-helpers.js'
+import { randomId } from '../helpers/data.js'
+import { bucketContents, readObject, s3Store, testBucket } from '../helpers/s3.js'
+import { startServer } from '../helpers/server.js'
+import { createUpload, head, patch } from '../helpers/tus-client.js'
+import { sleep } from '../helpers/wait.js'
 
 const MiB = 1024 * 1024
 /** Periods with room for a loaded 2-core machine, where one S3 request can take hundreds of ms. */

@@ -8,19 +8,11 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import {
-  exists,
-  head,
-  listing,
-  pattern,
-  request,
-  sha256,
-  sha256Of,
-  TUS,
-  tempDir,
-  tusUpload,
-  waitFor,
-} from './helpers.js'
+import { pattern, sha256Of } from '../helpers/data.js'
+import { exists, listing, sha256, tempDir } from '../helpers/fs.js'
+import { request } from '../helpers/http.js'
+import { head, TUS, tusUpload } from '../helpers/tus-client.js'
+import { waitFor } from '../helpers/wait.js'
 
 const README = await fs.readFile('README.md', 'utf8')
 

@@ -8,19 +8,12 @@ import type http from 'node:http'
 import path from 'node:path'
 import type { FastifyHttpOptions, FastifyInstance } from 'fastify'
 import { describe, expect, it } from 'vitest'
-import { startDemo } from '../demo/app.js'
-import {
-  pattern as bytes,
-  createUpload,
-  head,
-  patch,
-  type RawResponse,
-  sha256,
-  sha256Of,
-  slowPatch,
-  startServer,
-  tempDir,
-} from './helpers.js'
+import { startDemo } from '../../demo/app.js'
+import { pattern as bytes, sha256Of } from '../helpers/data.js'
+import { sha256, tempDir } from '../helpers/fs.js'
+import type { RawResponse } from '../helpers/http.js'
+import { startServer } from '../helpers/server.js'
+import { createUpload, head, patch, slowPatch } from '../helpers/tus-client.js'
 
 /** A slow PATCH that may be cut: its answer, or `undefined` when the connection was dropped. */
 function slowPatchOrCut(...args: Parameters<typeof slowPatch>): Promise<RawResponse | undefined> {

@@ -18,7 +18,8 @@ import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { REDIS_URL, randomId } from './helpers.js'
+import { randomId } from '../helpers/data.js'
+import { REDIS_URL } from '../helpers/redis.js'
 
 const ROOT = path.resolve('.')
 const TSC = path.join(ROOT, 'node_modules/typescript/bin/tsc')

@@ -1,5 +1,5 @@
 /**
- * Three server processes (test/s3-instance.mjs: the built plugin with a stock S3Store, its cache
+ * Three server processes (test/e2e/s3-instance.mjs: the built plugin with a stock S3Store, its cache
  * and locks on Redis) on one bucket and one Redis; and the startup check against a per-process
  * cache.
  */
@@ -8,26 +8,21 @@ import path from 'node:path'
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import { describe, expect, inject, it, onTestFinished } from 'vitest'
-import fastifyTus from '../src/index.js'
-import {
-  createUpload,
-  head,
-  type LogRecord,
-  patch,
-  REDIS_URL,
-  randomId,
-  sleep,
-  startServerProcess,
-  waitFor,
-} from './helpers.js'
-import { bucketContents, readObject, s3Store, testBucket } from './s3-helpers.js'
+import fastifyTus from '../../src/index.js'
+import { randomId } from '../helpers/data.js'
+import { startServerProcess } from '../helpers/process.js'
+import { REDIS_URL } from '../helpers/redis.js'
+import { bucketContents, readObject, s3Store, testBucket } from '../helpers/s3.js'
+import type { LogRecord } from '../helpers/server.js'
+import { createUpload, head, patch } from '../helpers/tus-client.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 const MiB = 1024 * 1024
 const INTERVAL_MS = 200
 const EXPIRE_MS = 3000
-const INSTANCE = path.resolve('test/s3-instance.mjs')
+const INSTANCE = path.resolve('test/e2e/s3-instance.mjs')
 
-/** Three processes (test/s3-instance.mjs, on the built package), one bucket, one Redis prefix. */
+/** Three processes (test/e2e/s3-instance.mjs, on the built package), one bucket, one Redis prefix. */
 async function startFleet(bucket: string) {
   const s3 = inject('s3')
   const shared = {

@@ -6,30 +6,18 @@
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
-import { LockTimeoutError } from '../src/errors.js'
-import { RedisSweepLease } from '../src/redis/lease.js'
-import { RedisLocker, type RedisLockerOptions } from '../src/redis/locker.js'
-import { KeyRefresher } from '../src/redis/refresher.js'
-import { scriptsOf } from '../src/redis/scripts.js'
-import {
-  age,
-  createUpload,
-  exists,
-  head,
-  pattern,
-  REDIS_URL,
-  randomId,
-  request,
-  sha256,
-  sha256Of,
-  sleep,
-  slowPatch,
-  startServer,
-  tempDir,
-  tusUpload,
-  waitFor,
-  writeSession,
-} from './helpers.js'
+import { LockTimeoutError } from '../../src/errors.js'
+import { RedisSweepLease } from '../../src/redis/lease.js'
+import { RedisLocker, type RedisLockerOptions } from '../../src/redis/locker.js'
+import { KeyRefresher } from '../../src/redis/refresher.js'
+import { scriptsOf } from '../../src/redis/scripts.js'
+import { pattern, randomId, sha256Of } from '../helpers/data.js'
+import { age, exists, sha256, tempDir, writeSession } from '../helpers/fs.js'
+import { request } from '../helpers/http.js'
+import { REDIS_URL } from '../helpers/redis.js'
+import { startServer } from '../helpers/server.js'
+import { createUpload, head, slowPatch, tusUpload } from '../helpers/tus-client.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 const clients: Redis[] = []
 const lockers: RedisLocker[] = []

@@ -14,28 +14,16 @@ import net from 'node:net'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
-import { LockUnavailableError } from '../src/errors.js'
-import { RedisCallTimeoutError } from '../src/redis/bounded.js'
-import { connectRedis, FAIL_FAST_REDIS_OPTIONS } from '../src/redis/connect.js'
-import { RedisLocker } from '../src/redis/locker.js'
-import {
-  createUpload,
-  head,
-  type LogRecord,
-  patch,
-  pattern,
-  type RawResponse,
-  randomId,
-  request,
-  sha256,
-  sha256Of,
-  signal,
-  startServer,
-  TUS,
-  tempDir,
-  tusUpload,
-  waitFor,
-} from './helpers.js'
+import { LockUnavailableError } from '../../src/errors.js'
+import { RedisCallTimeoutError } from '../../src/redis/bounded.js'
+import { connectRedis, FAIL_FAST_REDIS_OPTIONS } from '../../src/redis/connect.js'
+import { RedisLocker } from '../../src/redis/locker.js'
+import { pattern, randomId, sha256Of } from '../helpers/data.js'
+import { sha256, tempDir } from '../helpers/fs.js'
+import { type RawResponse, request } from '../helpers/http.js'
+import { type LogRecord, startServer } from '../helpers/server.js'
+import { createUpload, head, patch, TUS, tusUpload } from '../helpers/tus-client.js'
+import { signal, waitFor } from '../helpers/wait.js'
 
 const ACQUIRE_LOCK_TIMEOUT_MS = 1500
 const NEUTRAL_BODY = 'Upload locks are unavailable right now; try again\n'

@@ -8,25 +8,13 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import {
-  age,
-  createUpload,
-  exists,
-  head,
-  listingBecomes,
-  patch,
-  pattern,
-  REDIS_URL,
-  randomId,
-  request,
-  sha256,
-  sha256Of,
-  slowPatch,
-  startServerProcess,
-  TUS,
-  tempDir,
-  waitFor,
-} from './helpers.js'
+import { pattern, randomId, sha256Of } from '../helpers/data.js'
+import { age, exists, listingBecomes, sha256, tempDir } from '../helpers/fs.js'
+import { request } from '../helpers/http.js'
+import { startServerProcess } from '../helpers/process.js'
+import { REDIS_URL } from '../helpers/redis.js'
+import { createUpload, head, patch, slowPatch, TUS } from '../helpers/tus-client.js'
+import { waitFor } from '../helpers/wait.js'
 
 const SERVER = path.resolve('dist/demo/server.js')
 const INTERVAL_MS = 100

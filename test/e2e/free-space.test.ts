@@ -12,22 +12,12 @@ import os from 'node:os'
 import path from 'node:path'
 import { Registry } from 'prom-client'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
-import {
-  createUpload,
-  emergencySweepRecord,
-  head,
-  listing,
-  pair,
-  patch,
-  randomId,
-  request,
-  sha256,
-  sha256Of,
-  sleep,
-  startServer,
-  TUS,
-  writeSession,
-} from './helpers.js'
+import { randomId, sha256Of } from '../helpers/data.js'
+import { listing, pair, sha256, writeSession } from '../helpers/fs.js'
+import { request } from '../helpers/http.js'
+import { emergencySweepRecord, startServer } from '../helpers/server.js'
+import { createUpload, head, patch, TUS } from '../helpers/tus-client.js'
+import { sleep } from '../helpers/wait.js'
 
 const MiB = 1024 * 1024
 const HOUR = 3_600_000

@@ -10,8 +10,10 @@ import cors from '@fastify/cors'
 import Fastify from 'fastify'
 import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
+import { sha256Of } from '../helpers/data.js'
+import { sha256 } from '../helpers/fs.js'
+import { startServer } from '../helpers/server.js'
 import { launchChromium } from './chromium.js'
-import { sha256, sha256Of, startServer } from './helpers.js'
 
 let browser: Browser
 beforeAll(async () => {
