@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { LastRead } from '../src/backends/last-read.js'
-import { sleep } from './helpers.js'
+import { sleep } from './helpers/wait.js'
 
 describe('LastRead', () => {
   it('gives what a read kept once, and the latest read of an upload only', () => {
