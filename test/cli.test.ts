@@ -9,30 +9,23 @@ import path from 'node:path'
 import { Redis } from 'ioredis'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { checkStore } from '../src/cli/store-check.js'
+import { CLI, cli } from './helpers/cli.js'
+import { pattern, randomId, sha256Of } from './helpers/data.js'
 import {
   age,
-  CLI,
-  cli,
-  createUpload,
   exists,
   listing,
   pair,
-  patch,
-  pattern,
-  REDIS_URL,
-  randomId,
-  request,
   sha256,
-  sha256Of,
-  signal,
-  slowPatch,
-  startServer,
   tempDir,
-  tusUpload,
-  waitFor,
   writeSession,
   writeSessions,
-} from './helpers.js'
+} from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { REDIS_URL } from './helpers/redis.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, patch, slowPatch, tusUpload } from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 const DEFAULT = /^[0-9a-f]{32}$/

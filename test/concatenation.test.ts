@@ -13,24 +13,12 @@ import { describe, expect, it } from 'vitest'
 import { concatenateFiles } from '../src/backends/file/concatenation.js'
 import { PROCESS_TOKEN } from '../src/backends/file/record-file.js'
 import type { TusServerOptions } from '../src/options.js'
-import {
-  age,
-  pattern as bytes,
-  createUpload,
-  head,
-  listing,
-  listingBecomes,
-  pair,
-  patch,
-  request,
-  sha256,
-  sha256Of,
-  signal,
-  startServer,
-  TUS,
-  tusUpload,
-  waitFor,
-} from './helpers.js'
+import { pattern as bytes, sha256Of } from './helpers/data.js'
+import { age, listing, listingBecomes, pair, sha256 } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, head, patch, TUS, tusUpload } from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 

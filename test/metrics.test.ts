@@ -12,24 +12,13 @@ import { Redis } from 'ioredis'
 import { register as defaultRegistry, Registry } from 'prom-client'
 import { afterEach, describe, expect, it } from 'vitest'
 import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
-import {
-  age,
-  createUpload,
-  head,
-  patch,
-  pattern,
-  REDIS_URL,
-  randomId,
-  request,
-  signal,
-  slowPatch,
-  startServer,
-  TUS,
-  tempDir,
-  tusUpload,
-  waitFor,
-  writeSession,
-} from './helpers.js'
+import { pattern, randomId } from './helpers/data.js'
+import { age, tempDir, writeSession } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { REDIS_URL } from './helpers/redis.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, head, patch, slowPatch, TUS, tusUpload } from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 type Labels = Record<string, string | number>
 

@@ -3,18 +3,11 @@ import { Server } from '@tus/server'
 import Fastify from 'fastify'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import fastifyTus, { fastifyRequestOf } from '../src/index.js'
-import {
-  createUpload,
-  head,
-  listing,
-  request,
-  sha256,
-  sha256Of,
-  startServer,
-  TUS,
-  tempDir,
-  tusUpload,
-} from './helpers.js'
+import { sha256Of } from './helpers/data.js'
+import { listing, sha256, tempDir } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, head, TUS, tusUpload } from './helpers/tus-client.js'
 
 describe('tus routes', () => {
   it('stores an upload made with tus-js-client byte for byte', async () => {

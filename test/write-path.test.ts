@@ -15,24 +15,19 @@ import { fileCapabilities } from '../src/backends/file/capabilities.js'
 import { ExpiringFileStore } from '../src/backends/file/file-store.js'
 import { DirectBodyRequest } from '../src/http/write-path.js'
 import { Refusal } from '../src/refusal.js'
+import { pattern as bytes, sha256Of } from './helpers/data.js'
+import { listing, listingBecomes, sha256, tempDir } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
 import {
-  pattern as bytes,
   createUpload,
   disconnectMidPatch,
   head,
-  listing,
-  listingBecomes,
   patch,
-  request,
-  sha256,
-  sha256Of,
-  signal,
   slowPatch,
-  startServer,
   TUS,
-  tempDir,
-  waitFor,
-} from './helpers.js'
+} from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 /** Waits until `file` holds at least `n` bytes. */
 function bytesOnDisk(file: string, n: number) {

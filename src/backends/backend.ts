@@ -8,9 +8,12 @@
 import type { IncomingMessage } from 'node:http'
 import type { ServerOptions } from '@tus/server'
 import type { DataStore, Upload } from '@tus/utils'
+import type { ActivityLocker } from '../locking/activity-locker.js'
+import type { ResolvedOptions } from '../options.js'
 import type { SweepFunction } from '../sweep/schedule.js'
 import type { FreeSpace } from './file/free-space.js'
 import type { StoreQuota } from './file/quota.js'
+import type { SweepReport } from './file/sweep-engine.js'
 
 /** What the answers state about an upload beyond tus' own headers. */
 export interface UploadFacts {
@@ -173,10 +176,49 @@ export interface UploadBackend {
    * upload: its client never learned the URL), unless it is finished.
    */
   discardRefused?(id: string): Promise<void>
-  /** Runs before the routes serve (counting the quota, say); `sweep` runs one sweep now. */
-  start?(sweepNow: () => Promise<unknown>): Promise<void>
+  /**
+   * Runs at register, before the routes serve (the S3Store's methods taken over, the quota
+   * counted). `sweepNow` runs one sweep through the schedule; `swept: true` when the backend ran
+   * the startup sweep itself (the quota's first count), so the schedule does not run it again.
+   */
+  start?(sweepNow: () => Promise<SweepReport>): Promise<{ swept: boolean } | undefined>
+  /** The app is ready (onReady): from now on the store is served. */
+  ready?(): void
+  /** The server serves (it listens, or answers a request). */
+  serving?(): void
+  /** The filesystem's free bytes, for the logs of an emergency sweep. */
+  freeBytes?(): Promise<number>
   /** Waits for work the backend started after an answer (partials' removal, say). */
   settled?(): Promise<void>
-  /** Gives back what the backend took at register (the directory, the store's own methods). */
-  close(): Promise<void>
+  /**
+   * Gives back what the backend took at register (the directory, the store's own methods);
+   * `closedAt`: when the app's close began (the downtime a restart gives back counts from it);
+   * `undefined` when the registration failed before serving.
+   */
+  close(closedAt: number | undefined): Promise<void>
+}
+
+/** How a store is told apart from the others of the process (endpoints.ts' table of stores). */
+export interface StoreIdentity {
+  /** The directory's real path, the bucket's URL, or the datastore object. */
+  key: string | object
+  /** `directory /srv/uploads`, `the S3 bucket b`, `the datastore object (GCSStore)`. */
+  name: string
+  /** What to give each registration instead: `directory` or `datastore`. */
+  noun: 'directory' | 'datastore'
+}
+
+/** What a backend is opened with: the resolved options and what the plugin built before it. */
+export interface BackendSetup {
+  options: ResolvedOptions
+  /** The tus server's locker, which the sweep asks before it removes an upload. */
+  locker: ActivityLocker
+  log: BackendLogger
+  /** How errors name the registration (`` the endpoint `/files` ``). */
+  holder: string
+}
+
+export interface BackendLogger {
+  info(obj: object, msg: string): void
+  warn(obj: object, msg: string): void
 }
