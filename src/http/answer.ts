@@ -21,9 +21,8 @@ import { contextOf } from './request-context.js'
  * What a step sees: the request tus answered, its answer, and the upload it is about. Steps read
  * `id` only once they know they need it (it may run the user's getFileIdFromRequest).
  *
- * A class, not an object literal with a getter: V8 allocates such a literal's accessor pair in the
- * old generation, where it holds the getter's closure, and through it the request and its answer,
- * until a full GC (a creation's whole request was promoted that way).
+ * A class, not an object literal with a getter: such a literal, made per request, kept the request
+ * and its answer alive past their answer (CONTRIBUTING.md, "Garbage on the request path").
  */
 class Answered {
   readonly request: Request

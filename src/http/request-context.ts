@@ -6,10 +6,10 @@
  * around: the web `Request` of its hooks and events, and the Node request (the direct write
  * path, the POST_RECEIVE event of the built-in store).
  *
- * Held by one property on each of the two requests, not by a WeakMap keyed by them: V8's minor
- * GC treats a WeakMap's values as strong, and a context leads back to its key (the Fastify
- * request holds the Node one), so every request would live on until a full GC, promoted to the
- * old generation with all it holds (CONTRIBUTING.md). A property goes with its request.
+ * Held by one property on each of the two requests, not by a WeakMap keyed by them: a context
+ * leads back to its key (the Fastify request holds the Node one), and such a WeakMap entry keeps
+ * its request alive past its answer (CONTRIBUTING.md, "Garbage on the request path"). A property
+ * goes with its request.
  */
 import type { IncomingMessage } from 'node:http'
 import type { Upload } from '@tus/utils'

@@ -102,9 +102,9 @@ export async function unlockAll(locks: readonly HeldLock[]): Promise<void> {
 const COPY_BUFFER_BYTES = 1024 * 1024
 /**
  * Workers copying at once, each a segment at a time, when the copy runs in Node. Node reads into
- * a buffer and writes it out (two memory copies per byte, one libuv round trip per MiB each way);
- * four side by side come within 1.3× of `cat` on a 2-core machine, where one alone takes about
- * 2× (BENCHMARKS.md). Memory: 8 MiB at most per assembly.
+ * a buffer and writes it out (two memory copies per byte, one libuv round trip per MiB each way):
+ * several side by side keep the disk busy where one alone waits on each round trip (the figures:
+ * BENCHMARKS.md, "Parallel uploads"). Memory: 8 MiB at most per assembly.
  */
 const COPY_WORKERS = 4
 /** The unit of work: so that a final of two partials also keeps four workers busy. */
