@@ -35,8 +35,8 @@ interface Definition {
 
 /**
  * Every metric the plugin exposes (docs/metrics.md lists them): names, labels and help texts are
- * what dashboards and alerts match on, so they change here or not at all. The order is the order
- * of a scrape: each metric registers when first made.
+ * what dashboards and alerts match on, so they change here or not at all. A scrape lists them in
+ * the order they were first made: the constructor's, then `watchSpace`'s and `watchQuota`'s.
  */
 const METRICS = {
   requests: {
