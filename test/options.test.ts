@@ -238,6 +238,24 @@ describe('resolved options', () => {
     expect(resolveOptions({ metrics: false }).metrics).toBeUndefined()
   })
 
+  it('accepts exactly the options the README lists', async () => {
+    const readme = await fs.readFile('README.md', 'utf8')
+    const section = readme.slice(readme.indexOf('## Options'), readme.indexOf('**Errors**'))
+    const documented = [...section.matchAll(/^- `(\w+)`/gm)].map((match) => match[1])
+    let listed: string[] = []
+    try {
+      resolveOptions({ notAnOption: 1 })
+    } catch (error) {
+      listed = /\(options: ([^)]*)\)/.exec((error as Error).message)?.[1]?.split(', ') ?? []
+    }
+    expect(listed.length).toBeGreaterThan(10)
+    expect([...listed].sort()).toEqual([...documented].sort())
+    // Each of them is accepted: none is refused as unknown.
+    for (const key of listed) {
+      expect(() => resolveOptions({ [key]: Symbol() }), key).not.toThrow(/is not an option/)
+    }
+  })
+
   it('reports the first problem, in the order the options are checked', () => {
     const cases: Array<[Record<string, unknown>, RegExp]> = [
       [{ expireAfter: 5, path: 'files' }, /`expireAfter` is not an option/],
