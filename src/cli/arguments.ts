@@ -19,7 +19,7 @@ interface Flag {
   short?: string
   /** How the help text shows the flag. */
   usage: string
-  /** The help text's lines for it, each at most 72 characters wide. */
+  /** Its lines in the help text, wrapped by hand. */
   help: readonly string[]
 }
 
@@ -154,7 +154,7 @@ export function parseCommand(argv: string[]): Command {
 
 type Values = ReturnType<typeof parse>['values']
 
-/** The flags of `sweep`, checked in the order of their refusals' priority. */
+/** The flags of `sweep`, checked one after the other: the first problem is the one reported. */
 function sweepCommand(values: Values): SweepCommand {
   if (values.dir === undefined || values.dir === '') {
     throw new UsageError('--dir <path> is required')
