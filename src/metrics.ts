@@ -11,7 +11,7 @@ import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { FreeSpace } from './backends/file/free-space.js'
 import type { StoreQuota } from './backends/file/quota.js'
 import { MetricsUnavailableError } from './errors.js'
-import type { MetricsRegistry, ResolvedMetricsOptions } from './options.js'
+import type { MetricsRegistry, ResolvedMetricsOptions } from './options/index.js'
 import type { ScheduleObserver, SweepOutcome } from './sweep/schedule.js'
 
 type PromClient = typeof import('prom-client')

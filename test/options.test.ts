@@ -7,7 +7,7 @@ import { DataStore } from '@tus/utils'
 import Fastify from 'fastify'
 import { describe, expect, it } from 'vitest'
 import fastifyTus, { DEFAULT_ID_PATTERN, type FastifyTusOptions } from '../src/index.js'
-import { resolveOptions } from '../src/options.js'
+import { resolveOptions } from '../src/options/index.js'
 import { tempDir } from './helpers/fs.js'
 
 /** Enough of a client's shape to pass the type check; validation fails before it is used. */

@@ -7,7 +7,7 @@
  */
 import type { DataStore, Upload } from '@tus/utils'
 import type { ActivityLocker } from '../locking/activity-locker.js'
-import type { ResolvedOptions } from '../options.js'
+import type { ResolvedOptions } from '../options/index.js'
 import type { SweepFunction } from '../sweep/schedule.js'
 import type { FreeSpace } from './file/free-space.js'
 import type { StoreQuota } from './file/quota.js'

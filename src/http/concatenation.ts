@@ -24,7 +24,7 @@ import { EVENTS, TUS_RESUMABLE, type Upload } from '@tus/utils'
 import { type Concat, markConcat, type TusError, tusError } from '../backends/file/concatenation.js'
 import type { ExpiringFileStore } from '../backends/file/file-store.js'
 import type { HeldFinal } from '../backends/file/finals.js'
-import type { TusServerOptions } from '../options.js'
+import type { TusServerOptions } from '../options/index.js'
 import { tusCorsHeaders, uploadUrlFor } from '../tus-internals.js'
 import type { Refusal } from './protocol.js'
 

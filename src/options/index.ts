@@ -3,7 +3,7 @@
  * defaults and checks every value against the option tables (options/resolve.ts), naming the
  * option at fault.
  */
-export { DEFAULTS, resolveOptions } from './options/resolve.js'
+export { DEFAULTS, resolveOptions } from './resolve.js'
 export type {
   FastifyTusMetricsOptions,
   FastifyTusOptions,
@@ -13,4 +13,4 @@ export type {
   ResolvedOptions,
   ResolvedRedisOptions,
   TusServerOptions,
-} from './options/types.js'
+} from './types.js'
