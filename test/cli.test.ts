@@ -559,6 +559,9 @@ describe('help and version', () => {
   it('--version prints the package version', async () => {
     const pkg = JSON.parse(await fs.readFile('package.json', 'utf8'))
     expect(await cli(['--version'])).toMatchObject({ code: 0, stdout: `${pkg.version}\n` })
+    // The built program, as npm's bin runs it.
+    const built = await cli(['--version'], {}, { process: true })
+    expect(built).toMatchObject({ code: 0, stdout: `${pkg.version}\n` })
   })
 
   it('the built file runs as a program (npm links the bin to it)', async () => {
