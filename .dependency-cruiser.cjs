@@ -25,7 +25,7 @@ const LAYERS = [
       '^src/locking/',
       '^src/redis/',
       '^src/sweep/schedule[.]ts$',
-      '^src/options[.]ts$',
+      '^src/options/',
     ],
   },
   { name: 'tus-internals', path: ['^src/tus-internals[.]ts$'] },

@@ -17,7 +17,7 @@ import type { Server } from '@tus/server'
 import type { FastifyInstance } from 'fastify'
 import { storeIdentity } from './backends/index.js'
 import { AlreadyRegisteredError, DirectoryInUseError, InvalidOptionError } from './errors.js'
-import type { ResolvedOptions } from './options.js'
+import type { ResolvedOptions } from './options/index.js'
 
 /** `fastify.tus` and `fastify.tusCleanup` with namespaces: one entry per namespace. */
 export interface FastifyTusNamespaced<T> {

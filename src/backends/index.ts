@@ -4,7 +4,7 @@
  * of the plugin sees an `UploadBackend` and its capabilities.
  */
 import type { DataStore } from '@tus/utils'
-import type { ResolvedOptions } from '../options.js'
+import type { ResolvedOptions } from '../options/index.js'
 import type { BackendSetup, StoreIdentity, UploadBackend } from './backend.js'
 import { datastoreBackend, datastoreIdentity } from './datastore/index.js'
 import { directoryIdentity, openFileBackend } from './file/index.js'

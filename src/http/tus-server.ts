@@ -8,7 +8,7 @@
 import { Server } from '@tus/server'
 import { EVENTS, type Locker } from '@tus/utils'
 import type { UploadBackend } from '../backends/backend.js'
-import type { TusServerOptions } from '../options.js'
+import type { TusServerOptions } from '../options/index.js'
 import { setHandlerStore } from '../tus-internals.js'
 import { markingConcat } from './concatenation.js'
 import { uploadIdFromPath } from './protocol.js'

@@ -1,7 +1,11 @@
-/** The operator CLI, run from the built package in a child process. */
+/**
+ * The operator CLI: its `main` in the test process (what the bin runs, and what coverage sees), or
+ * the built program in a child process where a process matters (signals, the bin, an environment).
+ */
 import { type ChildProcess, spawn } from 'node:child_process'
 import path from 'node:path'
 import { onTestFinished } from 'vitest'
+import { main } from '../../src/cli/main.js'
 
 /** The operator CLI as built by the global setup (`fastify-tus`, what npm links the bin to). */
 export const CLI = path.resolve('dist/src/cli/main.js')
@@ -32,9 +36,29 @@ export function startCli(args: string[], env: Record<string, string> = {}): CliR
   return { child, out, exited }
 }
 
-/** Runs the built CLI to its end: its exit code and output. */
-export async function cli(args: string[], env: Record<string, string> = {}) {
-  const { out, exited } = startCli(args, env)
-  const code = await exited
+/**
+ * Runs the CLI to its end: its exit code and output. Without `env`, its `main` runs in this
+ * process with the output captured; with `env`, or `{ process: true }`, the built program runs in
+ * a child process with only that environment.
+ */
+export async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+  { process: inChild = false }: { process?: boolean } = {},
+) {
+  if (inChild || Object.keys(env).length > 0) {
+    const { out, exited } = startCli(args, env)
+    const code = await exited
+    return { code, ...out }
+  }
+  const out = { stdout: '', stderr: '' }
+  const code = await main(args, {
+    stdout: (text) => {
+      out.stdout += text
+    },
+    stderr: (text) => {
+      out.stderr += text
+    },
+  })
   return { code, ...out }
 }

@@ -6,7 +6,7 @@
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 import type { Downtime } from '../../expiry/policy.js'
-import type { ResolvedOptions } from '../../options.js'
+import type { ResolvedOptions } from '../../options/index.js'
 import type { BackendLogger, BackendSetup, StoreIdentity, UploadBackend } from '../backend.js'
 import { fileCapabilities } from './capabilities.js'
 import { CloseMarker, readDowntime } from './downtime.js'
