@@ -23,7 +23,7 @@ import fsp from 'node:fs/promises'
 import type { Upload } from '@tus/utils'
 import { ANSWER_PENDING, CONCAT } from '../../expiry/policy.js'
 import type { HeldLock, SweepLocker } from '../../locking/activity-locker.js'
-import { type Refusal, refusal } from '../../refusal.js'
+import { refusal } from '../../refusal.js'
 import type { ConcatRequest } from '../backend.js'
 import { isDiskFull } from './free-space.js'
 import { openStoreFile, tempNameFor } from './record-file.js'
@@ -41,13 +41,6 @@ export interface FinalRecordFields {
   /** Until someone knows of it (finals.ts). */
   [ANSWER_PENDING]?: true
 }
-
-/**
- * The names this module gave the refusal shape before src/refusal.ts held it, kept for the
- * modules that still import them (file-store.ts).
- */
-export type TusError = Refusal
-export const tusError = refusal
 
 /** The concatenation a creation asked for, from the request to the store's `create`. */
 const uploads = new WeakMap<Upload, Concat>()

@@ -19,14 +19,13 @@ import {
   type UploadRecord,
 } from '../../expiry/policy.js'
 import type { SweepLocker } from '../../locking/activity-locker.js'
+import { type Refusal, refusal } from '../../refusal.js'
 import {
   type Concat,
   type CopySource,
   concatenateFiles,
   type FinalRecordFields,
   lockPartials,
-  type TusError,
-  tusError,
   unlockAll,
 } from './concatenation.js'
 import type { Finals } from './finals.js'
@@ -78,23 +77,23 @@ export class FinalCreation {
     try {
       ;({ upload, record } = await this.#parts.load(id))
     } catch (error) {
-      const status = (error as Partial<TusError>).status_code
-      if (status === 404) throw tusError(404, `partial upload ${id} was not found`)
-      if (status === 410) throw tusError(410, `partial upload ${id} has expired`)
+      const status = (error as Partial<Refusal>).status_code
+      if (status === 404) throw refusal(404, `partial upload ${id} was not found`)
+      if (status === 410) throw refusal(410, `partial upload ${id} has expired`)
       throw error
     }
     if ((record as UploadRecord)[TAKEN_BY] !== undefined) {
-      throw tusError(410, `partial upload ${id} was already assembled into another final upload`)
+      throw refusal(410, `partial upload ${id} was already assembled into another final upload`)
     }
     if (concatKind(record) !== 'partial') {
-      throw tusError(
+      throw refusal(
         400,
         `upload ${id} is not a partial upload (created with Upload-Concat: partial)`,
       )
     }
     if (upload.size === undefined || !isFinished(upload.size, upload.offset)) {
       const of = upload.size === undefined ? 'a length not declared yet' : `${upload.size} bytes`
-      throw tusError(400, `partial upload ${id} is not finished (${upload.offset} of ${of})`)
+      throw refusal(400, `partial upload ${id} is not finished (${upload.offset} of ${of})`)
     }
     return upload.size
   }
@@ -154,7 +153,7 @@ export class FinalCreation {
     const sources = await this.#checkPartialsLocked(concat.partials)
     const size = sources.reduce((sum, source) => sum + source.bytes, 0)
     if (size !== upload.size) {
-      throw tusError(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
+      throw refusal(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
     }
     // The quota counts the partials already: the final takes over their bytes, and only a
     // partial listed twice adds to the total. The disk needs all of them, until the partials go.
@@ -204,9 +203,9 @@ export class FinalCreation {
       try {
         sources.push({ file: this.#store.dataPathOf(id), bytes: await this.checkPartial(id) })
       } catch (error) {
-        const gone = (error as Partial<TusError>).status_code === 410
+        const gone = (error as Partial<Refusal>).status_code === 410
         if (gone && (await finals.recordedFinalOf(partials))) {
-          throw tusError(
+          throw refusal(
             409,
             'these partial uploads were just assembled; send the final upload again',
           )
