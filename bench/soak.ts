@@ -25,10 +25,15 @@ import {
   assemblySoakOk,
   formatAssemblySoak,
   runAssemblyCrashSoak,
-} from '../test/assembly-crash-scenario.js'
-import { CRASH_SOAK_DEFAULTS, formatCrashSoak, runCrashSoak } from '../test/crash-scenario.js'
-import { formatS3Soak, runS3Soak, S3_SOAK_DEFAULTS, s3EnvFrom } from '../test/s3-soak-scenario.js'
-import { formatSoak, runSoak, SOAK_DEFAULTS } from '../test/soak-scenario.js'
+} from '../test/e2e/assembly-crash-scenario.js'
+import { CRASH_SOAK_DEFAULTS, formatCrashSoak, runCrashSoak } from '../test/e2e/crash-scenario.js'
+import {
+  formatS3Soak,
+  runS3Soak,
+  S3_SOAK_DEFAULTS,
+  s3EnvFrom,
+} from '../test/e2e/s3-soak-scenario.js'
+import { formatSoak, runSoak, SOAK_DEFAULTS } from '../test/e2e/soak-scenario.js'
 
 const MiB = 1024 * 1024
 const env = (name: string, fallback: number) => {

@@ -13,13 +13,11 @@
  *   rather than per Fastify instance, since two apps in one process on one directory have the
  *   same problem. A registration gives its store back when its app has closed.
  */
-import fs from 'node:fs/promises'
-import path from 'node:path'
 import type { Server } from '@tus/server'
 import type { FastifyInstance } from 'fastify'
-import { asS3Store } from './backends/s3/store.js'
+import { storeIdentity } from './backends/index.js'
 import { AlreadyRegisteredError, DirectoryInUseError, InvalidOptionError } from './errors.js'
-import type { ResolvedOptions } from './options.js'
+import type { ResolvedOptions } from './options/index.js'
 
 /** `fastify.tus` and `fastify.tusCleanup` with namespaces: one entry per namespace. */
 export interface FastifyTusNamespaced<T> {
@@ -155,24 +153,13 @@ const claims = new Set<Claim>()
  * registration that has it. Resolves to the function that gives it back.
  */
 export async function claimStore(options: ResolvedOptions, holder: string): Promise<() => void> {
-  // S3Store objects on one bucket are one store (each instance of a fleet has its own object).
-  const bucket = options.datastore && asS3Store(options.datastore)?.bucket
-  const store =
-    bucket !== undefined
-      ? `s3://${bucket}`
-      : (options.datastore ?? (await realDirectory(options.directory)))
-  const storeName =
-    bucket !== undefined
-      ? `the S3 bucket ${bucket}`
-      : typeof store === 'string'
-        ? `directory ${store}`
-        : `the datastore object (${store.constructor?.name ?? 'DataStore'})`
+  const { key: store, name: storeName, noun } = await storeIdentity(options)
   const redisPrefix = options.redis?.prefix
   for (const other of claims) {
     if (other.store === store) {
       if (redisPrefix !== undefined && other.redisPrefix === redisPrefix) continue
       throw new DirectoryInUseError(
-        `${storeName} is already the store of ${other.holder}; ${holder} cannot serve it too: ${whyNotShared(other.redisPrefix, redisPrefix)}, so their upload locks and sweeps would not see each other. Give each registration its own ${typeof store === 'string' ? 'directory' : 'datastore'}, or give both \`redis\` with the same Redis and the same \`redis.prefix\``,
+        `${storeName} is already the store of ${other.holder}; ${holder} cannot serve it too: ${whyNotShared(other.redisPrefix, redisPrefix)}, so their upload locks and sweeps would not see each other. Give each registration its own ${noun}, or give both \`redis\` with the same Redis and the same \`redis.prefix\``,
       )
     }
     if (redisPrefix !== undefined && other.redisPrefix === redisPrefix) {
@@ -193,19 +180,4 @@ function whyNotShared(first: string | undefined, second: string | undefined): st
   if (first === undefined && second === undefined) return 'neither uses `redis`'
   if (first === undefined || second === undefined) return 'only one of them uses `redis`'
   return `their \`redis.prefix\` differ (${JSON.stringify(first)} and ${JSON.stringify(second)})`
-}
-
-/**
- * The directory's real path (links resolved), also when it does not exist yet: its nearest
- * existing parent's real path and the rest.
- */
-async function realDirectory(directory: string): Promise<string> {
-  const absolute = path.resolve(directory)
-  try {
-    return await fs.realpath(absolute)
-  } catch (error) {
-    const parent = path.dirname(absolute)
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === absolute) return absolute
-    return path.join(await realDirectory(parent), path.basename(absolute))
-  }
 }

@@ -29,7 +29,7 @@ export type {
   FastifyTusRedisOptions,
   MetricsRegistry,
   TusServerOptions,
-} from './options.js'
+} from './options/index.js'
 export type { TusCleanupDecorator } from './plugin.js'
 export type { RedisClient } from './redis/locker.js'
 export type { RunOptions } from './sweep/schedule.js'

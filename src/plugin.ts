@@ -1,26 +1,15 @@
 /**
  * The Fastify wiring, top to bottom: options; the endpoint's name and store checked against the
- * other registrations (endpoints.ts); the locker, the store, the sweep schedule; the tus server
- * and its routes in a child context; decorators; hooks. Each part is built from the ones above
- * it, never the other way round.
+ * other registrations (endpoints.ts); the locker, the backend (backends/: which store it is is
+ * decided there, once), the sweep schedule; the tus server and its routes in a child context;
+ * decorators; hooks. Each part is built from the ones above it, never the other way round.
  */
-import fsp from 'node:fs/promises'
 import { MemoryLocker, type Server } from '@tus/server'
 import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { datastoreSweepOffReason, sweepDatastore } from './backends/datastore/sweep.js'
-import { CloseMarker, readDowntime } from './backends/file/downtime.js'
-import { ExpiringFileStore } from './backends/file/file-store.js'
-import { RedisQuotaCounter } from './backends/file/quota.js'
 import type { SweepReport } from './backends/file/sweep-engine.js'
-import {
-  adoptS3Store,
-  asS3Store,
-  assertSharedCache,
-  type S3StoreLike,
-  s3Sweep,
-} from './backends/s3/store.js'
+import { openBackend, type UploadBackend } from './backends/index.js'
 import {
   checkDecorators,
   claimStore,
@@ -29,12 +18,11 @@ import {
   endpointPath,
   type FastifyTusNamespaced,
 } from './endpoints.js'
-import type { Downtime } from './expiry/policy.js'
 import { tusRoutes } from './http/routes.js'
 import { createTusServer } from './http/tus-server.js'
 import { ActivityLocker } from './locking/activity-locker.js'
 import { TusMetrics } from './metrics.js'
-import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options.js'
+import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options/index.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
 import { type RunOptions, type ScheduleLogger, SweepSchedule } from './sweep/schedule.js'
@@ -66,49 +54,46 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
   const { namespace } = options
   const endpoint = endpointPath(fastify.prefix, options)
   checkDecorators(fastify, namespace, endpoint)
-  const claims = new Claims(await claimStore(options, describeEndpoint(endpoint, namespace)))
+  const holder = describeEndpoint(endpoint, namespace)
+  const held = new Held(await claimStore(options, holder))
   try {
-    await serve(fastify, options, endpoint, claims)
+    await serve(fastify, options, endpoint, held)
   } catch (error) {
-    await claims.release()
+    await held.release(undefined)
     throw error
   }
 }
 
 /**
- * What a registration holds for its store, given back in onClose, or at once when the
- * registration fails: its place in this process' table, and the directory's holder file.
+ * What a registration holds, given back in onClose, or at once when the registration fails:
+ * its place in this process' table of stores, its backend, its Redis locker.
  */
-class Claims {
-  #store: ExpiringFileStore | undefined
+class Held {
+  backend: UploadBackend | undefined
+  redisLocker: RedisLocker | undefined
 
   constructor(readonly releaseStore: () => void) {}
 
-  /** The built-in store, whose directory claim goes with the rest. */
-  opened(store: ExpiringFileStore | undefined): void {
-    this.#store = store
-  }
-
-  async release(): Promise<void> {
+  /** `closedAt`: when the app's close began; `undefined` when the registration failed. */
+  async release(closedAt: number | undefined): Promise<void> {
     try {
-      await this.#store?.close()
+      await this.redisLocker?.close()
+      await this.backend?.close(closedAt)
     } finally {
+      // Another registration (a new app in tests, another process) may serve the store now.
       this.releaseStore()
     }
   }
 }
 
-/** Everything the registration builds once its store is its own; `claims` go in onClose. */
+/** Everything the registration builds once its store is its own; `held` goes in onClose. */
 async function serve(
   fastify: FastifyInstance,
   options: ResolvedOptions,
   endpoint: string,
-  claims: Claims,
+  held: Held,
 ) {
   const { namespace } = options
-  // A user's S3Store gets the plugin's expiry instead of its own (s3/store.ts).
-  const s3 = options.datastore ? asS3Store(options.datastore) : undefined
-  if (s3 && options.redis) assertSharedCache(s3)
   const log = fastify.log.child({
     plugin: 'fastify-tus',
     ...(namespace !== undefined && { namespace }),
@@ -121,99 +106,24 @@ async function serve(
 
   // The store and its sweep.
   const { locker, redisLocker } = await buildLocker(options, log, metrics)
-  const downtime = await downtimeBefore(options, log)
-  const closeMarker = new CloseMarker(tracksDowntime(options) ? options.directory : undefined, log)
-  const store = options.datastore
-    ? undefined
-    : await ExpiringFileStore.open({
-        directory: options.directory,
-        expireAfterMs: options.expireAfterMs,
-        partialHoldMs: options.partialHoldMs,
-        locker,
-        idPattern: options.idPattern,
-        downtime,
-        holdsLock: (id) => locker.holds(id),
-        minFreeBytes: options.minFreeBytes,
-        maxStoreBytes: options.maxStoreBytes,
-        // Another process on the directory must share Redis with this one, or it is refused.
-        holder: {
-          description: describeEndpoint(endpoint, namespace),
-          redisPrefix: options.redis?.prefix,
-        },
-        // With Redis the fleet shares one total (store/quota.ts).
-        quotaCounter: options.redis
-          ? new RedisQuotaCounter(options.redis.client, options.redis.prefix)
-          : undefined,
-      })
-  claims.opened(store)
-  const datastore: DataStore = options.datastore ?? (store as ExpiringFileStore)
-  // With a quota and one instance, the startup sweep is the count the quota starts from.
-  const countBySweep =
-    store?.quota !== undefined &&
-    !options.redis &&
-    options.cleanupOnStart &&
-    options.expireAfterMs > 0
-  const schedule = buildSchedule(
-    options,
-    datastore,
-    store,
-    log,
-    metrics,
-    !countBySweep,
-    s3 && { s3, locker },
-  )
-  const s3Expiry =
-    s3 &&
-    adoptS3Store(s3, options.expireAfterMs, () => schedule.run().then((report) => report.removed))
-  if (store?.space || store?.quota) {
-    emergencySweeps(store, schedule, log, metrics)
-    if (store.space) metrics?.watchSpace(store.space)
-  }
-  if (store?.quota) {
-    metrics?.watchQuota(store.quota)
-    // Counted before the routes serve: at once when the fleet's total exists in Redis.
-    if (countBySweep) await schedule.run()
-    else if (!options.redis) await store.quota.ensureCounted()
-    else {
-      // As the locks do, the plugin starts while Redis is down: the first request that needs
-      // the quota counts then (and answers 503 while Redis stays down).
-      await store.quota.ensureCounted().catch((err: unknown) => {
-        log.warn({ err }, 'fastify-tus: could not reach Redis for the store quota at startup')
-      })
-    }
-  }
+  held.redisLocker = redisLocker
+  const holder = describeEndpoint(endpoint, namespace)
+  const backend = await openBackend({ options, locker, log, holder })
+  held.backend = backend
+  const schedule = buildSchedule(options, backend, log, metrics)
+  const started = await backend.start?.(() => schedule.run())
+  if (backend.space || backend.quota) emergencySweeps(backend, schedule, log, metrics)
+  if (backend.space) metrics?.watchSpace(backend.space)
+  if (backend.quota) metrics?.watchQuota(backend.quota)
 
   // The tus server and its routes.
   /** When close() began: from then on, clients cannot start new work here. */
   let closingAt: number | undefined
-  let tus: Server | undefined
-  // Routes live in a child context (their body parser must not leak into the app); its prefix
-  // is the full one, parents' included, which tus needs to build `Location`.
-  await fastify.register(
-    async (child) => {
-      const created = createTusServer({
-        tus: options.tus,
-        path: `${child.prefix}${options.path}`,
-        datastore,
-        store,
-        locker,
-      })
-      tus = created.tus
-      await tusRoutes(child, {
-        path: options.path,
-        tus,
-        store,
-        facts: s3Expiry,
-        fileIdOf: created.fileIdOf,
-        isClosing: () => closingAt !== undefined,
-        serving: () => closeMarker.serving(),
-        metrics,
-      })
-    },
-    { prefix: options.prefix },
-  )
-  const server = tus as Server
-  routeCleanUpThroughSchedule(server, datastore, schedule)
+  const server = await registerRoutes(fastify, options, backend, locker, {
+    isClosing: () => closingAt !== undefined,
+    metrics,
+  })
+  routeCleanUpThroughSchedule(server, backend.datastore, schedule)
   if (metrics) {
     server.on(EVENTS.POST_FINISH, () => metrics.uploadFinished())
     server.on(EVENTS.POST_TERMINATE, () => metrics.uploadTerminated())
@@ -228,27 +138,58 @@ async function serve(
   decorate(fastify, namespace, endpoint, { tus: server, tusCleanup })
 
   fastify.addHook('onReady', async () => {
-    // The downtime ends when the server is ready to serve again, not when it was registered.
-    if (downtime) downtime.toMs = Math.max(downtime.toMs, Date.now())
-    schedule.start()
+    backend.ready?.()
+    schedule.start({ runOnStart: options.cleanupOnStart && !started?.swept })
   })
-  fastify.addHook('onListen', async () => closeMarker.serving())
+  fastify.addHook('onListen', async () => backend.serving?.())
   fastify.addHook('preClose', async () => {
     closingAt = Date.now()
   })
   fastify.addHook('onClose', async () => {
     try {
       await schedule.stop()
-      // Partials a final took over are still being removed, under their (maybe Redis) locks.
-      await store?.settled()
-      s3Expiry?.restore()
-      await redisLocker?.close()
-      await closeMarker.closed(closingAt ?? Date.now())
+      // Work the backend began after an answer (partials a final took over) ends first.
+      await backend.settled?.()
     } finally {
-      // Another registration (a new app in tests, another process) may serve the store now.
-      await claims.release()
+      await held.release(closingAt ?? Date.now())
     }
   })
+}
+
+/**
+ * The tus server and its routes, in a child context (their body parser must not leak into the
+ * app); its prefix is the full one, parents' included, which tus needs to build `Location`.
+ */
+async function registerRoutes(
+  fastify: FastifyInstance,
+  options: ResolvedOptions,
+  backend: UploadBackend,
+  locker: ActivityLocker,
+  how: { isClosing: () => boolean; metrics: TusMetrics | undefined },
+): Promise<Server> {
+  let tus: Server | undefined
+  await fastify.register(
+    async (child) => {
+      const created = createTusServer({
+        tus: options.tus,
+        path: `${child.prefix}${options.path}`,
+        backend,
+        locker,
+      })
+      tus = created.tus
+      await tusRoutes(child, {
+        path: options.path,
+        tus,
+        backend,
+        fileIdOf: created.fileIdOf,
+        isClosing: how.isClosing,
+        serving: () => backend.serving?.(),
+        metrics: how.metrics,
+      })
+    },
+    { prefix: options.prefix },
+  )
+  return tus as Server
 }
 
 /**
@@ -272,53 +213,20 @@ async function buildLocker(
   return { locker: new ActivityLocker(inner, onLockWait), redisLocker }
 }
 
-/**
- * One server on its directory gives idle uploads back the time it was down (a restart). With
- * Redis the other instances serve meanwhile, so there is nothing to give back.
- */
-function tracksDowntime(options: ResolvedOptions): boolean {
-  return !options.datastore && !options.redis && options.expireAfterMs > 0
-}
-
-async function downtimeBefore(
-  options: ResolvedOptions,
-  log: ScheduleLogger,
-): Promise<Downtime | undefined> {
-  if (!tracksDowntime(options)) return undefined
-  const downtime = await readDowntime(options.directory)
-  if (downtime) {
-    log.info(
-      { downtimeMs: downtime.toMs - downtime.fromMs },
-      'fastify-tus: idle uploads get back the time the server was down',
-    )
-  }
-  return downtime
-}
-
-/**
- * The sweep on its schedule: the built-in store's own sweep, the plugin's sweep of an S3Store's
- * bucket, or a user datastore's `deleteExpired()`; with Redis, one instance sweeps per interval.
- */
+/** The backend's sweep on the plugin's schedule; with Redis, one instance sweeps per interval. */
 function buildSchedule(
   options: ResolvedOptions,
-  datastore: DataStore,
-  store: ExpiringFileStore | undefined,
+  backend: UploadBackend,
   log: ScheduleLogger,
   metrics: TusMetrics | undefined,
-  /** False when the startup sweep already ran (it counted the store for the quota). */
-  sweepOnReady: boolean,
-  s3: { s3: S3StoreLike; locker: ActivityLocker } | undefined,
 ): SweepSchedule {
   const { redis } = options
+  const { sweep } = backend
   return new SweepSchedule({
-    sweep: store
-      ? ({ dryRun, signal, log }) => store.sweep({ dryRun, signal, log })
-      : s3
-        ? s3Sweep(s3.s3, { ...options, locker: s3.locker })
-        : ({ dryRun }) => sweepDatastore(datastore, dryRun),
+    sweep: 'run' in sweep ? sweep.run : async () => Promise.reject(new Error(sweep.off)),
     log,
     intervalMs: options.cleanupIntervalMs,
-    runOnStart: options.cleanupOnStart && sweepOnReady,
+    runOnStart: options.cleanupOnStart,
     observer: metrics,
     lease: redis
       ? new RedisSweepLease({
@@ -329,11 +237,7 @@ function buildSchedule(
         })
       : undefined,
     offBecause:
-      options.expireAfterMs === 0
-        ? 'expireAfterMs is 0'
-        : store || s3
-          ? undefined
-          : datastoreSweepOffReason(datastore),
+      options.expireAfterMs === 0 ? 'expireAfterMs is 0' : 'off' in sweep ? sweep.off : undefined,
   })
 }
 
@@ -343,12 +247,12 @@ function buildSchedule(
  * `warn` with the free space and the quota.
  */
 function emergencySweeps(
-  store: ExpiringFileStore,
+  backend: UploadBackend,
   schedule: SweepSchedule,
   log: ScheduleLogger,
   metrics: TusMetrics | undefined,
 ): void {
-  const { space, quota } = store
+  const { space, quota } = backend
   let lastAt = Number.NEGATIVE_INFINITY
   const start = (figures: Record<string, number | undefined>, reason: string) => {
     const now = performance.now()
@@ -371,9 +275,7 @@ function emergencySweeps(
   })
   quota?.onLow(({ storeBytes, neededBytes }) => {
     // The free space for the same record: as last read (cached), or read once without a floor.
-    const read = space
-      ? space.freeBytes()
-      : fsp.statfs(store.directory).then((stats) => stats.bavail * stats.bsize)
+    const read = backend.freeBytes?.() ?? Promise.reject(new Error('no filesystem'))
     read.then(
       (freeBytes) => start({ freeBytes, storeBytes, neededBytes }, 'the store is at its quota'),
       () => start({ storeBytes, neededBytes }, 'the store is at its quota'),

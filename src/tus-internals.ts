@@ -7,11 +7,13 @@
  *
  * The parts, and why the plugin needs them:
  * - the PATCH and POST handlers' `writeToStore(body, upload, maxFileSize, context)`: the direct
- *   write path (http/write-path.ts) routes request bytes straight into the data file. @tus/server
- *   exports neither its handler classes nor `BaseHandler`, so the instance method is wrapped.
- * - the PATCH handler's `store`: the handler is given a view of the built-in store whose
- *   `getUpload` refuses a final upload of the concatenation extension (403), under the lock and
- *   on the record it reads anyway (http/concatenation.ts). Checked with `writeToStore` below.
+ *   write path (hooked in by http/write-path.ts, written by backends/file/write-path.ts) routes
+ *   request bytes straight into the data file. @tus/server exports neither its handler classes
+ *   nor `BaseHandler`, so the instance method is wrapped.
+ * - the PATCH handler's `store`: the handler is given the backend's `concatenation.patchStore`,
+ *   a view of the built-in store whose `getUpload` refuses a final upload of the concatenation
+ *   extension (403), under the lock and on the record it reads anyway
+ *   (backends/file/capabilities.ts). Checked with `writeToStore` below.
  * - `MemoryLocker.locks`, its lock table, and `MemoryLocker.timeout`: the sweep, and a request
  *   whose upload's lock is free, take an uncontended lock with one entry in it, instead of arming
  *   a 30 s timer per removal or request; a request whose upload's lock is held waits to be woken
@@ -25,6 +27,13 @@
  * - the POST handler's `generateUrl(req, id)`: an upload's URL as tus builds its `Location`
  *   (`path`, `relativeLocation`, `respectForwardedHeaders`, the user's `generateUrl`), for the
  *   answer to a retried final creation, which the plugin writes itself (store/finals.ts).
+ *
+ * And of a user's @tus/s3-store `S3Store` (an optional peer: never imported here; the store
+ * object the user passed is probed), checked by `s3StoreInternals()` when `datastore` is one:
+ * its protected `bucket`, `client` (the S3 calls the sweep makes), `cache`, `getMetadata`,
+ * `clearCache`, its object names (`infoKey`, `partKey`) and `Tus-Completed` tag
+ * (`useCompleteTag`), and its own `getUpload`, `getExpiration` and `deleteExpired`, which the
+ * plugin replaces while it serves (backends/s3/).
  */
 import { createRequire } from 'node:module'
 import path from 'node:path'
@@ -202,6 +211,165 @@ export function assertTusInternals(): void {
   const missing = missingTusInternals()
   if (missing.length > 0) {
     throw new IncompatibleTusError(installedVersion('@tus/server'), missing.join('; '))
+  }
+}
+
+// @tus/s3-store: a user's S3Store, reached past its public API.
+
+/** The calls the plugin makes on S3Store's `client` (the aggregated `S3` of @aws-sdk/client-s3). */
+export const S3_CLIENT_METHODS = [
+  'listMultipartUploads',
+  'listParts',
+  'listObjectsV2',
+  'getObject',
+  'headObject',
+  'getObjectTagging',
+  'abortMultipartUpload',
+  'deleteObject',
+] as const
+
+export type S3ClientMethod = (typeof S3_CLIENT_METHODS)[number]
+
+/**
+ * A user's S3Store as the plugin uses it beyond `DataStore`: each member checked at register.
+ * `Client` is how the caller types S3Store's S3 client (the calls of `S3_CLIENT_METHODS`).
+ */
+export interface S3StoreInternals<Client extends object = object> {
+  /** The store itself, as tus' handlers use it. */
+  readonly store: DataStore
+  readonly bucket: string
+  readonly client: Client
+  /** Where S3Store caches upload records (`cache`): a `KvStore`. */
+  readonly cache: unknown
+  /** `getMetadata(id)`: the upload's record (`.info`, or S3Store's cached copy of it). */
+  record(id: string): Promise<{ uploadId: string; upload: Upload }>
+  /** `clearCache(id)`: drops S3Store's cached record, once the upload's objects are gone. */
+  forget(id: string): Promise<void>
+}
+
+/** S3Store's members the plugin reaches, as @tus/s3-store 2.x declares them (all protected). */
+interface S3StoreMembers {
+  bucket: string
+  client: Record<string, unknown>
+  cache: Record<string, unknown>
+  getMetadata(id: string): Promise<{ 'upload-id': string; file: Upload }>
+  clearCache(id: string): Promise<void>
+  infoKey(id: string): string
+  partKey(id: string, isIncomplete?: boolean): string
+  useCompleteTag(value: 'true' | 'false'): string | undefined
+}
+
+/** Where the parts are probed: the user's store object, its members possibly missing. */
+type S3Probe = Partial<Record<keyof S3StoreMembers | keyof DataStore, unknown>> & DataStore
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null
+}
+
+/** The methods the plugin replaces while it serves: S3Store's own, not DataStore's defaults. */
+const REPLACED = ['getUpload', 'getExpiration', 'deleteExpired'] as const
+
+const S3_SEAMS: Array<{ name: string; present(store: S3Probe): boolean }> = [
+  { name: 'S3Store.bucket (a string)', present: (s) => typeof s.bucket === 'string' },
+  { name: 'S3Store.client (an S3 client)', present: (s) => isObject(s.client) },
+  // A missing client is named once, above.
+  ...S3_CLIENT_METHODS.map((method) => ({
+    name: `S3Store.client.${method}(input)`,
+    present: (s: S3Probe) => !isObject(s.client) || typeof s.client[method] === 'function',
+  })),
+  {
+    name: 'S3Store.cache (a KvStore: get, set, delete)',
+    present: (s) =>
+      isObject(s.cache) &&
+      ['get', 'set', 'delete'].every(
+        (m) => typeof (s.cache as Record<string, unknown>)[m] === 'function',
+      ),
+  },
+  { name: 'S3Store.getMetadata(id)', present: (s) => typeof s.getMetadata === 'function' },
+  { name: 'S3Store.clearCache(id)', present: (s) => typeof s.clearCache === 'function' },
+  {
+    // The sweep lists and removes objects by these names.
+    name: 'S3Store.infoKey(id), naming `<id>.info`',
+    present: (s) => (s as unknown as S3StoreMembers).infoKey('x') === 'x.info',
+  },
+  {
+    name: 'S3Store.partKey(id, true), naming `<id>.part`',
+    present: (s) => (s as unknown as S3StoreMembers).partKey('x', true) === 'x.part',
+  },
+  {
+    // The tag tells the sweep an abandoned record from a finished upload's; probed with tags on.
+    name: 'S3Store.useCompleteTag(value), tagging `.info` `Tus-Completed=<value>`',
+    present: (s) => {
+      const tagsOn = Object.create(s, { shouldUseExpirationTags: { value: () => true } })
+      return (tagsOn as S3StoreMembers).useCompleteTag('false') === 'Tus-Completed=false'
+    },
+  },
+  {
+    name: "S3Store's own getUpload(id), getExpiration() and deleteExpired() (replaced while serving)",
+    present: (s) =>
+      REPLACED.every(
+        (m) => typeof s[m] === 'function' && s[m] !== (DataStore.prototype as S3Probe)[m],
+      ),
+  },
+]
+
+/**
+ * Whether `store` is an @tus/s3-store S3Store: a class of its prototype chain is named
+ * `S3Store` (a subclass, or another copy of the package), or it has S3Store's protected members
+ * under their names (a bundle that renamed the class). @tus/s3-store itself is not imported: it
+ * is an optional peer, and `instanceof` would miss another copy of it.
+ */
+export function isS3Store(store: DataStore): boolean {
+  for (let proto = Object.getPrototypeOf(store); proto; proto = Object.getPrototypeOf(proto)) {
+    const ctor = Object.hasOwn(proto, 'constructor') ? proto.constructor : undefined
+    if (typeof ctor === 'function' && ctor.name === 'S3Store') return true
+  }
+  const s = store as S3Probe
+  return (
+    typeof s.bucket === 'string' &&
+    isObject(s.client) &&
+    typeof s.getMetadata === 'function' &&
+    typeof s.clearCache === 'function' &&
+    typeof s.infoKey === 'function' &&
+    typeof s.partKey === 'function'
+  )
+}
+
+/** The parts of the seam that the S3Store `store` lacks (none: `[]`). */
+export function missingS3StoreInternals(store: DataStore): string[] {
+  return S3_SEAMS.filter((seam) => {
+    try {
+      return !seam.present(store as S3Probe)
+    } catch {
+      return true
+    }
+  }).map((seam) => seam.name)
+}
+
+/**
+ * The user's store as the plugin reaches it, if it is an S3Store (`isS3Store`); `undefined`
+ * for any other datastore. Rejects an S3Store that lacks a part, naming every missing one,
+ * rather than let it keep its own creation-based `deleteExpired()`.
+ */
+export function s3StoreInternals<Client extends object>(
+  store: DataStore,
+): S3StoreInternals<Client> | undefined {
+  if (!isS3Store(store)) return undefined
+  const missing = missingS3StoreInternals(store)
+  if (missing.length > 0) {
+    throw new IncompatibleTusError(installedVersion('@tus/s3-store'), missing.join('; '))
+  }
+  const members = store as unknown as S3StoreMembers
+  return {
+    store,
+    bucket: members.bucket,
+    client: members.client as Client,
+    cache: members.cache,
+    record: async (id) => {
+      const { 'upload-id': uploadId, file } = await members.getMetadata(id)
+      return { uploadId, upload: file }
+    },
+    forget: (id) => members.clearCache(id),
   }
 }
 

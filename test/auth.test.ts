@@ -11,15 +11,10 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { describe, expect, it } from 'vitest'
 import { fastifyRequestOf } from '../src/index.js'
 import { bearer, bearerAuth, ownerCheck } from './auth-app.js'
-import {
-  createUpload,
-  pattern,
-  request,
-  slowPatch,
-  startServer,
-  TUS,
-  tusUpload,
-} from './helpers.js'
+import { pattern } from './helpers/data.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, slowPatch, TUS, tusUpload } from './helpers/tus-client.js'
 
 const ORIGIN = 'https://app.example'
 

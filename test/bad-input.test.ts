@@ -11,19 +11,11 @@ import path from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fastifyTus from '../src/index.js'
-import {
-  createUpload,
-  head,
-  type LogRecord,
-  logCapture,
-  patch,
-  pattern,
-  type RawResponse,
-  request,
-  startServer,
-  TUS,
-  tempDir,
-} from './helpers.js'
+import { pattern } from './helpers/data.js'
+import { tempDir } from './helpers/fs.js'
+import { type RawResponse, request } from './helpers/http.js'
+import { type LogRecord, logCapture, startServer } from './helpers/server.js'
+import { createUpload, head, patch, TUS } from './helpers/tus-client.js'
 
 const MAX_SIZE = 10_000
 const OCTETS = { 'Content-Type': 'application/offset+octet-stream' }

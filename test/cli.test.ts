@@ -9,30 +9,23 @@ import path from 'node:path'
 import { Redis } from 'ioredis'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { checkStore } from '../src/cli/store-check.js'
+import { CLI, cli } from './helpers/cli.js'
+import { pattern, randomId, sha256Of } from './helpers/data.js'
 import {
   age,
-  CLI,
-  cli,
-  createUpload,
   exists,
   listing,
   pair,
-  patch,
-  pattern,
-  REDIS_URL,
-  randomId,
-  request,
   sha256,
-  sha256Of,
-  signal,
-  slowPatch,
-  startServer,
   tempDir,
-  tusUpload,
-  waitFor,
   writeSession,
   writeSessions,
-} from './helpers.js'
+} from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { REDIS_URL } from './helpers/redis.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, patch, slowPatch, tusUpload } from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 const DEFAULT = /^[0-9a-f]{32}$/
@@ -484,6 +477,73 @@ describe('what the CLI refuses', () => {
   })
 })
 
+describe('--log json for everything it says', () => {
+  const records = (stdout: string) =>
+    stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+
+  it('writes a refusal, an unreachable Redis and a failing entry as pino records on stdout, nothing on stderr', async () => {
+    const dir = await tempDir()
+    const missing = path.join(dir, 'nope')
+    const refused = await cli(['sweep', '--dir', missing, '--expire-after', '1h', '--log', 'json'])
+    expect(refused).toMatchObject({ code: 2, stderr: '' })
+    expect(records(refused.stdout)).toMatchObject([
+      {
+        level: 50,
+        plugin: 'fastify-tus',
+        msg: 'fastify-tus: refusing to sweep',
+        directory: missing,
+        reason: `${missing} does not exist`,
+      },
+    ])
+
+    const unreachable = await cli([
+      'sweep',
+      '--dir',
+      dir,
+      '--expire-after',
+      '1h',
+      '--redis-url',
+      'redis://127.0.0.1:1',
+      '--log',
+      'json',
+    ])
+    expect(unreachable).toMatchObject({ code: 1, stderr: '' })
+    expect(records(unreachable.stdout)).toMatchObject([
+      {
+        level: 50,
+        msg: 'fastify-tus: cannot reach Redis',
+        err: {
+          message: expect.stringMatching(/^cannot reach Redis at redis:\/\/127\.0\.0\.1:1: /),
+        },
+      },
+    ])
+
+    await writeSession(dir, randomId(), { size: 10, bytes: 1 })
+    const corrupt = randomId()
+    await fs.writeFile(path.join(dir, corrupt), 'data')
+    await fs.writeFile(
+      path.join(dir, `${corrupt}.json`),
+      JSON.stringify({ id: corrupt, size: 'big' }),
+    )
+    await age(path.join(dir, corrupt), 2 * HOUR)
+    const failing = await cli(['sweep', '--dir', dir, '--expire-after', '1h', '--log', 'json'])
+    expect(failing).toMatchObject({ code: 1, stderr: '' })
+    const lines = records(failing.stdout)
+    expect(lines[0]).toMatchObject({ level: 30, msg: 'fastify-tus: sweeping', directory: dir })
+    expect(lines.filter((r) => r.level === 40)).toMatchObject([
+      {
+        id: corrupt,
+        msg: 'fastify-tus sweep: sweep entry failed',
+        err: { message: expect.stringMatching(/invalid size/) },
+      },
+    ])
+    expect(lines.at(-1)).toMatchObject({ msg: 'no expired uploads to remove', errors: 1 })
+  })
+})
+
 describe('help and version', () => {
   it('--help explains the options and what the operator must ensure without a shared lock', async () => {
     const { code, stdout } = await cli(['--help'])
@@ -499,6 +559,9 @@ describe('help and version', () => {
   it('--version prints the package version', async () => {
     const pkg = JSON.parse(await fs.readFile('package.json', 'utf8'))
     expect(await cli(['--version'])).toMatchObject({ code: 0, stdout: `${pkg.version}\n` })
+    // The built program, as npm's bin runs it.
+    const built = await cli(['--version'], {}, { process: true })
+    expect(built).toMatchObject({ code: 0, stdout: `${pkg.version}\n` })
   })
 
   it('the built file runs as a program (npm links the bin to it)', async () => {

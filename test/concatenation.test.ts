@@ -12,25 +12,13 @@ import { EVENTS } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
 import { concatenateFiles } from '../src/backends/file/concatenation.js'
 import { PROCESS_TOKEN } from '../src/backends/file/record-file.js'
-import type { TusServerOptions } from '../src/options.js'
-import {
-  age,
-  pattern as bytes,
-  createUpload,
-  head,
-  listing,
-  listingBecomes,
-  pair,
-  patch,
-  request,
-  sha256,
-  sha256Of,
-  signal,
-  startServer,
-  TUS,
-  tusUpload,
-  waitFor,
-} from './helpers.js'
+import type { TusServerOptions } from '../src/options/index.js'
+import { pattern as bytes, sha256Of } from './helpers/data.js'
+import { age, listing, listingBecomes, pair, sha256 } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, head, patch, TUS, tusUpload } from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 
@@ -165,6 +153,54 @@ describe('the protocol for partial and final uploads', () => {
     expect(answer.headers['upload-concat']).toBe(`final;${a.url} ${new URL(b.url).pathname}`)
     const id = url.slice(url.lastIndexOf('/') + 1)
     expect(await fs.readFile(path.join(server.directory, id), 'utf8')).toBe('AAAAABBBBBB')
+  })
+
+  it("shows tus a final's summed Upload-Length without the Upload-Concat header, while the app's own hooks see the headers as sent", async () => {
+    const seenByTus: Array<{ length: string | null; concat: string | null }> = []
+    const seenByApp: Array<{ length: unknown; concat: unknown; raw: string[] }> = []
+    const server = await startServer(
+      {
+        expireAfterMs: HOUR,
+        tus: {
+          onUploadCreate: async (req) => {
+            seenByTus.push({
+              length: req.headers.get('upload-length'),
+              concat: req.headers.get('upload-concat'),
+            })
+            return {}
+          },
+        },
+      },
+      {
+        before: async (app) => {
+          app.addHook('onResponse', async (request) => {
+            if (request.method !== 'POST' || request.headers['upload-concat'] === undefined) return
+            const raw = request.raw.rawHeaders.filter((_, i) => i % 2 === 0)
+            seenByApp.push({
+              length: request.headers['upload-length'],
+              concat: request.headers['upload-concat'],
+              raw: raw.map((name) => name.toLowerCase()),
+            })
+          })
+        },
+      },
+    )
+    const a = await partial(server.endpoint, Buffer.from('AAAAA'))
+    const b = await partial(server.endpoint, Buffer.from('BBB'))
+    const res = await final(server.endpoint, [a.url, b.url])
+    expect(res.status).toBe(201)
+    // tus sees an ordinary creation of the partials' summed length...
+    expect(seenByTus).toEqual([
+      { length: '5', concat: null },
+      { length: '3', concat: null },
+      { length: '8', concat: null },
+    ])
+    // ...while the Node request keeps what the client sent: no length, the header in place.
+    const finalSeen = seenByApp.at(-1)
+    expect(finalSeen?.concat).toBe(`final;${a.url} ${b.url}`)
+    expect(finalSeen?.length).toBeUndefined()
+    expect(finalSeen?.raw).toContain('upload-concat')
+    expect(finalSeen?.raw).not.toContain('upload-length')
   })
 
   it('accepts partial URLs with or without the register prefix', async () => {

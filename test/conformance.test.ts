@@ -8,19 +8,11 @@ import http from 'node:http'
 import path from 'node:path'
 import * as tus from 'tus-js-client'
 import { describe, expect, it } from 'vitest'
-import {
-  createUpload,
-  head,
-  listing,
-  patch,
-  pattern,
-  request,
-  sha256,
-  sha256Of,
-  startServer,
-  type TestServer,
-  TUS,
-} from './helpers.js'
+import { pattern, sha256Of } from './helpers/data.js'
+import { listing, sha256 } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer, type TestServer } from './helpers/server.js'
+import { createUpload, head, patch, TUS } from './helpers/tus-client.js'
 
 const OCTETS = { 'Content-Type': 'application/offset+octet-stream' }
 

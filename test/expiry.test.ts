@@ -9,25 +9,12 @@ import * as tus from 'tus-js-client'
 import { describe, expect, it } from 'vitest'
 import { ExpiringFileStore } from '../src/backends/file/file-store.js'
 import { lastActivityMs } from '../src/expiry/policy.js'
-import {
-  age,
-  pattern as bytes,
-  createUpload,
-  exists,
-  head,
-  listing,
-  patch,
-  request,
-  sha256,
-  sha256Of,
-  sleep,
-  slowPatch,
-  startServer,
-  TUS,
-  tempDir,
-  tusUpload,
-  waitFor,
-} from './helpers.js'
+import { pattern as bytes, sha256Of } from './helpers/data.js'
+import { age, exists, listing, sha256, tempDir } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, head, patch, slowPatch, TUS, tusUpload } from './helpers/tus-client.js'
+import { sleep, waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 const YEAR = 365 * 24 * HOUR
@@ -390,5 +377,58 @@ describe('one read per HEAD', () => {
     await store.getUpload(id)
     // A PATCH or a POST answer (not afterRead) always reads afresh.
     expect((await store.describe(id))?.rawMetadata).toBe('name bmV3')
+  })
+})
+
+describe('a record that marks bytes unverified (a checksummed body a crash cut short)', () => {
+  /** An upload of `size` bytes holding `onDisk`, its record marked unverified from `from`. */
+  async function marked(directory: string, size: number, onDisk: string, from: number) {
+    const id = 'b'.repeat(32)
+    await fs.writeFile(path.join(directory, id), onDisk)
+    const record = { id, size, offset: 0, metadata: {}, creation_date: new Date().toISOString() }
+    await fs.writeFile(
+      path.join(directory, `${id}.json`),
+      JSON.stringify({ ...record, unverified_from: from }),
+    )
+    const recordOf = async () =>
+      JSON.parse(await fs.readFile(path.join(directory, `${id}.json`), 'utf8'))
+    return { id, data: path.join(directory, id), recordOf }
+  }
+
+  it('without the upload lock: the bytes past the mark do not count and stay; the upload is unfinished and expires', async () => {
+    const directory = await tempDir()
+    const store = await ExpiringFileStore.open({ directory, expireAfterMs: HOUR })
+    const { id, data, recordOf } = await marked(directory, 5, 'abcde', 3)
+    expect((await store.getUpload(id)).offset).toBe(3)
+    expect((await fs.stat(data)).size).toBe(5)
+    expect(await recordOf()).toHaveProperty('unverified_from', 3)
+    expect((await store.describe(id))?.expiresAt).toBeInstanceOf(Date)
+  })
+
+  it('under the upload lock: the read rolls the bytes past the mark back and clears the mark', async () => {
+    const directory = await tempDir()
+    const store = await ExpiringFileStore.open({
+      directory,
+      expireAfterMs: HOUR,
+      holdsLock: () => true,
+    })
+    const { id, data, recordOf } = await marked(directory, 5, 'abcde', 3)
+    expect((await store.getUpload(id)).offset).toBe(3)
+    expect(await fs.readFile(data, 'utf8')).toBe('abc')
+    expect(await recordOf()).not.toHaveProperty('unverified_from')
+  })
+
+  it('under the upload lock: a mark with no byte past it is cleared, and the upload is finished', async () => {
+    const directory = await tempDir()
+    const store = await ExpiringFileStore.open({
+      directory,
+      expireAfterMs: HOUR,
+      holdsLock: () => true,
+    })
+    const { id, data, recordOf } = await marked(directory, 3, 'abc', 3)
+    expect((await store.getUpload(id)).offset).toBe(3)
+    expect(await fs.readFile(data, 'utf8')).toBe('abc')
+    expect(await recordOf()).not.toHaveProperty('unverified_from')
+    expect((await store.describe(id))?.expiresAt).toBeUndefined()
   })
 })

@@ -14,25 +14,12 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import { ExpiringFileStore } from '../src/backends/file/file-store.js'
 import { type SweepFs, sweepDirectory } from '../src/backends/file/sweep-engine.js'
 import fastifyTus from '../src/index.js'
-import {
-  age,
-  pattern as bytes,
-  createUpload,
-  disconnectMidPatch,
-  exists,
-  head,
-  listing,
-  patch,
-  request,
-  sha256,
-  sha256Of,
-  sleep,
-  startServer,
-  tempDir,
-  tusUpload,
-  waitFor,
-  writeSession,
-} from './helpers.js'
+import { pattern as bytes, sha256Of } from './helpers/data.js'
+import { age, exists, listing, sha256, tempDir, writeSession } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, disconnectMidPatch, head, patch, tusUpload } from './helpers/tus-client.js'
+import { sleep, waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 

@@ -8,20 +8,12 @@ import { MemoryLocker } from '@tus/server'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
 import { MAX_LOCK_WAITERS, type SweepLocker } from '../src/locking/activity-locker.js'
-import {
-  age,
-  createUpload,
-  exists,
-  listing,
-  request,
-  sha256,
-  sha256Of,
-  slowPatch,
-  startServer,
-  TUS,
-  tempDir,
-  waitFor,
-} from './helpers.js'
+import { sha256Of } from './helpers/data.js'
+import { age, exists, listing, sha256, tempDir } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, slowPatch, TUS } from './helpers/tus-client.js'
+import { waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 

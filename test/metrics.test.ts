@@ -12,24 +12,13 @@ import { Redis } from 'ioredis'
 import { register as defaultRegistry, Registry } from 'prom-client'
 import { afterEach, describe, expect, it } from 'vitest'
 import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
-import {
-  age,
-  createUpload,
-  head,
-  patch,
-  pattern,
-  REDIS_URL,
-  randomId,
-  request,
-  signal,
-  slowPatch,
-  startServer,
-  TUS,
-  tempDir,
-  tusUpload,
-  waitFor,
-  writeSession,
-} from './helpers.js'
+import { pattern, randomId } from './helpers/data.js'
+import { age, tempDir, writeSession } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { REDIS_URL } from './helpers/redis.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, head, patch, slowPatch, TUS, tusUpload } from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 type Labels = Record<string, string | number>
 
@@ -405,6 +394,51 @@ describe('metrics', () => {
     } finally {
       for (const server of servers) await server.app.close()
       for (const client of clients) client.disconnect()
+    }
+  })
+
+  it('registers exactly the metrics docs/metrics.md lists, with their types and labels', async () => {
+    const client = new Redis(REDIS_URL)
+    try {
+      const registry = new Registry()
+      // Every feature that brings metrics of its own: Redis, a free-space floor, a quota.
+      const server = await startServer({
+        metrics: { registry },
+        redis: { client, prefix: `test:${randomId()}:` },
+        minFreeBytes: 1,
+        maxStoreBytes: 2 ** 40,
+        cleanupOnStart: false,
+      })
+      const { url } = await createUpload(server.endpoint, 5)
+      await head(url)
+      await server.app.tusCleanup.run()
+      const scrape = await registry.metrics()
+      const found = new Map<string, { type: string; labels: Set<string> }>()
+      for (const [, name, type] of scrape.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+        found.set(name as string, { type: type as string, labels: new Set() })
+      }
+      for (const [, name, labels] of scrape.matchAll(/^(\w+)\{([^}]*)\} \S+$/gm)) {
+        const metric =
+          found.get(name as string) ??
+          found.get((name as string).replace(/_(bucket|sum|count)$/, ''))
+        for (const [, label] of (labels as string).matchAll(/(\w+)="/g)) {
+          metric?.labels.add(label as string)
+        }
+      }
+      for (const [name, { labels }] of found) expect(labels.has('endpoint'), name).toBe(true)
+      const docs = await fs.readFile('docs/metrics.md', 'utf8')
+      const documented = [...docs.matchAll(/^\| `(tus_\w+)` +\| (\w+) +\| ([^|]*)\|/gm)].map(
+        ([, name, type, labels]) => [name, type, (labels as string).match(/\w+/g)?.sort() ?? []],
+      )
+      const registered = [...found].map(([name, { type, labels }]) => [
+        name,
+        type,
+        [...labels].filter((label) => label !== 'endpoint' && label !== 'le').sort(),
+      ])
+      expect(documented.length).toBeGreaterThan(10)
+      expect(registered.sort()).toEqual(documented.sort())
+    } finally {
+      client.disconnect()
     }
   })
 

@@ -13,17 +13,12 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import fastifyTus from '../src/index.js'
-import {
-  exists,
-  listing,
-  logCapture,
-  REDIS_URL,
-  randomId,
-  TUS,
-  tempDir,
-  waitFor,
-  writeSession,
-} from './helpers.js'
+import { randomId } from './helpers/data.js'
+import { exists, listing, tempDir, writeSession } from './helpers/fs.js'
+import { REDIS_URL } from './helpers/redis.js'
+import { logCapture } from './helpers/server.js'
+import { TUS } from './helpers/tus-client.js'
+import { waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 

@@ -6,8 +6,9 @@ import path from 'node:path'
 import { DataStore } from '@tus/utils'
 import Fastify from 'fastify'
 import { describe, expect, it } from 'vitest'
-import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
-import { tempDir } from './helpers.js'
+import fastifyTus, { DEFAULT_ID_PATTERN, type FastifyTusOptions } from '../src/index.js'
+import { resolveOptions } from '../src/options/index.js'
+import { tempDir } from './helpers/fs.js'
 
 /** Enough of a client's shape to pass the type check; validation fails before it is used. */
 function fakeClient() {
@@ -192,5 +193,84 @@ describe('option errors', () => {
     expect(
       await registerWith({ directory: await tempDir(), logLevel: 'warn', prefix: '/x' }),
     ).toBeUndefined()
+  })
+})
+
+describe('resolved options', () => {
+  it('fills in every default', () => {
+    expect(resolveOptions(undefined)).toEqual({
+      namespace: undefined,
+      path: '/files',
+      prefix: '',
+      directory: './uploads',
+      datastore: undefined,
+      expireAfterMs: 600_000,
+      partialHoldMs: 86_400_000,
+      cleanupIntervalMs: 600_000,
+      cleanupOnStart: true,
+      idPattern: DEFAULT_ID_PATTERN,
+      tus: {},
+      redis: undefined,
+      metrics: undefined,
+      minFreeBytes: undefined,
+      maxStoreBytes: undefined,
+    })
+    // `null` is a left-out option where there is a default, and refused where there is none.
+    expect(resolveOptions({ path: null, tus: null }).path).toBe('/files')
+    expect(() => resolveOptions({ namespace: null })).toThrow(
+      /`namespace` must be a name.*got null/,
+    )
+  })
+
+  it('derives defaults from the options above: the partial hold, the Redis prefix', () => {
+    expect(resolveOptions({ expireAfterMs: 2 * 86_400_000 }).partialHoldMs).toBe(2 * 86_400_000)
+    const client = fakeClient()
+    expect(resolveOptions({ redis: { client } }).redis).toEqual({
+      client,
+      prefix: 'fastify-tus:',
+      lockTtlMs: 10_000,
+      acquireLockTimeoutMs: 30_000,
+    })
+    expect(resolveOptions({ namespace: 'videos', redis: { client } }).redis?.prefix).toBe(
+      'fastify-tus:videos:',
+    )
+    expect(resolveOptions({ metrics: true }).metrics).toEqual({ registry: undefined, prefix: '' })
+    expect(resolveOptions({ metrics: false }).metrics).toBeUndefined()
+  })
+
+  it('accepts exactly the options the README lists', async () => {
+    const readme = await fs.readFile('README.md', 'utf8')
+    const section = readme.slice(readme.indexOf('## Options'), readme.indexOf('**Errors**'))
+    const documented = [...section.matchAll(/^- `(\w+)`/gm)].map((match) => match[1])
+    let listed: string[] = []
+    try {
+      resolveOptions({ notAnOption: 1 })
+    } catch (error) {
+      listed = /\(options: ([^)]*)\)/.exec((error as Error).message)?.[1]?.split(', ') ?? []
+    }
+    expect(listed.length).toBeGreaterThan(10)
+    expect([...listed].sort()).toEqual([...documented].sort())
+    // Each of them is accepted: none is refused as unknown.
+    for (const key of listed) {
+      expect(() => resolveOptions({ [key]: Symbol() }), key).not.toThrow(/is not an option/)
+    }
+  })
+
+  it('reports the first problem, in the order the options are checked', () => {
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ expireAfter: 5, path: 'files' }, /`expireAfter` is not an option/],
+      [{ directory: '', datastore: { write: 1 } }, /`datastore` replaces `directory`/],
+      [{ datastore: new DataStore(), minFreeBytes: -1 }, /`minFreeBytes` must be a whole number/],
+      [{ datastore: new DataStore(), partialHoldMs: 5 }, /`partialHoldMs` applies to the built-in/],
+      [
+        { redis: { client: fakeClient(), lockTtlMs: 5 }, tus: { locker: {} } },
+        /`tus.locker` cannot be set together with `redis`/,
+      ],
+      [{ redis: { client: 5, ttl: 1 } }, /`redis.ttl` is not an option/],
+      [{ metrics: { prefix: '-' }, maxStoreBytes: 0 }, /`metrics.prefix` must be/],
+    ]
+    for (const [options, message] of cases) {
+      expect(() => resolveOptions(options), JSON.stringify(options)).toThrow(message)
+    }
   })
 })

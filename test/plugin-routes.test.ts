@@ -2,19 +2,12 @@ import path from 'node:path'
 import { Server } from '@tus/server'
 import Fastify from 'fastify'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import fastifyTus from '../src/index.js'
-import {
-  createUpload,
-  head,
-  listing,
-  request,
-  sha256,
-  sha256Of,
-  startServer,
-  TUS,
-  tempDir,
-  tusUpload,
-} from './helpers.js'
+import fastifyTus, { fastifyRequestOf } from '../src/index.js'
+import { sha256Of } from './helpers/data.js'
+import { listing, sha256, tempDir } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
+import { createUpload, head, TUS, tusUpload } from './helpers/tus-client.js'
 
 describe('tus routes', () => {
   it('stores an upload made with tus-js-client byte for byte', async () => {
@@ -103,6 +96,42 @@ describe('tus routes', () => {
       '{"a":1}',
     )
     expect(JSON.parse(json.body)).toEqual({ got: { a: 1 } })
+  })
+
+  it('gives tus the exact offset+octet-stream content type while the app sees the header as sent, and tus hooks reach the Fastify request', async () => {
+    const seenByApp: unknown[] = []
+    const seenByTus: Array<string | null> = []
+    const received: string[] = []
+    const server = await startServer(
+      {
+        tus: {
+          onUploadFinish: async (req, upload) => {
+            seenByTus.push(req.headers.get('content-type'))
+            const fastifyRequest = fastifyRequestOf(req)
+            received.push(`${fastifyRequest?.method} ${fastifyRequest?.url} ${upload.offset}`)
+            return {}
+          },
+        },
+      },
+      {
+        before: (app) => {
+          app.addHook('onResponse', async (request) => {
+            if (request.method === 'PATCH') seenByApp.push(request.headers['content-type'])
+          })
+        },
+      },
+    )
+    const { url } = await createUpload(server.endpoint, 3)
+    const res = await request(
+      url,
+      'PATCH',
+      { ...TUS, 'Upload-Offset': '0', 'Content-Type': 'Application/Offset+Octet-Stream; x=1' },
+      'abc',
+    )
+    expect(res.status).toBe(204)
+    expect(seenByTus).toEqual(['application/offset+octet-stream'])
+    expect(seenByApp).toEqual(['Application/Offset+Octet-Stream; x=1'])
+    expect(received).toEqual([`PATCH ${new URL(url).pathname} 3`])
   })
 
   it('runs the user onRequest hooks for tus requests (auth)', async () => {

@@ -11,25 +11,13 @@ import path from 'node:path'
 import { Redis } from 'ioredis'
 import { Registry } from 'prom-client'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import {
-  createUpload,
-  emergencySweepRecord,
-  head,
-  listing,
-  patch,
-  REDIS_URL,
-  randomId,
-  request,
-  sha256,
-  sha256Of,
-  signal,
-  slowPatch,
-  startServer,
-  TUS,
-  tempDir,
-  waitFor,
-  writeSession,
-} from './helpers.js'
+import { randomId, sha256Of } from './helpers/data.js'
+import { listing, sha256, tempDir, writeSession } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { REDIS_URL } from './helpers/redis.js'
+import { emergencySweepRecord, startServer } from './helpers/server.js'
+import { createUpload, head, patch, slowPatch, TUS } from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 const KiB = 1024
 const HOUR = 3_600_000

@@ -9,19 +9,13 @@ import path from 'node:path'
 import { DataStore } from '@tus/utils'
 import { Redis } from 'ioredis'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import {
-  createUpload,
-  exists,
-  REDIS_URL,
-  randomId,
-  request,
-  sleep,
-  startServer,
-  tempDir,
-  waitFor,
-  writeSession,
-  writeSessions,
-} from './helpers.js'
+import { randomId } from './helpers/data.js'
+import { exists, tempDir, writeSession, writeSessions } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { REDIS_URL } from './helpers/redis.js'
+import { startServer } from './helpers/server.js'
+import { createUpload } from './helpers/tus-client.js'
+import { sleep, waitFor } from './helpers/wait.js'
 
 const HOUR = 3_600_000
 const ABANDONED = 'a'.repeat(32)

@@ -18,7 +18,7 @@ import {
   walkTree,
 } from '../src/backends/file/walk.js'
 import { ActivityLocker, type SweepFs, sweepDirectory } from '../src/sweep/index.js'
-import { age, exists, tempDir, writeSession, writeSessions } from './helpers.js'
+import { age, exists, tempDir, writeSession, writeSessions } from './helpers/fs.js'
 
 const HOUR = 3_600_000
 const hex = (n: number) => n.toString(16).padStart(32, '0')

@@ -8,26 +8,26 @@ import fs from 'node:fs/promises'
 import http from 'node:http'
 import path from 'node:path'
 import { MemoryLocker } from '@tus/server'
-import { EVENTS } from '@tus/utils'
+import { EVENTS, Upload } from '@tus/utils'
 import { describe, expect, it } from 'vitest'
+import type { Checksum } from '../src/backends/backend.js'
+import { fileCapabilities } from '../src/backends/file/capabilities.js'
+import { ExpiringFileStore } from '../src/backends/file/file-store.js'
 import { DirectBodyRequest } from '../src/http/write-path.js'
+import { Refusal } from '../src/refusal.js'
+import { pattern as bytes, sha256Of } from './helpers/data.js'
+import { listing, listingBecomes, sha256, tempDir } from './helpers/fs.js'
+import { request } from './helpers/http.js'
+import { startServer } from './helpers/server.js'
 import {
-  pattern as bytes,
   createUpload,
   disconnectMidPatch,
   head,
-  listing,
-  listingBecomes,
   patch,
-  request,
-  sha256,
-  sha256Of,
-  signal,
   slowPatch,
-  startServer,
   TUS,
-  waitFor,
-} from './helpers.js'
+} from './helpers/tus-client.js'
+import { signal, waitFor } from './helpers/wait.js'
 
 /** Waits until `file` holds at least `n` bytes. */
 function bytesOnDisk(file: string, n: number) {
@@ -238,4 +238,89 @@ describe('what a refused or cut body leaves behind', () => {
       expect(await listing(server.directory)).toEqual([])
     },
   )
+})
+
+describe('the file write path (FileWriter) on its own, without tus', () => {
+  /** A store in a new directory, and an upload of `size` bytes created in it. */
+  async function storeWithUpload(size: number, options: { minFreeBytes?: number } = {}) {
+    const store = await ExpiringFileStore.open({
+      directory: await tempDir(),
+      expireAfterMs: 0,
+      minFreeBytes: options.minFreeBytes ?? 0,
+    })
+    const upload = await store.create(new Upload({ id: 'u1', size, offset: 0 }))
+    return { store, upload }
+  }
+
+  /** Sends `body` over real HTTP to a server whose only job is the writer's `write`. */
+  async function writeOverHttp(
+    store: ExpiringFileStore,
+    upload: Upload,
+    body: Buffer,
+    checksum?: Checksum,
+  ) {
+    const { writer } = fileCapabilities(store)
+    const server = http.createServer(async (req, res) => {
+      try {
+        const { offset, written } = await writer.write(req, upload, {
+          maxBytes: 1_000_000,
+          contentLength: Number(req.headers['content-length']),
+          checksum,
+          signal: new AbortController().signal,
+          onProgress: undefined,
+        })
+        res.end(JSON.stringify({ offset, sameUpload: written.upload === upload }))
+      } catch (error) {
+        const refused = error instanceof Refusal
+        res.end(
+          JSON.stringify({
+            refused,
+            status: refused ? error.status : undefined,
+            body: refused ? error.body : String(error),
+          }),
+        )
+      }
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = server.address() as { port: number }
+      const res = await request(`http://127.0.0.1:${port}/`, 'PATCH', {}, body)
+      return JSON.parse(res.body) as Record<string, unknown>
+    } finally {
+      server.close()
+    }
+  }
+
+  it('writes a body at the upload offset and resolves to the new offset and the upload it wrote', async () => {
+    const { store, upload } = await storeWithUpload(10)
+    expect(await writeOverHttp(store, upload, Buffer.from('hello'))).toEqual({
+      offset: 5,
+      sameUpload: true,
+    })
+    expect(await fs.readFile(store.dataPathOf('u1'), 'utf8')).toBe('hello')
+  })
+
+  it('refuses a body whose digest does not match with a Refusal (460), the file and the record as they were', async () => {
+    const { store, upload } = await storeWithUpload(10)
+    const record = await fs.readFile(`${store.dataPathOf('u1')}.json`, 'utf8')
+    const digest = createHash('sha1').update('other').digest()
+    const answer = await writeOverHttp(store, upload, Buffer.from('hello'), {
+      algorithm: 'sha1',
+      digest,
+    })
+    expect(answer).toEqual({ refused: true, status: 460, body: 'Checksum Mismatch\n' })
+    expect((await fs.stat(store.dataPathOf('u1'))).size).toBe(0)
+    expect(await fs.readFile(`${store.dataPathOf('u1')}.json`, 'utf8')).toBe(record)
+  })
+
+  it('refuses through the creation guard with a Refusal: 413 for a length the filesystem could never hold', async () => {
+    const { store } = await storeWithUpload(0, { minFreeBytes: 1 })
+    const { creation } = fileCapabilities(store)
+    const refused = await creation.reserve(Number.MAX_SAFE_INTEGER).catch((error: unknown) => error)
+    expect(refused).toBeInstanceOf(Refusal)
+    expect((refused as Refusal).status).toBe(413)
+    expect((refused as Refusal).body).toMatch(
+      /^Request Entity Too Large: this upload needs 9007199254740991 bytes; the store's filesystem holds \d+ and the server keeps 1 of them free\n$/,
+    )
+  })
 })

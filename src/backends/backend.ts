@@ -5,10 +5,15 @@
  * capability, as tusd's `StoreComposer` does (`UseConcater`, `UseTerminater`...), and a capability
  * a backend does not have is `undefined`.
  */
+import type { IncomingMessage } from 'node:http'
+import type { ServerOptions } from '@tus/server'
 import type { DataStore, Upload } from '@tus/utils'
+import type { ActivityLocker } from '../locking/activity-locker.js'
+import type { ResolvedOptions } from '../options/index.js'
 import type { SweepFunction } from '../sweep/schedule.js'
 import type { FreeSpace } from './file/free-space.js'
 import type { StoreQuota } from './file/quota.js'
+import type { SweepReport } from './file/sweep-engine.js'
 
 /** What the answers state about an upload beyond tus' own headers. */
 export interface UploadFacts {
@@ -27,8 +32,115 @@ export interface UploadDescriber {
   /** The facts after this request's write, from what the write path saw. */
   factsAfterWrite?(
     upload: Upload,
-    stats: { mtimeMs: number } | undefined,
+    stats: Written['stats'],
   ): Promise<Pick<UploadFacts, 'expiresAt'> | undefined>
+}
+
+/** `Upload-Checksum` as read: a digest the body must match. */
+export interface Checksum {
+  algorithm: string
+  digest: Buffer
+}
+
+/** The checksum extension: the backend's `writer` verifies `Upload-Checksum` as it writes. */
+export interface Checksums {
+  /** The algorithms it verifies, as tus names them, in order of preference. */
+  readonly algorithms: readonly string[]
+}
+
+/** What a direct write wrote a body to, for the answer that follows it. */
+export interface Written {
+  /** The `Upload` the store handed the handler. */
+  upload: Upload
+  /** The data file's clock and size once the body's bytes were in it; `undefined` if unread. */
+  stats: { mtimeMs: number; size: number } | undefined
+}
+
+/** How a body is to be written by the direct write path. */
+export interface BodyWrite {
+  /** Bytes this request may add; more is a 413, as with the stock StreamLimiter. */
+  maxBytes: number
+  /** The body's `Content-Length`, when it declared a usable one. */
+  contentLength: number | undefined
+  /** The body's expected digest (`Upload-Checksum`). */
+  checksum: Checksum | undefined
+  /** Aborts gracefully: what arrived so far is written and counted. */
+  signal: AbortSignal
+  /** Told the bytes received so far (POST_RECEIVE progress events). */
+  onProgress: ((received: number) => void) | undefined
+}
+
+/**
+ * The direct write path: request bytes go from the socket's Node stream into the store, with
+ * the guarantees of tus' own path (see backends/file/write-path.ts).
+ */
+export interface BodyWriter {
+  /** Writes `source` into `upload` at its offset; resolves to the new offset and what it wrote. */
+  write(
+    source: IncomingMessage,
+    upload: Upload,
+    how: BodyWrite,
+  ): Promise<{ offset: number; written: Written }>
+}
+
+type OnUploadCreate = NonNullable<ServerOptions['onUploadCreate']>
+
+/** The creation guard: what a creation must pass before anything is created. */
+export interface CreationGuard {
+  /** Refuses a declared length that cannot fit now (507) or ever (413): a `Refusal`. */
+  reserve(bytes: number): Promise<void>
+  /**
+   * The user's `onUploadCreate` (if any) with what the backend records of a creation once it
+   * has run (the `Upload-Metadata` header as sent, which HEAD answers).
+   */
+  recording?(hook: OnUploadCreate | undefined): OnUploadCreate
+}
+
+/**
+ * What an `Upload-Concat` header asks for, once its URLs are read as upload ids. A final that
+ * exists already (a retried creation) has its id in `existing`.
+ */
+export type ConcatRequest =
+  | { kind: 'partial' }
+  | {
+      kind: 'final'
+      partials: string[]
+      header: string
+      existing?: string
+      /** Whether the client that asked for the final still waits for its answer. */
+      clientWaiting?: () => boolean
+    }
+
+/** A final upload held for the answer to a retried creation. */
+export interface HeldFinalUpload {
+  /** Lets it go: `delivered` when the answer reached the client whole. */
+  release(delivered: boolean): Promise<void>
+}
+
+/**
+ * The concatenation extension (tus 1.0): partial uploads, and final uploads assembled from
+ * them. Refusals are thrown as `Refusal`s.
+ */
+export interface Concatenation {
+  /** Checks that partial `id` can go into a final now; resolves to its length. */
+  checkPartial(id: string): Promise<number>
+  /** The final being assembled from `partials` right now, if any. */
+  beingBuilt(partials: readonly string[]): Promise<string | undefined> | undefined
+  /** The final already made of `partials`, if any (a retried creation's answer). */
+  recordedFinalOf(partials: readonly string[]): Promise<string | undefined>
+  /** Holds final `id` until the answer naming it has gone; `undefined` once it is gone. */
+  hold(id: string): Promise<HeldFinalUpload | undefined>
+  /** Someone knows of final `id` now (its finish hook returned). */
+  claim(id: string): Promise<void>
+  /** Nobody knows of final `id` after all (its answer did not arrive whole). */
+  unclaim(id: string): Promise<void>
+  /** Tells the store's coming `create(upload)` which concatenation the creation asked for. */
+  mark(upload: Upload, concat: ConcatRequest): void
+  /**
+   * The datastore the PATCH handler uses: the backend's own, except that it refuses (403) a
+   * PATCH of a final upload under the upload's lock.
+   */
+  readonly patchStore: DataStore
 }
 
 /** The sweep the plugin's schedule runs, or why there is none (logged once at start). */
@@ -51,10 +163,62 @@ export interface UploadBackend {
   readonly space?: FreeSpace | undefined
   /** The store quota (`maxStoreBytes`). */
   readonly quota?: StoreQuota | undefined
-  /** Runs before the routes serve (counting the quota, say); `sweep` runs one sweep now. */
-  start?(sweepNow: () => Promise<unknown>): Promise<void>
+  /** Partial and final uploads (`Upload-Concat`); absent: tus answers 501 to them. */
+  readonly concatenation?: Concatenation | undefined
+  /** The direct write path for PATCH and creation bodies; absent: tus' own path. */
+  readonly writer?: BodyWriter | undefined
+  /** Checks a creation passes before anything is created (the free-space floor). */
+  readonly creation?: CreationGuard | undefined
+  /** `Upload-Checksum` is verified (the checksum extension). */
+  readonly checksums?: Checksums | undefined
+  /**
+   * Removes what a refused creation left (a POST whose body failed after tus had created the
+   * upload: its client never learned the URL), unless it is finished.
+   */
+  discardRefused?(id: string): Promise<void>
+  /**
+   * Runs at register, before the routes serve (the S3Store's methods taken over, the quota
+   * counted). `sweepNow` runs one sweep through the schedule; `swept: true` when the backend ran
+   * the startup sweep itself (the quota's first count), so the schedule does not run it again.
+   */
+  start?(sweepNow: () => Promise<SweepReport>): Promise<{ swept: boolean } | undefined>
+  /** The app is ready (onReady): from now on the store is served. */
+  ready?(): void
+  /** The server serves (it listens, or answers a request). */
+  serving?(): void
+  /** The filesystem's free bytes, for the logs of an emergency sweep. */
+  freeBytes?(): Promise<number>
   /** Waits for work the backend started after an answer (partials' removal, say). */
   settled?(): Promise<void>
-  /** Gives back what the backend took at register (the directory, the store's own methods). */
-  close(): Promise<void>
+  /**
+   * Gives back what the backend took at register (the directory, the store's own methods);
+   * `closedAt`: when the app's close began (the downtime a restart gives back counts from it);
+   * `undefined` when the registration failed before serving.
+   */
+  close(closedAt: number | undefined): Promise<void>
+}
+
+/** How a store is told apart from the others of the process (endpoints.ts' table of stores). */
+export interface StoreIdentity {
+  /** The directory's real path, the bucket's URL, or the datastore object. */
+  key: string | object
+  /** `directory /srv/uploads`, `the S3 bucket b`, `the datastore object (GCSStore)`. */
+  name: string
+  /** What to give each registration instead: `directory` or `datastore`. */
+  noun: 'directory' | 'datastore'
+}
+
+/** What a backend is opened with: the resolved options and what the plugin built before it. */
+export interface BackendSetup {
+  options: ResolvedOptions
+  /** The tus server's locker, which the sweep asks before it removes an upload. */
+  locker: ActivityLocker
+  log: BackendLogger
+  /** How errors name the registration (`` the endpoint `/files` ``). */
+  holder: string
+}
+
+export interface BackendLogger {
+  info(obj: object, msg: string): void
+  warn(obj: object, msg: string): void
 }

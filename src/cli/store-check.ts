@@ -35,24 +35,58 @@ const MAX_LISTED = 5
 
 export async function checkStore(
   directory: string,
-  { idPattern: pattern, maxEntries = 1000, maxRecords = 10 }: StoreCheckOptions,
+  { idPattern, maxEntries = 1000, maxRecords = 10 }: StoreCheckOptions,
 ): Promise<StoreCheck> {
-  const idPattern = wholeName(pattern)
-  const refuse = (reason: string): StoreCheck => ({ ok: false, reason })
   const root = path.resolve(directory)
-  if (root === path.resolve(os.homedir())) return refuse(`${root} is the home directory`)
+  const rootProblem = await checkRoot(root)
+  if (rootProblem) return refuse(rootProblem)
+  const scan = await scanTree(root, { idPattern, maxEntries, maxRecords })
+  if (typeof scan === 'string') return refuse(scan)
+  const namesProblem = checkNames(scan, idPattern, maxEntries)
+  if (namesProblem) return refuse(`${root} does not look like a tus file store: ${namesProblem}`)
+  if (scan.records.length === 0) return { ok: true } // no files at all: an empty store
+  const recordsProblem = await checkRecords(root, scan.records)
+  if (recordsProblem)
+    return refuse(`${root} does not look like a tus file store: ${recordsProblem}`)
+  return { ok: true }
+}
+
+function refuse(reason: string): StoreCheck {
+  return { ok: false, reason }
+}
+
+/** Why the root is no directory to sweep; `undefined` when it may be one. */
+async function checkRoot(root: string): Promise<string | undefined> {
+  if (root === path.resolve(os.homedir())) return `${root} is the home directory`
   try {
-    if (!(await fsp.stat(root)).isDirectory()) return refuse(`${root} is not a directory`)
+    if (!(await fsp.stat(root)).isDirectory()) return `${root} is not a directory`
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') return refuse(`${root} does not exist`)
-    return refuse(`cannot read ${root}: ${(error as Error).message}`)
+    if (code === 'ENOENT') return `${root} does not exist`
+    return `cannot read ${root}: ${(error as Error).message}`
   }
+  return undefined
+}
 
-  const foreign: string[] = []
-  const records: string[] = []
-  let uploads = 0
-  let complete = true
+/** What a bounded walk of the tree found. */
+interface Scan {
+  /** Entries that a store does not hold, as the refusal lists them. */
+  foreign: string[]
+  /** The first `<id>.json` names, to read. */
+  records: string[]
+  /** Files named like upload data. */
+  uploads: number
+  /** The walk saw every entry (it stops at `maxEntries`). */
+  complete: boolean
+}
+
+/** The tree's entries sorted by what they look like, or why the root cannot be read. */
+async function scanTree(
+  root: string,
+  { idPattern, maxEntries, maxRecords }: Required<StoreCheckOptions>,
+): Promise<Scan | string> {
+  const isId = wholeName(idPattern)
+  const scan: Scan = { foreign: [], records: [], uploads: 0, complete: true }
   // The root failing to open is a refusal (not a store we can read); an I/O error once it is
   // open, while reading entries, rejects instead.
   let rootOpened = false
@@ -65,58 +99,61 @@ export async function checkStore(
     const kinds = ['file', 'link', 'special', 'unreadable-directory', 'truncated'] as const
     for await (const entry of walkTree(root, { maxEntries, opendir, kinds })) {
       const name = entry.path
-      if (entry.kind === 'truncated') complete = false
-      else if (entry.kind === 'unreadable-directory') foreign.push(`${name}/ (unreadable)`)
-      else if (entry.kind === 'link') foreign.push(`${name} (link)`)
-      else if (entry.kind === 'special') foreign.push(`${name} (special file)`)
+      if (entry.kind === 'truncated') scan.complete = false
+      else if (entry.kind === 'unreadable-directory') scan.foreign.push(`${name}/ (unreadable)`)
+      else if (entry.kind === 'link') scan.foreign.push(`${name} (link)`)
+      else if (entry.kind === 'special') scan.foreign.push(`${name} (special file)`)
       else if (
         name.endsWith(METADATA_SUFFIX) &&
-        idPattern.test(name.slice(0, -METADATA_SUFFIX.length))
+        isId.test(name.slice(0, -METADATA_SUFFIX.length))
       ) {
-        if (records.length < maxRecords) records.push(name)
-      } else if (idPattern.test(name)) uploads++
-      else foreign.push(name)
+        if (scan.records.length < maxRecords) scan.records.push(name)
+      } else if (isId.test(name)) scan.uploads++
+      else scan.foreign.push(name)
     }
   } catch (error) {
     if (rootOpened) throw error
-    return refuse(`cannot read ${root}: ${(error as Error).message}`)
+    return `cannot read ${root}: ${(error as Error).message}`
   }
+  return scan
+}
 
+/** Why the names found are not a store's; `undefined` when they may be. */
+function checkNames(scan: Scan, idPattern: RegExp, maxEntries: number): string | undefined {
+  const { foreign, records, uploads, complete } = scan
   if (foreign.length > 0) {
     const listed = foreign.slice(0, MAX_LISTED).join(', ')
     const more = foreign.length > MAX_LISTED ? ` and ${foreign.length - MAX_LISTED} more` : ''
     const count = complete
       ? `${foreign.length} ${plural(foreign.length, 'entry', 'entries')}`
       : `${foreign.length} of its first ${maxEntries} entries`
-    return refuse(
-      `${root} does not look like a tus file store: ${count} ` +
-        `not named like an upload (<id> or <id>.json, id matching ${pattern}): ${listed}${more}. ` +
-        'If the uploads have other ids (a custom namingFunction), pass --id-pattern.',
+    return (
+      `${count} not named like an upload (<id> or <id>.json, id matching ${idPattern}): ` +
+      `${listed}${more}. If the uploads have other ids (a custom namingFunction), pass --id-pattern.`
     )
   }
-  if (records.length === 0) {
-    if (uploads > 0) {
-      return refuse(
-        `${root} does not look like a tus file store: ${uploads} ${plural(uploads, 'file', 'files')} ` +
-          'named like upload ids but no <id>.json upload record beside them.',
-      )
-    }
-    if (!complete) {
-      return refuse(
-        `${root} does not look like a tus file store: no upload among its first ${maxEntries} entries.`,
-      )
-    }
-    return { ok: true } // no files at all: an empty store
+  if (records.length > 0) return undefined
+  if (uploads > 0) {
+    return (
+      `${uploads} ${plural(uploads, 'file', 'files')} named like upload ids but no <id>.json ` +
+      'upload record beside them.'
+    )
   }
+  if (!complete) return `no upload among its first ${maxEntries} entries.`
+  return undefined
+}
+
+/** Why none of the records read is a tus upload record; `undefined` when one is. */
+async function checkRecords(root: string, records: string[]): Promise<string | undefined> {
   let firstProblem = ''
   for (const name of records) {
     const problem = await recordProblem(root, name)
-    if (problem === undefined) return { ok: true }
+    if (problem === undefined) return undefined
     firstProblem ||= `${name}: ${problem}`
   }
-  return refuse(
-    `${root} does not look like a tus file store: none of the ${records.length} <id>.json files read ` +
-      `is a tus upload record (${firstProblem}).`,
+  return (
+    `none of the ${records.length} <id>.json files read is a tus upload record ` +
+    `(${firstProblem}).`
   )
 }
 

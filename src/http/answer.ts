@@ -4,48 +4,41 @@
  * - `varyOnOrigin`: the allowed origin depends on the request's `Origin` once
  *   `allowedOrigins` is set;
  * - `corsOnDownloads`: GET answers carry CORS as the others do (tus leaves them without);
- * - `checksumAlgorithms`: OPTIONS lists `Tus-Checksum-Algorithm` when the store verifies checksums;
+ * - `checksumAlgorithms`: OPTIONS lists `Tus-Checksum-Algorithm` when the backend verifies
+ *   checksums;
  * - `removeRefusedCreation`: a POST refused after tus created the upload leaves nothing behind;
  * - `offsetOnConflict`: a 409 (and a 507) carries the upload's current `Upload-Offset`;
- * - `uploadExpires`: `Upload-Expires` from the built-in store's activity clock (none once finished);
- * - `metadataAsSent`: HEAD answers `Upload-Metadata` as the client sent it (store/raw-metadata.ts);
- * - `Upload-Concat` on HEAD answers about partial and final uploads (concatenation.ts).
+ * - `uploadFacts`: `Upload-Expires` from the backend's expiry clock (none once finished), and on
+ *   HEAD answers `Upload-Metadata` as the client sent it and `Upload-Concat` for partial and
+ *   final uploads (concatenation.ts).
  */
 import type { Server } from '@tus/server'
-import { EVENTS, type Upload } from '@tus/utils'
-import type { ExpiringFileStore, UploadFacts } from '../backends/file/file-store.js'
-import { answerRawMetadata } from '../backends/file/raw-metadata.js'
-import { isFinished } from '../expiry/policy.js'
+import type { UploadBackend, UploadDescriber, UploadFacts } from '../backends/backend.js'
 import { tusCorsHeaders } from '../tus-internals.js'
-import { CHECKSUM_ALGORITHMS } from './protocol.js'
-import { uploadWrittenBy } from './write-path.js'
+import { contextOf } from './request-context.js'
 
 /**
  * What a step sees: the request tus answered, its answer, and the upload it is about. Steps read
  * `id` only once they know they need it (it may run the user's getFileIdFromRequest).
  *
- * A class, not an object literal with a getter: V8 allocates such a literal's accessor pair in the
- * old generation, where it holds the getter's closure, and through it the request and its answer,
- * until a full GC (a creation's whole request was promoted that way).
+ * A class, not an object literal with a getter: such a literal, made per request, kept the request
+ * and its answer alive past their answer (CONTRIBUTING.md, "Garbage on the request path").
  */
 class Answered {
   readonly request: Request
   readonly response: Response
   readonly method: string
-  readonly #created: CreatedUploads
   readonly #fileIdOf: (request: Request) => string | undefined
   #id: { value: string | undefined } | undefined
 
   constructor(
     request: Request,
     response: Response,
-    created: CreatedUploads,
     fileIdOf: (request: Request) => string | undefined,
   ) {
     this.request = request
     this.response = response
     this.method = request.method
-    this.#created = created
     this.#fileIdOf = fileIdOf
   }
 
@@ -53,7 +46,9 @@ class Answered {
   get id(): string | undefined {
     this.#id ??= {
       value:
-        this.method === 'POST' ? this.#created.idOf(this.request) : this.#fileIdOf(this.request),
+        this.method === 'POST'
+          ? contextOf(this.request)?.created?.id
+          : this.#fileIdOf(this.request),
     }
     return this.#id.value
   }
@@ -63,55 +58,27 @@ type Step = (answered: Answered) => void | Promise<void>
 
 export interface AnswerFixOptions {
   tus: Server
-  /** The built-in store; `undefined` for a user's datastore (then only store-free steps run). */
-  store: ExpiringFileStore | undefined
-  /** `Upload-Expires` for a user datastore whose expiry the plugin applies (S3Store). */
-  facts?: UploadDescriber | undefined
+  /** The backend's capabilities decide the steps (checksums, refused creations, expiry facts). */
+  backend: Pick<UploadBackend, 'answers' | 'checksums' | 'discardRefused'>
   /** The id in an upload URL, as tus reads it (the plugin's `getFileIdFromRequest`). */
   fileIdOf: (request: Request) => string | undefined
 }
 
-/** What an answer states about an upload beyond tus' own headers (the built-in store's `describe`). */
-export type UploadDescriber = Pick<ExpiringFileStore, 'describe'> &
-  Partial<Pick<ExpiringFileStore, 'factsOfCreation' | 'factsAfterWrite'>>
-
-/** The steps for this server and store, as one function run on every answer tus gives. */
-export function answerFixes({ tus, store, facts, fileIdOf }: AnswerFixOptions) {
-  const created = new CreatedUploads(tus)
+/** The steps for this server and backend, as one function run on every answer tus gives. */
+export function answerFixes({ tus, backend, fileIdOf }: AnswerFixOptions) {
+  const { answers, checksums, discardRefused } = backend
   const steps: Step[] = [
     tus.options.allowedOrigins ? varyOnOrigin : undefined,
     corsOnDownloads(tus),
-    store ? checksumAlgorithms : undefined,
-    store ? removeRefusedCreation(store) : undefined,
+    checksums ? checksumAlgorithms(checksums.algorithms) : undefined,
+    discardRefused ? removeRefusedCreation(discardRefused) : undefined,
     offsetOnConflict(tus),
-    store ? uploadFacts(store, created) : facts ? uploadFacts(facts, created) : undefined,
+    answers ? uploadFacts(answers) : undefined,
   ].filter((step) => step !== undefined)
 
   return async (request: Request, response: Response): Promise<void> => {
-    const answered = new Answered(request, response, created, fileIdOf)
+    const answered = new Answered(request, response, fileIdOf)
     for (const step of steps) await step(answered)
-  }
-}
-
-/**
- * The id of the upload a POST created: tus names it (the naming function) and tells it only in
- * its POST_CREATE event, also when the answer then is a refusal without `Location`.
- */
-class CreatedUploads {
-  readonly #uploads = new WeakMap<Request, Upload>()
-
-  constructor(tus: Server) {
-    tus.on(EVENTS.POST_CREATE, (req, upload) => {
-      this.#uploads.set(req as unknown as Request, upload)
-    })
-  }
-
-  idOf(request: Request): string | undefined {
-    return this.#uploads.get(request)?.id
-  }
-
-  uploadOf(request: Request): Upload | undefined {
-    return this.#uploads.get(request)
   }
 }
 
@@ -128,9 +95,10 @@ function corsOnDownloads(tus: Server): Step {
   }
 }
 
-const checksumAlgorithms: Step = ({ method, response }) => {
-  if (method === 'OPTIONS') {
-    response.headers.set('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','))
+function checksumAlgorithms(algorithms: readonly string[]): Step {
+  const header = algorithms.join(',')
+  return ({ method, response }) => {
+    if (method === 'OPTIONS') response.headers.set('Tus-Checksum-Algorithm', header)
   }
 }
 
@@ -140,18 +108,12 @@ const checksumAlgorithms: Step = ({ method, response }) => {
  * URL, so the unfinished upload is nobody's. A finished one (a user's `onUploadFinish` that
  * refused it) stays.
  */
-function removeRefusedCreation(store: ExpiringFileStore): Step {
+function removeRefusedCreation(discard: (id: string) => Promise<void>): Step {
   return async (answered) => {
     const { method, response } = answered
     if (method !== 'POST' || response.status < 400) return
     const id = answered.id
-    if (id === undefined) return
-    try {
-      const upload = await store.getUpload(id)
-      if (!isFinished(upload.size, upload.offset)) await store.remove(id)
-    } catch {
-      // Already gone, or unreadable: the sweep deals with what is left.
-    }
+    if (id !== undefined) await discard(id)
   }
 }
 
@@ -171,22 +133,23 @@ function offsetOnConflict(tus: Server): Step {
 }
 
 /** `Upload-Expires` and `Upload-Metadata` as sent: both from one read of the upload's facts. */
-function uploadFacts(store: UploadDescriber, created: CreatedUploads): Step {
+function uploadFacts(store: UploadDescriber): Step {
   return async (answered) => {
     const { method, request, response } = answered
     if (response.status < 200 || response.status > 299) return
     if (method !== 'POST' && method !== 'PATCH' && method !== 'HEAD') return
+    const context = method === 'HEAD' ? undefined : contextOf(request)
     // A creation without a body: what it created is known without reading it back.
     const fresh =
       method === 'POST' && store.factsOfCreation && !response.headers.has('Upload-Offset')
-        ? created.uploadOf(request)
+        ? context?.created
         : undefined
     if (fresh && store.factsOfCreation) {
       uploadExpires(response, await store.factsOfCreation(fresh))
       return
     }
     // A body written by the direct path: the store knows the record it gave the handler.
-    const written = method === 'HEAD' ? undefined : uploadWrittenBy(request)
+    const written = context?.written
     const afterWrite = written && (await store.factsAfterWrite?.(written.upload, written.stats))
     if (afterWrite) {
       uploadExpires(response, afterWrite)
@@ -198,7 +161,9 @@ function uploadFacts(store: UploadDescriber, created: CreatedUploads): Step {
     const facts = await store.describe(id, { afterRead: method === 'HEAD' })
     uploadExpires(response, facts)
     if (method === 'HEAD') {
-      answerRawMetadata(response, facts?.rawMetadata)
+      // The metadata as the client sent it, where the backend kept it.
+      if (facts?.rawMetadata !== undefined)
+        response.headers.set('Upload-Metadata', facts.rawMetadata)
       if (facts?.concat) response.headers.set('Upload-Concat', facts.concat)
     }
   }

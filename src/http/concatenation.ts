@@ -2,8 +2,9 @@
  * The concatenation extension at the HTTP layer (tus 1.0, "Concatenation"). @tus/server has none
  * (it answers 501 to any `Upload-Concat`), so a creation that carries the header is read here
  * before the hand-off, and tus sees an ordinary creation: a partial upload as it is, a final
- * upload with the `Upload-Length` of its partials. The built-in store does the rest
- * (store/concatenation.ts): it marks partials, assembles finals, removes used partials.
+ * upload with the `Upload-Length` of its partials. The backend's `concatenation` does the rest
+ * (for the built-in store, backends/file/concatenation.ts): it marks partials, assembles finals,
+ * removes used partials.
  *
  * The spec's rules, where they are implemented:
  * - "The Client MUST NOT include the Upload-Length header in the final upload creation": 400.
@@ -11,22 +12,25 @@
  *   400 Bad Request status if one or more of the partial uploads are not finished": 400, and an
  *   unknown partial 404, an expired one 410, an upload that is not partial 400.
  * - "The Server MUST respond with the 403 Forbidden status to PATCH requests against a final
- *   upload URL and MUST NOT modify the final or its partial uploads": `refusingPatchOfFinal`.
+ *   upload URL and MUST NOT modify the final or its partial uploads": the backend's
+ *   `concatenation.patchStore`, the store the PATCH handler is given.
  * - "The Upload-Concat header MUST be set in HEAD responses for partial and final uploads": the
  *   answer fixes (answer.ts) from the store's record.
  * - The final's length is the sum of its partials', and it is finished once it exists: the
  *   user's `onUploadFinish` and tus' POST_FINISH event run for it as for any upload that
  *   finishes (`finishFinal`).
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Server } from '@tus/server'
 import { EVENTS, TUS_RESUMABLE, type Upload } from '@tus/utils'
-import { type Concat, markConcat, type TusError, tusError } from '../backends/file/concatenation.js'
-import type { ExpiringFileStore } from '../backends/file/file-store.js'
-import type { HeldFinal } from '../backends/file/finals.js'
-import type { TusServerOptions } from '../options.js'
+import type { Concatenation, ConcatRequest, HeldFinalUpload } from '../backends/backend.js'
+import type { TusServerOptions } from '../options/index.js'
+import { asRefusal, Refusal, refusal } from '../refusal.js'
 import { tusCorsHeaders, uploadUrlFor } from '../tus-internals.js'
-import type { Refusal } from './protocol.js'
+import { refusalAnswer } from './refusals.js'
+import { contextOf } from './request-context.js'
+
+type FinalRequest = Extract<ConcatRequest, { kind: 'final' }>
 
 /** At most this many partial uploads in one final (tus-js-client makes `parallelUploads` of them). */
 export const MAX_PARTIALS = 1000
@@ -46,51 +50,45 @@ export interface ConcatRouting {
   anyPath: boolean
 }
 
-const requests = new WeakMap<Request, Concat>()
-const created = new WeakMap<Request, Upload>()
-
-/** Links what `readConcat` found to the web request that tus will handle. */
-export function markConcatRequest(request: Request, concat: Concat): void {
-  requests.set(request, concat)
-}
-
 /**
- * Reads the `Upload-Concat` of a POST before tus sees it. `undefined`: none, nothing to do.
- * Otherwise the request's headers are rewritten for tus (the header removed; a final's
- * `Upload-Length` set to the sum of its partials'), or the refusal it deserves is returned.
+ * Reads the `Upload-Concat` of a POST (its `headers` as sent) before tus sees it. `undefined`:
+ * none, nothing to do. Otherwise the headers of `web`, the request tus will handle, are
+ * rewritten for tus (the header removed; a final's `Upload-Length` set to the sum of its
+ * partials'), or the refusal it deserves is returned.
  */
 export async function readConcat(
-  raw: IncomingMessage,
-  store: ExpiringFileStore,
+  headers: IncomingHttpHeaders,
+  web: Request,
+  concatenation: Concatenation,
   routing: ConcatRouting,
-): Promise<Concat | Refusal | undefined> {
-  const header = raw.headers['upload-concat']
+): Promise<ConcatRequest | Refusal | undefined> {
+  const header = headers['upload-concat']
   if (header === undefined) return undefined
   const value = String(header).trim()
-  let concat: Concat
+  let concat: ConcatRequest
   if (value === 'partial') {
     concat = { kind: 'partial' }
   } else if (value.startsWith('final;')) {
-    const final = await readFinal(raw, store, routing, value.slice('final;'.length))
-    if ('status' in final) return final
+    const list = value.slice('final;'.length)
+    const final = await readFinal(headers, concatenation, routing, list)
+    if (final instanceof Refusal) return final
     // A retried creation is answered here, without tus: its headers are left as sent.
     if (final.concat.existing !== undefined) return final.concat
     concat = final.concat
-    setHeader(raw, 'upload-length', String(final.length))
+    web.headers.set('upload-length', String(final.length))
   } else {
     return refusal(400, 'Upload-Concat must be "partial" or "final;<url> <url> ..."')
   }
-  removeHeader(raw, 'upload-concat')
+  web.headers.delete('upload-concat')
   return concat
 }
 
 async function readFinal(
-  raw: IncomingMessage,
-  store: ExpiringFileStore,
+  headers: IncomingHttpHeaders,
+  concatenation: Concatenation,
   routing: ConcatRouting,
   list: string,
-): Promise<{ concat: Extract<Concat, { kind: 'final' }>; length: number } | Refusal> {
-  const headers = raw.headers
+): Promise<{ concat: FinalRequest; length: number } | Refusal> {
   if (headers['upload-length'] !== undefined) {
     return refusal(
       400,
@@ -126,19 +124,19 @@ async function readFinal(
     length: 0,
   })
   // A retry of a creation whose answer was lost, while the final is assembled here: its answer.
-  const building = await store.finals.beingBuilt(partials)
+  const building = await concatenation.beingBuilt(partials)
   if (building !== undefined) return retried(building)
   // Checked here to answer before anything is created; the store checks again under the locks.
   let total = 0
   for (const id of partials) {
     try {
-      total += await store.checkPartial(id)
+      total += await concatenation.checkPartial(id)
     } catch (error) {
-      const { status_code, body } = error as Partial<TusError>
-      if (typeof status_code !== 'number' || typeof body !== 'string') throw error
+      const refused = asRefusal(error)
+      if (!refused) throw error
       // A partial gone (410): used by a final already made of these partials, a retry's answer.
-      const existing = status_code === 410 && (await store.finals.recordedFinalOf(partials))
-      return existing ? retried(existing) : { status: status_code, body }
+      const existing = refused.status === 410 && (await concatenation.recordedFinalOf(partials))
+      return existing ? retried(existing) : refused
     }
   }
   return { concat: { kind: 'final', partials, header }, length: total }
@@ -166,47 +164,16 @@ function partialIdOf(url: string, routing: ConcatRouting): string | undefined {
 
 type OnUploadCreate = NonNullable<TusServerOptions['onUploadCreate']>
 
-/** Hands what `readConcat` found to the store's `create`, through the upload tus creates. */
-export function markingConcat(next: OnUploadCreate): OnUploadCreate {
+/** Hands what `readConcat` found to the backend's `create`, with the upload tus creates. */
+export function markingConcat(
+  concatenation: Concatenation,
+  next: OnUploadCreate | undefined,
+): OnUploadCreate {
   return async (req, upload) => {
-    const concat = requests.get(req)
-    if (concat) {
-      markConcat(upload, concat)
-      if (concat.kind === 'final') created.set(req, upload)
-    }
-    return next(req, upload)
+    const concat = contextOf(req)?.concat
+    if (concat) concatenation.mark(upload, concat)
+    return next ? next(req, upload) : {}
   }
-}
-
-/**
- * The store as the PATCH handler sees it: the same store, except that its `getUpload` (which the
- * handler calls under the upload's lock, before it looks at the offset, which would answer 409)
- * refuses a final upload with 403. The check reads the record that `getUpload` reads anyway:
- * the refusal costs no read of its own, and it is made under the lock.
- */
-export function refusingPatchOfFinal(store: ExpiringFileStore): ExpiringFileStore {
-  const getUpload = async (id: string): Promise<Upload> => {
-    const upload = await store.getUpload(id)
-    if (store.concatKindOf(upload) === 'final') {
-      throw tusError(403, 'a final upload cannot be patched: its bytes come from its partials')
-    }
-    return upload
-  }
-  // Methods run on the store itself (its private fields are not the view's), bound once each.
-  const bound = new WeakMap<object, unknown>()
-  return new Proxy(store, {
-    get(target, name) {
-      if (name === 'getUpload') return getUpload
-      const value: unknown = Reflect.get(target, name, target)
-      if (typeof value !== 'function') return value
-      let method = bound.get(value)
-      if (method === undefined) {
-        method = value.bind(target)
-        bound.set(value, method)
-      }
-      return method
-    },
-  })
 }
 
 /**
@@ -219,20 +186,20 @@ export function refusingPatchOfFinal(store: ExpiringFileStore): ExpiringFileStor
  */
 export async function finishFinal(
   tus: Server,
-  store: ExpiringFileStore,
+  concatenation: Concatenation,
   request: Request,
   response: Response,
   res: ServerResponse,
 ): Promise<Response> {
-  const upload = created.get(request)
+  const upload = contextOf(request)?.created
   if (!upload || response.status !== 201) return response
   const { answer, taken } =
     upload.size === 0
       ? { answer: response, taken: false }
       : await runFinishHook(tus, request, upload, response)
-  if (taken) await store.finals.claim(upload.id)
+  if (taken) await concatenation.claim(upload.id)
   else if (answer.status < 300) {
-    const unclaim = () => store.finals.unclaim(upload.id).catch(() => {})
+    const unclaim = () => concatenation.unclaim(upload.id).catch(() => {})
     if (res.destroyed) await unclaim()
     else res.once('close', () => res.writableFinished || unclaim())
   }
@@ -265,7 +232,7 @@ async function runFinishHook(
         })
       }
     } catch (error) {
-      const { status_code, body } = error as Partial<TusError>
+      const { status_code, body } = error as { status_code?: unknown; body?: string }
       if (typeof status_code !== 'number') throw error
       answer = new Response(body ?? null, { status: status_code, headers: response.headers })
     }
@@ -287,7 +254,7 @@ async function runFinishHook(
  */
 export async function answerExistingFinal(
   tus: Server,
-  store: ExpiringFileStore,
+  concatenation: Concatenation,
   request: Request,
   res: ServerResponse,
   finalId: string,
@@ -295,17 +262,17 @@ export async function answerExistingFinal(
   // The headers tus puts on its own answers, refusals included.
   const headers = tusCorsHeaders(tus, request.headers.get('origin') ?? undefined)
   headers.set('Tus-Resumable', TUS_RESUMABLE)
-  let held: HeldFinal | undefined
+  let held: HeldFinalUpload | undefined
   try {
-    held = await store.finals.hold(finalId)
+    held = await concatenation.hold(finalId)
   } catch (error) {
-    const { status_code, body } = error as Partial<TusError>
-    if (typeof status_code !== 'number') throw error
-    return new Response(body ?? null, { status: status_code, headers })
+    const refused = asRefusal(error)
+    if (!refused) throw error
+    return refusalAnswer(refused, headers, { streamed: true })
   }
   if (!held) {
-    const gone = 'the final upload assembled from these partial uploads is gone\n'
-    return new Response(gone, { status: 410, headers })
+    const gone = refusal(410, 'the final upload assembled from these partial uploads is gone')
+    return refusalAnswer(gone, headers, { streamed: true })
   }
   const release = held.release
   if (res.destroyed) await release(false)
@@ -313,23 +280,4 @@ export async function answerExistingFinal(
   headers.set('Location', uploadUrlFor(tus, request, finalId))
   headers.set('Content-Length', '0')
   return new Response('', { status: 201, headers })
-}
-
-function refusal(status: number, reason: string): Refusal {
-  return { status, body: `${reason}\n` }
-}
-
-/** Sets a request header for tus, which reads the raw list too (srvx builds its Headers from it). */
-function setHeader(raw: IncomingMessage, name: string, value: string): void {
-  removeHeader(raw, name)
-  raw.headers[name] = value
-  raw.rawHeaders.push(name, value)
-}
-
-function removeHeader(raw: IncomingMessage, name: string): void {
-  delete raw.headers[name]
-  const list = raw.rawHeaders
-  for (let i = list.length - 2; i >= 0; i -= 2) {
-    if (list[i]?.toLowerCase() === name) list.splice(i, 2)
-  }
 }

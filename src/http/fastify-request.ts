@@ -7,21 +7,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import type { FastifyRequest } from 'fastify'
-
-/**
- * A property on both requests, not a WeakMap: V8's minor GC treats a WeakMap's values as strong,
- * and this value leads back to its key (the Fastify request holds the Node one), so every
- * request would live on until a full GC, promoted to the old generation with all it holds.
- */
-const FASTIFY_REQUEST = Symbol('fastify-tus.fastifyRequest')
-
-type Linked = { [FASTIFY_REQUEST]?: FastifyRequest }
-
-/** Remembers that `web` (the request handed to tus) and the Node request came from `request`. */
-export function linkFastifyRequest(web: Request, request: FastifyRequest): void {
-  ;(web as Linked)[FASTIFY_REQUEST] = request
-  ;(request.raw as Linked)[FASTIFY_REQUEST] = request
-}
+import { contextOf } from './request-context.js'
 
 /**
  * The `FastifyRequest` behind a request that tus passed to a hook or an event: the web `Request`
@@ -31,5 +17,5 @@ export function linkFastifyRequest(web: Request, request: FastifyRequest): void 
  * `FastifyRequest`, so `fastifyRequestOf(req)?.user` is what your auth set.
  */
 export function fastifyRequestOf(req: Request | IncomingMessage): FastifyRequest | undefined {
-  return typeof req === 'object' && req !== null ? (req as Linked)[FASTIFY_REQUEST] : undefined
+  return contextOf(req)?.request
 }

@@ -20,22 +20,11 @@
  * - HEAD answers carry `Content-Length: 0`: without it Node's own client (and others) cannot
  *   reuse a keep-alive connection after a HEAD.
  */
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Checksum } from '../backends/backend.js'
+import { Refusal, refusal } from '../refusal.js'
 
 export const TUS_VERSION = '1.0.0'
-
-/** Checksum algorithms of the built-in store, as tus names them, in order of preference. */
-export const CHECKSUM_ALGORITHMS = ['sha1', 'md5', 'sha256'] as const
-export type ChecksumAlgorithm = (typeof CHECKSUM_ALGORITHMS)[number]
-
-/** tus' status for a body whose checksum does not match. */
-export const CHECKSUM_MISMATCH = { status_code: 460, body: 'Checksum Mismatch\n' }
-
-/** An answer a guard gives instead of tus. */
-export interface Refusal {
-  status: number
-  body: string
-}
 
 const OFFSET_OCTET_STREAM = 'application/offset+octet-stream'
 const MAX_ID_BYTES = 250
@@ -46,34 +35,36 @@ const MAX_ID_BYTES = 250
 export const MAX_METADATA_BYTES = 8 * 1024
 const TUS_METHODS_WITH_RESUMABLE = new Set(['POST', 'HEAD', 'PATCH', 'DELETE'])
 
-/** Why `request` must not reach tus, or `undefined`. `checksums`: the store verifies checksums. */
+/**
+ * Why `request` must not reach tus, or `undefined`. `checksums`: the algorithms the backend
+ * verifies (`undefined`: it verifies none, and `Upload-Checksum` is left to tus).
+ */
 export function refusalFor(
   method: string,
   headers: IncomingHttpHeaders,
-  checksums: boolean,
+  checksums: readonly string[] | undefined,
 ): Refusal | undefined {
   if (TUS_METHODS_WITH_RESUMABLE.has(method)) {
     const resumable = headers['tus-resumable']
     if (resumable !== TUS_VERSION) {
-      return {
-        status: 412,
-        body:
-          resumable === undefined
-            ? `Tus-Resumable header required; this server speaks tus ${TUS_VERSION}\n`
-            : `Tus-Resumable ${String(resumable)} is not supported; this server speaks tus ${TUS_VERSION}\n`,
-      }
+      return refusal(
+        412,
+        resumable === undefined
+          ? `Tus-Resumable header required; this server speaks tus ${TUS_VERSION}`
+          : `Tus-Resumable ${String(resumable)} is not supported; this server speaks tus ${TUS_VERSION}`,
+      )
     }
   }
   const override = headers['x-http-method-override']
   if (override !== undefined && String(override).trim().toUpperCase() !== method) {
-    return {
-      status: 400,
-      body: `X-HTTP-Method-Override is not supported: send ${JSON.stringify(String(override))} as the request method\n`,
-    }
+    return refusal(
+      400,
+      `X-HTTP-Method-Override is not supported: send ${JSON.stringify(String(override))} as the request method`,
+    )
   }
   if (method === 'PATCH') {
     if (!isOffsetOctetStream(headers['content-type'])) {
-      return { status: 415, body: `PATCH needs Content-Type: ${OFFSET_OCTET_STREAM}\n` }
+      return refusal(415, `PATCH needs Content-Type: ${OFFSET_OCTET_STREAM}`)
     }
     const offset = headers['upload-offset']
     if (
@@ -81,46 +72,42 @@ export function refusalFor(
       !/^\d+$/.test(offset) ||
       !Number.isSafeInteger(Number(offset))
     ) {
-      return {
-        status: 400,
-        body: `Upload-Offset must be a non-negative whole number, got ${offset === undefined ? 'none' : JSON.stringify(offset)}\n`,
-      }
+      return refusal(
+        400,
+        `Upload-Offset must be a non-negative whole number, got ${offset === undefined ? 'none' : JSON.stringify(offset)}`,
+      )
     }
   }
   const metadata = headers['upload-metadata']
   if (method === 'POST' && metadata !== undefined) {
     const bytes = Buffer.byteLength(String(metadata))
     if (bytes > MAX_METADATA_BYTES) {
-      return {
-        status: 400,
-        body: `Upload-Metadata is ${bytes} bytes; at most ${MAX_METADATA_BYTES} are accepted\n`,
-      }
+      return refusal(
+        400,
+        `Upload-Metadata is ${bytes} bytes; at most ${MAX_METADATA_BYTES} are accepted`,
+      )
     }
   }
   if (method === 'POST' && hasBody(headers) && !isOffsetOctetStream(headers['content-type'])) {
-    return { status: 415, body: `a POST with a body needs Content-Type: ${OFFSET_OCTET_STREAM}\n` }
+    return refusal(415, `a POST with a body needs Content-Type: ${OFFSET_OCTET_STREAM}`)
   }
   const checksum = headers['upload-checksum']
   if (checksums && (method === 'PATCH' || method === 'POST') && checksum !== undefined) {
-    const parsed = parseChecksum(checksum)
-    if ('status' in parsed) return parsed
+    const parsed = parseChecksum(checksum, checksums)
+    if (parsed instanceof Refusal) return parsed
   }
   return undefined
 }
 
 /**
- * Rewrites an accepted `application/offset+octet-stream` content type (other letter case, or
- * parameters) to the exact form, the only one @tus/server's own checks recognise.
+ * Gives the request handed to tus an accepted `application/offset+octet-stream` content type
+ * (other letter case, or parameters) in the exact form, the only one @tus/server's own checks
+ * recognise. The Node request keeps its headers as sent.
  */
-export function normalizeContentType(request: IncomingMessage): void {
-  const type = request.headers['content-type']
+export function normalizeContentType(headers: IncomingHttpHeaders, web: Request): void {
+  const type = headers['content-type']
   if (type === undefined || type === OFFSET_OCTET_STREAM || !isOffsetOctetStream(type)) return
-  request.headers['content-type'] = OFFSET_OCTET_STREAM
-  // tus reads the raw list too (srvx builds its Headers from it).
-  const raw = request.rawHeaders
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]?.toLowerCase() === 'content-type') raw[i + 1] = OFFSET_OCTET_STREAM
-  }
+  web.headers.set('content-type', OFFSET_OCTET_STREAM)
 }
 
 /** The media type, without parameters, compared as HTTP does: case-insensitively. */
@@ -133,31 +120,26 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
   return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
-export interface Checksum {
-  algorithm: ChecksumAlgorithm
-  digest: Buffer
-}
-
-/** `Upload-Checksum: <algorithm> <base64>`, or the 400 it deserves. */
-export function parseChecksum(header: string | string[]): Checksum | Refusal {
-  if (Array.isArray(header)) return { status: 400, body: 'Upload-Checksum may be sent once\n' }
+/** `Upload-Checksum: <algorithm> <base64>` of one of `algorithms`, or the 400 it deserves. */
+export function parseChecksum(
+  header: string | string[],
+  algorithms: readonly string[],
+): Checksum | Refusal {
+  if (Array.isArray(header)) return refusal(400, 'Upload-Checksum may be sent once')
   const match = /^([A-Za-z0-9-]+) ([A-Za-z0-9+/]+={0,2})$/.exec(header.trim())
   if (!match) {
-    return { status: 400, body: 'Upload-Checksum must be "<algorithm> <base64 digest>"\n' }
+    return refusal(400, 'Upload-Checksum must be "<algorithm> <base64 digest>"')
   }
   const algorithm = (match[1] as string).toLowerCase()
-  if (!(CHECKSUM_ALGORITHMS as readonly string[]).includes(algorithm)) {
-    return {
-      status: 400,
-      body: `Upload-Checksum algorithm ${algorithm} is not supported (supported: ${CHECKSUM_ALGORITHMS.join(',')})\n`,
-    }
+  if (!algorithms.includes(algorithm)) {
+    return refusal(
+      400,
+      `Upload-Checksum algorithm ${algorithm} is not supported (supported: ${algorithms.join(',')})`,
+    )
   }
   // A well-formed digest of the wrong length is not malformed: it cannot match, so the body
   // answers 460 like any other mismatch (as the compliance suite and tusdotnet have it).
-  return {
-    algorithm: algorithm as ChecksumAlgorithm,
-    digest: Buffer.from(match[2] as string, 'base64'),
-  }
+  return { algorithm, digest: Buffer.from(match[2] as string, 'base64') }
 }
 
 /**

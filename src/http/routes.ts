@@ -14,31 +14,29 @@ import type {
   HTTPMethods,
 } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
-import type { Concat } from '../backends/file/concatenation.js'
-import type { ExpiringFileStore } from '../backends/file/file-store.js'
+import type { UploadBackend } from '../backends/backend.js'
 import type { TusMetrics } from '../metrics.js'
+import { Refusal } from '../refusal.js'
 import { tusCorsHeaders } from '../tus-internals.js'
-import { answerFixes, type UploadDescriber } from './answer.js'
+import { answerFixes } from './answer.js'
 import { cancelSafe } from './cancel-safe.js'
 import {
   answerExistingFinal,
   type ConcatRouting,
   finishFinal,
-  markConcatRequest,
   readConcat,
 } from './concatenation.js'
-import { linkFastifyRequest } from './fastify-request.js'
-import { normalizeContentType, type Refusal, refusalFor, TUS_VERSION } from './protocol.js'
+import { normalizeContentType, refusalFor } from './protocol.js'
+import { refusalAnswer } from './refusals.js'
+import { openRequestContext, type RequestContext } from './request-context.js'
 import { DirectBodyRequest } from './write-path.js'
 
 export interface TusRoutesOptions {
   /** The path relative to the child context, e.g. `/files`. */
   path: string
   tus: Server
-  /** The built-in store (expiry headers, checksums, direct writes); absent for a user's datastore. */
-  store: ExpiringFileStore | undefined
-  /** `Upload-Expires` for a user datastore whose expiry the plugin applies (S3Store). */
-  facts?: UploadDescriber | undefined
+  /** What the backend can do: the routes ask for capabilities, never which store it is. */
+  backend: RouteBackend
   /** The id in an upload URL, as tus reads it (the plugin's `getFileIdFromRequest`). */
   fileIdOf: (request: Request) => string | undefined
   /** True once `fastify.close()` has begun. */
@@ -48,6 +46,12 @@ export interface TusRoutesOptions {
   /** Counts answers and stored bytes (the `metrics` option). */
   metrics?: TusMetrics | undefined
 }
+
+/** The capabilities the routes use. */
+export type RouteBackend = Pick<
+  UploadBackend,
+  'answers' | 'checksums' | 'discardRefused' | 'concatenation' | 'writer'
+>
 
 const TUS_METHODS: HTTPMethods[] = ['POST', 'HEAD', 'PATCH', 'OPTIONS', 'DELETE', 'GET']
 
@@ -59,7 +63,7 @@ const TUS_METHODS: HTTPMethods[] = ['POST', 'HEAD', 'PATCH', 'OPTIONS', 'DELETE'
 const ROUTE_CONFIG = { cors: false } as FastifyContextConfig
 
 export async function tusRoutes(child: FastifyInstance, options: TusRoutesOptions): Promise<void> {
-  const { path, tus, store, isClosing } = options
+  const { path, tus, backend, isClosing } = options
 
   // Bodies stay unread for tus: no parser here may buffer an upload or apply bodyLimit.
   child.removeAllContentTypeParsers()
@@ -83,7 +87,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
     })
   }
 
-  const fixAnswer = answerFixes({ tus, store, facts: options.facts, fileIdOf: options.fileIdOf })
+  const fixAnswer = answerFixes({ tus, backend, fileIdOf: options.fileIdOf })
   const concat: ConcatRouting = {
     fullPath: tus.options.path,
     path,
@@ -93,7 +97,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
-    await handOff(request, reply, { tus, store, fixAnswer, isClosing, metrics, concat })
+    await handOff(request, reply, { tus, backend, fixAnswer, isClosing, metrics, concat })
     // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
     // that ends after that moment would hold close() until the keep-alive timeout.
     if (isClosing()) child.server.closeIdleConnections()
@@ -113,7 +117,7 @@ type AnswerFix = ReturnType<typeof answerFixes>
 
 interface HandOff {
   tus: Server
-  store: ExpiringFileStore | undefined
+  backend: RouteBackend
   fixAnswer: AnswerFix
   isClosing: () => boolean
   metrics: TusMetrics | undefined
@@ -133,26 +137,14 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
   }
   try {
     const method = request.raw.method ?? ''
-    let refusal = refusalFor(method, request.headers, how.store !== undefined)
-    // Upload-Concat is read here, for the built-in store (without it tus answers 501).
-    const concat =
-      !refusal && method === 'POST' && how.store
-        ? await readConcat(request.raw, how.store, how.concat)
-        : undefined
-    if (concat && 'status' in concat) refusal = concat
-    const parts = concat && 'kind' in concat ? concat : undefined
+    const refusal = refusalFor(method, request.headers, how.backend.checksums?.algorithms)
+    const handed = refusal ?? (await handedRequest(request, res, how))
     let response: Response
-    if (refusal) {
-      response = refusalResponse(how.tus, request, refusal)
+    if (handed instanceof Refusal) {
+      response = refusalResponse(how.tus, request, handed)
     } else {
-      normalizeContentType(request.raw)
-      // With the built-in store the body stays a Node stream for the direct write path.
-      const webRequest = how.store
-        ? new DirectBodyRequest({ req: request.raw, res })
-        : new NodeRequest({ req: request.raw, res })
-      linkFastifyRequest(webRequest, request)
-      response = await tusAnswer(how, webRequest, res, parts)
-      await how.fixAnswer(webRequest, response)
+      response = await tusAnswer(how, handed.web, res, handed.context)
+      await how.fixAnswer(handed.web, response)
       if (how.metrics) how.metrics.bytesReceived(bytesStored(request, response))
     }
     if (method === 'HEAD') {
@@ -191,6 +183,31 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
 }
 
 /**
+ * The web request handed to tus, with its context (the one object that carries what the plugin
+ * learns about the request to tus' hooks and events), or the refusal its `Upload-Concat`
+ * deserves. With a backend that writes bodies itself, the body stays a Node stream for it.
+ */
+async function handedRequest(
+  request: FastifyRequest,
+  res: ServerResponse,
+  how: HandOff,
+): Promise<{ web: Request; context: RequestContext } | Refusal> {
+  const { concatenation, writer } = how.backend
+  const web = writer
+    ? new DirectBodyRequest({ req: request.raw, res })
+    : new NodeRequest({ req: request.raw, res })
+  const context = openRequestContext(web, request)
+  normalizeContentType(request.headers, web)
+  // Upload-Concat is read here, for a backend that has the extension (without, tus answers 501).
+  if (request.raw.method === 'POST' && concatenation) {
+    const concat = await readConcat(request.headers, web, concatenation, how.concat)
+    if (concat instanceof Refusal) return concat
+    context.concat = concat
+  }
+  return { web, context }
+}
+
+/**
  * tus' answer to `webRequest`, with what the plugin adds for the concatenation extension: a
  * final upload is finished once created (its finish hook runs), its creation is answered from
  * the final that exists when it is a retry, and it waits for its answer to reach the client.
@@ -199,20 +216,24 @@ async function tusAnswer(
   how: HandOff,
   webRequest: Request,
   res: ServerResponse,
-  parts: Concat | undefined,
+  context: RequestContext,
 ): Promise<Response> {
-  const { store, tus } = how
-  if (parts?.kind !== 'final' || !store) {
-    if (parts) markConcatRequest(webRequest, parts)
+  const { tus } = how
+  const { concatenation } = how.backend
+  const parts = context.concat
+  if (parts?.kind !== 'final' || !concatenation) {
     const response = await tus.handleWeb(webRequest)
     framingEmptyBody(webRequest.method, response)
     return response
   }
   if (parts.existing !== undefined) {
-    return answerExistingFinal(tus, store, webRequest, res, parts.existing)
+    return answerExistingFinal(tus, concatenation, webRequest, res, parts.existing)
   }
-  markConcatRequest(webRequest, { ...parts, clientWaiting: () => !res.destroyed })
-  return finishFinal(tus, store, webRequest, await tus.handleWeb(webRequest), res)
+  // A flag, not `res` itself: the concatenation the backend keeps must not lead to the request.
+  const client = { gone: res.destroyed }
+  if (!client.gone) res.once('close', () => (client.gone = true))
+  context.concat = { ...parts, clientWaiting: () => !client.gone }
+  return finishFinal(tus, concatenation, webRequest, await tus.handleWeb(webRequest), res)
 }
 
 /**
@@ -310,12 +331,9 @@ function varyWith(current: unknown, value: string): string {
 /** A guard's answer, with the headers tus puts on its own answers (version, CORS). */
 function refusalResponse(tus: Server, request: FastifyRequest, refusal: Refusal): Response {
   const headers = new Headers(tusAnswerHeaders(tus, request.headers.origin))
-  headers.set('Content-Type', 'text/plain; charset=utf-8')
-  headers.set('Content-Length', String(Buffer.byteLength(refusal.body)))
-  if (refusal.status === 412) headers.set('Tus-Version', TUS_VERSION)
   // The body of a refused request is not read: closing beats reading it to the end.
   if (request.headers['content-length'] || request.headers['transfer-encoding']) {
     headers.set('Connection', 'close')
   }
-  return new Response(refusal.body, { status: refusal.status, headers })
+  return refusalAnswer(refusal, headers)
 }

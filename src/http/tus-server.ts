@@ -1,17 +1,18 @@
 /**
  * The @tus/server `Server` behind the routes, configured from the plugin's options: the user's
- * tus options, plus what the plugin's layer needs (the path under the register prefix, the store
- * and locker, ids without query strings, metadata kept as sent, the headers browsers may use, the
- * direct write path for the built-in store).
+ * tus options, plus what the plugin's layer needs (the path under the register prefix, the
+ * backend's datastore and the locker, ids without query strings, metadata kept as sent, the
+ * headers browsers may use), and the backend's capabilities hooked into tus' handlers (the
+ * creation guard, concatenation, the direct write path).
  */
 import { Server } from '@tus/server'
-import type { DataStore, Locker } from '@tus/utils'
-import type { ExpiringFileStore } from '../backends/file/file-store.js'
-import { keepingRawMetadata } from '../backends/file/raw-metadata.js'
-import type { TusServerOptions } from '../options.js'
+import { EVENTS, type Locker } from '@tus/utils'
+import type { UploadBackend } from '../backends/backend.js'
+import type { TusServerOptions } from '../options/index.js'
 import { setHandlerStore } from '../tus-internals.js'
-import { markingConcat, refusingPatchOfFinal } from './concatenation.js'
+import { markingConcat } from './concatenation.js'
 import { uploadIdFromPath } from './protocol.js'
+import { contextOf } from './request-context.js'
 import { installDirectWrite } from './write-path.js'
 
 export interface TusServerSetup {
@@ -19,9 +20,8 @@ export interface TusServerSetup {
   tus: TusServerOptions
   /** The full route path, register prefixes included: tus builds `Location` from it. */
   path: string
-  datastore: DataStore
-  /** The built-in store, when it is the datastore. */
-  store: ExpiringFileStore | undefined
+  /** The store behind the routes and what it can do. */
+  backend: Pick<UploadBackend, 'datastore' | 'creation' | 'concatenation' | 'writer' | 'checksums'>
   locker: Locker
 }
 
@@ -34,8 +34,7 @@ export interface CreatedTusServer {
 export function createTusServer({
   tus: userOptions,
   path,
-  datastore,
-  store,
+  backend,
   locker,
 }: TusServerSetup): CreatedTusServer {
   const userIdOf = userOptions.getFileIdFromRequest
@@ -47,15 +46,10 @@ export function createTusServer({
   const tus = new Server({
     ...userOptions,
     path,
-    datastore,
+    datastore: backend.datastore,
     locker,
     getFileIdFromRequest: fileIdOf,
-    // HEAD answers Upload-Metadata as sent, unless the user's hook replaced the metadata; a
-    // declared length above the free-space floor is refused (507) before anything is created;
-    // the store learns which creations are partial or final uploads (concatenation).
-    onUploadCreate: store
-      ? markingConcat(checkingSpace(store, keepingRawMetadata(userOptions.onUploadCreate)))
-      : userOptions.onUploadCreate,
+    onUploadCreate: onUploadCreate(backend, userOptions.onUploadCreate),
     // Browsers may send and read the headers of the checksum and expiration extensions.
     allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum'],
     exposedHeaders: [
@@ -64,11 +58,17 @@ export function createTusServer({
       'Tus-Checksum-Algorithm',
     ],
   })
-  if (store) {
-    // A PATCH on a final upload of the concatenation extension answers 403.
-    setHandlerStore(tus, 'PATCH', refusingPatchOfFinal(store))
-    // The direct write path: request bytes go straight into the built-in store's data file.
-    installDirectWrite(tus)
+  // tus names the upload a POST created (the naming function) and tells it only in this event,
+  // also when the answer then is a refusal without `Location`.
+  tus.on(EVENTS.POST_CREATE, (req, upload) => {
+    const context = contextOf(req)
+    if (context) context.created = upload
+  })
+  // A PATCH on a final upload of the concatenation extension answers 403.
+  if (backend.concatenation) setHandlerStore(tus, 'PATCH', backend.concatenation.patchStore)
+  // The direct write path: request bytes go straight from the socket into the backend.
+  if (backend.writer) {
+    installDirectWrite(tus, backend.writer, backend.checksums ?? { algorithms: [] })
   }
   return { tus, fileIdOf }
 }
@@ -76,12 +76,33 @@ export function createTusServer({
 type OnUploadCreate = NonNullable<TusServerOptions['onUploadCreate']>
 
 /**
+ * The user's `onUploadCreate`, after what the backend checks of a creation. HEAD answers
+ * Upload-Metadata as sent, unless the user's hook replaced the metadata; a declared length above
+ * the free-space floor is refused (507) before anything is created; the backend learns which
+ * creations are partial or final uploads (concatenation).
+ */
+function onUploadCreate(
+  backend: TusServerSetup['backend'],
+  user: OnUploadCreate | undefined,
+): OnUploadCreate | undefined {
+  const { creation, concatenation } = backend
+  if (!creation && !concatenation) return user
+  let hook = creation?.recording ? creation.recording(user) : user
+  if (creation) hook = checkingSpace(creation.reserve, hook)
+  if (concatenation) hook = markingConcat(concatenation, hook)
+  return hook
+}
+
+/**
  * Runs after tus has checked the creation (its 400s, its 413 for `maxSize`) and before it creates
  * anything: a declared length that would cross the store's free-space floor answers 507.
  */
-function checkingSpace(store: ExpiringFileStore, next: OnUploadCreate | undefined): OnUploadCreate {
+function checkingSpace(
+  reserve: (bytes: number) => Promise<void>,
+  next: OnUploadCreate | undefined,
+): OnUploadCreate {
   return async (req, upload) => {
-    if (upload.size !== undefined) await store.reserve(upload.size)
+    if (upload.size !== undefined) await reserve(upload.size)
     return next ? next(req, upload) : {}
   }
 }

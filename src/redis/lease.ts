@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { attempt, bounded, CALL_TIMEOUT_MS } from './bounded.js'
-import type { RedisClient } from './locker.js'
+import type { RedisClient } from './client.js'
 import { KeyRefresher } from './refresher.js'
 import { type Scripts, scriptsOf } from './scripts.js'
 

@@ -24,30 +24,11 @@ import { ERRORS } from '@tus/utils'
 import { LockTimeoutError, LockUnavailableError } from '../errors.js'
 import type { HeldLock, SweepLocker } from '../locking/activity-locker.js'
 import { attempt, bounded, CALL_TIMEOUT_MS } from './bounded.js'
+import type { RedisClient, RedisSubscriber } from './client.js'
 import { KeyRefresher } from './refresher.js'
 import { type Scripts, scriptsOf } from './scripts.js'
 
-/** The calls made on the client the user passes (an ioredis `Redis`). */
-export interface RedisClient {
-  /** Defines a Lua script as a command of the client (see scripts.ts). */
-  defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void
-  publish(channel: string, message: string): Promise<number>
-  /** A second connection for subscriptions (a subscribed connection can do nothing else). */
-  duplicate(): RedisSubscriber
-  /** True for an ioredis `Cluster`, whose scripts may only use keys of one node. */
-  readonly isCluster?: boolean
-}
-
-export interface RedisSubscriber {
-  subscribe(...channels: string[]): Promise<unknown>
-  on(event: 'message', listener: (channel: string, message: string) => void): unknown
-  on(event: 'error', listener: (error: Error) => void): unknown
-  /** The connection is closed for good (ioredis: its `retryStrategy` gave up, or `quit()`). */
-  on(event: 'end', listener: () => void): unknown
-  quit(): Promise<unknown>
-  /** Closes the connection at once, without waiting for Redis (when `quit()` cannot get through). */
-  disconnect?(): void
-}
+export type { RedisClient, RedisSubscriber } from './client.js'
 
 export interface RedisLockerOptions {
   client: RedisClient

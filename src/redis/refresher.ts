@@ -4,7 +4,7 @@
  * shortest TTL among them, and one script call per tick that extends only the keys that still
  * hold their owner's token.
  */
-import type { RedisClient } from './locker.js'
+import type { RedisClient } from './client.js'
 import { type Scripts, scriptsOf } from './scripts.js'
 
 interface Entry {

@@ -5,7 +5,7 @@
  * `fastifyTus` prefix so that they cannot clash with the user's own commands, and are defined
  * once per client, however many lockers, leases and plugin registrations share it.
  */
-import type { RedisClient } from './locker.js'
+import type { RedisClient } from './client.js'
 
 /** The commands defined on the client; each resolves to its script's answer. */
 export interface Scripts {

@@ -102,9 +102,12 @@ export class SweepSchedule {
     return promise
   }
 
-  /** Starts the interval job (the `onReady` hook); returns at once, without waiting for a sweep. */
-  start(): void {
-    const { intervalMs, runOnStart, offBecause, log } = this.#options
+  /**
+   * Starts the interval job (the `onReady` hook); returns at once, without waiting for a sweep.
+   * `runOnStart: false` when the store's startup sweep already ran (it counted the quota).
+   */
+  start({ runOnStart = this.#options.runOnStart }: { runOnStart?: boolean } = {}): void {
+    const { intervalMs, offBecause, log } = this.#options
     if (offBecause !== undefined) {
       log.info({ sweep: 'off' }, `fastify-tus sweep is off: ${offBecause}`)
       return

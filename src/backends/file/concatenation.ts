@@ -23,23 +23,13 @@ import fsp from 'node:fs/promises'
 import type { Upload } from '@tus/utils'
 import { ANSWER_PENDING, CONCAT } from '../../expiry/policy.js'
 import type { HeldLock, SweepLocker } from '../../locking/activity-locker.js'
+import { refusal } from '../../refusal.js'
+import type { ConcatRequest } from '../backend.js'
 import { isDiskFull } from './free-space.js'
 import { openStoreFile, tempNameFor } from './record-file.js'
 
-/**
- * What an `Upload-Concat` header asks for, once its URLs are read as upload ids. A final that
- * exists already (a retried creation, finals.ts) has its id in `existing`.
- */
-export type Concat =
-  | { kind: 'partial' }
-  | {
-      kind: 'final'
-      partials: string[]
-      header: string
-      existing?: string
-      /** Whether the client that asked for the final still waits for its answer. */
-      clientWaiting?: () => boolean
-    }
+/** What an `Upload-Concat` header asks for (backend.ts); a retried final's id is `existing`. */
+export type Concat = ConcatRequest
 
 /** The record fields of a final upload. */
 export interface FinalRecordFields {
@@ -50,16 +40,6 @@ export interface FinalRecordFields {
   concat_header: string
   /** Until someone knows of it (finals.ts). */
   [ANSWER_PENDING]?: true
-}
-
-/** An error tus answers as it is (`status_code`, `body`), as the stock errors are. */
-export interface TusError {
-  status_code: number
-  body: string
-}
-
-export function tusError(status_code: number, body: string): TusError {
-  return { status_code, body: `${body}\n` }
 }
 
 /** The concatenation a creation asked for, from the request to the store's `create`. */
@@ -97,7 +77,7 @@ export async function lockPartials(
         await new Promise((resolve) => setTimeout(resolve, PARTIAL_LOCK_RETRY_MS))
         lock = await locker.tryLock(id)
       }
-      if (!lock) throw tusError(423, `${what} ${id} is in use; retry the final upload`)
+      if (!lock) throw refusal(423, `${what} ${id} is in use; retry the final upload`)
       held.push(lock)
     }
     return held
@@ -115,9 +95,9 @@ export async function unlockAll(locks: readonly HeldLock[]): Promise<void> {
 const COPY_BUFFER_BYTES = 1024 * 1024
 /**
  * Workers copying at once, each a segment at a time, when the copy runs in Node. Node reads into
- * a buffer and writes it out (two memory copies per byte, one libuv round trip per MiB each way);
- * four side by side come within 1.3× of `cat` on a 2-core machine, where one alone takes about
- * 2× (BENCHMARKS.md). Memory: 8 MiB at most per assembly.
+ * a buffer and writes it out (two memory copies per byte, one libuv round trip per MiB each way):
+ * several side by side keep the disk busy where one alone waits on each round trip (the figures:
+ * BENCHMARKS.md, "Parallel uploads"). Memory: 8 MiB at most per assembly.
  */
 const COPY_WORKERS = 4
 /** The unit of work: so that a final of two partials also keeps four workers busy. */

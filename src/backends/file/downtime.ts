@@ -2,7 +2,7 @@
  * The server's downtime, remembered across a graceful restart: `close()` leaves a marker with
  * its time in the upload directory, and the next start reads it (and removes it) to learn how
  * long clients could not write, and removes it once it serves. The expiry policy does not count
- * that time against idle uploads (expiry-policy.ts `lastActivityMs`).
+ * that time against idle uploads (expiry/policy.ts `lastActivityMs`).
  *
  * A crash leaves no marker: then no downtime is known and none is given back. The marker is a
  * dot-file, which the sweep and the CLI leave alone.

@@ -1,146 +1,60 @@
 /**
  * The built-in store: @tus/file-store's `FileStore` with an expiry that cannot lose a finished
- * or an active upload (see expiry-policy.ts for the rule, sweep/engine.ts for the removal).
+ * or an active upload (see expiry/policy.ts for the rule, sweep-engine.ts for the removal).
  *
- * What changes against the stock store:
- * - expiry slides with activity (the data file's mtime), instead of counting from creation;
- * - `getUpload` answers 410 for an expired unfinished upload and never for a finished one;
- *   the handlers' own creation-based check is off (`getExpiration()` is 0 for them);
- * - `deleteExpired` runs the sweep engine: locks, orphans, bounded work, per-entry errors;
- * - the directory is created and probed by `init()`, which rejects with a clear error, where
- *   the stock constructor throws from a callback and ends the process;
- * - `remove` removes only an upload (a file whose `<id>.json` is its record), never another file
- *   of the directory, and tolerates a missing data file;
- * - PATCH bodies reach the data file directly (http/write-path.ts), not through web streams;
- * - partial and final uploads of the concatenation extension (concatenation.ts).
+ * This class holds the store's state and hands each part what it needs. What changes against
+ * the stock store, and where:
+ * - reads: expiry slides with activity, 410 before any sweep, never for a finished upload; the
+ *   handlers' creation-based check is off (`getExpiration()` is 0) (upload-reader.ts);
+ * - the answers' `Upload-Expires`, metadata as sent and `Upload-Concat` (upload-facts.ts);
+ * - removal: only an upload, never another file; the sweep engine's sweep (removal.ts);
+ * - the directory, created and probed by `init()`, which rejects (store-directory.ts);
+ * - writes: PATCH bodies reach the data file directly (write-path.ts); creations and bodies
+ *   keep the free-space floor and the quota (store-writes.ts, the store's `writes`);
+ * - partial and final uploads of the concatenation extension (final-creation.ts, finals.ts).
  */
-import fs, { createReadStream } from 'node:fs'
+import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
-import { promisify } from 'node:util'
 import { FileStore } from '@tus/file-store'
-import { ERRORS, isPathInsideDirectory, Upload } from '@tus/utils'
-import { DirectoryError } from '../../errors.js'
+import { ERRORS, isPathInsideDirectory, type Upload } from '@tus/utils'
 import {
-  ANSWER_PENDING,
   CONCAT,
-  concatKind,
-  countedBytes,
   type Downtime,
   defaultPartialHoldMs,
-  expiresAt,
-  type IdlePeriods,
-  idlePeriodOf,
-  isExpired,
-  isFinished,
-  lastActivityMs,
-  METADATA_SUFFIX,
-  TAKEN_BY,
   UNVERIFIED_FROM,
-  type UploadRecord,
-  verifiedBytes,
 } from '../../expiry/policy.js'
 import type { SweepLocker } from '../../locking/activity-locker.js'
 import type { SweepReport } from '../../sweep/report.js'
 import { skipStockDirectoryCheck } from '../../tus-internals.js'
-import {
-  type Concat,
-  type CopySource,
-  concatenateFiles,
-  concatOf,
-  type FinalRecordFields,
-  lockPartials,
-  type TusError,
-  tusError,
-  unlockAll,
-} from './concatenation.js'
-import type { DirectWriteStore } from './direct-write.js'
-import {
-  diskFull,
-  FreeSpace,
-  insufficientStorage,
-  isDiskFull,
-  type SpaceClaim,
-  tooLargeForStore,
-} from './free-space.js'
-import {
-  type GrowingUpload,
-  LocalQuotaCounter,
-  QUOTA_UNAVAILABLE,
-  type QuotaCounter,
-  quotaExceeded,
-  StoreQuota,
-  tooLargeForQuota,
-} from './quota.js'
-import { type SweepOptions, sweepDirectory } from './sweep-engine.js'
-
-/** The callback API, promisified: about half the cost of `fs/promises` on Node 20. */
-const lstat = promisify(fs.lstat)
-
-import { type DirectoryClaim, joinHolders } from './directory-holders.js'
+import { concatOf } from './concatenation.js'
+import type { DirectoryClaim } from './directory-holders.js'
+import type { ExpiringFileStoreOptions } from './file-store-options.js'
+import { type FinalConcat, FinalCreation } from './final-creation.js'
 import { Finals } from './finals.js'
-import { rawMetadataOf } from './raw-metadata.js'
-import { closeFd, createEmptyFile, openStoreFdSync, openStoreFile } from './record-file.js'
+import type { FreeSpace } from './free-space.js'
+import type { StoreQuota } from './quota.js'
+import { closeFd, createEmptyFile } from './record-file.js'
 import { RecordStore } from './record-store.js'
+import {
+  countStore,
+  removeUpload,
+  Settling,
+  type StoreSweepOptions,
+  sweepStore,
+} from './removal.js'
+import { openServices, prepareDirectory } from './store-directory.js'
+import { StoreWrites } from './store-writes.js'
+import { FileFacts, type KnownUpload, type UploadFacts } from './upload-facts.js'
+import { readDataFile, UploadReader } from './upload-reader.js'
 
-export interface ExpiringFileStoreOptions {
-  directory: string
-  /** 0 turns expiry off; the store then does not advertise the `expiration` extension. */
-  expireAfterMs: number
-  /** How long a finished partial upload waits for its final (expiry-policy.ts `IdlePeriods`). */
-  partialHoldMs?: number | undefined
-  /** The tus server's locker, so that the sweep never removes an upload a request is using. */
-  locker?: SweepLocker
-  /** Names of orphans the sweep may remove. */
-  idPattern?: RegExp
-  /** The server's last downtime, which does not count against idle uploads (see expiry-policy). */
-  downtime?: Downtime | undefined
-  /**
-   * Whether a request of this process holds the lock of an upload (the plugin's ActivityLocker):
-   * only then is a checksummed body that a crash cut short rolled back. Default: never.
-   */
-  holdsLock?: (id: string) => boolean
-  /**
-   * Free space the filesystem must keep: creations and PATCH bodies that would cross it answer
-   * 507. `0` turns it off; `undefined`: the smaller of 1 GiB and 5% of the filesystem.
-   */
-  minFreeBytes?: number | undefined
-  /**
-   * Bytes the store may hold, finished uploads and unfinished uploads' declared lengths
-   * included (store/quota.ts); `undefined`: no quota. The total is not counted by `open()`: the
-   * plugin counts it (`quota.ensureCounted()`, or a sweep) before serving.
-   */
-  maxStoreBytes?: number | undefined
-  /** Where the quota's running total lives. Default: in memory. */
-  quotaCounter?: QuotaCounter | undefined
-  /**
-   * Serve the directory as one of its holders (directory-holders.ts): `open()` refuses a
-   * directory that another live process serves without sharing Redis (`redisPrefix`) with this
-   * one, and the sweep removes at once the temporary files of processes that are gone. Without
-   * it (a tool, a test), nothing is claimed.
-   */
-  holder?: { description: string; redisPrefix: string | undefined } | undefined
-}
+export type { ExpiringFileStoreOptions } from './file-store-options.js'
+export type { StoreSweepOptions } from './removal.js'
+export type { UploadFacts } from './upload-facts.js'
 
-export interface UploadFacts {
-  expiresAt: Date | undefined
-  rawMetadata: string | undefined
-  /** `Upload-Concat` as HEAD answers it, for partial and final uploads (built-in store). */
-  concat?: string | undefined
-}
-
-export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>
-
-/** How long the facts of a `getUpload` wait for the answer that follows it. */
-const LAST_READ_MS = 1000
-/** At most this many uploads' facts wait at once (a burst of reads is cleared, not kept). */
-const LAST_READ_MAX = 10_000
-
-export class ExpiringFileStore extends FileStore implements DirectWriteStore {
+export class ExpiringFileStore extends FileStore {
   readonly expireAfterMs: number
   readonly partialHoldMs: number
-  /** The two idle periods, made once: every HEAD and PATCH asks for them. */
-  readonly #periods: IdlePeriods
   readonly downtime: Downtime | undefined
   /** The free-space floor (`minFreeBytes`), or `undefined` when off; set by `open()`. */
   space: FreeSpace | undefined
@@ -148,33 +62,20 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   quota: StoreQuota | undefined
   readonly #locker: SweepLocker | undefined
   readonly #idPattern: RegExp | undefined
-  readonly #holdsLock: (id: string) => boolean
   /** This process' claim on the directory, when it serves it as a holder. */
   #claim: DirectoryClaim | undefined
-  /** Uploads a checksummed body is being written to, here. */
-  readonly #writing = new Set<string>()
+  /** The guards around the store's writes: space claims, checksummed bodies (store-writes.ts). */
+  readonly writes: StoreWrites
   /** Work left running after an answer (see `settled`). */
-  readonly #settling = new Set<Promise<void>>()
+  readonly #settling = new Settling()
   /**
-   * What the last `getUpload` of each upload saw, for the HEAD answer that follows it (see
-   * `describe`): taken once, dropped after a second. Bounded by the uploads read within a second.
+   * What this store knows of each `Upload` it handed out (`getUpload`) or created, for the answer
+   * after a body was written to it (`factsAfterWrite`). Held as long as the object.
    */
-  readonly #lastRead = new Map<
-    string,
-    { record: Upload; offset: number; mtimeMs: number; at: number }
-  >()
-  /**
-   * The concatenation kind of each `Upload` this store handed out (`getUpload`) or created, for
-   * the answer after a body was written to it (`factsAfterWrite`). Held as long as the object.
-   */
-  readonly #kindOf = new WeakMap<
-    Upload,
-    {
-      concat: 'partial' | 'final' | undefined
-      /** For an upload `create` made: its data file's mtime then (`undefined` if unread). */
-      created?: number | undefined
-    }
-  >()
+  readonly #kindOf = new WeakMap<Upload, KnownUpload>()
+  readonly #facts: FileFacts
+  readonly #reader: UploadReader
+  readonly #finalCreation: FinalCreation
   declare configstore: RecordStore
   /** Final uploads a retried creation is answered with (finals.ts). */
   readonly finals: Finals
@@ -185,20 +86,32 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
       configstore: new RecordStore(options.directory),
       expirationPeriodInMilliseconds: 0,
     })
-    this.space = undefined
-    this.quota = undefined
     this.expireAfterMs = options.expireAfterMs
     this.partialHoldMs = Math.max(
       options.partialHoldMs ?? defaultPartialHoldMs(options.expireAfterMs),
       options.expireAfterMs,
     )
-    this.#periods = { expireAfterMs: this.expireAfterMs, partialHoldMs: this.partialHoldMs }
     this.downtime = options.downtime
     this.#locker = options.locker
     this.#idPattern = options.idPattern
-    this.#holdsLock = options.holdsLock ?? (() => false)
+    this.writes = new StoreWrites(this, options.holdsLock ?? (() => false))
     this.finals = new Finals(this.configstore, this.#locker)
-    // Checksums are verified by the direct write path (http/write-path.ts), which this store gets.
+    const periods = { expireAfterMs: this.expireAfterMs, partialHoldMs: this.partialHoldMs }
+    this.#facts = new FileFacts(this, periods, this.downtime, this.#kindOf)
+    this.#reader = new UploadReader({
+      files: this,
+      facts: this.#facts,
+      known: this.#kindOf,
+      settleUnverified: this.#settleUnverified.bind(this),
+    })
+    this.#finalCreation = new FinalCreation(this, {
+      locker: this.#locker,
+      settling: this.#settling,
+      load: (id) => this.#reader.load(id),
+      claimSpace: (bytes) => this.writes.claimSpace(bytes),
+      onDisk: (write) => this.writes.onDisk(write),
+    })
+    // Checksums are verified by the direct write path (write-path.ts), which this store gets.
     this.extensions = [...this.extensions, 'checksum', 'concatenation']
     if (this.expireAfterMs === 0) {
       this.extensions = this.extensions.filter((extension) => extension !== 'expiration')
@@ -209,30 +122,16 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   static async open(options: ExpiringFileStoreOptions): Promise<ExpiringFileStore> {
     const store = new ExpiringFileStore(options)
     await store.init()
-    if (options.minFreeBytes !== 0) {
-      store.space = await FreeSpace.open(path.resolve(store.directory), options.minFreeBytes)
-    }
-    if (options.maxStoreBytes !== undefined) {
-      const counter = options.quotaCounter ?? new LocalQuotaCounter()
-      store.quota = new StoreQuota(options.maxStoreBytes, counter, () => store.count())
-    }
-    if (options.holder) {
-      const { description, redisPrefix } = options.holder
-      store.#claim = await joinHolders(path.resolve(store.directory), redisPrefix, description)
-    }
+    const services = await openServices(path.resolve(store.directory), options, () => store.count())
+    store.space = services.space
+    store.quota = services.quota
+    store.#claim = services.claim
     return store
   }
 
   /** Creates the directory if needed and proves it writable; rejects with `FST_TUS_DIRECTORY`. */
   async init(): Promise<void> {
-    const directory = path.resolve(this.directory)
-    try {
-      await makeDirectory(directory)
-      // A probe, because `access(W_OK)` says yes to root even on a read-only mount.
-      await fsp.rmdir(await fsp.mkdtemp(path.join(directory, '.fastify-tus-probe-')))
-    } catch (error) {
-      throw new DirectoryError(directory, (error as Error).message, { cause: error })
-    }
+    await prepareDirectory(path.resolve(this.directory))
   }
 
   /** 0 for the handlers, whose check counts from creation; `getUpload` checks activity instead. */
@@ -241,141 +140,23 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /**
-   * The stock `getUpload` with the activity check, on one `lstat` of the data file (the stock one
-   * and then ours took two, for every HEAD, PATCH, GET and DELETE). A data file that is not a
-   * regular file of the directory with one link (a symbolic or hard link to an outside file, a
-   * FIFO, a device) is no upload: 404. A checksummed body that a crash cut short is rolled back
-   * here, when the caller holds the upload's lock (see `#rollBack`).
+   * The stock `getUpload` with the activity check, on one `lstat` of the data file
+   * (upload-reader.ts). A checksummed body that a crash cut short is rolled back here, when the
+   * caller holds the upload's lock (see `#settleUnverified`).
    */
   override async getUpload(id: string): Promise<Upload> {
-    return (await this.#load(id)).upload
-  }
-
-  /** `getUpload`, and the record it read. */
-  async #load(id: string): Promise<{ upload: Upload; record: Upload }> {
-    const file = this.dataPathOf(id)
-    // The data file's stat alongside the record's read, not after it (one wait less per request).
-    const stating = lstat(file)
-    stating.catch(() => {})
-    const record = await this.configstore.get(id)
-    if (!record) throw ERRORS.FILE_NOT_FOUND
-    let stats: fs.Stats
-    try {
-      stats = await stating
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
-      // A partial a final took over: finished, as its client asks again before a retried final.
-      if ((record as UploadRecord)[TAKEN_BY] !== undefined) return this.#loadTaken(id, record)
-      // A record without its data file: what the stock store answers, 410.
-      throw ERRORS.FILE_NO_LONGER_EXISTS
-    }
-    if (!stats.isFile() || stats.nlink > 1) throw ERRORS.FILE_NOT_FOUND
-    let offset = verifiedBytes(record, stats.size)
-    if (offset < stats.size && this.#mayRollBack(id)) {
-      await this.#rollBack(id, record, offset)
-    } else if (offset === stats.size && UNVERIFIED_FROM in record && this.#mayRollBack(id)) {
-      await this.#clearUnverified(id, record)
-    }
-    const period = this.#periodOf(record, record.size, offset)
-    if (period !== undefined) {
-      const activity = lastActivityMs(stats.mtimeMs, this.downtime)
-      if (isExpired(activity, period, Date.now())) throw ERRORS.FILE_NO_LONGER_EXISTS
-    }
-    offset = Math.min(offset, stats.size)
-    this.#remember(id, record, offset, stats.mtimeMs)
-    return { upload: this.#uploadOf(id, record, offset, file), record }
-  }
-
-  /** The `Upload` handed to tus for a record read at `offset` (its kind remembered). */
-  #uploadOf(id: string, record: Upload, offset: number, file: string): Upload {
-    const upload = new Upload({
-      id,
-      size: record.size,
-      offset,
-      metadata: record.metadata,
-      creation_date: record.creation_date,
-      storage: { type: 'file', path: file },
-    })
-    this.#kindOf.set(upload, { concat: concatKind(record) })
-    return upload
+    return (await this.#reader.load(id)).upload
   }
 
   /**
-   * A partial upload whose bytes a final took over (finals.ts): answered as finished until its
-   * record expires, `expireAfterMs` after it was marked (its record's clock).
+   * For a record that marks bytes past `verified` as unverified, when the caller may: a body a
+   * crash cut short is rolled back, a mark left over once all bytes are verified is cleared.
    */
-  async #loadTaken(id: string, record: Upload): Promise<{ upload: Upload; record: Upload }> {
-    let mtimeMs: number
-    try {
-      mtimeMs = (await lstat(this.configstore.fileOf(id))).mtimeMs
-    } catch {
-      throw ERRORS.FILE_NO_LONGER_EXISTS
-    }
-    const offset = record.size ?? 0
-    const period = this.#periodOf(record, record.size, offset)
-    if (
-      period !== undefined &&
-      isExpired(lastActivityMs(mtimeMs, this.downtime), period, Date.now())
-    ) {
-      throw ERRORS.FILE_NO_LONGER_EXISTS
-    }
-    this.#remember(id, record, offset, mtimeMs)
-    return { upload: this.#uploadOf(id, record, offset, this.dataPathOf(id)), record }
-  }
-
-  /**
-   * Refuses bytes that would cross the free-space floor: a creation's declared length, or the
-   * rest of a deferred length when it is declared. 507 when removing files could make room, 413
-   * when even an empty filesystem could not hold the upload's `wholeBytes` (its whole length: the
-   * bytes it already holds take room too). Does nothing without a floor.
-   */
-  async reserve(bytes: number, wholeBytes = bytes): Promise<void> {
-    const space = this.space
-    if (!space || bytes <= 0) return
-    // Larger than the filesystem could ever hold: 413, not a 507 that invites a retry.
-    const total = await space.totalBytes()
-    if (wholeBytes > total - space.minFreeBytes) {
-      throw tooLargeForStore(wholeBytes, total, space.minFreeBytes)
-    }
-    if (await space.fits(bytes)) return
-    throw insufficientStorage({
-      freeBytes: await space.freeBytes(),
-      minFreeBytes: space.minFreeBytes,
-      neededBytes: bytes,
-    })
-  }
-
-  /**
-   * Runs `write` (a creation, a length declaration, an assembly) once `bytes` of the store quota
-   * are taken for it: 507 when they do not fit now, 413 when the upload's `wholeBytes` never
-   * could. The bytes go back if `write` fails.
-   */
-  async withQuota<T>(
-    bytes: number,
-    write: () => Promise<T>,
-    { wholeBytes = bytes, grows }: { wholeBytes?: number; grows?: GrowingUpload } = {},
-  ): Promise<T> {
-    const quota = this.quota
-    if (!quota || bytes <= 0) return write()
-    if (wholeBytes > quota.maxStoreBytes) throw tooLargeForQuota(wholeBytes, quota.maxStoreBytes)
-    const claim = await quota.claim(bytes, { grows }).catch(() => {
-      throw QUOTA_UNAVAILABLE
-    })
-    if (claim.granted < bytes) {
-      await claim.settle(0)
-      throw quotaExceeded({
-        storeBytes: quota.lastSeen ?? 0,
-        maxStoreBytes: quota.maxStoreBytes,
-        neededBytes: bytes,
-      })
-    }
-    let kept = 0
-    try {
-      const result = await write()
-      kept = bytes
-      return result
-    } finally {
-      await claim.settle(kept)
+  async #settleUnverified(id: string, record: Upload, verified: number, size: number) {
+    if (verified < size && this.writes.mayRollBack(id)) {
+      await this.writes.rollBack(id, record, verified)
+    } else if (verified === size && UNVERIFIED_FROM in record && this.writes.mayRollBack(id)) {
+      await this.writes.clearUnverified(id, record)
     }
   }
 
@@ -384,49 +165,21 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * the quota.
    */
   override async declareUploadLength(id: string, length: number): Promise<void> {
-    const declare = () => this.#onDisk(() => super.declareUploadLength(id, length))
+    const declare = () => this.writes.onDisk(() => super.declareUploadLength(id, length))
     if (!this.space && !this.quota) return declare()
     const written = await fsp.lstat(this.dataPathOf(id)).then(
       (stats) => stats.size,
       () => 0,
     )
-    await this.reserve(length - written, length)
+    await this.writes.reserve(length - written, length)
     // A walk counted its bytes before the declaration, and counts its length after it.
     const grows = { id, from: written }
-    return this.withQuota(length - written, declare, { wholeBytes: length, grows })
+    return this.writes.withQuota(length - written, declare, { wholeBytes: length, grows })
   }
 
-  /**
-   * Runs a write of the store's files; the filesystem's own refusal for want of space (ENOSPC,
-   * EDQUOT) becomes a 507 that the client retries, and is reported low (an emergency sweep).
-   */
-  async #onDisk<T>(write: () => Promise<T>): Promise<T> {
-    try {
-      return await write()
-    } catch (error) {
-      if (!isDiskFull(error)) throw error
-      this.space?.reportLow({
-        freeBytes: await this.space.freeBytes().catch(() => 0),
-        minFreeBytes: this.space.minFreeBytes,
-        neededBytes: 0,
-      })
-      throw diskFull(error)
-    }
-  }
-
-  /**
-   * The stock `read`, on a data file opened as the store opens its files (no link out of the
-   * directory, a regular file): a missing one (a partial a final took over, a file removed
-   * behind the store's back) is a `404`, not a stream that fails once its answer has begun.
-   */
+  /** The stock `read`, on a data file opened as the store opens its files (upload-reader.ts). */
   override read(id: string) {
-    let fd: number
-    try {
-      fd = openStoreFdSync(this.dataPathOf(id))
-    } catch {
-      throw ERRORS.FILE_NOT_FOUND
-    }
-    return createReadStream('', { fd })
+    return readDataFile(this.dataPathOf(id))
   }
 
   /**
@@ -435,7 +188,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
    * of the concatenation extension is assembled here (`#createFinal`).
    */
   override async create(upload: Upload): Promise<Upload> {
-    return this.#onDisk(() => this.#create(upload))
+    return this.writes.onDisk(() => this.#create(upload))
   }
 
   async #create(upload: Upload): Promise<Upload> {
@@ -450,7 +203,7 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     } else {
       // A walk finds nothing of the upload before its creation.
       const grows = { id: upload.id, from: 0 }
-      await this.withQuota(
+      await this.writes.withQuota(
         upload.size ?? 0,
         async () => {
           // The record is staged while the data file is created, and renamed into place once the
@@ -497,404 +250,62 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     return upload
   }
 
-  /**
-   * Checks that `id` can go into a final upload now: a partial upload of this store (404, or 410
-   * once expired), finished, with its length known (400). Resolves to its length.
-   */
-  async checkPartial(id: string): Promise<number> {
-    let upload: Upload
-    let record: Upload
-    try {
-      ;({ upload, record } = await this.#load(id))
-    } catch (error) {
-      const status = (error as Partial<TusError>).status_code
-      if (status === 404) throw tusError(404, `partial upload ${id} was not found`)
-      if (status === 410) throw tusError(410, `partial upload ${id} has expired`)
-      throw error
-    }
-    if ((record as UploadRecord)[TAKEN_BY] !== undefined) {
-      throw tusError(410, `partial upload ${id} was already assembled into another final upload`)
-    }
-    if (concatKind(record) !== 'partial') {
-      throw tusError(
-        400,
-        `upload ${id} is not a partial upload (created with Upload-Concat: partial)`,
-      )
-    }
-    if (upload.size === undefined || !isFinished(upload.size, upload.offset)) {
-      const of = upload.size === undefined ? 'a length not declared yet' : `${upload.size} bytes`
-      throw tusError(400, `partial upload ${id} is not finished (${upload.offset} of ${of})`)
-    }
-    return upload.size
+  /** Checks that `id` can go into a final upload now (final-creation.ts); resolves to its length. */
+  checkPartial(id: string): Promise<number> {
+    return this.#finalCreation.checkPartial(id)
   }
 
-  /**
-   * A final upload, assembled from its partials under their locks (concatenation.ts): its data
-   * file appears whole, then its record is written, then the partials' records are marked taken
-   * by it and their data files removed (finals.ts: a retried creation is answered with it).
-   */
-  async #createFinal(
-    upload: Upload,
-    concat: Extract<Concat, { kind: 'final' }>,
-    file: string,
-  ): Promise<void> {
-    const locks = await lockPartials(this.#locker, concat.partials)
-    let handedOff = false
-    try {
-      const { unique } = await this.finals.build(concat.partials, async () => ({
-        id: upload.id,
-        unique: await this.#assembleFinal(upload, concat, file),
-      }))
-      // The final holds their bytes now: the partials' data files go, after the answer
-      // (unlinking their bytes takes about as long as copying them) and under their locks until
-      // gone. Their records stay, marked taken, for a retried creation.
-      const taken = await this.finals.markTaken([...unique.keys()], upload.id)
-      // Claimed before the partials' removal keeps the disk busy: the answer waits for this.
-      if (concat.clientWaiting?.() !== false) await this.finals.claimAssembled(upload.id)
-      else this.finals.markedHere(upload.id)
-      const removal = (async () => {
-        try {
-          await Promise.allSettled(
-            [...unique.keys()].map((id) =>
-              taken.has(id) ? fsp.unlink(this.dataPathOf(id)) : this.remove(id, { handedOn: true }),
-            ),
-          )
-        } finally {
-          await unlockAll(locks)
-        }
-      })()
-      handedOff = true
-      this.#settling.add(removal)
-      void removal.finally(() => this.#settling.delete(removal))
-    } finally {
-      if (!handedOff) await unlockAll(locks)
-    }
-  }
-
-  /**
-   * Under the partials' locks: checks them again, takes the final's bytes of the quota and of the
-   * free-space floor, copies, and writes the final's record (`answer_pending` until someone knows
-   * of it). A failure leaves nothing behind. Resolves to the partials and their lengths.
-   */
-  async #assembleFinal(
-    upload: Upload,
-    concat: Extract<Concat, { kind: 'final' }>,
-    file: string,
-  ): Promise<Map<string, number>> {
-    const sources = await this.#checkPartialsLocked(concat.partials)
-    const size = sources.reduce((sum, source) => sum + source.bytes, 0)
-    if (size !== upload.size) {
-      throw tusError(400, `the partial uploads hold ${size} bytes, not ${upload.size}`)
-    }
-    // The quota counts the partials already: the final takes over their bytes, and only a
-    // partial listed twice adds to the total. The disk needs all of them, until the partials go.
-    const unique = new Map(concat.partials.map((id, i) => [id, sources[i]?.bytes ?? 0]))
-    const counted = [...unique.values()].reduce((sum, bytes) => sum + bytes, 0)
-    await this.withQuota(
-      size - counted,
-      async () => {
-        const space = await this.#claimSpace(size)
-        try {
-          await this.#onDisk(() => concatenateFiles(sources, file))
-          space?.release(size)
-          const fields: FinalRecordFields = {
-            [CONCAT]: 'final',
-            partials: concat.partials,
-            concat_header: concat.header,
-            [ANSWER_PENDING]: true,
-          }
-          const record = { ...upload, ...fields } as unknown as Upload
-          await this.#onDisk(() => this.configstore.set(upload.id, record)).catch(async (error) => {
-            await fsp.unlink(file).catch(() => {})
-            throw error
-          })
-        } finally {
-          space?.release(0)
-        }
-      },
-      { wholeBytes: size },
-    )
-    return unique
-  }
-
-  /**
-   * The partials looked at again under their locks: one may have expired or gone since the
-   * request's check. One that another request of the same final used meanwhile (it got the
-   * locks first) answers 409, which tus clients retry: the retry is answered with that final.
-   */
-  async #checkPartialsLocked(partials: readonly string[]): Promise<CopySource[]> {
-    const sources: CopySource[] = []
-    for (const id of partials) {
-      try {
-        sources.push({ file: this.dataPathOf(id), bytes: await this.checkPartial(id) })
-      } catch (error) {
-        const gone = (error as Partial<TusError>).status_code === 410
-        if (gone && (await this.finals.recordedFinalOf(partials))) {
-          throw tusError(
-            409,
-            'these partial uploads were just assembled; send the final upload again',
-          )
-        }
-        throw error
-      }
-    }
-    return sources
-  }
-
-  /**
-   * Takes `bytes` of the free-space floor for a write that needs them all (an assembly): 413 when
-   * the filesystem could never hold them, 507 when it cannot now. `undefined` without a floor.
-   */
-  async #claimSpace(bytes: number): Promise<SpaceClaim | undefined> {
-    const space = this.space
-    if (!space || bytes <= 0) return undefined
-    const total = await space.totalBytes()
-    if (bytes > total - space.minFreeBytes) throw tooLargeForStore(bytes, total, space.minFreeBytes)
-    const claim = await space.claim(bytes)
-    if (claim.granted === bytes) return claim
-    throw insufficientStorage({
-      freeBytes: await space.freeBytes(),
-      minFreeBytes: space.minFreeBytes,
-      neededBytes: bytes,
-    })
+  /** A final upload, assembled from its partials under their locks (final-creation.ts). */
+  async #createFinal(upload: Upload, concat: FinalConcat, file: string): Promise<void> {
+    await this.#finalCreation.create(upload, concat, file)
   }
 
   /**
    * Resolves once the work this store left running after an answer has ended: the removal of
    * the partials a final took over. The sweep waits for it, and so does the plugin's close.
    */
-  async settled(): Promise<void> {
-    while (this.#settling.size > 0) await Promise.allSettled([...this.#settling])
+  settled(): Promise<void> {
+    return this.#settling.settled()
   }
 
   /**
-   * Before a checksummed body is written at `offset`: the record says so, durably, so that a
-   * crash mid-body leaves bytes the next access rolls back instead of keeping them.
+   * What the answers state beyond tus' own headers (upload-facts.ts); `undefined` for an unknown
+   * upload. `afterRead`: about what the `getUpload` just before it read (a HEAD).
    */
-  async beginChecksummedWrite(id: string, offset: number): Promise<void> {
-    const record = await this.configstore.get(id)
-    if (!record) throw ERRORS.FILE_NOT_FOUND
-    this.#writing.add(id)
-    try {
-      const marked = { ...record, [UNVERIFIED_FROM]: offset } as unknown as Upload
-      await this.#onDisk(() => this.configstore.set(id, marked, { durable: true }))
-    } catch (error) {
-      this.#writing.delete(id)
-      throw error
-    }
+  describe(id: string, options: { afterRead?: boolean } = {}) {
+    return this.#facts.describe(id, options)
   }
 
-  /** After the body was written and checked (or rolled back): its bytes are the upload's. */
-  async endChecksummedWrite(id: string): Promise<void> {
-    try {
-      const record = await this.configstore.get(id)
-      if (record) await this.#clearUnverified(id, record)
-    } finally {
-      this.#writing.delete(id)
-    }
-  }
-
-  /**
-   * Only a caller that holds the upload's lock may roll back, and only when no body is being
-   * written here: then the body that left the mark has ended for good (its process crashed, or
-   * it failed to clear the mark). Without the lock, the answer just counts the verified bytes.
-   */
-  #mayRollBack(id: string): boolean {
-    return !this.#writing.has(id) && this.#holdsLock(id)
-  }
-
-  async #rollBack(id: string, record: Upload, offset: number): Promise<void> {
-    const { handle } = await openStoreFile(this.dataPathOf(id), 'write')
-    try {
-      await handle.truncate(offset)
-    } finally {
-      await handle.close()
-    }
-    await this.#clearUnverified(id, record)
-  }
-
-  async #clearUnverified(id: string, record: Upload): Promise<void> {
-    const { [UNVERIFIED_FROM]: _, ...rest } = record as Upload & Record<string, unknown>
-    await this.configstore.set(id, rest as unknown as Upload)
-  }
-
-  /**
-   * What the answers about an upload state beyond tus' own headers: when it expires
-   * (`Upload-Expires`; none for a finished upload or with expiry off) and its `Upload-Metadata`
-   * exactly as the client sent it. `undefined` for an unknown upload.
-   *
-   * `afterRead`: the answer is about what the `getUpload` just before it read (a HEAD), so the
-   * facts of that read are used instead of reading the record and the data file again. A HEAD
-   * then costs one record read and one stat. Answers after a write (PATCH, POST) read afresh.
-   */
-  async describe(id: string, { afterRead = false } = {}): Promise<UploadFacts | undefined> {
-    if (afterRead) {
-      const last = this.#lastRead.get(id)
-      this.#lastRead.delete(id)
-      if (last && performance.now() - last.at < LAST_READ_MS) {
-        return this.#factsOf(last.record, last.offset, last.mtimeMs)
-      }
-    }
-    try {
-      const record = await this.configstore.get(id)
-      if (!record) return undefined
-      const data = await fsp.lstat(this.dataPathOf(id))
-      return this.#factsOf(record, verifiedBytes(record, data.size), data.mtimeMs)
-    } catch {
-      return undefined
-    }
-  }
-
-  /**
-   * The facts of an upload this process has just created without a body: its record is known,
-   * so only its data file's clock is needed: the one `create` read, or else one `lstat` (where
-   * `describe` also reads the record).
-   * A final upload, and an empty one, are finished (an empty partial waits for its final).
-   */
-  async factsOfCreation(upload: Upload): Promise<Pick<UploadFacts, 'expiresAt'>> {
-    const kind = concatOf(upload)?.kind
-    const period = kind === 'final' ? undefined : this.#periodOf({ [CONCAT]: kind }, upload.size, 0)
-    if (period === undefined) return { expiresAt: undefined }
-    try {
-      const mtimeMs =
-        this.#kindOf.get(upload)?.created ?? (await lstat(this.dataPathOf(upload.id))).mtimeMs
-      const activity = lastActivityMs(mtimeMs, this.downtime)
-      return { expiresAt: new Date(expiresAt(activity, period)) }
-    } catch {
-      return { expiresAt: undefined }
-    }
+  /** The facts of an upload this process has just created without a body (upload-facts.ts). */
+  factsOfCreation(upload: Upload): Promise<Pick<UploadFacts, 'expiresAt'>> {
+    return this.#facts.factsOfCreation(upload)
   }
 
   /** `partial` or `final` for an `Upload` this store handed out or created; else `undefined`. */
   concatKindOf(upload: Upload): 'partial' | 'final' | undefined {
-    return this.#kindOf.get(upload)?.concat
+    return this.#facts.concatKindOf(upload)
   }
 
   /**
-   * The facts of an upload a body was just written to, for the answer to that PATCH (or POST):
-   * `upload` is the object this store gave the handler (`getUpload` under the request's lock, or
-   * `create`), with the length the request may have declared, so only the data file's clock is
-   * read (one `lstat`, where `describe` also reads the record again; none when the writer passes
-   * the `lstat` it took once the bytes were in). `undefined` for an object this store did not
-   * hand out: the caller then describes the upload afresh.
+   * The facts after a body was written to `upload`, from the writer's `lstat` if it passes it
+   * (upload-facts.ts); `undefined` for an object this store did not hand out.
    */
-  async factsAfterWrite(
-    upload: Upload,
-    written?: fs.Stats,
-  ): Promise<Pick<UploadFacts, 'expiresAt'> | undefined> {
-    const known = this.#kindOf.get(upload)
-    if (!known) return undefined
-    if (this.expireAfterMs === 0) return { expiresAt: undefined }
-    let stats: fs.Stats
-    try {
-      stats = written ?? (await lstat(this.dataPathOf(upload.id)))
-    } catch {
-      return { expiresAt: undefined }
-    }
-    // The body's bytes are verified once the write ended (a checksum's mark is cleared then);
-    // a finished upload takes no more bytes, so a later body's mark cannot make it unfinished.
-    const period = this.#periodOf({ [CONCAT]: known.concat }, upload.size, stats.size)
-    if (period === undefined) return { expiresAt: undefined }
-    const activity = lastActivityMs(stats.mtimeMs, this.downtime)
-    return { expiresAt: new Date(expiresAt(activity, period)) }
-  }
-
-  /** How long this upload may stay idle (expiry-policy.ts), or `undefined`: it never expires. */
-  #periodOf(record: object, size: number | undefined, offset: number): number | undefined {
-    return idlePeriodOf(record, size, offset, this.#periods)
-  }
-
-  #factsOf(record: Upload, offset: number, mtimeMs: number): UploadFacts {
-    const period = this.#periodOf(record, record.size, offset)
-    const expires =
-      period === undefined
-        ? undefined
-        : new Date(expiresAt(lastActivityMs(mtimeMs, this.downtime), period))
-    return {
-      expiresAt: expires,
-      rawMetadata: rawMetadataOf(record),
-      concat: concatHeaderOf(record),
-    }
-  }
-
-  #remember(id: string, record: Upload, offset: number, mtimeMs: number): void {
-    const now = performance.now()
-    if (this.#lastRead.size >= LAST_READ_MAX) {
-      for (const [key, entry] of this.#lastRead) {
-        if (now - entry.at >= LAST_READ_MS) this.#lastRead.delete(key)
-      }
-      if (this.#lastRead.size >= LAST_READ_MAX) this.#lastRead.clear()
-    }
-    this.#lastRead.set(id, { record, offset, mtimeMs, at: now })
+  factsAfterWrite(upload: Upload, written?: fs.Stats) {
+    return this.#facts.factsAfterWrite(upload, written)
   }
 
   /**
-   * Removes an upload. `handedOn`: its bytes now count as another upload's (a partial that a
-   * final took over), so the quota keeps counting them.
+   * Removes an upload (removal.ts). `handedOn`: its bytes now count as another upload's (a
+   * partial that a final took over), so the quota keeps counting them.
    */
-  override async remove(id: string, { handedOn = false }: { handedOn?: boolean } = {}) {
-    // Only an upload is removed: without this, DELETE /files/<id>.json unlinked the metadata of
-    // upload <id>, and DELETE /files/<name> any other file of the directory.
-    const record = (await this.configstore.get(id)) as Partial<Upload> | undefined
-    if (record?.id !== id) throw ERRORS.FILE_NOT_FOUND
-    // What the upload counts against the quota, given back once its data file is gone.
-    const counted =
-      this.quota && !handedOn
-        ? await fsp.lstat(this.dataPathOf(id)).then(
-            (data) => countedBytes(record.size, data.size),
-            () => 0,
-          )
-        : 0
-    const results = await Promise.allSettled([
-      fsp.unlink(this.dataPathOf(id)),
-      fsp.unlink(this.dataPathOf(id) + METADATA_SUFFIX),
-    ])
-    const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
-    const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
-    if (missing.length === results.length) throw ERRORS.FILE_NOT_FOUND
-    // A failure leaves the bytes counted: the next sweep's recount corrects the total.
-    if (results[0]?.status === 'fulfilled' && counted > 0) {
-      await this.quota?.add(-counted).catch(() => {})
-    }
-    const other = failures.find((e) => !missing.includes(e))
-    if (other) throw other
+  override remove(id: string, { handedOn = false }: { handedOn?: boolean } = {}) {
+    return removeUpload(this, id, handedOn)
   }
 
-  /**
-   * Runs the sweep engine over this store's directory with this store's lock and period. With a
-   * quota, the sweep also counts what it leaves, and a whole sweep (not a dry run, not stopped)
-   * recounts the quota's total.
-   */
-  async sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
-    // Partials a final took over are gone first: they would count, and show as busy.
-    await this.settled()
-    const at = Date.now()
-    const tokens = await this.#claim?.liveTokens().catch(() => undefined)
-    // Marked right before the walk: what is written between the two may be counted twice.
-    const recount = this.quota && !options.dryRun ? this.quota : undefined
-    const mark = await recount?.mark()
-    try {
-      const report = await sweepDirectory({
-        holders: tokens && { tokens, at },
-        tallyAs: recount?.growingUploads(),
-        ...options,
-        directory: this.directory,
-        expireAfterMs: this.expireAfterMs,
-        partialHoldMs: this.partialHoldMs,
-        downtime: this.downtime,
-        locker: this.#locker,
-        idPattern: this.#idPattern,
-        tally: this.quota !== undefined,
-      })
-      if (recount && mark !== undefined && !report.aborted && report.storeBytes !== undefined) {
-        await recount.recount(report.storeBytes, mark).catch((err: unknown) => {
-          options.log?.warn({ err }, 'fastify-tus sweep: could not store the recounted quota total')
-        })
-      }
-      return report
-    } finally {
-      recount?.walked()
-    }
+  /** Sweeps the directory with this store's lock and periods; recounts the quota (removal.ts). */
+  sweep(options: StoreSweepOptions = {}): Promise<SweepReport> {
+    const parts = { locker: this.#locker, idPattern: this.#idPattern, claim: () => this.#claim }
+    return sweepStore(this, parts, options)
   }
 
   /** Gives up the directory (another process may serve it now); once the store is done. */
@@ -904,14 +315,8 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
   }
 
   /** The bytes the store holds as the quota counts them: a walk that removes nothing. */
-  async count(): Promise<number> {
-    const report = await sweepDirectory({
-      directory: this.directory,
-      expireAfterMs: 0,
-      idPattern: this.#idPattern,
-      tally: true,
-    })
-    return report.storeBytes ?? 0
+  count(): Promise<number> {
+    return countStore(this.directory, this.#idPattern)
   }
 
   override async deleteExpired(): Promise<number> {
@@ -925,34 +330,6 @@ export class ExpiringFileStore extends FileStore implements DirectWriteStore {
     const file = path.join(this.directory, id)
     if (!isPathInsideDirectory(this.directory, file)) throw ERRORS.FILE_NOT_FOUND
     return file
-  }
-}
-/** `Upload-Concat` as HEAD answers it: `partial`, `final;<url> <url>`, or none. */
-function concatHeaderOf(record: Upload): string | undefined {
-  const kind = concatKind(record)
-  if (kind === 'partial') return 'partial'
-  if (kind !== 'final') return undefined
-  const header = (record as unknown as Partial<FinalRecordFields>).concat_header
-  return typeof header === 'string' ? header : 'final;'
-}
-
-/**
- * `mkdir -p`, which gives up where Node's recursive mkdir loops forever on a thread of the pool:
- * a parent that exists but answers ENOENT for any child (procfs: `/proc/self/uploads`).
- */
-async function makeDirectory(directory: string): Promise<void> {
-  try {
-    await fsp.mkdir(directory)
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if (code === 'EEXIST') return // a file there fails the probe, with ENOTDIR
-    const parent = path.dirname(directory)
-    if (code !== 'ENOENT' || parent === directory) throw error
-    await makeDirectory(parent)
-    // A second ENOENT, now that the parent exists, is final.
-    await fsp.mkdir(directory).catch((again: NodeJS.ErrnoException) => {
-      if (again.code !== 'EEXIST') throw again
-    })
   }
 }
 // The stock constructor creates the directory with a callback that throws, which ends the

@@ -8,12 +8,12 @@
  * - while it is built, a retry in this process waits for it (`beingBuilt`);
  * - once built, each partial's record stays, marked `taken_by` the final (`markTaken`), for
  *   `expireAfterMs`: a retry finds the final through it, and tus-js-client, which first asks each
- *   partial's offset again, sees it finished (file-store.ts answers a taken partial as finished);
+ *   partial's offset again, sees it finished (upload-reader.ts answers a taken partial as finished);
  * - a final is created marked `answer_pending`; the mark goes once it is assembled if its client
  *   is still there (`claimAssembled`), or when a retry's answer leaves, or the app's finish hook
  *   has taken it (`claim`), and comes back when that answer did not arrive whole (`unclaim`).
  *   A final marked so is known to nobody:
- *   it expires like an unfinished upload (expiry-policy.ts) instead of staying forever. The mark
+ *   it expires like an unfinished upload (expiry/policy.ts) instead of staying forever. The mark
  *   goes before the answer, not after it: a crash between the two then keeps a final nobody may
  *   know of (a retry still finds it), rather than removing one its client knows.
  */

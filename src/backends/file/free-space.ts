@@ -12,6 +12,7 @@
  */
 import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { type Refusal, refusal } from '../../refusal.js'
 
 /**
  * `statfs` of `directory`, or, when it has gone (removed behind the server's back; the store's
@@ -203,13 +204,12 @@ export function tooLargeForStore(
   neededBytes: number,
   totalBytes: number,
   minFreeBytes: number,
-): { status_code: 413; body: string } {
-  return {
-    status_code: 413,
-    body:
-      `Request Entity Too Large: this upload needs ${neededBytes} bytes; the store's filesystem ` +
-      `holds ${totalBytes} and the server keeps ${minFreeBytes} of them free\n`,
-  }
+): Refusal {
+  return refusal(
+    413,
+    `Request Entity Too Large: this upload needs ${neededBytes} bytes; the store's filesystem ` +
+      `holds ${totalBytes} and the server keeps ${minFreeBytes} of them free`,
+  )
 }
 
 /** ENOSPC or EDQUOT: the filesystem (or the user's disk quota) has no room left. */
@@ -219,20 +219,19 @@ export function isDiskFull(error: unknown): boolean {
 }
 
 /** The answer to a write the filesystem itself refused for want of space (ENOSPC, EDQUOT). */
-export function diskFull(error: unknown): { status_code: 507; body: string } {
+export function diskFull(error: unknown): Refusal {
   const code = (error as NodeJS.ErrnoException).code
-  return {
-    status_code: 507,
-    body: `Insufficient Storage: the store's disk has no room left (${code}); try again later\n`,
-  }
+  return refusal(
+    507,
+    `Insufficient Storage: the store's disk has no room left (${code}); try again later`,
+  )
 }
 
 /** The answer to a creation or a PATCH that the floor refuses. */
-export function insufficientStorage(low: LowSpace): { status_code: 507; body: string } {
-  return {
-    status_code: 507,
-    body:
-      `Insufficient Storage: this upload needs ${low.neededBytes} bytes, ${low.freeBytes} are free ` +
-      `and the server keeps ${low.minFreeBytes} free; try again later\n`,
-  }
+export function insufficientStorage(low: LowSpace): Refusal {
+  return refusal(
+    507,
+    `Insufficient Storage: this upload needs ${low.neededBytes} bytes, ${low.freeBytes} are free ` +
+      `and the server keeps ${low.minFreeBytes} free; try again later`,
+  )
 }

@@ -22,6 +22,7 @@ import { randomUUID } from 'node:crypto'
 import { attempt, bounded, CALL_TIMEOUT_MS } from '../../redis/bounded.js'
 import type { RedisClient } from '../../redis/locker.js'
 import { type Scripts, scriptsOf } from '../../redis/scripts.js'
+import { type Refusal, refusal } from '../../refusal.js'
 
 /** The quota's figures when it refused bytes (the warn log, the 507's body). */
 export interface QuotaLow {
@@ -391,29 +392,25 @@ export class StoreQuota {
 }
 
 /** The answer to a creation, declaration or PATCH that the quota refuses. */
-export function quotaExceeded(low: QuotaLow): { status_code: 507; body: string } {
-  return {
-    status_code: 507,
-    body:
-      `Insufficient Storage: this upload needs ${low.neededBytes} bytes and the store holds ` +
+export function quotaExceeded(low: QuotaLow): Refusal {
+  return refusal(
+    507,
+    `Insufficient Storage: this upload needs ${low.neededBytes} bytes and the store holds ` +
       `${low.storeBytes} of its ${low.maxStoreBytes} (maxStoreBytes, unfinished uploads' ` +
-      `declared lengths included); try again later\n`,
-  }
+      `declared lengths included); try again later`,
+  )
 }
 
 /** The answer to a declared length larger than the whole quota: no retry can help. */
-export function tooLargeForQuota(
-  neededBytes: number,
-  maxStoreBytes: number,
-): { status_code: 413; body: string } {
-  return {
-    status_code: 413,
-    body: `Request Entity Too Large: this upload needs ${neededBytes} bytes; the store holds at most ${maxStoreBytes} (maxStoreBytes)\n`,
-  }
+export function tooLargeForQuota(neededBytes: number, maxStoreBytes: number): Refusal {
+  return refusal(
+    413,
+    `Request Entity Too Large: this upload needs ${neededBytes} bytes; the store holds at most ${maxStoreBytes} (maxStoreBytes)`,
+  )
 }
 
 /** Redis failed or was too slow for a quota check: 503, which tus clients retry. */
-export const QUOTA_UNAVAILABLE = {
-  status_code: 503,
-  body: 'The store quota cannot be checked right now; try again\n',
-} as const
+export const QUOTA_UNAVAILABLE = refusal(
+  503,
+  'The store quota cannot be checked right now; try again',
+)

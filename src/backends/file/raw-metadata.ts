@@ -61,8 +61,3 @@ export function rawMetadataOf(record: object): string | undefined {
   const raw = (record as Partial<Record<typeof RAW_METADATA, unknown>>)[RAW_METADATA]
   return typeof raw === 'string' ? raw : undefined
 }
-
-/** A HEAD answer carries the header as sent, when one was kept. */
-export function answerRawMetadata(response: Response, raw: string | undefined): void {
-  if (raw !== undefined) response.headers.set('Upload-Metadata', raw)
-}

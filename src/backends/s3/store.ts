@@ -1,8 +1,9 @@
 /**
- * A user's @tus/s3-store `S3Store` passed as `datastore`: recognised by its shape (no import of
- * @tus/s3-store, an optional peer dependency), and given the plugin's expiry instead of its own.
+ * A user's @tus/s3-store `S3Store` passed as `datastore`: recognised and checked through the
+ * seam (tus-internals.ts; no import of @tus/s3-store, an optional peer dependency), and given the
+ * plugin's expiry instead of its own.
  *
- * What changes on that store object:
+ * What changes on that store object while the plugin serves (`S3ActivityExpiry.adopt`):
  * - `deleteExpired()` (creation-based, no lock: it aborts uploads mid-PATCH) runs the plugin's
  *   sweep instead (s3/sweep.ts), through the plugin's schedule, so calls never overlap;
  * - `getExpiration()` answers 0 to tus' handlers, whose check counts from creation (they would
@@ -17,48 +18,23 @@ import { S3CacheError } from '../../errors.js'
 import { expiresAt, isExpired, isFinished } from '../../expiry/policy.js'
 import type { SweepLocker } from '../../locking/activity-locker.js'
 import type { SweepFunction } from '../../sweep/schedule.js'
-import type { UploadFacts } from '../file/file-store.js'
-import { isNotFound, partsOf, type S3SweepClient, sweepS3Bucket } from './sweep.js'
+import { type S3StoreInternals, s3StoreInternals } from '../../tus-internals.js'
+import type { UploadDescriber, UploadFacts } from '../backend.js'
+import { LastRead } from '../last-read.js'
+import { headIfPresent, INFO, PART, partsOf, type S3SweepClient } from './client.js'
+import { sweepS3Bucket } from './sweep.js'
 
-/** What the plugin uses of an S3Store: its public API plus the fields every 2.x version has. */
-export interface S3StoreLike extends DataStore {
-  client: S3SweepClient
-  bucket: string
-  clearCache(id: string): Promise<void>
-  getMetadata(id: string): Promise<{ 'upload-id': string; file: Upload }>
-  infoKey(id: string): string
-  partKey(id: string, isIncomplete?: boolean): string
-}
-
-const CLIENT_METHODS = [
-  'listMultipartUploads',
-  'listParts',
-  'listObjectsV2',
-  'getObject',
-  'headObject',
-  'getObjectTagging',
-  'abortMultipartUpload',
-  'deleteObject',
-] as const
+/** What the plugin uses of an S3Store: its public API, and its members the seam checked. */
+export type S3StoreLike = S3StoreInternals<S3SweepClient>
 
 /**
- * The store as an S3Store, if it is one with S3Store's layout (`<id>`, `<id>.info`,
- * `<id>.part`); `undefined` for any other datastore (which keeps its own `deleteExpired()`).
+ * The store as the plugin reaches an S3Store, if it is one (tus-internals.ts `isS3Store`);
+ * `undefined` for any other datastore, which keeps its own `deleteExpired()`. Throws
+ * `IncompatibleTusError` (FST_TUS_INCOMPATIBLE) for an S3Store that lacks a part the plugin
+ * relies on, naming each, rather than leave it on its own creation-based sweep.
  */
 export function asS3Store(store: DataStore): S3StoreLike | undefined {
-  const s = store as Partial<S3StoreLike>
-  if (typeof s.bucket !== 'string' || typeof s.client !== 'object' || s.client === null) {
-    return undefined
-  }
-  const client = s.client as unknown as Record<string, unknown>
-  if (!CLIENT_METHODS.every((method) => typeof client[method] === 'function')) return undefined
-  if (typeof s.clearCache !== 'function' || typeof s.getMetadata !== 'function') return undefined
-  if (typeof s.infoKey !== 'function' || typeof s.partKey !== 'function') return undefined
-  // A subclass that names its objects otherwise is not the layout the sweep knows.
-  if (s.infoKey.call(store, 'x') !== 'x.info' || s.partKey.call(store, 'x', true) !== 'x.part') {
-    return undefined
-  }
-  return store as S3StoreLike
+  return s3StoreInternals<S3SweepClient>(store)
 }
 
 /**
@@ -66,7 +42,7 @@ export function asS3Store(store: DataStore): S3StoreLike | undefined {
  * memory: S3Store's default, `MemoryKvStore` (of any copy of @tus/utils).
  */
 export function assertSharedCache(store: S3StoreLike): void {
-  const cache = (store as { cache?: unknown }).cache
+  const { cache } = store
   if (cache instanceof MemoryKvStore || cache?.constructor?.name === 'MemoryKvStore') {
     throw new S3CacheError()
   }
@@ -88,82 +64,85 @@ export function s3Sweep(store: S3StoreLike, options: S3ExpiryOptions): SweepFunc
       idPattern: options.idPattern,
       locker: options.locker,
       // After a removal, S3Store's cached record would make the upload look finished.
-      forget: (id) => store.clearCache(id),
+      forget: (id) => store.forget(id),
       dryRun,
       signal,
       log,
     })
 }
 
-/** An S3Store's expiry as the plugin applies it to requests. */
-export interface S3Expiry {
-  /** What the answers about an upload state (`Upload-Expires`), as the file store's `describe`. */
-  describe(id: string, options?: { afterRead?: boolean }): Promise<UploadFacts | undefined>
-  /** Gives the store its own methods back (onClose). */
-  restore(): void
-}
+/** The methods the plugin replaces on the store object while it serves. */
+const TAKEN_OVER = ['getExpiration', 'deleteExpired', 'getUpload'] as const
 
-/** How long a HEAD's `describe` may use what its `getUpload` just read. */
-const LAST_READ_MS = 1000
-
-/**
- * Takes over the store's expiry: tus' creation-based checks off, `getUpload` answering 410 by
- * activity, `deleteExpired()` through the plugin's schedule.
- */
-export function adoptS3Store(
-  store: S3StoreLike,
-  expireAfterMs: number,
-  runSweep: () => Promise<number>,
-): S3Expiry {
-  const own = Object.getOwnPropertyDescriptors(store)
-  const ownGetUpload = store.getUpload
+/** An S3Store's expiry by activity, as the plugin applies it to requests and answers. */
+export class S3ActivityExpiry implements UploadDescriber {
   /** The activity a `getUpload` just read, for the HEAD answer that follows it. */
-  const lastRead = new Map<string, { at: number; activityMs: number | undefined }>()
-  store.getExpiration = () => 0
-  store.deleteExpired = runSweep
-  store.getUpload = async function getUpload(id: string): Promise<Upload> {
-    const upload = await ownGetUpload.call(store, id)
+  readonly #lastRead = new LastRead<number | undefined>()
+  /** The store's own `getUpload`, for reads that must not answer 410. */
+  readonly #ownGetUpload: DataStore['getUpload']
+  /** The store object's own properties among `TAKEN_OVER` before `adopt` (to restore). */
+  #own: PropertyDescriptorMap | undefined
+
+  constructor(
+    readonly s3: S3StoreLike,
+    readonly expireAfterMs: number,
+  ) {
+    const { store } = s3
+    this.#ownGetUpload = store.getUpload.bind(store)
+  }
+
+  /**
+   * Takes over the store's expiry: tus' creation-based checks off, `getUpload` answering 410 by
+   * activity, `deleteExpired()` running `runSweep` (the plugin's schedule).
+   */
+  adopt(runSweep: () => Promise<number>): void {
+    const { store } = this.s3
+    this.#own = Object.getOwnPropertyDescriptors(store)
+    store.getExpiration = () => 0
+    store.deleteExpired = runSweep
+    store.getUpload = (id) => this.#getUpload(id)
+  }
+
+  /** Gives the store its own methods back. */
+  restore(): void {
+    const own = this.#own
+    if (!own) return
+    this.#own = undefined
+    const store = this.s3.store as unknown as Record<string, unknown>
+    for (const key of TAKEN_OVER) {
+      const descriptor = own[key]
+      if (descriptor) Object.defineProperty(store, key, descriptor)
+      else delete store[key]
+    }
+  }
+
+  async #getUpload(id: string): Promise<Upload> {
+    const upload = await this.#ownGetUpload(id)
+    const { expireAfterMs } = this
     if (expireAfterMs === 0 || isFinished(upload.size, upload.offset)) return upload
     // Fresh since its creation: no activity can make it expired, and no request is needed.
     const created = Date.parse(upload.creation_date ?? '')
-    if (Number.isFinite(created) && !isExpired(created, expireAfterMs, Date.now())) {
-      if (lastRead.size > 1000) lastRead.clear()
-      lastRead.set(id, { at: performance.now(), activityMs: undefined })
-      return upload
-    }
-    const activity = await lastActivityOf(store, id)
+    const fresh = Number.isFinite(created) && !isExpired(created, expireAfterMs, Date.now())
+    const activity = fresh ? undefined : await lastActivityOf(this.s3, id)
     if (activity !== undefined && isExpired(activity, expireAfterMs, Date.now())) {
       throw ERRORS.FILE_NO_LONGER_EXISTS
     }
-    if (lastRead.size > 1000) lastRead.clear()
-    lastRead.set(id, { at: performance.now(), activityMs: activity })
+    this.#lastRead.keep(id, activity)
     return upload
   }
 
-  const describe = async (id: string, { afterRead = false } = {}) => {
-    if (expireAfterMs === 0) return undefined
-    let activity: number | undefined
-    const last = afterRead ? lastRead.get(id) : undefined
-    lastRead.delete(id)
-    if (last?.activityMs !== undefined && performance.now() - last.at < LAST_READ_MS) {
-      activity = last.activityMs
-    } else {
-      const upload = await ownGetUpload.call(store, id).catch(() => undefined)
+  /** What the answers about an upload state (`Upload-Expires`), as the file store's `describe`. */
+  async describe(id: string, { afterRead = false } = {}): Promise<UploadFacts | undefined> {
+    if (this.expireAfterMs === 0) return undefined
+    let activity = afterRead ? this.#lastRead.take(id) : undefined
+    if (activity === undefined) {
+      const upload = await this.#ownGetUpload(id).catch(() => undefined)
       if (!upload || isFinished(upload.size, upload.offset)) return undefined
-      activity = await lastActivityOf(store, id).catch(() => undefined)
+      activity = await lastActivityOf(this.s3, id).catch(() => undefined)
     }
     if (activity === undefined) return undefined
-    return { expiresAt: new Date(expiresAt(activity, expireAfterMs)), rawMetadata: undefined }
+    return { expiresAt: new Date(expiresAt(activity, this.expireAfterMs)), rawMetadata: undefined }
   }
-
-  const restore = () => {
-    for (const key of ['getExpiration', 'deleteExpired', 'getUpload'] as const) {
-      const descriptor = own[key]
-      if (descriptor) Object.defineProperty(store, key, descriptor)
-      else delete (store as Partial<S3StoreLike>)[key]
-    }
-  }
-  return { describe, restore }
 }
 
 /**
@@ -171,19 +150,15 @@ export function adoptS3Store(
  * parts, its `.part` and its `.info` as S3 dates them; `undefined` when its multipart upload is
  * gone (finished, or removed).
  */
-async function lastActivityOf(store: S3StoreLike, id: string): Promise<number | undefined> {
-  const { client, bucket } = store
-  const { 'upload-id': uploadId, file } = await store.getMetadata(id)
+async function lastActivityOf(s3: S3StoreLike, id: string): Promise<number | undefined> {
+  const { client, bucket } = s3
+  const { uploadId, upload } = await s3.record(id)
   const parts = await partsOf(client, bucket, id, uploadId)
   if (!parts) return undefined
-  let last = Math.max(Date.parse(file.creation_date ?? '') || 0, parts.lastModifiedMs)
-  for (const key of [store.partKey(id, true), store.infoKey(id)]) {
-    try {
-      const { LastModified } = await client.headObject({ Bucket: bucket, Key: key })
-      last = Math.max(last, LastModified?.getTime() ?? 0)
-    } catch (error) {
-      if (!isNotFound(error)) throw error
-    }
+  let last = Math.max(Date.parse(upload.creation_date ?? '') || 0, parts.lastModifiedMs)
+  for (const key of [id + PART, id + INFO]) {
+    const head = await headIfPresent(client, bucket, key)
+    last = Math.max(last, head?.LastModified?.getTime() ?? 0)
   }
   return last
 }

@@ -1,8 +1,9 @@
 /**
  * The sweep for @tus/s3-store's layout in a bucket: removes expired unfinished uploads and the
- * halves of uploads that lost the rest, by the same rules as the file store's sweep (engine.ts).
- * No Fastify in here, and no import of the AWS SDK: it is given an S3 client (the aggregated
- * `S3` of @aws-sdk/client-s3, the one S3Store keeps) and calls its methods.
+ * halves of uploads that lost the rest, by the same rules as the file store's sweep
+ * (file/sweep-engine.ts). No Fastify in here, and no import of the AWS SDK: it is given an S3
+ * client (the aggregated `S3` of @aws-sdk/client-s3, the one S3Store keeps) and calls its
+ * methods (client.ts).
  *
  * S3Store keeps, for an upload `<id>`: a multipart upload on key `<id>` (its parts are the bytes
  * so far), `<id>.info` (the record: the upload, and the multipart upload's id in the object's
@@ -27,54 +28,9 @@
 import { isExpired } from '../../expiry/policy.js'
 import type { SweepLocker } from '../../locking/activity-locker.js'
 import { newReport, type SweepLogger, type SweepReport } from '../../sweep/report.js'
+import { headIfPresent, INFO, isNotFound, PART, partsOf, type S3SweepClient } from './client.js'
 
-/** The S3 calls the sweep makes: a subset of @aws-sdk/client-s3's aggregated `S3` client. */
-export interface S3SweepClient {
-  listMultipartUploads(input: {
-    Bucket: string
-    KeyMarker?: string | undefined
-    UploadIdMarker?: string | undefined
-    MaxUploads?: number
-  }): Promise<{
-    Uploads?: Array<{ Key?: string; UploadId?: string; Initiated?: Date }> | undefined
-    IsTruncated?: boolean | undefined
-    NextKeyMarker?: string | undefined
-    NextUploadIdMarker?: string | undefined
-  }>
-  listParts(input: {
-    Bucket: string
-    Key: string
-    UploadId: string
-    PartNumberMarker?: string | undefined
-    MaxParts?: number
-  }): Promise<{
-    Parts?: Array<{ Size?: number; LastModified?: Date }> | undefined
-    IsTruncated?: boolean | undefined
-    NextPartNumberMarker?: string | undefined
-  }>
-  listObjectsV2(input: {
-    Bucket: string
-    ContinuationToken?: string | undefined
-    MaxKeys?: number
-  }): Promise<{
-    Contents?: Array<{ Key?: string; LastModified?: Date; Size?: number }> | undefined
-    IsTruncated?: boolean | undefined
-    NextContinuationToken?: string | undefined
-  }>
-  getObject(input: { Bucket: string; Key: string }): Promise<{
-    Body?: { transformToString(): Promise<string> } | undefined
-  }>
-  headObject(input: { Bucket: string; Key: string }): Promise<{
-    LastModified?: Date | undefined
-    ContentLength?: number | undefined
-    Metadata?: Record<string, string> | undefined
-  }>
-  getObjectTagging(input: { Bucket: string; Key: string }): Promise<{
-    TagSet?: Array<{ Key?: string; Value?: string }> | undefined
-  }>
-  abortMultipartUpload(input: { Bucket: string; Key: string; UploadId: string }): Promise<unknown>
-  deleteObject(input: { Bucket: string; Key: string }): Promise<unknown>
-}
+export type { S3SweepClient } from './client.js'
 
 export interface S3SweepOptions {
   client: S3SweepClient
@@ -115,8 +71,6 @@ export interface S3Removal {
   lastActivity: Date
 }
 
-const INFO = '.info'
-const PART = '.part'
 const DEFAULT_ID_PATTERN = /^[0-9a-f]{32}$/
 
 /** Sweeps the bucket once. Rejects only when a listing itself fails. */
@@ -437,13 +391,8 @@ class S3Sweep {
     await this.client.deleteObject({ Bucket: this.bucket, Key: key })
   }
 
-  async headIfPresent(key: string) {
-    try {
-      return await this.client.headObject({ Bucket: this.bucket, Key: key })
-    } catch (error) {
-      if (isNotFound(error)) return undefined
-      throw error
-    }
+  headIfPresent(key: string) {
+    return headIfPresent(this.client, this.bucket, key)
   }
 
   count(id: string, kind: S3Removal['kind'], found: Found): void {
@@ -477,56 +426,4 @@ class S3Sweep {
     }
     await Promise.all(Array.from({ length: Math.min(this.concurrency, items.length) }, worker))
   }
-}
-
-/** S3's "no such thing": NoSuchKey, NoSuchUpload, NotFound (a HEAD's 404), or any 404. */
-/**
- * The sum of a multipart upload's parts' sizes and its latest part's time, over every page of
- * ListParts; `undefined` when the upload is gone (finished, or aborted).
- */
-export async function partsOf(
-  client: S3SweepClient,
-  bucket: string,
-  id: string,
-  uploadId: string,
-): Promise<{ bytes: number; lastModifiedMs: number } | undefined> {
-  let bytes = 0
-  let lastModifiedMs = 0
-  let PartNumberMarker: string | undefined
-  do {
-    let page: Awaited<ReturnType<S3SweepClient['listParts']>>
-    try {
-      page = await client.listParts({
-        Bucket: bucket,
-        Key: id,
-        UploadId: uploadId,
-        PartNumberMarker,
-      })
-    } catch (error) {
-      // AWS answers NoSuchUpload for an aborted or completed upload, radosgw NoSuchKey.
-      if (isNotFound(error)) return undefined
-      throw error
-    }
-    for (const part of page.Parts ?? []) {
-      bytes += part.Size ?? 0
-      lastModifiedMs = Math.max(lastModifiedMs, part.LastModified?.getTime() ?? 0)
-    }
-    PartNumberMarker = page.IsTruncated ? page.NextPartNumberMarker : undefined
-  } while (PartNumberMarker !== undefined)
-  return { bytes, lastModifiedMs }
-}
-
-export function isNotFound(error: unknown): boolean {
-  if (typeof error !== 'object' || error === null) return false
-  const { name, Code, $metadata } = error as {
-    name?: unknown
-    Code?: unknown
-    $metadata?: { httpStatusCode?: unknown }
-  }
-  const codes = ['NoSuchKey', 'NoSuchUpload', 'NotFound']
-  return (
-    codes.includes(name as string) ||
-    codes.includes(Code as string) ||
-    $metadata?.httpStatusCode === 404
-  )
 }
