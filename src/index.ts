@@ -6,7 +6,6 @@
 import { fastifyTus } from './plugin.js'
 
 export { EVENTS, type Upload } from '@tus/utils'
-export type { SweepReport } from './backends/file/sweep-engine.js'
 export type { FastifyTusNamespaced } from './endpoints.js'
 export {
   AlreadyRegisteredError,
@@ -32,6 +31,7 @@ export type {
 } from './options/index.js'
 export type { TusCleanupDecorator } from './plugin.js'
 export type { RedisClient } from './redis/locker.js'
+export type { SweepReport } from './sweep/report.js'
 export type { RunOptions } from './sweep/schedule.js'
 export { fastifyTus }
 export default fastifyTus

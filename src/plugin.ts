@@ -8,7 +8,6 @@ import { MemoryLocker, type Server } from '@tus/server'
 import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import type { SweepReport } from './backends/file/sweep-engine.js'
 import { openBackend, type UploadBackend } from './backends/index.js'
 import {
   checkDecorators,
@@ -25,6 +24,7 @@ import { TusMetrics } from './metrics.js'
 import { type FastifyTusOptions, type ResolvedOptions, resolveOptions } from './options/index.js'
 import { RedisSweepLease } from './redis/lease.js'
 import { RedisLocker } from './redis/locker.js'
+import type { SweepReport } from './sweep/report.js'
 import { type RunOptions, type ScheduleLogger, SweepSchedule } from './sweep/schedule.js'
 import { assertTusInternals } from './tus-internals.js'
 

@@ -12,12 +12,12 @@ import { MemoryLocker, Server } from '@tus/server'
 import { DataStore, ERRORS, MemoryKvStore, Upload } from '@tus/utils'
 import Fastify from 'fastify'
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest'
-import { newReport } from '../src/backends/file/sweep-engine.js'
 import type { S3SweepClient } from '../src/backends/s3/client.js'
 import { asS3Store, s3Backend } from '../src/backends/s3/index.js'
 import fastifyTus from '../src/index.js'
 import { ActivityLocker } from '../src/locking/activity-locker.js'
 import { ExpiringFileStore } from '../src/sweep/index.js'
+import { newReport } from '../src/sweep/report.js'
 import {
   isS3Store,
   memoryLockTable,

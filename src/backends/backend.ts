@@ -10,10 +10,10 @@ import type { ServerOptions } from '@tus/server'
 import type { DataStore, Upload } from '@tus/utils'
 import type { ActivityLocker } from '../locking/activity-locker.js'
 import type { ResolvedOptions } from '../options/index.js'
+import type { SweepReport } from '../sweep/report.js'
 import type { SweepFunction } from '../sweep/schedule.js'
 import type { FreeSpace } from './file/free-space.js'
 import type { StoreQuota } from './file/quota.js'
-import type { SweepReport } from './file/sweep-engine.js'
 
 /** What the answers state about an upload beyond tus' own headers. */
 export interface UploadFacts {

@@ -1,7 +1,8 @@
 /**
  * The text the CLI prints for a sweep: a table of the removals and a summary line.
  */
-import type { Removal, SweepReport } from '../backends/file/sweep-engine.js'
+import type { Removal } from '../backends/file/sweep-engine.js'
+import type { SweepReport } from '../sweep/report.js'
 
 /** A removal as the table and the JSON document show it. */
 export interface Row {

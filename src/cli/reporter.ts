@@ -7,7 +7,8 @@
  */
 import ms from 'ms'
 import { pino } from 'pino'
-import type { Removal, SweepReport } from '../backends/file/sweep-engine.js'
+import type { Removal } from '../backends/file/sweep-engine.js'
+import type { SweepReport } from '../sweep/report.js'
 import { logReport, type ScheduleLogger } from '../sweep/schedule.js'
 import type { SweepCommand } from './arguments.js'
 import { byId, type Row, rowOf, summary, table } from './format.js'

@@ -16,9 +16,10 @@
 import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import { dataNameOfRecord, isRecordName } from '../backends/file/names.js'
 import { readRecordFile } from '../backends/file/record-file.js'
 import { walkTree } from '../backends/file/walk.js'
-import { METADATA_SUFFIX, recordSize, wholeName } from '../expiry/policy.js'
+import { recordSize, wholeName } from '../expiry/policy.js'
 
 export interface StoreCheckOptions {
   /** Names of uploads, relative paths with `/` for nested ids. */
@@ -103,10 +104,7 @@ async function scanTree(
       else if (entry.kind === 'unreadable-directory') scan.foreign.push(`${name}/ (unreadable)`)
       else if (entry.kind === 'link') scan.foreign.push(`${name} (link)`)
       else if (entry.kind === 'special') scan.foreign.push(`${name} (special file)`)
-      else if (
-        name.endsWith(METADATA_SUFFIX) &&
-        isId.test(name.slice(0, -METADATA_SUFFIX.length))
-      ) {
+      else if (isRecordName(name) && isId.test(dataNameOfRecord(name))) {
         if (scan.records.length < maxRecords) scan.records.push(name)
       } else if (isId.test(name)) scan.uploads++
       else scan.foreign.push(name)
@@ -175,7 +173,7 @@ async function recordProblem(root: string, name: string): Promise<string | undef
     return (error as Error).message
   }
   const { id, offset } = record as { id?: unknown; offset?: unknown }
-  const expected = name.slice(0, -METADATA_SUFFIX.length)
+  const expected = dataNameOfRecord(name)
   if (id !== expected) return `its "id" is ${JSON.stringify(id)}, not "${expected}"`
   if (typeof offset !== 'number') return 'it has no numeric "offset"'
   return undefined

@@ -16,7 +16,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { TEMP_PREFIX } from '../../src/backends/file/record-file.js'
+import { TEMP_PREFIX } from '../../src/backends/file/names.js'
 import { METADATA_SUFFIX, UNVERIFIED_FROM } from '../../src/expiry/policy.js'
 import { dataPool, prng } from './soak-scenario.js'
 

@@ -11,8 +11,8 @@ import { S3 } from '@aws-sdk/client-s3'
 import { S3Store } from '@tus/s3-store'
 import Fastify, { type FastifyInstance } from 'fastify'
 import * as tus from 'tus-js-client'
-import type { SweepReport } from '../../src/backends/file/sweep-engine.js'
 import fastifyTus from '../../src/index.js'
+import type { SweepReport } from '../../src/sweep/report.js'
 
 const MiB = 1024 * 1024
 

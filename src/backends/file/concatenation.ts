@@ -26,7 +26,8 @@ import type { HeldLock, SweepLocker } from '../../locking/activity-locker.js'
 import { refusal } from '../../refusal.js'
 import type { ConcatRequest } from '../backend.js'
 import { isDiskFull } from './free-space.js'
-import { openStoreFile, tempNameFor } from './record-file.js'
+import { tempNameFor } from './names.js'
+import { openStoreFile } from './record-file.js'
 
 /** What an `Upload-Concat` header asks for (backend.ts); a retried final's id is `existing`. */
 export type Concat = ConcatRequest

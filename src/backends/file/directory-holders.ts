@@ -20,9 +20,10 @@ import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { DirectoryInUseError } from '../../errors.js'
-import { PROCESS_TOKEN } from './record-file.js'
+import { HOLDERS_DIRECTORY, PROCESS_TOKEN } from './names.js'
 
-export const HOLDERS_DIRECTORY = '.fastify-tus-holders'
+export { HOLDERS_DIRECTORY }
+
 /** A holder on another machine touches its file this often... */
 const TOUCH_MS = 10_000
 /** ...and is forgotten once its file is this old. */

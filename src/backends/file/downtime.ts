@@ -10,8 +10,7 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import type { Downtime } from '../../expiry/policy.js'
-
-export const CLOSED_MARKER = '.fastify-tus-closed'
+import { CLOSED_MARKER } from './names.js'
 
 /** Records that the server stopped serving at `closedAt` (when its close began). */
 export async function recordClose(directory: string, closedAt = Date.now()): Promise<void> {

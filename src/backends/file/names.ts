@@ -2,11 +2,23 @@
  * The names of the built-in store's files, built and parsed here only: an upload `<id>` is a
  * data file `<id>` and a record `<id>.json` beside it (nested ids are relative paths with `/`);
  * a file the store is writing is a dot-file `.fastify-tus-tmp.<token><counter>.<name>` beside
- * the file it will replace, `<token>` naming the process that made it.
+ * the file it will replace, `<token>` naming the process that made it; the store's other
+ * dot-files and folders are named below too.
  */
 import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import { METADATA_SUFFIX } from '../../expiry/policy.js'
+
+export { METADATA_SUFFIX }
+
+/** The folder of the processes serving the directory (directory-holders.ts). */
+export const HOLDERS_DIRECTORY = '.fastify-tus-holders'
+
+/** What the last close of a server on the directory left (downtime.ts). */
+export const CLOSED_MARKER = '.fastify-tus-closed'
+
+/** The prefix of the directory made and removed to check that the store can write. */
+export const PROBE_PREFIX = '.fastify-tus-probe-'
 
 /** The prefix of a file being written; such files are the store's own, not the user's. */
 export const TEMP_PREFIX = '.fastify-tus-tmp.'

@@ -23,7 +23,6 @@ import { tempNameFor } from './names.js'
 export const MAX_RECORD_BYTES = 64 * 1024
 
 // The names of temporary files are names.ts'; re-exported for the modules that import them here.
-export { PROCESS_TOKEN, TEMP_PREFIX, tempFileToken, tempNameFor } from './names.js'
 
 const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 

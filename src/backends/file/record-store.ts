@@ -6,7 +6,7 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { ERRORS, isPathInsideDirectory, type KvStore, type Upload } from '@tus/utils'
-import { METADATA_SUFFIX } from '../../expiry/policy.js'
+import { recordNameOf } from './names.js'
 import {
   readRecordFile,
   type StagedRecord,
@@ -42,7 +42,7 @@ export class RecordStore implements KvStore<Upload> {
   }
 
   fileOf(id: string): string {
-    const file = path.resolve(this.directory, `${id}${METADATA_SUFFIX}`)
+    const file = path.resolve(this.directory, recordNameOf(id))
     if (!isPathInsideDirectory(this.directory, file)) throw ERRORS.FILE_NOT_FOUND
     return file
   }

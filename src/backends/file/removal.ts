@@ -6,11 +6,13 @@
  */
 import fsp from 'node:fs/promises'
 import { ERRORS, type Upload } from '@tus/utils'
-import { countedBytes, type Downtime, METADATA_SUFFIX } from '../../expiry/policy.js'
+import { countedBytes, type Downtime } from '../../expiry/policy.js'
 import type { SweepLocker } from '../../locking/activity-locker.js'
+import type { SweepReport } from '../../sweep/report.js'
 import type { DirectoryClaim } from './directory-holders.js'
+import { recordNameOf } from './names.js'
 import type { StoreQuota } from './quota.js'
-import { type SweepOptions, type SweepReport, sweepDirectory } from './sweep-engine.js'
+import { type SweepOptions, sweepDirectory } from './sweep-engine.js'
 import type { UploadFiles } from './upload-files.js'
 
 export type StoreSweepOptions = Pick<SweepOptions, 'dryRun' | 'signal' | 'log' | 'concurrency'>
@@ -56,7 +58,7 @@ export async function removeUpload(
           () => 0,
         )
       : 0
-  const results = await Promise.allSettled([fsp.unlink(data), fsp.unlink(data + METADATA_SUFFIX)])
+  const results = await Promise.allSettled([fsp.unlink(data), fsp.unlink(recordNameOf(data))])
   const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
   const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
   if (missing.length === results.length) throw ERRORS.FILE_NOT_FOUND

@@ -10,6 +10,7 @@ import { DirectoryError } from '../../errors.js'
 import { type DirectoryClaim, joinHolders } from './directory-holders.js'
 import type { ExpiringFileStoreOptions } from './file-store-options.js'
 import { FreeSpace } from './free-space.js'
+import { PROBE_PREFIX } from './names.js'
 import { LocalQuotaCounter, StoreQuota } from './quota.js'
 
 /** Creates `directory` if needed and proves it writable; rejects with `FST_TUS_DIRECTORY`. */
@@ -17,7 +18,7 @@ export async function prepareDirectory(directory: string): Promise<void> {
   try {
     await makeDirectory(directory)
     // A probe, because `access(W_OK)` says yes to root even on a read-only mount.
-    await fsp.rmdir(await fsp.mkdtemp(path.join(directory, '.fastify-tus-probe-')))
+    await fsp.rmdir(await fsp.mkdtemp(path.join(directory, PROBE_PREFIX)))
   } catch (error) {
     throw new DirectoryError(directory, (error as Error).message, { cause: error })
   }

@@ -50,7 +50,6 @@ import {
 import { TreeWalk, type WalkEntry } from './walk.js'
 
 // Re-exported for the modules that import them from here (src/sweep/report.ts is their home).
-export { newReport, type SweepLogger, type SweepReport } from '../../sweep/report.js'
 export type { SweepFs } from './sweep/fs-port.js'
 export type { Removal, SweepOptions } from './sweep/options.js'
 
