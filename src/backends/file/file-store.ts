@@ -325,6 +325,32 @@ export class ExpiringFileStore extends FileStore {
     return report.removed
   }
 
+  // The write guards as members of the store, as `fastify-tus/sweep` has always typed them.
+
+  /** `writes.reserve`: refuses (507, or 413) `bytes` more that would cross the free-space floor. */
+  reserve(bytes: number, wholeBytes = bytes): Promise<void> {
+    return this.writes.reserve(bytes, wholeBytes)
+  }
+
+  /** `writes.withQuota`: runs `write` with `bytes` claimed from the quota. */
+  withQuota<T>(
+    bytes: number,
+    write: () => Promise<T>,
+    how?: Parameters<StoreWrites['withQuota']>[2],
+  ): Promise<T> {
+    return this.writes.withQuota(bytes, write, how)
+  }
+
+  /** `writes.beginChecksummedWrite`: marks the bytes past `offset` unverified. */
+  beginChecksummedWrite(id: string, offset: number): Promise<void> {
+    return this.writes.beginChecksummedWrite(id, offset)
+  }
+
+  /** `writes.endChecksummedWrite`: clears the mark once the body is verified. */
+  endChecksummedWrite(id: string): Promise<void> {
+    return this.writes.endChecksummedWrite(id)
+  }
+
   /** The data file of `id`; like the stock store, refuses ids that leave the directory. */
   dataPathOf(id: string): string {
     const file = path.join(this.directory, id)
