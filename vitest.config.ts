@@ -27,9 +27,10 @@ export default defineConfig({
       provider: 'v8',
       include: ['src/**/*.ts'],
       reporter: ['text-summary', 'json-summary', 'html'],
-      // What the whole suite (both tiers) reaches, floored to the integer: raise it when
-      // coverage rises. src/cli/main.ts only runs in child processes, so it counts as uncovered.
-      thresholds: { lines: 89 },
+      // A point under what the whole suite (both tiers) reaches: paths that depend on timing
+      // (a lock's wait, a client gone mid-body) are not taken in every run. Raise it when
+      // coverage rises.
+      thresholds: { lines: 94 },
     },
     projects: [
       {
