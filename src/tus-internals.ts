@@ -9,11 +9,8 @@
  * - the PATCH and POST handlers' `writeToStore(body, upload, maxFileSize, context)`: the direct
  *   write path (hooked in by http/write-path.ts, written by backends/file/write-path.ts) routes
  *   request bytes straight into the data file. @tus/server exports neither its handler classes
- *   nor `BaseHandler`, so the instance method is wrapped.
- * - the PATCH handler's `store`: the handler is given the backend's `concatenation.patchStore`,
- *   a view of the built-in store whose `getUpload` refuses a final upload of the concatenation
- *   extension (403), under the lock and on the record it reads anyway
- *   (backends/file/capabilities.ts). Checked with `writeToStore` below.
+ *   nor `BaseHandler`, so the instance method is wrapped. The wrapper also refuses (403) a
+ *   PATCH of a final upload of the concatenation extension there, under the upload's lock.
  * - `MemoryLocker.locks`, its lock table, and `MemoryLocker.timeout`: the sweep, and a request
  *   whose upload's lock is free, take an uncontended lock with one entry in it, instead of arming
  *   a 30 s timer per removal or request; a request whose upload's lock is held waits to be woken
@@ -47,7 +44,6 @@ export const WRITING_METHODS = ['PATCH', 'POST'] as const
 
 /** What a @tus/server handler (PATCH, POST) offers the direct write path. */
 export interface WritingHandler {
-  store: unknown
   options: { postReceiveInterval?: number }
   listenerCount(event: string): number
   emit(event: string, ...args: unknown[]): boolean
@@ -73,11 +69,6 @@ export function wrapWriteToStore(
     const handler = server.handlers[method] as unknown as WritingHandler
     handler.writeToStore = wrap(handler, handler.writeToStore.bind(handler))
   }
-}
-
-/** Gives the server's `method` handler its own view of the datastore, for all it does. */
-export function setHandlerStore(server: Server, method: 'PATCH', store: DataStore): void {
-  ;(server.handlers[method] as unknown as { store: DataStore }).store = store
 }
 
 /** An entry of `MemoryLocker`'s lock table. */
@@ -143,7 +134,6 @@ const SEAMS: Seam[] = [
         handler.writeToStore.length === 4 &&
         typeof handler.emit === 'function' &&
         typeof handler.listenerCount === 'function' &&
-        'store' in handler &&
         typeof handler.options === 'object'
       )
     },

@@ -136,11 +136,8 @@ export interface Concatenation {
   unclaim(id: string): Promise<void>
   /** Tells the store's coming `create(upload)` which concatenation the creation asked for. */
   mark(upload: Upload, concat: ConcatRequest): void
-  /**
-   * The datastore the PATCH handler uses: the backend's own, except that it refuses (403) a
-   * PATCH of a final upload under the upload's lock.
-   */
-  readonly patchStore: DataStore
+  /** Whether `upload` (as the backend's `getUpload` gave it) is a final upload, without a read. */
+  isFinal(upload: Upload): boolean
 }
 
 /** The sweep the plugin's schedule runs, or why there is none (logged once at start). */

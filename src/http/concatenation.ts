@@ -12,8 +12,10 @@
  *   400 Bad Request status if one or more of the partial uploads are not finished": 400, and an
  *   unknown partial 404, an expired one 410, an upload that is not partial 400.
  * - "The Server MUST respond with the 403 Forbidden status to PATCH requests against a final
- *   upload URL and MUST NOT modify the final or its partial uploads": the backend's
- *   `concatenation.patchStore`, the store the PATCH handler is given.
+ *   upload URL and MUST NOT modify the final or its partial uploads": refused where tus hands the
+ *   body to the backend, under the lock (write-path.ts `FINAL_PATCHED`), and, when tus refused
+ *   the PATCH before that (an offset, a length), its refusal turned into that 403
+ *   (`refusingPatchOfFinal`).
  * - "The Upload-Concat header MUST be set in HEAD responses for partial and final uploads": the
  *   answer fixes (answer.ts) from the store's record.
  * - The final's length is the sum of its partials', and it is finished once it exists: the
@@ -29,6 +31,7 @@ import { asRefusal, Refusal, refusal } from '../refusal.js'
 import { tusCorsHeaders, uploadUrlFor } from '../tus-internals.js'
 import { refusalAnswer } from './refusals.js'
 import { contextOf } from './request-context.js'
+import { FINAL_PATCHED } from './write-path.js'
 
 type FinalRequest = Extract<ConcatRequest, { kind: 'final' }>
 
@@ -280,4 +283,27 @@ export async function answerExistingFinal(
   headers.set('Location', uploadUrlFor(tus, request, finalId))
   headers.set('Content-Length', '0')
   return new Response('', { status: 201, headers })
+}
+
+/** What tus answers a PATCH it refuses before the write, after reading the upload. */
+const REFUSED_BEFORE_WRITE = new Set([400, 409, 413])
+
+/**
+ * tus' answer to a PATCH, or the 403 of a PATCH of a final upload when tus refused it before the
+ * write (a wrong offset, an `Upload-Length`, a body past the end): the upload is read again only
+ * then, and the 403 is the one tus gives the refusal thrown at the write, on the same headers.
+ */
+export async function refusingPatchOfFinal(
+  tus: Server,
+  concatenation: Pick<Concatenation, 'isFinal'>,
+  id: string | undefined,
+  response: Response,
+): Promise<Response> {
+  if (!REFUSED_BEFORE_WRITE.has(response.status) || id === undefined) return response
+  const upload = await tus.datastore.getUpload(id).catch(() => undefined)
+  if (!upload || !concatenation.isFinal(upload)) return response
+  response.body?.cancel().catch(() => {})
+  const headers = new Headers(response.headers)
+  headers.set('Content-Length', String(Buffer.byteLength(FINAL_PATCHED.body)))
+  return new Response(FINAL_PATCHED.body, { status: FINAL_PATCHED.status_code, headers })
 }

@@ -25,6 +25,7 @@ import {
   type ConcatRouting,
   finishFinal,
   readConcat,
+  refusingPatchOfFinal,
 } from './concatenation.js'
 import { normalizeContentType, refusalFor } from './protocol.js'
 import { refusalAnswer } from './refusals.js'
@@ -224,7 +225,8 @@ async function tusAnswer(
   if (parts?.kind !== 'final' || !concatenation) {
     const response = await tus.handleWeb(webRequest)
     framingEmptyBody(webRequest.method, response)
-    return response
+    if (!concatenation || webRequest.method !== 'PATCH') return response
+    return refusingPatchOfFinal(tus, concatenation, how.concat.fileIdOf(webRequest), response)
   }
   if (parts.existing !== undefined) {
     return answerExistingFinal(tus, concatenation, webRequest, res, parts.existing)

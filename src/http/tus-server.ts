@@ -9,7 +9,6 @@ import { Server } from '@tus/server'
 import { EVENTS, type Locker } from '@tus/utils'
 import type { UploadBackend } from '../backends/backend.js'
 import type { TusServerOptions } from '../options/index.js'
-import { setHandlerStore } from '../tus-internals.js'
 import { markingConcat } from './concatenation.js'
 import { uploadIdFromPath } from './protocol.js'
 import { contextOf } from './request-context.js'
@@ -64,11 +63,14 @@ export function createTusServer({
     const context = contextOf(req)
     if (context) context.created = upload
   })
-  // A PATCH on a final upload of the concatenation extension answers 403.
-  if (backend.concatenation) setHandlerStore(tus, 'PATCH', backend.concatenation.patchStore)
-  // The direct write path: request bytes go straight from the socket into the backend.
-  if (backend.writer) {
-    installDirectWrite(tus, backend.writer, backend.checksums ?? { algorithms: [] })
+  // The direct write path: request bytes go straight from the socket into the backend; a PATCH
+  // of a final upload (concatenation) is refused there, under the lock, before a byte is written.
+  const { writer, concatenation } = backend
+  if (writer) {
+    installDirectWrite(tus, writer, {
+      checksums: backend.checksums ?? { algorithms: [] },
+      isFinal: concatenation && ((upload) => concatenation.isFinal(upload)),
+    })
   }
   return { tus, fileIdOf }
 }

@@ -11,7 +11,7 @@ import type { Server } from '@tus/server'
 import { type CancellationContext, EVENTS, type Upload } from '@tus/utils'
 import { NodeRequest } from 'srvx/node'
 import type { BodyWriter, Checksums } from '../backends/backend.js'
-import { Refusal } from '../refusal.js'
+import { Refusal, refusal } from '../refusal.js'
 import { type WritingHandler, wrapWriteToStore } from '../tus-internals.js'
 import { parseChecksum } from './protocol.js'
 import { contextOf } from './request-context.js'
@@ -72,13 +72,32 @@ Object.defineProperty(DirectBodyRequest.prototype, 'body', {
  * Routes the `writeToStore` of the server's PATCH and POST handlers to `writer` when the body is
  * a `NodeBody`; otherwise through the stock path.
  */
-export function installDirectWrite(server: Server, writer: BodyWriter, checksums: Checksums): void {
+export function installDirectWrite(
+  server: Server,
+  writer: BodyWriter,
+  {
+    checksums,
+    isFinal,
+  }: { checksums: Checksums; isFinal?: ((upload: Upload) => boolean) | undefined },
+): void {
+  const patch = server.handlers.PATCH as unknown
   wrapWriteToStore(server, (handler, stock) => async (body, upload, maxFileSize, context) => {
+    // Under the lock, on the upload tus just read: a final upload's bytes come from its partials.
+    if (handler === patch && isFinal?.(upload)) throw FINAL_PATCHED
     if (!(body instanceof NodeBody)) return stock(body, upload, maxFileSize, context)
     const direct = { writer, handler, checksums: checksums.algorithms }
     return writeDirect(direct, body.source, upload, maxFileSize, context)
   })
 }
+
+/**
+ * tus 1.0, "Concatenation": "The Server MUST respond with the 403 Forbidden status to PATCH
+ * requests against a final upload URL and MUST NOT modify the final or its partial uploads."
+ */
+export const FINAL_PATCHED = refusal(
+  403,
+  'a final upload cannot be patched: its bytes come from its partials',
+)
 
 interface DirectWrite {
   writer: BodyWriter

@@ -3,9 +3,7 @@
  * concatenation extension, the direct write path, the creation guard, checksums, and the removal
  * of what a refused creation left.
  */
-import type { Upload } from '@tus/utils'
 import { isFinished } from '../../expiry/policy.js'
-import { refusal } from '../../refusal.js'
 import type { UploadBackend } from '../backend.js'
 import { markConcat } from './concatenation.js'
 import type { ExpiringFileStore } from './file-store.js'
@@ -29,7 +27,7 @@ export function fileCapabilities(store: ExpiringFileStore): FileCapabilities {
       claim: (id) => store.finals.claim(id),
       unclaim: (id) => store.finals.unclaim(id),
       mark: markConcat,
-      patchStore: refusingPatchOfFinal(store),
+      isFinal: (upload) => store.concatKindOf(upload) === 'final',
     },
     writer: new FileWriter(store),
     creation: { reserve: (bytes) => store.writes.reserve(bytes), recording: keepingRawMetadata },
@@ -43,41 +41,4 @@ export function fileCapabilities(store: ExpiringFileStore): FileCapabilities {
       }
     },
   }
-}
-
-/**
- * The store as the PATCH handler sees it: the same store, except that its `getUpload` (which the
- * handler calls under the upload's lock, before it looks at the offset, which would answer 409)
- * refuses a final upload with 403. The check reads the record that `getUpload` reads anyway:
- * the refusal costs no read of its own, and it is made under the lock.
- *
- * A view rather than a flag on the request: tus calls `getUpload(id)` with the id alone, and the
- * handler's other calls (the length declaration, the extensions) must reach the store itself.
- * A Proxy rather than an object that delegates a list of methods: the store's methods use its
- * private fields, so each runs on the store, and a method a later @tus/server calls is reached
- * without being listed here.
- */
-function refusingPatchOfFinal(store: ExpiringFileStore): ExpiringFileStore {
-  const getUpload = async (id: string): Promise<Upload> => {
-    const upload = await store.getUpload(id)
-    if (store.concatKindOf(upload) === 'final') {
-      throw refusal(403, 'a final upload cannot be patched: its bytes come from its partials')
-    }
-    return upload
-  }
-  // Methods run on the store itself (its private fields are not the view's), bound once each.
-  const bound = new WeakMap<object, unknown>()
-  return new Proxy(store, {
-    get(target, name) {
-      if (name === 'getUpload') return getUpload
-      const value: unknown = Reflect.get(target, name, target)
-      if (typeof value !== 'function') return value
-      let method = bound.get(value)
-      if (method === undefined) {
-        method = value.bind(target)
-        bound.set(value, method)
-      }
-      return method
-    },
-  })
 }

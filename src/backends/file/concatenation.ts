@@ -28,6 +28,7 @@ import type { ConcatRequest } from '../backend.js'
 import { isDiskFull } from './free-space.js'
 import { tempNameFor } from './names.js'
 import { openStoreFile } from './record-file.js'
+import { note, notesOf } from './upload-notes.js'
 
 /** What an `Upload-Concat` header asks for (backend.ts); a retried final's id is `existing`. */
 export type Concat = ConcatRequest
@@ -44,14 +45,12 @@ export interface FinalRecordFields {
 }
 
 /** The concatenation a creation asked for, from the request to the store's `create`. */
-const uploads = new WeakMap<Upload, Concat>()
-
 export function markConcat(upload: Upload, concat: Concat): void {
-  uploads.set(upload, concat)
+  note(upload, { asked: concat })
 }
 
 export function concatOf(upload: Upload): Concat | undefined {
-  return uploads.get(upload)
+  return notesOf(upload)?.asked
 }
 
 /** How long the final waits for a partial's lock that a short request (a HEAD) holds. */

@@ -45,7 +45,8 @@ import {
 } from './removal.js'
 import { openServices, prepareDirectory } from './store-directory.js'
 import { StoreWrites } from './store-writes.js'
-import { FileFacts, type KnownUpload, type UploadFacts } from './upload-facts.js'
+import { FileFacts, type UploadFacts } from './upload-facts.js'
+import { note } from './upload-notes.js'
 import { readDataFile, UploadReader } from './upload-reader.js'
 
 export type { ExpiringFileStoreOptions } from './file-store-options.js'
@@ -72,7 +73,6 @@ export class ExpiringFileStore extends FileStore {
    * What this store knows of each `Upload` it handed out (`getUpload`) or created, for the answer
    * after a body was written to it (`factsAfterWrite`). Held as long as the object.
    */
-  readonly #kindOf = new WeakMap<Upload, KnownUpload>()
   readonly #facts: FileFacts
   readonly #reader: UploadReader
   readonly #finalCreation: FinalCreation
@@ -97,11 +97,10 @@ export class ExpiringFileStore extends FileStore {
     this.writes = new StoreWrites(this, options.holdsLock ?? (() => false))
     this.finals = new Finals(this.configstore, this.#locker)
     const periods = { expireAfterMs: this.expireAfterMs, partialHoldMs: this.partialHoldMs }
-    this.#facts = new FileFacts(this, periods, this.downtime, this.#kindOf)
+    this.#facts = new FileFacts(this, periods, this.downtime)
     this.#reader = new UploadReader({
       files: this,
       facts: this.#facts,
-      known: this.#kindOf,
       settleUnverified: this.#settleUnverified.bind(this),
     })
     this.#finalCreation = new FinalCreation(this, {
@@ -246,7 +245,7 @@ export class ExpiringFileStore extends FileStore {
       )
     }
     upload.storage = { type: 'file', path: file }
-    this.#kindOf.set(upload, { concat: concat?.kind, created })
+    note(upload, { known: { concat: concat?.kind, created } })
     return upload
   }
 

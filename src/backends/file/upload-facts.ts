@@ -3,7 +3,7 @@
  * expires (`Upload-Expires`; none for a finished upload or with expiry off), its
  * `Upload-Metadata` exactly as the client sent it, and its `Upload-Concat`. Each answer reads as
  * little as it can: a HEAD uses what the `getUpload` just before it read (`LastRead`), and the
- * answer after a creation or a write what that creation or write saw (`KnownUpload`).
+ * answer after a creation or a write what that creation or write saw (upload-notes.ts).
  */
 import type fs from 'node:fs'
 import fsp from 'node:fs/promises'
@@ -24,19 +24,9 @@ import { LastRead } from '../last-read.js'
 import { concatOf, type FinalRecordFields } from './concatenation.js'
 import { rawMetadataOf } from './raw-metadata.js'
 import { lstat, type UploadFiles } from './upload-files.js'
+import { notesOf } from './upload-notes.js'
 
 export type { UploadFacts }
-
-/**
- * What the store knows of an `Upload` object it handed out (`getUpload`) or created, for the
- * answer after a body was written to it (`factsAfterWrite`). Nothing in it leads back to the
- * `Upload`, which is its key in a WeakMap (CONTRIBUTING.md, "Garbage on the request path").
- */
-export interface KnownUpload {
-  concat: 'partial' | 'final' | undefined
-  /** For an upload `create` made: its data file's mtime then (`undefined` if unread). */
-  created?: number | undefined
-}
 
 /** What a `getUpload` saw of an upload: its record, its verified bytes, its data file's clock. */
 export interface ReadFacts {
@@ -51,21 +41,13 @@ export class FileFacts {
   /** The two idle periods, made once: every HEAD and PATCH asks for them. */
   readonly #periods: IdlePeriods
   readonly #downtime: Downtime | undefined
-  readonly #known: WeakMap<Upload, KnownUpload>
   /** What the last `getUpload` of each upload saw, for the HEAD answer that follows it. */
   readonly lastReads = new LastRead<ReadFacts>()
 
-  /** `known`: the store's map of the `Upload` objects it handed out or created. */
-  constructor(
-    files: UploadFiles,
-    periods: IdlePeriods,
-    downtime: Downtime | undefined,
-    known: WeakMap<Upload, KnownUpload>,
-  ) {
+  constructor(files: UploadFiles, periods: IdlePeriods, downtime: Downtime | undefined) {
     this.#files = files
     this.#periods = periods
     this.#downtime = downtime
-    this.#known = known
   }
 
   /** How long this upload may stay idle (expiry/policy.ts), or `undefined`: it never expires. */
@@ -111,7 +93,7 @@ export class FileFacts {
     if (period === undefined) return { expiresAt: undefined }
     try {
       const mtimeMs =
-        this.#known.get(upload)?.created ?? (await lstat(this.#files.dataPathOf(upload.id))).mtimeMs
+        notesOf(upload)?.known?.created ?? (await lstat(this.#files.dataPathOf(upload.id))).mtimeMs
       const activity = lastActivityMs(mtimeMs, this.#downtime)
       return { expiresAt: new Date(expiresAt(activity, period)) }
     } catch {
@@ -131,7 +113,7 @@ export class FileFacts {
     upload: Upload,
     written?: fs.Stats,
   ): Promise<Pick<UploadFacts, 'expiresAt'> | undefined> {
-    const known = this.#known.get(upload)
+    const known = notesOf(upload)?.known
     if (!known) return undefined
     if (this.#periods.expireAfterMs === 0) return { expiresAt: undefined }
     let stats: fs.Stats
@@ -150,7 +132,7 @@ export class FileFacts {
 
   /** `partial` or `final` for an `Upload` the store handed out or created; else `undefined`. */
   concatKindOf(upload: Upload): 'partial' | 'final' | undefined {
-    return this.#known.get(upload)?.concat
+    return notesOf(upload)?.known?.concat
   }
 
   #factsOf(record: Upload, offset: number, mtimeMs: number): UploadFacts {

@@ -17,8 +17,9 @@ import {
   verifiedBytes,
 } from '../../expiry/policy.js'
 import { openStoreFdSync } from './record-file.js'
-import type { FileFacts, KnownUpload } from './upload-facts.js'
+import type { FileFacts } from './upload-facts.js'
 import { lstat, type UploadFiles } from './upload-files.js'
+import { note } from './upload-notes.js'
 
 /** An upload as tus' handlers get it, and the record it was read from. */
 export interface LoadedUpload {
@@ -29,8 +30,6 @@ export interface LoadedUpload {
 export interface ReaderParts {
   files: UploadFiles
   facts: FileFacts
-  /** The store's map of the `Upload` objects it handed out (upload-facts.ts `KnownUpload`). */
-  known: WeakMap<Upload, KnownUpload>
   /**
    * The write path's turn, for a record that marks unverified bytes (`UNVERIFIED_FROM`): a
    * checksummed body that a crash cut short, past `verified` of the data file's `size` bytes,
@@ -111,7 +110,7 @@ export class UploadReader {
       creation_date: record.creation_date,
       storage: { type: 'file', path: file },
     })
-    this.#parts.known.set(upload, { concat: concatKind(record) })
+    note(upload, { known: { concat: concatKind(record) } })
     return upload
   }
 }
