@@ -14,7 +14,7 @@ import Fastify from 'fastify'
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest'
 import type { S3SweepClient } from '../src/backends/s3/client.js'
 import { asS3Store, s3Backend } from '../src/backends/s3/index.js'
-import fastifyTus from '../src/index.js'
+import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
 import { ActivityLocker } from '../src/locking/activity-locker.js'
 import { ExpiringFileStore } from '../src/sweep/index.js'
 import { newReport } from '../src/sweep/report.js'
@@ -183,18 +183,7 @@ describe('the installed @tus/server', () => {
 })
 
 describe('a @tus/server without a part of the seam', () => {
-  async function registerError() {
-    const app = Fastify()
-    app.register(fastifyTus, { directory: await tempDir() })
-    try {
-      await app.ready()
-    } catch (error) {
-      return error as Error & { code?: string }
-    } finally {
-      await app.close().catch(() => {})
-    }
-    return undefined
-  }
+  const registerError = async () => registerWith({ directory: await tempDir() })
 
   it("fails register with FST_TUS_INCOMPATIBLE naming the handlers' writeToStore", async () => {
     const probe = new Server({
@@ -242,9 +231,10 @@ function newS3Store(options: Partial<ConstructorParameters<typeof S3Store>[0]> =
 }
 
 /** `register` with `datastore` (no sweep at start: nothing may reach the bucket), or its error. */
-async function registerWith(datastore: DataStore) {
+/** The error `register` with `options` ends in, or `undefined` when the app is ready. */
+async function registerWith(options: FastifyTusOptions) {
   const app = Fastify()
-  app.register(fastifyTus, { datastore, cleanupOnStart: false })
+  app.register(fastifyTus, options)
   try {
     await app.ready()
   } catch (error) {
@@ -254,6 +244,9 @@ async function registerWith(datastore: DataStore) {
   }
   return undefined
 }
+
+/** `registerWith` a datastore, without the startup sweep. */
+const registerStore = (datastore: DataStore) => registerWith({ datastore, cleanupOnStart: false })
 
 describe('the installed @tus/s3-store', () => {
   it('has every part of the seam', () => {
@@ -345,7 +338,7 @@ describe('an S3Store without a part of the seam', () => {
   it('fails register naming each S3Store method a new version dropped', async () => {
     removeFromPrototypeChain(S3Store.prototype, 'getMetadata')
     removeFromPrototypeChain(S3Store.prototype, 'clearCache')
-    const error = await registerWith(newS3Store())
+    const error = await registerStore(newS3Store())
     expectRefused(error, ['S3Store.getMetadata(id)', 'S3Store.clearCache(id)'])
     expect(error?.message).not.toContain('S3Store.bucket')
   })
@@ -363,7 +356,7 @@ describe('an S3Store without a part of the seam', () => {
         return `${id}.json`
       }
     }
-    const error = await registerWith(new Renamed())
+    const error = await registerStore(new Renamed())
     expectRefused(error, ['S3Store.client (an S3 client)', 'S3Store.infoKey(id)'])
     // A missing client is named once, not once per call.
     expect(error?.message).not.toContain('S3Store.client.listParts')
@@ -386,7 +379,7 @@ describe('an S3Store without a part of the seam', () => {
     Object.defineProperty(Lacking.prototype, 'deleteExpired', {
       value: DataStore.prototype.deleteExpired,
     })
-    const error = await registerWith(new Lacking())
+    const error = await registerStore(new Lacking())
     expectRefused(error, [
       'S3Store.client.listParts(input)',
       'S3Store.client.headObject(input)',
@@ -401,7 +394,7 @@ describe('an S3Store without a part of the seam', () => {
         bucket = 'b'
       },
     }.S3Store
-    const error = await registerWith(new Copy())
+    const error = await registerStore(new Copy())
     expectRefused(error, [
       'S3Store.client (an S3 client)',
       'S3Store.cache',
@@ -434,11 +427,11 @@ describe('an S3Store without a part of the seam', () => {
     const store = new BucketStore()
     expect(isS3Store(store)).toBe(false)
     expect(asS3Store(store)).toBeUndefined()
-    expect(await registerWith(store)).toBeUndefined()
+    expect(await registerStore(store)).toBeUndefined()
     expect(isS3Store(new FileStore({ directory: await tempDir() }))).toBe(false)
   })
 
   it('registers once the parts are back', async () => {
-    expect(await registerWith(newS3Store())).toBeUndefined()
+    expect(await registerStore(newS3Store())).toBeUndefined()
   })
 })
