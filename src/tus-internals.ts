@@ -11,6 +11,8 @@
  *   request bytes straight into the data file. @tus/server exports neither its handler classes
  *   nor `BaseHandler`, so the instance method is wrapped. The wrapper also refuses (403) a
  *   PATCH of a final upload of the concatenation extension there, under the upload's lock.
+ * - the same handlers' `emit`: a partial upload of the concatenation extension that finishes is
+ *   a step of its final, whose POST_FINISH the app's listeners get instead (http/tus-server.ts).
  * - `MemoryLocker.locks`, its lock table, and `MemoryLocker.timeout`: the sweep, and a request
  *   whose upload's lock is free, take an uncontended lock with one entry in it, instead of arming
  *   a 30 s timer per removal or request; a request whose upload's lock is held waits to be woken
@@ -68,6 +70,21 @@ export function wrapWriteToStore(
   for (const method of WRITING_METHODS) {
     const handler = server.handlers[method] as unknown as WritingHandler
     handler.writeToStore = wrap(handler, handler.writeToStore.bind(handler))
+  }
+}
+
+/**
+ * Drops the events of the server's PATCH and POST handlers for which `drop(event, args)` is true
+ * (tus registers the listeners of `server.on` on each handler, which emits them itself).
+ */
+export function dropHandlerEvents(
+  server: Server,
+  drop: (event: string, args: unknown[]) => boolean,
+): void {
+  for (const method of WRITING_METHODS) {
+    const handler = server.handlers[method] as unknown as WritingHandler
+    const emit = handler.emit.bind(handler)
+    handler.emit = (event, ...args) => (drop(event, args) ? false : emit(event, ...args))
   }
 }
 

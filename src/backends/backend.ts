@@ -136,8 +136,11 @@ export interface Concatenation {
   unclaim(id: string): Promise<void>
   /** Tells the store's coming `create(upload)` which concatenation the creation asked for. */
   mark(upload: Upload, concat: ConcatRequest): void
-  /** Whether `upload` (as the backend's `getUpload` gave it) is a final upload, without a read. */
-  isFinal(upload: Upload): boolean
+  /**
+   * `partial` or `final` for an `Upload` the backend handed out (`getUpload`) or created, without
+   * a read; `undefined` for an upload of neither kind.
+   */
+  kindOf(upload: Upload): 'partial' | 'final' | undefined
 }
 
 /** The sweep the plugin's schedule runs, or why there is none (logged once at start). */

@@ -295,13 +295,13 @@ const REFUSED_BEFORE_WRITE = new Set([400, 409, 413])
  */
 export async function refusingPatchOfFinal(
   tus: Server,
-  concatenation: Pick<Concatenation, 'isFinal'>,
+  concatenation: Pick<Concatenation, 'kindOf'>,
   id: string | undefined,
   response: Response,
 ): Promise<Response> {
   if (!REFUSED_BEFORE_WRITE.has(response.status) || id === undefined) return response
   const upload = await tus.datastore.getUpload(id).catch(() => undefined)
-  if (!upload || !concatenation.isFinal(upload)) return response
+  if (!upload || concatenation.kindOf(upload) !== 'final') return response
   response.body?.cancel().catch(() => {})
   const headers = new Headers(response.headers)
   headers.set('Content-Length', String(Buffer.byteLength(FINAL_PATCHED.body)))

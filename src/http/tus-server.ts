@@ -6,9 +6,10 @@
  * creation guard, concatenation, the direct write path).
  */
 import { Server } from '@tus/server'
-import { EVENTS, type Locker } from '@tus/utils'
+import { EVENTS, type Locker, type Upload } from '@tus/utils'
 import type { UploadBackend } from '../backends/backend.js'
 import type { TusServerOptions } from '../options/index.js'
+import { dropHandlerEvents } from '../tus-internals.js'
 import { markingConcat } from './concatenation.js'
 import { uploadIdFromPath } from './protocol.js'
 import { contextOf } from './request-context.js'
@@ -49,6 +50,7 @@ export function createTusServer({
     locker,
     getFileIdFromRequest: fileIdOf,
     onUploadCreate: onUploadCreate(backend, userOptions.onUploadCreate),
+    onUploadFinish: onUploadFinish(backend, userOptions.onUploadFinish),
     // Browsers may send and read the headers of the checksum and expiration extensions.
     allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum'],
     exposedHeaders: [
@@ -69,10 +71,34 @@ export function createTusServer({
   if (writer) {
     installDirectWrite(tus, writer, {
       checksums: backend.checksums ?? { algorithms: [] },
-      isFinal: concatenation && ((upload) => concatenation.isFinal(upload)),
+      isFinal: concatenation && ((upload) => concatenation.kindOf(upload) === 'final'),
     })
   }
+  // A partial upload finishing is a step of its final, not an upload the app receives.
+  if (concatenation) {
+    const isPartial = (upload: unknown) =>
+      typeof upload === 'object' &&
+      upload !== null &&
+      concatenation.kindOf(upload as Upload) === 'partial'
+    dropHandlerEvents(tus, (event, args) => event === EVENTS.POST_FINISH && isPartial(args[2]))
+  }
   return { tus, fileIdOf }
+}
+
+type OnUploadFinish = NonNullable<TusServerOptions['onUploadFinish']>
+
+/**
+ * The user's `onUploadFinish`, for the uploads the app receives: with concatenation, not for a
+ * partial upload of a parallel upload (its final gets the hook, http/concatenation.ts).
+ */
+function onUploadFinish(
+  backend: TusServerSetup['backend'],
+  user: OnUploadFinish | undefined,
+): OnUploadFinish | undefined {
+  const { concatenation } = backend
+  if (!user || !concatenation) return user
+  return async (req, upload) =>
+    concatenation.kindOf(upload) === 'partial' ? {} : user(req, upload)
 }
 
 type OnUploadCreate = NonNullable<TusServerOptions['onUploadCreate']>

@@ -79,7 +79,7 @@ describe('the README examples', () => {
     expect(await exists(path.join(cwd, 'uploads', '.fastify-tus-closed'))).toBe(true)
   })
 
-  it('onUploadFinish moves a finished upload out of the store: byte-identical, HEAD 404, nothing left to sweep', async () => {
+  it('onUploadFinish moves a finished upload out of the store: byte-identical, HEAD 404, nothing left to sweep; with parallelUploads too', async () => {
     await fs.mkdir('test-output', { recursive: true })
     const cwd = await tempDir()
     await fs.mkdir(path.join(cwd, 'files'))
@@ -100,6 +100,19 @@ describe('the README examples', () => {
     expect(await sha256(path.join(cwd, 'files', id))).toBe(sha256Of(data))
     expect((await head(url)).status).toBe(404)
     expect(await listing(path.join(cwd, 'uploads'))).toEqual([])
+
+    // With parallelUploads the hook sees the final only (its partials are steps of it), so the
+    // recipe moves the whole upload and the final's creation finds its partials.
+    const parallel = pattern(3 * 1024 * 1024 + 7, 4)
+    const finalUrl = await tusUpload(endpoint, parallel, { parallelUploads: 4 })
+    const finalId = finalUrl.split('/').pop() as string
+    expect(await sha256(path.join(cwd, 'files', finalId))).toBe(sha256Of(parallel))
+    expect((await fs.readdir(path.join(cwd, 'files'))).sort()).toEqual([id, finalId].sort())
+    expect((await head(finalUrl)).status).toBe(404)
+    // What stays a while: the partials' records, marked taken, for a retried final creation.
+    const left = await listing(path.join(cwd, 'uploads'))
+    expect(left).toHaveLength(4)
+    expect(left.every((name) => name.endsWith('.json'))).toBe(true)
 
     app.child.kill('SIGTERM')
     expect(await app.exited).toBe(0)

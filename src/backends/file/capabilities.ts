@@ -27,7 +27,7 @@ export function fileCapabilities(store: ExpiringFileStore): FileCapabilities {
       claim: (id) => store.finals.claim(id),
       unclaim: (id) => store.finals.unclaim(id),
       mark: markConcat,
-      isFinal: (upload) => store.concatKindOf(upload) === 'final',
+      kindOf: (upload) => store.concatKindOf(upload),
     },
     writer: new FileWriter(store),
     creation: { reserve: (bytes) => store.writes.reserve(bytes), recording: keepingRawMetadata },
