@@ -99,6 +99,7 @@ async function serve(
     ...(namespace !== undefined && { namespace }),
     endpoint,
   }) as ScheduleLogger
+  warnOfShortExpiry(options.expireAfterMs, log)
   // Metrics label each registration by its namespace, or else its path.
   const metrics = options.metrics
     ? await TusMetrics.create(options.metrics, namespace ?? endpoint, options.redis !== undefined)
@@ -190,6 +191,18 @@ async function registerRoutes(
     { prefix: options.prefix },
   )
   return tus as Server
+}
+
+/** Under this, `expireAfterMs` was more likely meant in seconds than in milliseconds. */
+const SHORT_EXPIRY_MS = 5000
+
+/** `expireAfterMs: 120` (two minutes, meant as seconds) would expire uploads between chunks. */
+function warnOfShortExpiry(expireAfterMs: number, log: ScheduleLogger): void {
+  if (expireAfterMs === 0 || expireAfterMs >= SHORT_EXPIRY_MS) return
+  log.warn(
+    { expireAfterMs },
+    `fastify-tus: expireAfterMs is ${expireAfterMs} ms: an upload idle that long expires (it counts milliseconds: 10 minutes is 600000)`,
+  )
 }
 
 /**

@@ -4,6 +4,7 @@
  * server writing to the same directory. (Signals, and stores of hundreds of uploads:
  * large-store.test.ts.)
  */
+import { spawn } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { Redis } from 'ioredis'
@@ -428,7 +429,12 @@ describe('what the CLI refuses', () => {
       /--expire-after must be a positive duration .*got "-5m"/,
     ],
     [['sweep', '--dir', '.', '--expire-after', '-5m'], /'--expire-after' argument is ambiguous/],
-    [['sweep', '--dir', '.', '--expire-after', '1h', '--force'], /Unknown option '--force'/],
+    [
+      ['sweep', '--dir', '.', '--expire-after', '1h', '--force'],
+      /^fastify-tus: unknown flag --force\n/,
+    ],
+    [['sweep', '--expire-after', '1h', '--dir'], /^fastify-tus: --dir needs a value\n/],
+    [['sweep', '--dir', '.', '--expire-after', '1h', '--dry-run=yes'], /--dry-run takes no value/],
     [
       ['sweep', '--dir', '.', '--expire-after', '1h', '--log', 'xml'],
       /--log must be text or json, got "xml"/,
@@ -564,10 +570,21 @@ describe('help and version', () => {
     expect(built).toMatchObject({ code: 0, stdout: `${pkg.version}\n` })
   })
 
-  it('the built file runs as a program (npm links the bin to it)', async () => {
+  it('the built file runs as a program (npm links the bin to it; npx runs it in a checkout)', async () => {
     expect((await fs.readFile(CLI, 'utf8')).startsWith('#!/usr/bin/env node\n')).toBe(true)
     const pkg = JSON.parse(await fs.readFile('package.json', 'utf8'))
     expect(path.resolve(pkg.bin['fastify-tus'])).toBe(CLI)
+    // Executable as built, not only once npm installs it: `npm run build` sets its run bit.
+    const ran = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+      const child = spawn(CLI, ['--version'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      let stdout = ''
+      child.stdout.on('data', (c) => {
+        stdout += c
+      })
+      child.on('error', reject)
+      child.on('close', (code) => resolve({ code, stdout }))
+    })
+    expect(ran).toEqual({ code: 0, stdout: `${pkg.version}\n` })
   })
 })
 

@@ -87,6 +87,17 @@ describe('sliding expiry', () => {
   })
 })
 
+describe('a period that looks like seconds', () => {
+  const SHORT = /expireAfterMs is 120 ms: an upload idle that long expires/
+
+  it('warns at register when expireAfterMs is under 5 s (120 meant as two minutes), and not for 10 minutes', async () => {
+    const short = await startServer({ expireAfterMs: 120, cleanupOnStart: false })
+    expect(short.logs.filter((r) => r.level === 40 && SHORT.test(String(r.msg)))).toHaveLength(1)
+    const usual = await startServer({ expireAfterMs: 600_000, cleanupOnStart: false })
+    expect(usual.logs.filter((r) => /expireAfterMs is/.test(String(r.msg)))).toEqual([])
+  })
+})
+
 describe('Upload-Expires', () => {
   it('states the expiry on POST, PATCH and HEAD and moves it forward with activity', async () => {
     const server = await startServer({ expireAfterMs: HOUR })

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { readdirSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 /**
@@ -24,10 +24,8 @@ export default function setup() {
   // `npm test` has just built it (its script runs `npm run build` before vitest).
   if (process.env.npm_lifecycle_event === 'test') return
   if (builtSince(SOURCES)) return
-  rmSync('dist', { recursive: true, force: true })
-  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], {
-    stdio: 'inherit',
-  })
+  // The package's own build (a clean dist/, tsc, the CLI's run bit), as `npm pack` runs it.
+  execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' })
   writeFileSync(STAMP, '')
 }
 

@@ -196,8 +196,21 @@ function parse(argv: string[]) {
   try {
     return parseArgs({ args: argv, strict: true, allowPositionals: true, options })
   } catch (error) {
-    throw new UsageError((error as Error).message)
+    throw new UsageError(parseArgsProblem(error as NodeJS.ErrnoException))
   }
+}
+
+/**
+ * parseArgs' refusals in the CLI's words: its text for an unknown flag tells how to pass a
+ * positional argument that starts with `-`, which this CLI never takes.
+ */
+function parseArgsProblem(error: NodeJS.ErrnoException): string {
+  const flag = /'(-[^' ]+)/.exec(error.message)?.[1]
+  if (flag === undefined) return error.message
+  if (error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${flag}`
+  if (/argument missing/.test(error.message)) return `${flag} needs a value`
+  if (/does not take an argument/.test(error.message)) return `${flag} takes no value`
+  return error.message
 }
 
 /** A duration flag in `ms` syntax with its unit (`10m`, `2h`, `1.5d`, `600000ms`). */
