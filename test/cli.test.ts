@@ -559,6 +559,8 @@ describe('help and version', () => {
     }
     expect(stdout).toContain('no shorter than theirs')
     expect(stdout).toContain('refuses a directory that a server serves without Redis')
+    // A namespaced registration's prefix, which the sweep must be given to share its locks.
+    expect(stdout).toContain('fastify-tus:<namespace>:')
     expect((await cli(['sweep', '-h'])).stdout).toBe(stdout)
   })
 

@@ -65,7 +65,10 @@ const FLAGS = {
   'redis-prefix': {
     type: 'string',
     usage: '--redis-prefix <prefix>',
-    help: [`their \`redis.prefix\` (default ${REDIS_LOCKER_DEFAULTS.prefix})`],
+    help: [
+      `their \`redis.prefix\` (default ${REDIS_LOCKER_DEFAULTS.prefix}; ${REDIS_LOCKER_DEFAULTS.prefix}<namespace>:`,
+      'for a registration with a `namespace`)',
+    ],
   },
   'dry-run': {
     type: 'boolean',
