@@ -213,7 +213,7 @@ describe('tus routes', () => {
 })
 
 describe('downloads', () => {
-  it('serves a finished upload inline only for safe types: an image yes, HTML, SVG and PDF as attachments', async () => {
+  it('serves a finished upload inline only for safe types (an image yes, HTML, SVG and PDF as attachments), with nosniff', async () => {
     const server = await startServer()
     const dispositions: Record<string, string | undefined> = {}
     for (const type of ['image/png', 'text/html', 'image/svg+xml', 'application/pdf']) {
@@ -222,6 +222,8 @@ describe('downloads', () => {
       })
       const res = await request(url, 'GET')
       expect(res.status).toBe(200)
+      // The uploader's type, which a browser must not second-guess from the bytes.
+      expect(res.headers['x-content-type-options']).toBe('nosniff')
       dispositions[type] = String(res.headers['content-disposition']).split(';')[0]
     }
     expect(dispositions).toEqual({

@@ -3,7 +3,8 @@
  *
  * - `varyOnOrigin`: the allowed origin depends on the request's `Origin` once
  *   `allowedOrigins` is set;
- * - `corsOnDownloads`: GET answers carry CORS as the others do (tus leaves them without);
+ * - `downloadHeaders`: GET answers carry CORS as the others do (tus leaves them without), and a
+ *   download `X-Content-Type-Options: nosniff`;
  * - `checksumAlgorithms`: OPTIONS lists `Tus-Checksum-Algorithm` when the backend verifies
  *   checksums;
  * - `removeRefusedCreation`: a POST refused after tus created the upload leaves nothing behind;
@@ -69,7 +70,7 @@ export function answerFixes({ tus, backend, fileIdOf }: AnswerFixOptions) {
   const { answers, checksums, discardRefused } = backend
   const steps: Step[] = [
     tus.options.allowedOrigins ? varyOnOrigin : undefined,
-    corsOnDownloads(tus),
+    downloadHeaders(tus),
     checksums ? checksumAlgorithms(checksums.algorithms) : undefined,
     discardRefused ? removeRefusedCreation(discardRefused) : undefined,
     offsetOnConflict(tus),
@@ -86,9 +87,12 @@ const varyOnOrigin: Step = ({ response }) => {
   response.headers.append('Vary', 'Origin')
 }
 
-function corsOnDownloads(tus: Server): Step {
+function downloadHeaders(tus: Server): Step {
   return ({ method, request, response }) => {
-    if (method !== 'GET' || response.headers.has('Access-Control-Allow-Origin')) return
+    if (method !== 'GET') return
+    // The type is the uploader's (`filetype`): a browser must not guess another from the bytes.
+    if (response.ok) response.headers.set('X-Content-Type-Options', 'nosniff')
+    if (response.headers.has('Access-Control-Allow-Origin')) return
     for (const [name, value] of tusCorsHeaders(tus, request.headers.get('origin') ?? undefined)) {
       response.headers.set(name, value)
     }
