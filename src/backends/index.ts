@@ -3,12 +3,11 @@
  * S3Store (adopted: the plugin's expiry instead of its own), or any other tus DataStore. The rest
  * of the plugin sees an `UploadBackend` and its capabilities.
  */
-import type { DataStore } from '@tus/utils'
 import type { ResolvedOptions } from '../options/index.js'
 import type { BackendSetup, StoreIdentity, UploadBackend } from './backend.js'
 import { datastoreBackend, datastoreIdentity } from './datastore/index.js'
 import { directoryIdentity, openFileBackend } from './file/index.js'
-import { asS3Store, s3Backend } from './s3/index.js'
+import { asS3Store, s3Backend, s3Identity } from './s3/index.js'
 
 export type { BackendLogger, BackendSetup, StoreIdentity, UploadBackend } from './backend.js'
 
@@ -24,13 +23,10 @@ export async function openBackend(setup: BackendSetup): Promise<UploadBackend> {
   return datastoreBackend(datastore)
 }
 
-/** How endpoints.ts tells stores apart: S3Store objects on one bucket are one store. */
+/** How endpoints.ts tells stores apart: each backend names its own. */
 export async function storeIdentity(options: ResolvedOptions): Promise<StoreIdentity> {
   const { datastore } = options
   if (!datastore) return directoryIdentity(options)
-  const bucket = asS3Store(datastore)?.bucket
-  if (bucket !== undefined) {
-    return { key: `s3://${bucket}`, name: `the S3 bucket ${bucket}`, noun: 'datastore' }
-  }
-  return datastoreIdentity(datastore as DataStore)
+  const s3 = asS3Store(datastore)
+  return s3 ? s3Identity(s3) : datastoreIdentity(datastore)
 }

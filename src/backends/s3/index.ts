@@ -4,7 +4,7 @@
  * (sweep.ts). backends/index.ts picks it when `asS3Store` recognises the user's datastore.
  */
 import type { SweepLocker } from '../../locking/activity-locker.js'
-import type { UploadBackend } from '../backend.js'
+import type { StoreIdentity, UploadBackend } from '../backend.js'
 import { assertSharedCache, S3ActivityExpiry, type S3StoreLike, s3Sweep } from './store.js'
 
 export { asS3Store, type S3StoreLike } from './store.js'
@@ -32,7 +32,7 @@ export function s3Backend(options: S3BackendOptions): UploadBackend {
   if (options.redis) assertSharedCache(store)
   const expiry = new S3ActivityExpiry(store, expireAfterMs)
   return {
-    description: `the S3 bucket ${store.bucket}`,
+    description: s3Identity(store).name,
     datastore: store.store,
     sweep: { run: s3Sweep(store, options) },
     answers: { describe: (id, describeOptions) => expiry.describe(id, describeOptions) },
@@ -44,4 +44,9 @@ export function s3Backend(options: S3BackendOptions): UploadBackend {
       expiry.restore()
     },
   }
+}
+
+/** S3Store objects on one bucket are one store (each instance of a fleet has its own object). */
+export function s3Identity(store: S3StoreLike): StoreIdentity {
+  return { key: `s3://${store.bucket}`, name: `the S3 bucket ${store.bucket}`, noun: 'datastore' }
 }
