@@ -17,6 +17,7 @@ const LAYERS = [
     ],
   },
   { name: 'http', path: ['^src/http/', '^src/metrics[.]ts$'] },
+  { name: 'finish', path: ['^src/finish/'] },
   { name: 'backends', path: ['^src/backends/'] },
   {
     name: 'services',

@@ -114,6 +114,16 @@ const METRICS = {
     help: 'Sweeps started at once because free space fell below minFreeBytes or the store reached maxStoreBytes.',
     type: 'counter',
   },
+  finishFailures: {
+    name: 'tus_finish_failures_total',
+    help: 'Runs of onUploadFinish that threw (each is retried until one succeeds).',
+    type: 'counter',
+  },
+  finishPending: {
+    name: 'tus_finish_pending',
+    help: 'Finished uploads whose onUploadFinish has not succeeded yet, as last counted (at each retry pass and each failure).',
+    type: 'gauge',
+  },
   // Made only with Redis (`withRedis`).
   lockWait: {
     name: 'tus_lock_wait_seconds',
@@ -197,6 +207,8 @@ export class TusMetrics implements ScheduleObserver {
   readonly #sweepDuration: Observe
   readonly #lastSuccess: Level
   readonly #emergencySweeps: Count
+  readonly #finishFailures: Count
+  readonly #finishPending: Level
   readonly #lockWait: Observe | undefined
   readonly #leaseHeld: Level | undefined
   readonly #make: ReturnType<typeof maker>
@@ -239,6 +251,9 @@ export class TusMetrics implements ScheduleObserver {
     this.#sweepDuration = make(METRICS.sweepDuration).labels(at)
     this.#lastSuccess = make(METRICS.lastSuccess).labels(at)
     this.#emergencySweeps = make(METRICS.emergencySweeps).labels(at)
+    this.#finishFailures = make(METRICS.finishFailures).labels(at)
+    this.#finishPending = make(METRICS.finishPending).labels(at)
+    this.#finishPending.set(0)
     this.#lockWait = withRedis ? make(METRICS.lockWait).labels(at) : undefined
     this.#leaseHeld = withRedis ? make(METRICS.leaseHeld).labels(at) : undefined
     this.#leaseHeld?.set(0)
@@ -258,6 +273,7 @@ export class TusMetrics implements ScheduleObserver {
       this.#bytes,
       this.#mismatches,
       this.#emergencySweeps,
+      this.#finishFailures,
       this.#removedExpired,
       this.#removedPartial,
       this.#removedOrphan,
@@ -316,6 +332,14 @@ export class TusMetrics implements ScheduleObserver {
 
   emergencySweep(): void {
     this.#emergencySweeps.inc()
+  }
+
+  finishFailed(): void {
+    this.#finishFailures.inc()
+  }
+
+  finishPending(count: number): void {
+    this.#finishPending.set(count)
   }
 
   /** `tus_store_free_bytes` follows what the store's free-space floor reads. */

@@ -8,6 +8,7 @@ import { MemoryLocker, type Server } from '@tus/server'
 import { type DataStore, ERRORS, EVENTS } from '@tus/utils'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import type { PendingFinish } from './backends/backend.js'
 import { openBackend, type UploadBackend } from './backends/index.js'
 import {
   checkDecorators,
@@ -17,6 +18,8 @@ import {
   endpointPath,
   type FastifyTusNamespaced,
 } from './endpoints.js'
+import { HandOver, type HandOverLogger } from './finish/hand-over.js'
+import { MemoryFinishRecords } from './finish/records.js'
 import { tusRoutes } from './http/routes.js'
 import { createTusServer } from './http/tus-server.js'
 import { ActivityLocker } from './locking/activity-locker.js'
@@ -46,6 +49,11 @@ export interface TusCleanupDecorator {
   run(options?: RunOptions): Promise<SweepReport>
   /** The report of the last sweep that ended, or `undefined`. */
   readonly last: SweepReport | undefined
+  /**
+   * The finished uploads whose `onUploadFinish` has not succeeded yet (it is run again until it
+   * does), oldest first; empty without an `onUploadFinish`.
+   */
+  pending(): Promise<PendingFinish[]>
 }
 
 async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTusOptions) {
@@ -71,12 +79,14 @@ async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTus
 class Held {
   backend: UploadBackend | undefined
   redisLocker: RedisLocker | undefined
+  handOver: HandOver | undefined
 
   constructor(readonly releaseStore: () => void) {}
 
   /** `closedAt`: when the app's close began; `undefined` when the registration failed. */
   async release(closedAt: number | undefined): Promise<void> {
     try {
+      await this.handOver?.close()
       await this.redisLocker?.close()
       await this.backend?.close(closedAt)
     } finally {
@@ -113,6 +123,8 @@ async function serve(
   held.backend = backend
   const schedule = buildSchedule(options, backend, log, metrics)
   const started = await backend.start?.(() => schedule.run())
+  const handOver = buildHandOver(options, backend, locker, endpoint, log, metrics)
+  held.handOver = handOver
   if (backend.space || backend.quota) emergencySweeps(backend, schedule, log, metrics)
   if (backend.space) metrics?.watchSpace(backend.space)
   if (backend.quota) metrics?.watchQuota(backend.quota)
@@ -123,6 +135,8 @@ async function serve(
   const server = await registerRoutes(fastify, options, backend, locker, {
     isClosing: () => closingAt !== undefined,
     metrics,
+    handOver,
+    log,
   })
   routeCleanUpThroughSchedule(server, backend.datastore, schedule)
   if (metrics) {
@@ -135,12 +149,14 @@ async function serve(
     get last() {
       return schedule.last
     },
+    pending: async () => (handOver ? handOver.pending() : []),
   }
   decorate(fastify, namespace, endpoint, { tus: server, tusCleanup })
 
   fastify.addHook('onReady', async () => {
     backend.ready?.()
     schedule.start({ runOnStart: options.cleanupOnStart && !started?.swept })
+    handOver?.start()
   })
   fastify.addHook('onListen', async () => backend.serving?.())
   fastify.addHook('preClose', async () => {
@@ -148,6 +164,7 @@ async function serve(
   })
   fastify.addHook('onClose', async () => {
     try {
+      await handOver?.close()
       await schedule.stop()
       // Work the backend began after an answer (partials a final took over) ends first.
       await backend.settled?.()
@@ -166,7 +183,12 @@ async function registerRoutes(
   options: ResolvedOptions,
   backend: UploadBackend,
   locker: ActivityLocker,
-  how: { isClosing: () => boolean; metrics: TusMetrics | undefined },
+  how: {
+    isClosing: () => boolean
+    metrics: TusMetrics | undefined
+    handOver: HandOver | undefined
+    log: ScheduleLogger
+  },
 ): Promise<Server> {
   let tus: Server | undefined
   await fastify.register(
@@ -176,6 +198,8 @@ async function registerRoutes(
         path: `${child.prefix}${options.path}`,
         backend,
         locker,
+        handOver: how.handOver,
+        log: how.log,
       })
       tus = created.tus
       await tusRoutes(child, {
@@ -191,6 +215,35 @@ async function registerRoutes(
     { prefix: options.prefix },
   )
   return tus as Server
+}
+
+/**
+ * The durable hand-over of finished uploads to the user's `onUploadFinish` (finish/hand-over.ts),
+ * its pending records in the store when the backend keeps them, else in memory.
+ */
+function buildHandOver(
+  options: ResolvedOptions,
+  backend: UploadBackend,
+  locker: ActivityLocker,
+  endpoint: string,
+  log: HandOverLogger,
+  metrics: TusMetrics | undefined,
+): HandOver | undefined {
+  const hook = options.tus.onUploadFinish
+  if (!hook) return undefined
+  const handOver = new HandOver({
+    hook,
+    datastore: backend.datastore,
+    records: backend.finishes ?? new MemoryFinishRecords(),
+    locker,
+    log,
+    retry: { firstMs: options.finishRetryMs, maxMs: options.finishRetryMaxMs },
+    passEveryMs: options.cleanupIntervalMs,
+    urlOf: (id) => `http://localhost${endpoint}/${id}`,
+    onFailure: metrics && (() => metrics.finishFailed()),
+    onPending: metrics && ((count) => metrics.finishPending(count)),
+  })
+  return handOver
 }
 
 /** Under this, `expireAfterMs` was more likely meant in seconds than in milliseconds. */

@@ -445,7 +445,7 @@ describe('what the CLI refuses', () => {
     ],
     [['sweep', '--expire-after', '1h'], /--dir <path> is required/],
     [['sweep', '--dir', '.'], /--expire-after <duration> is required/],
-    [['--dir', '.', '--expire-after', '1h'], /missing command: sweep/],
+    [['--dir', '.', '--expire-after', '1h'], /missing command: sweep or list/],
     [['clean', '--dir', '.', '--expire-after', '1h'], /unknown command: clean/],
     [
       ['sweep', '--dir', '.', '--expire-after', '1h', '--id-pattern', '(['],

@@ -208,6 +208,8 @@ describe('resolved options', () => {
       partialHoldMs: 86_400_000,
       cleanupIntervalMs: 600_000,
       cleanupOnStart: true,
+      finishRetryMs: 60_000,
+      finishRetryMaxMs: 3_600_000,
       idPattern: DEFAULT_ID_PATTERN,
       tus: {},
       redis: undefined,

@@ -143,6 +143,39 @@ export interface Concatenation {
   kindOf(upload: Upload): 'partial' | 'final' | undefined
 }
 
+/**
+ * A finished upload whose hand-over to the app (the user's `onUploadFinish`) has not succeeded
+ * yet: remembered from before its last byte was stored until its hook returned.
+ */
+export interface PendingFinish {
+  id: string
+  /** When it was first remembered (ms since the epoch). */
+  since: number
+  /** Runs of the hook that failed so far. */
+  attempts: number
+  /** The last failure's message. */
+  lastError?: string | undefined
+  /** When the next run is due (ms since the epoch); absent: at the next pass. */
+  nextAt?: number | undefined
+}
+
+/**
+ * Where a store remembers pending hand-overs, so that they survive a restart or a kill -9 of the
+ * process that was finishing them (the built-in store: a file per upload in the store).
+ */
+export interface FinishRecords {
+  /** Remembers `id` (attempts 0); a record there already is kept as it is (`false`). */
+  remember(id: string): Promise<boolean>
+  /** Replaces the record of `id` (a failed run). */
+  update(record: PendingFinish): Promise<void>
+  /** The record of `id`, if any. */
+  read(id: string): Promise<PendingFinish | undefined>
+  /** Forgets `id` (handed over, never finished, or gone); no record is fine. */
+  forget(id: string): Promise<void>
+  /** Every record, oldest first. */
+  list(): Promise<PendingFinish[]>
+}
+
 /** The sweep the plugin's schedule runs, or why there is none (logged once at start). */
 export type BackendSweep = { run: SweepFunction } | { off: string }
 
@@ -171,6 +204,8 @@ export interface UploadBackend {
   readonly creation?: CreationGuard | undefined
   /** `Upload-Checksum` is verified (the checksum extension). */
   readonly checksums?: Checksums | undefined
+  /** Pending hand-overs remembered in the store; absent: in this process' memory only. */
+  readonly finishes?: FinishRecords | undefined
   /**
    * Removes what a refused creation left (a POST whose body failed after tus had created the
    * upload: its client never learned the URL), unless it is finished.

@@ -75,6 +75,14 @@ const FLAGS = {
     usage: '--dry-run',
     help: ['list what would be removed; remove nothing'],
   },
+  pending: {
+    type: 'boolean',
+    usage: '--pending',
+    help: [
+      'with list: the finished uploads whose onUploadFinish has not',
+      'succeeded yet (the servers run it again until it does)',
+    ],
+  },
   json: {
     type: 'boolean',
     usage: '--json',
@@ -96,6 +104,7 @@ const FLAGS = {
 const HELP_COLUMN = 28
 
 export const HELP = `Usage: fastify-tus sweep --dir <path> --expire-after <duration> [options]
+       fastify-tus list --pending --dir <path> [--json]
 
 Removes expired unfinished uploads and orphans from a fastify-tus file store, with the
 plugin's own sweep engine, without a server. Finished uploads are never removed.
@@ -141,18 +150,40 @@ export interface SweepCommand {
   redisPrefix: string
 }
 
-export type Command = { kind: 'help' } | { kind: 'version' } | ({ kind: 'sweep' } & SweepCommand)
+/** `list --pending`: the store's pending hand-overs. */
+export interface ListCommand {
+  kind: 'list'
+  directory: string
+  json: boolean
+}
+
+export type Command =
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | ({ kind: 'sweep' } & SweepCommand)
+  | ListCommand
 
 /** The command `argv` asks for; a `UsageError` when it asks for none, or wrongly. */
 export function parseCommand(argv: string[]): Command {
   const { values, positionals } = parse(argv)
   if (values.help) return { kind: 'help' }
   if (values.version) return { kind: 'version' }
-  if (positionals.length === 0) throw new UsageError('missing command: sweep')
+  if (positionals.length === 0) throw new UsageError('missing command: sweep or list')
+  if (positionals.length === 1 && positionals[0] === 'list') return listCommand(values)
   if (positionals[0] !== 'sweep' || positionals.length > 1) {
-    throw new UsageError(`unknown command: ${positionals.join(' ')} (the command is sweep)`)
+    throw new UsageError(`unknown command: ${positionals.join(' ')} (the commands are sweep, list)`)
   }
+  if (values.pending) throw new UsageError('--pending goes with list, not sweep')
   return { kind: 'sweep', ...sweepCommand(values) }
+}
+
+/** `list --pending --dir <path> [--json]`: the one listing there is. */
+function listCommand(values: Values): ListCommand {
+  if (!values.pending) throw new UsageError('list needs --pending (what to list)')
+  if (values.dir === undefined || values.dir === '') {
+    throw new UsageError('--dir <path> is required')
+  }
+  return { kind: 'list', directory: path.resolve(values.dir), json: values.json === true }
 }
 
 type Values = ReturnType<typeof parse>['values']

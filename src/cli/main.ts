@@ -17,6 +17,7 @@ import { connectRedis } from '../redis/connect.js'
 import { RedisLocker } from '../redis/locker.js'
 import type { SweepReport } from '../sweep/report.js'
 import { type Command, HELP, parseCommand, type SweepCommand, UsageError } from './arguments.js'
+import { listPending } from './pending.js'
 import { createReporter, type Reporter, type Signal } from './reporter.js'
 import { checkStore } from './store-check.js'
 
@@ -35,6 +36,10 @@ export async function main(argv: string[], deps: MainDeps = {}): Promise<number>
   const err = deps.stderr ?? ((text) => process.stderr.write(text))
   const command = commandOf(argv, err)
   if (typeof command === 'number') return command
+  if (command.kind === 'list') {
+    await listPending(command, out)
+    return EXIT.ok
+  }
   if (command.kind !== 'sweep') {
     out(`${command.kind === 'help' ? HELP : packageVersion()}\n`)
     return EXIT.ok

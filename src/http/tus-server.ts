@@ -8,12 +8,13 @@
 import { Server } from '@tus/server'
 import { EVENTS, type Locker, type Upload } from '@tus/utils'
 import type { UploadBackend } from '../backends/backend.js'
+import { describeValue, type HandOver, isHookAnswer } from '../finish/hand-over.js'
 import type { TusServerOptions } from '../options/index.js'
-import { dropHandlerEvents } from '../tus-internals.js'
+import { dropHandlerEvents, wrapWriteToStore } from '../tus-internals.js'
 import { markingConcat } from './concatenation.js'
 import { uploadIdFromPath } from './protocol.js'
 import { contextOf } from './request-context.js'
-import { installDirectWrite } from './write-path.js'
+import { installDirectWrite, NodeBody } from './write-path.js'
 
 export interface TusServerSetup {
   /** The user's @tus/server options (`tus`). */
@@ -23,6 +24,9 @@ export interface TusServerSetup {
   /** The store behind the routes and what it can do. */
   backend: Pick<UploadBackend, 'datastore' | 'creation' | 'concatenation' | 'writer' | 'checksums'>
   locker: Locker
+  /** The durable hand-over of finished uploads, when the user has an `onUploadFinish`. */
+  handOver?: HandOver | undefined
+  log: { error(obj: object, msg: string): void }
 }
 
 export interface CreatedTusServer {
@@ -36,6 +40,8 @@ export function createTusServer({
   path,
   backend,
   locker,
+  handOver,
+  log,
 }: TusServerSetup): CreatedTusServer {
   const userIdOf = userOptions.getFileIdFromRequest
   // The id of an upload URL ignores its query string (`/files/<id>?token=...`).
@@ -49,8 +55,12 @@ export function createTusServer({
     datastore: backend.datastore,
     locker,
     getFileIdFromRequest: fileIdOf,
-    onUploadCreate: onUploadCreate(backend, userOptions.onUploadCreate),
-    onUploadFinish: onUploadFinish(backend, userOptions.onUploadFinish),
+    onUploadCreate: onUploadCreate(
+      backend,
+      checkedCreateHook(userOptions.onUploadCreate, log),
+      handOver,
+    ),
+    onUploadFinish: onUploadFinish(backend, userOptions.onUploadFinish, handOver),
     // Browsers may send and read the headers of the checksum and expiration extensions.
     allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum'],
     exposedHeaders: [
@@ -64,6 +74,8 @@ export function createTusServer({
   tus.on(EVENTS.POST_CREATE, (req, upload) => {
     const context = contextOf(req)
     if (context) context.created = upload
+    // A creation that finished its upload (empty, or a final): its hook comes next.
+    handOver?.settle(upload.id, true, false)
   })
   // The direct write path: request bytes go straight from the socket into the backend; a PATCH
   // of a final upload (concatenation) is refused there, under the lock, before a byte is written.
@@ -82,6 +94,10 @@ export function createTusServer({
       concatenation.kindOf(upload as Upload) === 'partial'
     dropHandlerEvents(tus, (event, args) => event === EVENTS.POST_FINISH && isPartial(args[2]))
   }
+  if (handOver) {
+    const isPartial = (upload: Upload) => concatenation?.kindOf(upload) === 'partial'
+    expectingFinish(tus, handOver, isPartial)
+  }
   return { tus, fileIdOf }
 }
 
@@ -94,11 +110,63 @@ type OnUploadFinish = NonNullable<TusServerOptions['onUploadFinish']>
 function onUploadFinish(
   backend: TusServerSetup['backend'],
   user: OnUploadFinish | undefined,
+  handOver: HandOver | undefined,
 ): OnUploadFinish | undefined {
+  if (!user) return undefined
   const { concatenation } = backend
-  if (!user || !concatenation) return user
-  return async (req, upload) =>
-    concatenation.kindOf(upload) === 'partial' ? {} : user(req, upload)
+  const run: OnUploadFinish = handOver ? (req, upload) => handOver.deliver(req, upload) : user
+  if (!concatenation) return run
+  return async (req, upload) => (concatenation.kindOf(upload) === 'partial' ? {} : run(req, upload))
+}
+
+/**
+ * Before a write that may store an upload's last byte, the hand-over remembers the upload; after
+ * it, forgets it again if it did not finish. A write that failed leaves the record to the next
+ * pass, which reads whether the upload finished after all.
+ */
+function expectingFinish(
+  tus: Server,
+  handOver: HandOver,
+  isPartial: (upload: Upload) => boolean,
+): void {
+  wrapWriteToStore(tus, (_handler, write) => async (body, upload, maxFileSize, context) => {
+    if (!mayFinish(body, upload) || isPartial(upload)) {
+      return write(body, upload, maxFileSize, context)
+    }
+    const made = await handOver.expect(upload.id)
+    let offset: number | undefined
+    try {
+      offset = await write(body, upload, maxFileSize, context)
+      return offset
+    } finally {
+      const finished = offset === upload.size
+      await handOver.settle(upload.id, finished, made && offset !== undefined)
+    }
+  })
+}
+
+/** Whether a write may finish `upload`: its length is known and the body may reach it. */
+function mayFinish(body: unknown, upload: Upload): boolean {
+  if (upload.size === undefined) return false
+  const declared = body instanceof NodeBody ? Number(body.source.headers['content-length']) : NaN
+  return !Number.isSafeInteger(declared) || upload.offset + declared >= upload.size
+}
+
+/** The user's `onUploadCreate`, with a clear error for an answer of the wrong shape. */
+function checkedCreateHook(
+  user: OnUploadCreate | undefined,
+  log: TusServerSetup['log'],
+): OnUploadCreate | undefined {
+  if (!user) return undefined
+  return async (req, upload) => {
+    const answer: unknown = await user(req, upload)
+    if (isHookAnswer(answer)) return answer as Awaited<ReturnType<OnUploadCreate>>
+    log.error(
+      { hook: 'onUploadCreate', uploadId: upload.id, returned: describeValue(answer) },
+      `fastify-tus: onUploadCreate returned ${describeValue(answer)} for upload ${upload.id}: it must return an object (\`{}\` to keep the upload as it is); taken as \`{}\``,
+    )
+    return {}
+  }
 }
 
 type OnUploadCreate = NonNullable<TusServerOptions['onUploadCreate']>
@@ -112,13 +180,28 @@ type OnUploadCreate = NonNullable<TusServerOptions['onUploadCreate']>
 function onUploadCreate(
   backend: TusServerSetup['backend'],
   user: OnUploadCreate | undefined,
+  handOver: HandOver | undefined,
 ): OnUploadCreate | undefined {
   const { creation, concatenation } = backend
-  if (!creation && !concatenation) return user
   let hook = creation?.recording ? creation.recording(user) : user
   if (creation) hook = checkingSpace(creation.reserve, hook)
   if (concatenation) hook = markingConcat(concatenation, hook)
+  if (handOver) hook = expectingCreation(handOver, hook)
   return hook
+}
+
+/**
+ * An empty upload, or a final one (assembled as it is created), is finished by its creation:
+ * remembered once every check has passed, before the store creates it.
+ */
+function expectingCreation(handOver: HandOver, next: OnUploadCreate | undefined): OnUploadCreate {
+  return async (req, upload) => {
+    const answer = next ? await next(req, upload) : {}
+    if (upload.size === 0 || contextOf(req)?.concat?.kind === 'final') {
+      await handOver.expect(upload.id)
+    }
+    return answer
+  }
 }
 
 /**

@@ -32,6 +32,8 @@ export const DEFAULTS = {
   expireAfterMs: 600_000,
   cleanupIntervalMs: 600_000,
   cleanupOnStart: true,
+  finishRetryMs: 60_000,
+  finishRetryMaxMs: 3_600_000,
 } as const
 
 type Context = RowContext<ResolvedOptions>
@@ -75,6 +77,17 @@ const OPTIONS: Group<ResolvedOptions> = {
     cleanupOnStart: {
       default: () => DEFAULTS.cleanupOnStart,
       check: must((value) => typeof value === 'boolean', 'true or false'),
+    },
+    finishRetryMs: {
+      default: () => DEFAULTS.finishRetryMs,
+      check: milliseconds({ min: 1, max: MAX_TIMER_MS }),
+    },
+    finishRetryMaxMs: {
+      default: ({ finishRetryMs }) => Math.max(DEFAULTS.finishRetryMaxMs, finishRetryMs as number),
+      check: milliseconds<ResolvedOptions>(
+        ({ finishRetryMs }) => ({ min: finishRetryMs as number, max: MAX_TIMER_MS }),
+        'finishRetryMs: the backoff starts there',
+      ),
     },
     idPattern: {
       default: () => DEFAULT_ID_PATTERN,

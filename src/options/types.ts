@@ -37,6 +37,14 @@ export interface FastifyTusOptions {
   cleanupIntervalMs?: number
   /** Sweep once as soon as the server is ready. Default `true`. */
   cleanupOnStart?: boolean
+  /**
+   * A finished upload whose `onUploadFinish` threw is handed to it again: first after this long
+   * (or at the next pass, every `cleanupIntervalMs`, and at startup), then twice as long each
+   * time it fails again. Default 60000.
+   */
+  finishRetryMs?: number
+  /** The longest wait between two runs of a failing `onUploadFinish`. Default 3600000 (1 hour). */
+  finishRetryMaxMs?: number
   /** Which names are upload ids, for removing orphans; match it to a custom `namingFunction`. Default: 32 hex digits. */
   idPattern?: RegExp
   /** Other @tus/server options (maxSize, hooks, locker, allowedOrigins, namingFunction, ...). */
@@ -106,6 +114,8 @@ export interface ResolvedOptions {
   partialHoldMs: number
   cleanupIntervalMs: number
   cleanupOnStart: boolean
+  finishRetryMs: number
+  finishRetryMaxMs: number
   idPattern: RegExp
   tus: TusServerOptions
   redis: ResolvedRedisOptions | undefined

@@ -11,6 +11,7 @@ import type { BackendLogger, BackendSetup, StoreIdentity, UploadBackend } from '
 import { fileCapabilities } from './capabilities.js'
 import { CloseMarker, readDowntime } from './downtime.js'
 import { ExpiringFileStore } from './file-store.js'
+import { FileFinishRecords } from './finish-records.js'
 import { RedisQuotaCounter } from './quota.js'
 
 export async function openFileBackend(setup: BackendSetup): Promise<UploadBackend> {
@@ -31,6 +32,7 @@ export async function openFileBackend(setup: BackendSetup): Promise<UploadBacken
     answers: store,
     space,
     quota,
+    finishes: new FileFinishRecords(store.directory),
     async start(sweepNow) {
       if (!quota) return undefined
       if (countBySweep) {

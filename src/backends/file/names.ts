@@ -14,6 +14,9 @@ export { METADATA_SUFFIX }
 /** The folder of the processes serving the directory (directory-holders.ts). */
 export const HOLDERS_DIRECTORY = '.fastify-tus-holders'
 
+/** The folder of the finished uploads whose hand-over is pending (finish-records.ts). */
+export const FINISHING_DIRECTORY = '.fastify-tus-finishing'
+
 /** What the last close of a server on the directory left (downtime.ts). */
 export const CLOSED_MARKER = '.fastify-tus-closed'
 
