@@ -233,6 +233,7 @@ export const S3_CLIENT_METHODS = [
   'getObjectTagging',
   'abortMultipartUpload',
   'deleteObject',
+  'putObject',
 ] as const
 
 export type S3ClientMethod = (typeof S3_CLIENT_METHODS)[number]

@@ -12,7 +12,7 @@ import { randomId } from '../helpers/data.js'
 import { bucketContents, readObject, s3Store, testBucket } from '../helpers/s3.js'
 import { startServer } from '../helpers/server.js'
 import { createUpload, head, patch } from '../helpers/tus-client.js'
-import { sleep } from '../helpers/wait.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 const MiB = 1024 * 1024
 /** Periods with room for a loaded 2-core machine, where one S3 request can take hundreds of ms. */
@@ -244,5 +244,48 @@ describe('S3Store: orphans and other objects', () => {
       objects: keep.objects.filter((k) => k !== `${partAlone}.part` && k !== `${infoAlone}.info`),
       multipart: ['videos/big.mp4'],
     })
+  })
+})
+
+describe('S3Store: finished uploads are handed over durably', () => {
+  it('keeps a failed onUploadFinish in the bucket, untouched by sweeps, and the next app hands it over at startup', async () => {
+    const { client, bucket } = await testBucket()
+    const failing = await startServer({
+      datastore: s3Store(bucket),
+      expireAfterMs: EXPIRE_MS,
+      cleanupOnStart: false,
+      finishRetryMs: 600_000,
+      tus: {
+        async onUploadFinish() {
+          throw new Error('storage down')
+        },
+      },
+    })
+    const data = randomBytes(1234)
+    const { url, id } = await createUpload(failing.endpoint, data.length)
+    expect((await patch(url, 0, data)).status).toBe(204)
+    expect(await failing.app.tusCleanup.pending()).toMatchObject([{ id, attempts: 1 }])
+    await sleep(EXPIRE_MS + 200)
+    expect((await failing.app.tusCleanup.run()).removed).toBe(0)
+    expect((await bucketContents(client, bucket)).objects).toContain(
+      `.fastify-tus-finishing/${id}.json`,
+    )
+    await failing.app.close()
+
+    const delivered: string[] = []
+    const next = await startServer({
+      datastore: s3Store(bucket),
+      tus: {
+        async onUploadFinish(_req, upload) {
+          delivered.push(upload.id)
+          return {}
+        },
+      },
+    })
+    await waitFor(() => delivered.length === 1, 10_000, 'the hand-over at startup')
+    expect(delivered).toEqual([id])
+    await waitFor(async () => (await next.app.tusCleanup.pending()).length === 0)
+    expect((await bucketContents(client, bucket)).objects.sort()).toEqual([id, `${id}.info`].sort())
+    expect((await readObject(client, bucket, id)).equals(data)).toBe(true)
   })
 })

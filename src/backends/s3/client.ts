@@ -32,6 +32,7 @@ export interface S3SweepClient {
     Bucket: string
     ContinuationToken?: string | undefined
     MaxKeys?: number
+    Prefix?: string
   }): Promise<{
     Contents?: Array<{ Key?: string; LastModified?: Date; Size?: number }> | undefined
     IsTruncated?: boolean | undefined
@@ -46,6 +47,12 @@ export interface S3SweepClient {
   }>
   abortMultipartUpload(input: { Bucket: string; Key: string; UploadId: string }): Promise<unknown>
   deleteObject(input: { Bucket: string; Key: string }): Promise<unknown>
+  putObject(input: {
+    Bucket: string
+    Key: string
+    Body: string
+    ContentType?: string
+  }): Promise<unknown>
 }
 
 /** What a HEAD of an object tells. */
