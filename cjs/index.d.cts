@@ -3,6 +3,7 @@
  * TypeScript file): the plugin, whose namespace holds every export of the ES module's types
  * (dist/src/index.d.ts), as @fastify/* plugins type themselves.
  */
+/// <reference path="./namespaces.d.mts" />
 import type * as esm from '../dist/src/index.js' with { 'resolution-mode': 'import' }
 
 type Plugin = typeof esm.fastifyTus
@@ -16,6 +17,15 @@ declare namespace fastifyTus {
   export type FastifyTusMetricsOptions = esm.FastifyTusMetricsOptions
   export type MetricsRegistry = esm.MetricsRegistry
   export type FastifyTusNamespaced<T> = esm.FastifyTusNamespaced<T>
+  export type FastifyTusNamespace = esm.FastifyTusNamespace
+  export type FastifyTusDecorated<T> = esm.FastifyTusDecorated<T>
+  /**
+   * An app's namespaces, declared from a CommonJS file (`declare module 'fastify-tus'`), merge
+   * into this interface; the ES module's `FastifyTusNamespaces`, which types the decorators,
+   * extends it (namespaces.d.mts).
+   */
+  // biome-ignore lint/suspicious/noEmptyInterface: an interface, and empty, so that apps can merge their namespaces into it
+  export interface FastifyTusNamespaces {}
   export type TusServerOptions = esm.TusServerOptions
   export type TusCleanupDecorator = esm.TusCleanupDecorator
   export type RedisClient = esm.RedisClient

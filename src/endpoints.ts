@@ -19,10 +19,40 @@ import { storeIdentity } from './backends/index.js'
 import { AlreadyRegisteredError, DirectoryInUseError, InvalidOptionError } from './errors.js'
 import type { ResolvedOptions } from './options/index.js'
 
-/** `fastify.tus` and `fastify.tusCleanup` with namespaces: one entry per namespace. */
-export interface FastifyTusNamespaced<T> {
-  [namespace: string]: T
-}
+/**
+ * The namespaces an app registers, which it declares by declaration merging (as with
+ * @fastify/jwt's `FastifyJWT`), so that `fastify.tus` and `fastify.tusCleanup` are typed as what
+ * the registrations made:
+ *
+ * ```ts
+ * declare module 'fastify-tus' {
+ *   interface FastifyTusNamespaces {
+ *     videos: true
+ *     avatars: true
+ *   }
+ * }
+ * ```
+ *
+ * Only the keys count. Empty (the default): the app registers without `namespace`.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: an interface, and empty, so that apps can merge their namespaces into it
+export interface FastifyTusNamespaces {}
+
+/** A namespace declared in `FastifyTusNamespaces`; `never` when none is. */
+export type FastifyTusNamespace = Extract<keyof FastifyTusNamespaces, string>
+
+/** `fastify.tus` and `fastify.tusCleanup` with namespaces: one entry per declared namespace. */
+export type FastifyTusNamespaced<T> = { readonly [N in FastifyTusNamespace]: T }
+
+/**
+ * What a decorator is: `T` itself (the `Server`, or the `TusCleanupDecorator`) when no namespace
+ * is declared, one entry per namespace when some are. Not both: then a typo (`app.tus.vidoes`)
+ * and the `Server`'s members on a namespace object (`app.tus.datastore`, `undefined` there) are
+ * type errors, not `undefined` at run time.
+ */
+export type FastifyTusDecorated<T> = [FastifyTusNamespace] extends [never]
+  ? T
+  : FastifyTusNamespaced<T>
 
 /** The full route path of an endpoint, parents' prefixes included (as Fastify joins them). */
 export function endpointPath(instancePrefix: string, options: ResolvedOptions): string {

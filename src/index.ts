@@ -6,7 +6,12 @@
 import { fastifyTus } from './plugin.js'
 
 export { EVENTS, type Upload } from '@tus/utils'
-export type { FastifyTusNamespaced } from './endpoints.js'
+export type {
+  FastifyTusDecorated,
+  FastifyTusNamespace,
+  FastifyTusNamespaced,
+  FastifyTusNamespaces,
+} from './endpoints.js'
 export {
   AlreadyRegisteredError,
   ClosedError,

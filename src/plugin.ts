@@ -16,7 +16,7 @@ import {
   decorate,
   describeEndpoint,
   endpointPath,
-  type FastifyTusNamespaced,
+  type FastifyTusDecorated,
 } from './endpoints.js'
 import { HandOver, type HandOverLogger } from './finish/hand-over.js'
 import { MemoryFinishRecords } from './finish/records.js'
@@ -34,12 +34,15 @@ import { assertTusInternals } from './tus-internals.js'
 declare module 'fastify' {
   interface FastifyInstance {
     /**
-     * The @tus/server `Server` behind the routes; with the `namespace` option,
-     * `fastify.tus[namespace]`.
+     * The @tus/server `Server` behind the routes; with namespaces (declared in
+     * `FastifyTusNamespaces`), `fastify.tus[namespace]`.
      */
-    tus: Server & FastifyTusNamespaced<Server>
-    /** Run a sweep now, read the last report; with `namespace`, `fastify.tusCleanup[namespace]`. */
-    tusCleanup: TusCleanupDecorator & FastifyTusNamespaced<TusCleanupDecorator>
+    tus: FastifyTusDecorated<Server>
+    /**
+     * Run a sweep now, read the last report; with namespaces (declared in
+     * `FastifyTusNamespaces`), `fastify.tusCleanup[namespace]`.
+     */
+    tusCleanup: FastifyTusDecorated<TusCleanupDecorator>
   }
 }
 

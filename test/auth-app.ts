@@ -2,6 +2,7 @@
  * The README's auth example as test code: the app's `onRequest` hook takes a bearer token (and
  * lets preflights through), and the tus hooks keep each upload to the user who created it.
  */
+import type { Server } from '@tus/server'
 import type { FastifyInstance } from 'fastify'
 import { fastifyRequestOf, type TusServerOptions } from '../src/index.js'
 
@@ -34,9 +35,15 @@ export function bearerAuth(app: FastifyInstance): void {
 /**
  * tus hooks that record the creator as the upload's `owner` metadata (whatever `owner` the client
  * sent) and refuse HEAD, PATCH, GET and DELETE by anyone else with 403. `app`: the app, once
- * it exists (the hooks run after `register`).
+ * it exists (the hooks run after `register`); `namespace`: the registration's, if it has one.
  */
-export function ownerCheck(app: () => FastifyInstance): TusServerOptions {
+export function ownerCheck(app: () => FastifyInstance, namespace?: string): TusServerOptions {
+  // An app types `app.tus.<namespace>` by declaring its namespaces, for its whole program; this
+  // program (every test file) has apps with and without, so the entry is read by name.
+  const tus = (): Server =>
+    namespace === undefined
+      ? app().tus
+      : ((app().tus as unknown as Record<string, Server>)[namespace] as Server)
   return {
     onUploadCreate: async (req, upload) => {
       const user = fastifyRequestOf(req)?.user
@@ -45,7 +52,7 @@ export function ownerCheck(app: () => FastifyInstance): TusServerOptions {
     },
     onIncomingRequest: async (req, id) => {
       if (req.method === 'POST') return // the upload is being created: onUploadCreate's turn
-      const upload = await app().tus.datastore.getUpload(id)
+      const upload = await tus().datastore.getUpload(id)
       if (upload.metadata?.owner !== fastifyRequestOf(req)?.user?.id) {
         throw { status_code: 403, body: 'Forbidden: not your upload\n' }
       }

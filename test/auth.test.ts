@@ -325,6 +325,28 @@ describe('the README’s per-upload owner check', () => {
     expect((await request(url, 'HEAD', TUS)).status).toBe(401)
   })
 
+  it('on a namespaced registration reads that namespace’s Server: 403 for another user, 200 for the owner', async () => {
+    let app: FastifyInstance | undefined
+    const server = await startServer(
+      {
+        namespace: 'videos',
+        path: '/videos',
+        tus: ownerCheck(() => app as FastifyInstance, 'videos'),
+      },
+      {
+        before: (a) => {
+          app = a
+          bearerAuth(a)
+        },
+      },
+    )
+    const { url } = await createUpload(server.endpoint, 10, bearer('alice'))
+    expect((await request(url, 'HEAD', { ...TUS, ...bearer('bob') })).status).toBe(403)
+    const own = await request(url, 'HEAD', { ...TUS, ...bearer('alice') })
+    expect(own.status).toBe(200)
+    expect(own.headers['upload-metadata']).toBe(`owner ${Buffer.from('alice').toString('base64')}`)
+  })
+
   it('records the creator as owner whatever owner the client sends', async () => {
     const server = await ownedServer()
     const claimed = `filename Yi5iaW4=,owner ${Buffer.from('alice').toString('base64')}`

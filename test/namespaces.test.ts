@@ -12,7 +12,7 @@ import { Server } from '@tus/server'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import fastifyTus from '../src/index.js'
+import fastifyTus, { type TusCleanupDecorator } from '../src/index.js'
 import { randomId } from './helpers/data.js'
 import { exists, listing, tempDir, writeSession } from './helpers/fs.js'
 import { REDIS_URL } from './helpers/redis.js'
@@ -28,6 +28,18 @@ function newApp(): { app: FastifyInstance; logs: ReturnType<typeof logCapture>['
   const app = Fastify({ logger: { level: 'debug', stream } })
   onTestFinished(() => app.close())
   return { app, logs: records }
+}
+
+/*
+ * An app types its decorators by declaring its namespaces (`FastifyTusNamespaces`), for its whole
+ * TypeScript program; this program (every test file) has apps with and without namespaces, so
+ * these tests read the entries by name.
+ */
+function tusOf(app: FastifyInstance | undefined): Partial<Record<string, Server>> {
+  return app?.tus as unknown as Partial<Record<string, Server>>
+}
+function cleanupOf(app: FastifyInstance | undefined): Partial<Record<string, TusCleanupDecorator>> {
+  return app?.tusCleanup as unknown as Partial<Record<string, TusCleanupDecorator>>
 }
 
 /** The error `ready()` rejects with. */
@@ -65,9 +77,9 @@ describe('several endpoints in one app', () => {
     await app.ready()
 
     expect(Object.keys(app.tus).sort()).toEqual(['avatars', 'videos'])
-    expect(app.tus.avatars).toBeInstanceOf(Server)
-    expect(app.tus.videos).toBeInstanceOf(Server)
-    expect(app.tus.avatars).not.toBe(app.tus.videos)
+    expect(tusOf(app).avatars).toBeInstanceOf(Server)
+    expect(tusOf(app).videos).toBeInstanceOf(Server)
+    expect(tusOf(app).avatars).not.toBe(tusOf(app).videos)
     const avatar = await createThrough(app, '/avatars')
     const video = await createThrough(app, '/videos')
     expect((await listing(avatars)).sort()).toEqual([avatar, `${avatar}.json`])
@@ -77,8 +89,8 @@ describe('several endpoints in one app', () => {
     expect((await head(`/videos/${video}`)).statusCode).toBe(200)
     expect((await head(`/videos/${avatar}`)).statusCode).toBe(404)
 
-    expect(await app.tusCleanup.videos?.run()).toMatchObject({ removed: 0, scanned: 1 })
-    expect(app.tusCleanup.videos?.last).toMatchObject({ scanned: 1 })
+    expect(await cleanupOf(app).videos?.run()).toMatchObject({ removed: 0, scanned: 1 })
+    expect(cleanupOf(app).videos?.last).toMatchObject({ scanned: 1 })
   })
 
   it('each endpoint sweeps its own directory by its own settings, and its logs name it', async () => {
@@ -100,12 +112,12 @@ describe('several endpoints in one app', () => {
       expireAfterMs: 60_000,
     })
     await app.ready()
-    await waitFor(() => app.tusCleanup.avatars?.last && app.tusCleanup.videos?.last)
+    await waitFor(() => cleanupOf(app).avatars?.last && cleanupOf(app).videos?.last)
 
     expect(await exists(path.join(avatars, avatar))).toBe(true) // idle 1 h of its 2 h
     expect(await exists(path.join(videos, video))).toBe(false)
-    expect(app.tusCleanup.avatars?.last).toMatchObject({ removed: 0, scanned: 1 })
-    expect(app.tusCleanup.videos?.last).toMatchObject({ removed: 1, scanned: 1 })
+    expect(cleanupOf(app).avatars?.last).toMatchObject({ removed: 0, scanned: 1 })
+    expect(cleanupOf(app).videos?.last).toMatchObject({ removed: 1, scanned: 1 })
     const removed = logs.filter((r) => r.msg === 'removed 1 expired uploads')
     expect(removed).toEqual([
       expect.objectContaining({ plugin: 'fastify-tus', namespace: 'videos', endpoint: '/videos' }),
@@ -179,10 +191,10 @@ describe('several endpoints in one app', () => {
     })
     await app.ready()
     expect(app.tus).toBeInstanceOf(Server)
-    expect(app.tus.videos).toBeInstanceOf(Server)
-    expect(app.tus.videos).not.toBe(app.tus)
+    expect(tusOf(app).videos).toBeInstanceOf(Server)
+    expect(tusOf(app).videos).not.toBe(app.tus)
     expect(await app.tusCleanup.run()).toMatchObject({ scanned: 0 })
-    expect(await app.tusCleanup.videos?.run()).toMatchObject({ scanned: 0 })
+    expect(await cleanupOf(app).videos?.run()).toMatchObject({ scanned: 0 })
     expect(await createThrough(app, '/videos')).toMatch(/^[0-9a-f]{32}$/)
   })
 
@@ -226,9 +238,9 @@ describe('several endpoints in one app', () => {
     })
     await app.ready()
     expect(Object.keys(app.tus)).toEqual(['videos'])
-    expect(child?.tus.videos).toBe(app.tus.videos)
-    expect(child?.tus.avatars).toBeInstanceOf(Server)
-    expect(child?.tusCleanup.videos).toBe(app.tusCleanup.videos)
+    expect(tusOf(child).videos).toBe(tusOf(app).videos)
+    expect(tusOf(child).avatars).toBeInstanceOf(Server)
+    expect(cleanupOf(child).videos).toBe(cleanupOf(app).videos)
   })
 })
 
@@ -376,8 +388,8 @@ describe('Redis prefixes of several endpoints', () => {
 
     // Both swept on start: with one lease between them, one would have skipped this interval.
     for (const [i, namespace] of namespaces.entries()) {
-      await waitFor(() => app.tusCleanup[namespace]?.last, 5000, `the sweep of ${namespace}`)
-      expect(app.tusCleanup[namespace]?.last).toMatchObject({ removed: 1 })
+      await waitFor(() => cleanupOf(app)[namespace]?.last, 5000, `the sweep of ${namespace}`)
+      expect(cleanupOf(app)[namespace]?.last).toMatchObject({ removed: 1 })
       expect(await exists(path.join(directories[i] as string, 'f'.repeat(32)))).toBe(false)
       const record = logs.find(
         (r) => r.msg === 'removed 1 expired uploads' && r.namespace === namespace,
@@ -423,7 +435,7 @@ describe('@fastify/autoload', () => {
     const video = await createThrough(app, '/videos')
     expect(await exists(path.join(uploads.avatars, avatar))).toBe(true)
     expect(await exists(path.join(uploads.videos, video))).toBe(true)
-    expect(await app.tusCleanup.videos?.run()).toMatchObject({ scanned: 1 })
+    expect(await cleanupOf(app).videos?.run()).toMatchObject({ scanned: 1 })
   })
 
   it('keeps one plugin per name: two files exporting fastifyTus itself load one endpoint', async () => {

@@ -10,7 +10,7 @@ import { expectTypeOf } from 'vitest'
 import fastifyTus, {
   AlreadyRegisteredError,
   DirectoryInUseError,
-  type FastifyTusNamespaced,
+  type FastifyTusNamespace,
   type FastifyTusOptions,
   fastifyRequestOf,
   fastifyTus as named,
@@ -54,14 +54,19 @@ app.register(fastifyTus, { redis: { client: 'redis://127.0.0.1:6379' } })
 // @ts-expect-error the client is required
 app.register(fastifyTus, { redis: { prefix: 'uploads:' } })
 
-// Several endpoints: with `namespace`, the decorators hold one entry per namespace (possibly
-// absent: this project type-checks with noUncheckedIndexedAccess).
-app.register(fastifyTus, { namespace: 'videos', path: '/videos', directory: './videos' })
-expectTypeOf(app.tus.videos).toEqualTypeOf<Server | undefined>()
-expectTypeOf(app.tusCleanup.videos).toEqualTypeOf<TusCleanupDecorator | undefined>()
-expectTypeOf(app.tusCleanup.videos?.run()).toEqualTypeOf<Promise<SweepReport> | undefined>()
-expectTypeOf(app.tus).toExtend<FastifyTusNamespaced<Server>>()
+// Several endpoints: without namespaces declared (this program declares none; an app that has
+// some declares them: test/namespaced-app/), the decorators are the Server and its cleanup, and
+// nothing else.
+expectTypeOf(app.tus).toEqualTypeOf<Server>()
+expectTypeOf(app.tusCleanup).toEqualTypeOf<TusCleanupDecorator>()
+expectTypeOf<FastifyTusNamespace>().toBeNever()
+expectTypeOf(app.tus).not.toHaveProperty('videos')
+// @ts-expect-error no namespace is declared: `videos` is not a property of the Server
+app.tus.videos
+// @ts-expect-error nor of the cleanup decorator
+app.tusCleanup.videos
 expectTypeOf<FastifyTusOptions['namespace']>().toEqualTypeOf<string | undefined>()
+app.register(fastifyTus, { namespace: 'videos', path: '/videos', directory: './videos' })
 // @ts-expect-error a namespace is a name
 app.register(fastifyTus, { namespace: 5 })
 expectTypeOf(new AlreadyRegisteredError('x').code).toEqualTypeOf<'FST_TUS_ALREADY_REGISTERED'>()
