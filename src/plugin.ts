@@ -17,6 +17,8 @@ import {
   endpointPath,
   type FastifyTusNamespaced,
 } from './endpoints.js'
+import { InvalidUploadIdError } from './errors.js'
+import { wholeName } from './expiry/policy.js'
 import { tusRoutes } from './http/routes.js'
 import { createTusServer } from './http/tus-server.js'
 import { ActivityLocker } from './locking/activity-locker.js'
@@ -46,6 +48,13 @@ export interface TusCleanupDecorator {
   run(options?: RunOptions): Promise<SweepReport>
   /** The report of the last sweep that ended, or `undefined`. */
   readonly last: SweepReport | undefined
+  /**
+   * The app moved or removed the data of upload `id` itself (after its `onUploadFinish`, which
+   * releases on its own): its record goes and its bytes leave the store quota now. Resolves to
+   * the bytes released (0 when its data is still in the store, or nothing is left to release).
+   * Rejects with `FST_TUS_INVALID_UPLOAD_ID` for an id that is not one (`idPattern`).
+   */
+  release(id: string): Promise<number>
 }
 
 async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTusOptions) {
@@ -135,6 +144,7 @@ async function serve(
     get last() {
       return schedule.last
     },
+    release: async (id) => backend.released?.(uploadId(id, options.idPattern)) ?? 0,
   }
   decorate(fastify, namespace, endpoint, { tus: server, tusCleanup })
 
@@ -191,6 +201,20 @@ async function registerRoutes(
     { prefix: options.prefix },
   )
   return tus as Server
+}
+
+/**
+ * `id` when it names an upload of the store: a whole match of `idPattern`, and a relative path
+ * without `.` or `..` segments (a pattern that allows `/` must not reach outside the store).
+ */
+function uploadId(id: string, idPattern: RegExp): string {
+  const isPath =
+    typeof id === 'string' &&
+    !id.includes('\\') &&
+    !id.includes('\0') &&
+    id.split('/').every((part) => part !== '' && part !== '.' && part !== '..')
+  if (isPath && wholeName(idPattern).test(id)) return id
+  throw new InvalidUploadIdError(JSON.stringify(id) ?? String(id), String(idPattern))
 }
 
 /** Under this, `expireAfterMs` was more likely meant in seconds than in milliseconds. */

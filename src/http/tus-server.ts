@@ -21,7 +21,10 @@ export interface TusServerSetup {
   /** The full route path, register prefixes included: tus builds `Location` from it. */
   path: string
   /** The store behind the routes and what it can do. */
-  backend: Pick<UploadBackend, 'datastore' | 'creation' | 'concatenation' | 'writer' | 'checksums'>
+  backend: Pick<
+    UploadBackend,
+    'datastore' | 'creation' | 'concatenation' | 'writer' | 'checksums' | 'released'
+  >
   locker: Locker
 }
 
@@ -89,16 +92,23 @@ type OnUploadFinish = NonNullable<TusServerOptions['onUploadFinish']>
 
 /**
  * The user's `onUploadFinish`, for the uploads the app receives: with concatenation, not for a
- * partial upload of a parallel upload (its final gets the hook, http/concatenation.ts).
+ * partial upload of a parallel upload (its final gets the hook, http/concatenation.ts). Once it
+ * returned, an upload whose data it moved out of the store is released (its record, its bytes
+ * of the quota).
  */
 function onUploadFinish(
   backend: TusServerSetup['backend'],
   user: OnUploadFinish | undefined,
 ): OnUploadFinish | undefined {
   const { concatenation } = backend
-  if (!user || !concatenation) return user
-  return async (req, upload) =>
-    concatenation.kindOf(upload) === 'partial' ? {} : user(req, upload)
+  if (!user) return user
+  return async (req, upload) => {
+    if (concatenation?.kindOf(upload) === 'partial') return {}
+    const answer = await user(req, upload)
+    // A failure leaves the bytes counted until the next sweep's recount; the answer stands.
+    await backend.released?.(upload.id).catch(() => 0)
+    return answer
+  }
 }
 
 type OnUploadCreate = NonNullable<TusServerOptions['onUploadCreate']>
