@@ -14,6 +14,7 @@ export {
   DirectoryInUseError,
   IncompatibleTusError,
   InvalidOptionError,
+  InvalidUploadIdError,
   LockQueueFullError,
   LockTimeoutError,
   LockUnavailableError,

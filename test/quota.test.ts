@@ -295,7 +295,7 @@ describe('the store quota', () => {
       cleanupOnStart: false,
     })
     const { id } = await createUpload(server.endpoint, 60 * KiB)
-    // Moved away without the plugin (as an onUploadFinish move would be, or an operator's rm).
+    // Both files removed without the plugin (an operator's rm): nothing is left to release.
     await fs.rm(path.join(server.directory, id))
     await fs.rm(path.join(server.directory, `${id}.json`))
     const stale = await request(server.endpoint, 'POST', {
