@@ -12,7 +12,7 @@ import { Redis } from 'ioredis'
 import { Registry } from 'prom-client'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { randomId, sha256Of } from './helpers/data.js'
-import { exists, listing, sha256, tempDir, writeSession } from './helpers/fs.js'
+import { exists, listing, listingBecomes, sha256, tempDir, writeSession } from './helpers/fs.js'
 import { request } from './helpers/http.js'
 import { REDIS_URL } from './helpers/redis.js'
 import { emergencySweepRecord, startServer } from './helpers/server.js'
@@ -378,6 +378,20 @@ describe('releasing uploads the app moved out of the store', () => {
     expect(full.status).toBe(507)
   })
 
+  it('a DELETE of an upload whose data file the app removed gives its bytes back', async () => {
+    const server = await startServer({
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+    })
+    const { url, id } = await createUpload(server.endpoint, 60 * KiB)
+    await fs.rm(path.join(server.directory, id))
+    expect((await request(url, 'DELETE', TUS)).status).toBe(204)
+    expect(await listing(server.directory)).toEqual([])
+    expect(await server.app.tusCleanup.release(id)).toBe(0)
+    expect((await createUpload(server.endpoint, 100 * KiB)).response.status).toBe(201)
+  })
+
   it('releasing an upload whose data file is still in the store releases 0 and removes nothing', async () => {
     const server = await startServer({
       maxStoreBytes: 100 * KiB,
@@ -464,6 +478,46 @@ describe('the store quota and parallel uploads', () => {
     })
     expect(more.status).toBe(201)
     expect((await server.app.tusCleanup.run()).storeBytes).toBe(60 * KiB + 3 + 39 * KiB)
+  })
+
+  it("a finish hook that moves a final upload out releases its bytes at once; its partials' records stay, counting nothing", async () => {
+    const directory = await tempDir()
+    const files = await tempDir()
+    const server = await startServer({
+      directory,
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+      tus: {
+        async onUploadFinish(_req, upload) {
+          await fs.rename(path.join(directory, upload.id), path.join(files, upload.id))
+          return {}
+        },
+      },
+    })
+    const urls: string[] = []
+    for (const seed of [1, 2]) {
+      const part = randomBytes(30 * KiB).fill(seed, 0, 1)
+      const { url } = await createUpload(server.endpoint, part.length, {
+        'Upload-Concat': 'partial',
+      })
+      expect((await patch(url, 0, part)).status).toBe(204)
+      urls.push(url)
+    }
+    const final = await request(server.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Concat': `final;${urls.join(' ')}`,
+    })
+    expect(final.status, final.body).toBe(201)
+    const finalId = String(final.headers.location).split('/').pop() as string
+    expect((await fs.stat(path.join(files, finalId))).size).toBe(60 * KiB)
+    // What stays: the partials' records, marked taken (a retried final creation finds it).
+    await listingBecomes(
+      directory,
+      urls.map((url) => `${url.split('/').pop()}.json`),
+    )
+    expect((await createUpload(server.endpoint, 100 * KiB)).response.status).toBe(201)
+    expect((await server.app.tusCleanup.run({ dryRun: true })).storeBytes).toBe(100 * KiB)
   })
 })
 

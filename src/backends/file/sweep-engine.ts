@@ -256,9 +256,9 @@ class Sweep {
     let size: number | undefined
     try {
       const record = yield* this.readRecord(id)
-      if (typeof record === 'object' && record.id === id) size = recordSize(record)
-      if (bytes === undefined && typeof record === 'object' && record[TAKEN_BY] !== undefined)
-        return
+      const own = typeof record === 'object' && record.id === id
+      if (own && bytes === undefined && record[TAKEN_BY] !== undefined) return
+      if (own) size = recordSize(record)
     } catch {
       // An unreadable record: its data file's bytes still count (its visit reports the error).
     }
