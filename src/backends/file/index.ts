@@ -70,8 +70,8 @@ export async function openFileBackend(setup: BackendSetup): Promise<UploadBacken
 }
 
 /**
- * The total counted at this instance's start; with Redis, the fleet's, lowered to what the directory holds when
- * it says more (the whole fleet restarted on a directory emptied meanwhile), logged at info.
+ * The total counted at this instance's start; with Redis, the fleet's, lowered to what the
+ * directory holds when it says more (a fleet restarted on a directory emptied meanwhile: logged).
  */
 async function countSharedTotal(quota: StoreQuota, log: BackendLogger): Promise<void> {
   const { before, total } = await quota.countAtStart()
