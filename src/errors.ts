@@ -66,6 +66,15 @@ export const ClosedError = createError<'FST_TUS_CLOSED', []>(
 )
 
 /**
+ * `tusCleanup.release(id)` was given something that is not an upload id of the registration (its
+ * `idPattern`, as a path inside the store): nothing is looked at or removed.
+ */
+export const InvalidUploadIdError = createError<'FST_TUS_INVALID_UPLOAD_ID', [string, string]>(
+  'FST_TUS_INVALID_UPLOAD_ID',
+  'fastify-tus: %s is not an upload id of this endpoint (idPattern %s)',
+)
+
+/**
  * A request waited longer than `acquireLockTimeoutMs` for an upload's lock. @tus/server answers
  * with its `status_code` and `body`: 423 Locked, which tus clients retry.
  */

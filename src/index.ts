@@ -19,6 +19,7 @@ export {
   DirectoryInUseError,
   IncompatibleTusError,
   InvalidOptionError,
+  InvalidUploadIdError,
   LockQueueFullError,
   LockTimeoutError,
   LockUnavailableError,

@@ -18,6 +18,8 @@ import {
   endpointPath,
   type FastifyTusDecorated,
 } from './endpoints.js'
+import { InvalidUploadIdError } from './errors.js'
+import { wholeName } from './expiry/policy.js'
 import { HandOver, type HandOverLogger } from './finish/hand-over.js'
 import { MemoryFinishRecords } from './finish/records.js'
 import { tusRoutes } from './http/routes.js'
@@ -57,6 +59,13 @@ export interface TusCleanupDecorator {
    * does), oldest first; empty without an `onUploadFinish`.
    */
   pending(): Promise<PendingFinish[]>
+  /**
+   * The app moved or removed the data of upload `id` itself (after its `onUploadFinish`, which
+   * releases on its own): its record goes and its bytes leave the store quota now. Resolves to
+   * the bytes released (0 when its data is still in the store, or nothing is left to release).
+   * Rejects with `FST_TUS_INVALID_UPLOAD_ID` for an id that is not one (`idPattern`).
+   */
+  release(id: string): Promise<number>
 }
 
 async function fastifyTusPlugin(fastify: FastifyInstance, rawOptions: FastifyTusOptions) {
@@ -153,6 +162,7 @@ async function serve(
       return schedule.last
     },
     pending: async () => (handOver ? handOver.pending() : []),
+    release: async (id) => backend.released?.(uploadId(id, options.idPattern)) ?? 0,
   }
   decorate(fastify, namespace, endpoint, { tus: server, tusCleanup })
 
@@ -245,8 +255,23 @@ function buildHandOver(
     urlOf: (id) => `http://localhost${endpoint}/${id}`,
     onFailure: metrics && (() => metrics.finishFailed()),
     onPending: metrics && ((count) => metrics.finishPending(count)),
+    released: backend.released && ((id) => backend.released?.(id) ?? Promise.resolve(0)),
   })
   return handOver
+}
+
+/**
+ * `id` when it names an upload of the store: a whole match of `idPattern`, and a relative path
+ * without `.` or `..` segments (a pattern that allows `/` must not reach outside the store).
+ */
+function uploadId(id: string, idPattern: RegExp): string {
+  const isPath =
+    typeof id === 'string' &&
+    !id.includes('\\') &&
+    !id.includes('\0') &&
+    id.split('/').every((part) => part !== '' && part !== '.' && part !== '..')
+  if (isPath && wholeName(idPattern).test(id)) return id
+  throw new InvalidUploadIdError(JSON.stringify(id) ?? String(id), String(idPattern))
 }
 
 /** Under this, `expireAfterMs` was more likely meant in seconds than in milliseconds. */

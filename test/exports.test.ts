@@ -17,6 +17,7 @@ describe('the package exports', () => {
       'EVENTS',
       'IncompatibleTusError',
       'InvalidOptionError',
+      'InvalidUploadIdError',
       'LockQueueFullError',
       'LockTimeoutError',
       'LockUnavailableError',

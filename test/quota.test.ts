@@ -5,14 +5,16 @@
  * resumable), running into it starts an emergency sweep, every sweep recounts the total, and a
  * fleet on one directory shares the total in Redis. Real HTTP, real directories, a real Redis.
  */
+
 import { createHash, randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import { Registry } from 'prom-client'
 import { describe, expect, it, onTestFinished } from 'vitest'
+import type { TusCleanupDecorator } from '../src/index.js'
 import { randomId, sha256Of } from './helpers/data.js'
-import { listing, sha256, tempDir, writeSession } from './helpers/fs.js'
+import { exists, listing, listingBecomes, sha256, tempDir, writeSession } from './helpers/fs.js'
 import { request } from './helpers/http.js'
 import { REDIS_URL } from './helpers/redis.js'
 import { emergencySweepRecord, startServer } from './helpers/server.js'
@@ -295,7 +297,7 @@ describe('the store quota', () => {
       cleanupOnStart: false,
     })
     const { id } = await createUpload(server.endpoint, 60 * KiB)
-    // Moved away without the plugin (as an onUploadFinish move would be, or an operator's rm).
+    // Both files removed without the plugin (an operator's rm): nothing is left to release.
     await fs.rm(path.join(server.directory, id))
     await fs.rm(path.join(server.directory, `${id}.json`))
     const stale = await request(server.endpoint, 'POST', {
@@ -308,6 +310,150 @@ describe('the store quota', () => {
     expect((await createUpload(server.endpoint, 60 * KiB)).response.status).toBe(201)
     // A dry run counts too, but leaves the total alone.
     expect((await server.app.tusCleanup.run({ dryRun: true })).storeBytes).toBe(60 * KiB)
+  })
+})
+
+describe('releasing uploads the app moved out of the store', () => {
+  it('a finish hook that moves the data file out releases its bytes at once: its record goes, tus_store_bytes drops, and an upload that needed the space is accepted without a sweep', async () => {
+    const directory = await tempDir()
+    const files = await tempDir()
+    const registry = new Registry()
+    const server = await startServer({
+      directory,
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+      metrics: { registry },
+      tus: {
+        async onUploadFinish(_req, upload) {
+          await fs.rename(path.join(directory, upload.id), path.join(files, upload.id))
+          return {}
+        },
+      },
+    })
+    const data = randomBytes(60 * KiB)
+    const { url, id } = await createUpload(server.endpoint, data.length)
+    expect(scraped(await registry.metrics(), 'tus_store_bytes')).toBe(60 * KiB)
+    expect((await patch(url, 0, data)).status).toBe(204)
+    expect(await sha256(path.join(files, id))).toBe(sha256Of(data))
+    expect(await listing(directory)).toEqual([])
+    expect(scraped(await registry.metrics(), 'tus_store_bytes')).toBe(0)
+    expect((await createUpload(server.endpoint, 100 * KiB)).response.status).toBe(201)
+    expect(server.app.tusCleanup.last).toBeUndefined()
+  })
+
+  it('tusCleanup.release(id) after the app removed the data file itself gives its bytes back and removes its record; a second call releases 0', async () => {
+    const server = await startServer({
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+    })
+    const { id } = await createUpload(server.endpoint, 60 * KiB)
+    await fs.rm(path.join(server.directory, id))
+    // Until it is released, the upload counts: its record is still in the store.
+    const stale = await request(server.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Length': String(60 * KiB),
+    })
+    expect(stale.status).toBe(507)
+    expect(await server.app.tusCleanup.release(id)).toBe(60 * KiB)
+    expect(await listing(server.directory)).toEqual([])
+    expect(await server.app.tusCleanup.release(id)).toBe(0)
+    expect((await createUpload(server.endpoint, 100 * KiB)).response.status).toBe(201)
+  })
+
+  it('an upload whose data file the app removed counts until released, also across a sweep, so its bytes are given back once', async () => {
+    const server = await startServer({
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+    })
+    await createUpload(server.endpoint, 30 * KiB)
+    const { id } = await createUpload(server.endpoint, 60 * KiB)
+    await fs.rm(path.join(server.directory, id))
+    // The sweep's recount still counts the record left behind (it is not expired: kept).
+    expect((await server.app.tusCleanup.run()).storeBytes).toBe(90 * KiB)
+    expect(await server.app.tusCleanup.release(id)).toBe(60 * KiB)
+    // 30 KiB stay counted: 70 KiB fit, and not a byte more.
+    expect((await createUpload(server.endpoint, 70 * KiB)).response.status).toBe(201)
+    const full = await request(server.endpoint, 'POST', { ...TUS, 'Upload-Length': '1' })
+    expect(full.status).toBe(507)
+  })
+
+  it('a DELETE of an upload whose data file the app removed gives its bytes back', async () => {
+    const server = await startServer({
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+    })
+    const { url, id } = await createUpload(server.endpoint, 60 * KiB)
+    await fs.rm(path.join(server.directory, id))
+    expect((await request(url, 'DELETE', TUS)).status).toBe(204)
+    expect(await listing(server.directory)).toEqual([])
+    expect(await server.app.tusCleanup.release(id)).toBe(0)
+    expect((await createUpload(server.endpoint, 100 * KiB)).response.status).toBe(201)
+  })
+
+  it('releasing an upload whose data file is still in the store releases 0 and removes nothing', async () => {
+    const server = await startServer({
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+    })
+    const { url, id } = await createUpload(server.endpoint, 60 * KiB)
+    expect(await server.app.tusCleanup.release(id)).toBe(0)
+    expect(await listing(server.directory)).toEqual([id, `${id}.json`].sort())
+    expect((await head(url)).status).toBe(200)
+    const refused = await request(server.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Length': String(41 * KiB),
+    })
+    expect(refused.status).toBe(507)
+  })
+
+  it('tusCleanup.release refuses what is not an upload id of the endpoint, and touches nothing outside the store', async () => {
+    const root = await tempDir()
+    const directory = path.join(root, 'store')
+    // Beside the store: what `../victim` would name, record included.
+    await fs.writeFile(path.join(root, 'victim.json'), JSON.stringify({ id: '../victim', size: 1 }))
+    // An idPattern that allows dots and slashes: the path itself is checked too.
+    const server = await startServer({
+      directory,
+      namespace: 'docs',
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+      idPattern: /[\w./]+/,
+    })
+    // Namespaces are typed per app (FastifyTusNamespaces); this test program declares none.
+    const namespaced = server.app.tusCleanup as unknown as Record<string, TusCleanupDecorator>
+    const release = namespaced.docs?.release
+    if (!release) throw new Error('no tusCleanup.docs')
+    for (const id of [
+      '../victim',
+      'a/../../victim',
+      '/tmp/victim',
+      './victim',
+      'a//b',
+      'no spaces',
+    ]) {
+      await expect(release(id)).rejects.toMatchObject({
+        code: 'FST_TUS_INVALID_UPLOAD_ID',
+        message: expect.stringContaining(JSON.stringify(id)),
+      })
+    }
+    expect(await exists(path.join(root, 'victim.json'))).toBe(true)
+    // An id of the pattern that is no upload: nothing to release.
+    expect(await release('nothing/here')).toBe(0)
+  })
+
+  it('with the default idPattern, a name that is not 32 hex digits is refused', async () => {
+    const server = await startServer({ maxStoreBytes: 100 * KiB, minFreeBytes: 0 })
+    const { id } = await createUpload(server.endpoint, 10)
+    await expect(server.app.tusCleanup.release(`${id}.json`)).rejects.toThrow(
+      `fastify-tus: "${id}.json" is not an upload id of this endpoint (idPattern /^[0-9a-f]{32}$/)`,
+    )
+    expect(await listing(server.directory)).toEqual([id, `${id}.json`].sort())
   })
 })
 
@@ -337,6 +483,46 @@ describe('the store quota and parallel uploads', () => {
     expect(more.status).toBe(201)
     expect((await server.app.tusCleanup.run()).storeBytes).toBe(60 * KiB + 3 + 39 * KiB)
   })
+
+  it("a finish hook that moves a final upload out releases its bytes at once; its partials' records stay, counting nothing", async () => {
+    const directory = await tempDir()
+    const files = await tempDir()
+    const server = await startServer({
+      directory,
+      maxStoreBytes: 100 * KiB,
+      minFreeBytes: 0,
+      cleanupOnStart: false,
+      tus: {
+        async onUploadFinish(_req, upload) {
+          await fs.rename(path.join(directory, upload.id), path.join(files, upload.id))
+          return {}
+        },
+      },
+    })
+    const urls: string[] = []
+    for (const seed of [1, 2]) {
+      const part = randomBytes(30 * KiB).fill(seed, 0, 1)
+      const { url } = await createUpload(server.endpoint, part.length, {
+        'Upload-Concat': 'partial',
+      })
+      expect((await patch(url, 0, part)).status).toBe(204)
+      urls.push(url)
+    }
+    const final = await request(server.endpoint, 'POST', {
+      ...TUS,
+      'Upload-Concat': `final;${urls.join(' ')}`,
+    })
+    expect(final.status, final.body).toBe(201)
+    const finalId = String(final.headers.location).split('/').pop() as string
+    expect((await fs.stat(path.join(files, finalId))).size).toBe(60 * KiB)
+    // What stays: the partials' records, marked taken (a retried final creation finds it).
+    await listingBecomes(
+      directory,
+      urls.map((url) => `${url.split('/').pop()}.json`),
+    )
+    expect((await createUpload(server.endpoint, 100 * KiB)).response.status).toBe(201)
+    expect((await server.app.tusCleanup.run({ dryRun: true })).storeBytes).toBe(100 * KiB)
+  })
 })
 
 describe('the store quota with several instances (Redis)', () => {
@@ -365,6 +551,19 @@ describe('the store quota with several instances (Redis)', () => {
     const a = await startServer(options)
     const b = await startServer(options)
     return { a, b, client, prefix, directory }
+  }
+
+  /** The options of a fleet's instance on a directory and a Redis prefix of this test's own. */
+  async function fleetOptions(maxStoreBytes: number) {
+    const client = redisClient()
+    const prefix = `test:${randomId()}:`
+    onTestFinished(async () => {
+      const keys = await client.keys(`${prefix}*`)
+      if (keys.length > 0) await client.del(...keys)
+    })
+    const directory = await tempDir()
+    const redis = { client, prefix }
+    return { directory, maxStoreBytes, minFreeBytes: 0, cleanupOnStart: false, redis }
   }
 
   it('instances on one directory share one total: what one promised, the other cannot promise again', async () => {
@@ -432,6 +631,57 @@ describe('the store quota with several instances (Redis)', () => {
     })
     expect(refused.status).toBe(507)
     expect(await client.get(`${prefix}{quota}:bytes`)).toBe(String(60 * KiB))
+  })
+
+  it('a fleet restarted on a directory emptied meanwhile recounts the shared total at start: the first upload fits, tus_store_bytes says so, logged at info', async () => {
+    const options = await fleetOptions(100 * KiB)
+    const { client, prefix } = options.redis
+    const first = await startServer(options)
+    await createUpload(first.endpoint, 80 * KiB)
+    await first.app.close()
+    for (const file of await listing(options.directory)) {
+      await fs.rm(path.join(options.directory, file))
+    }
+    expect(await client.get(`${prefix}{quota}:bytes`)).toBe(String(80 * KiB))
+
+    const registry = new Registry()
+    const again = await startServer({ ...options, metrics: { registry } })
+    expect(await client.get(`${prefix}{quota}:bytes`)).toBe('0')
+    expect(scraped(await registry.metrics(), 'tus_store_bytes')).toBe(0)
+    expect(again.logs.find((r) => /quota total was larger/.test(String(r.msg)))).toMatchObject({
+      level: 30,
+      storeBytes: 0,
+      previousStoreBytes: 80 * KiB,
+      maxStoreBytes: 100 * KiB,
+    })
+    expect((await createUpload(again.endpoint, 100 * KiB)).response.status).toBe(201)
+  })
+
+  it("an instance starting while another serves lowers a stale shared total, keeping the bytes of the other's claims in flight", async () => {
+    const options = await fleetOptions(100 * KiB)
+    const { client, prefix } = options.redis
+    const a = await startServer(options)
+    // 50 KiB that the total counts and the directory no longer holds.
+    const gone = await createUpload(a.endpoint, 50 * KiB)
+    await fs.rm(path.join(options.directory, gone.id))
+    await fs.rm(path.join(options.directory, `${gone.id}.json`))
+    // A deferred-length PATCH on `a` has claimed its 40 KiB; 20 KiB of them are on disk.
+    const { url, id } = await createUpload(a.endpoint, 'deferred')
+    const resume = signal()
+    onTestFinished(() => resume.resolve())
+    const body = [randomBytes(20 * KiB), randomBytes(20 * KiB)]
+    const writing = slowPatch(url, 0, body, 60_000, { until: resume.promise })
+    await waitFor(async () => (await fs.stat(path.join(options.directory, id))).size >= 20 * KiB)
+    expect(await client.get(`${prefix}{quota}:bytes`)).toBe(String(90 * KiB))
+
+    const b = await startServer(options)
+    // What the walk saw (20 KiB) and the claim in flight (40 KiB), not the stale 90 KiB.
+    expect(await client.get(`${prefix}{quota}:bytes`)).toBe(String(60 * KiB))
+    const over = await request(b.endpoint, 'POST', { ...TUS, 'Upload-Length': String(41 * KiB) })
+    expect(over.status).toBe(507)
+    expect((await createUpload(b.endpoint, 40 * KiB)).response.status).toBe(201)
+    resume.resolve()
+    expect((await writing).status).toBe(204)
   })
 
   it('starts while Redis is down, and answers 503 to a creation while it stays down', async () => {

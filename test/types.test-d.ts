@@ -31,6 +31,8 @@ expectTypeOf(app.tusCleanup).toExtend<TusCleanupDecorator>()
 expectTypeOf(app.tusCleanup.run()).resolves.toEqualTypeOf<SweepReport>()
 expectTypeOf(app.tusCleanup.run({ dryRun: true })).resolves.toHaveProperty('ids')
 expectTypeOf(app.tusCleanup.last).toEqualTypeOf<SweepReport | undefined>()
+expectTypeOf(app.tusCleanup.release).parameter(0).toEqualTypeOf<string>()
+expectTypeOf(app.tusCleanup.release('id')).resolves.toEqualTypeOf<number>()
 expectTypeOf<SweepReport['removed']>().toBeNumber()
 expectTypeOf<SweepReport['bytesFreed']>().toBeNumber()
 

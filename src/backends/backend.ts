@@ -212,6 +212,13 @@ export interface UploadBackend {
    */
   discardRefused?(id: string): Promise<void>
   /**
+   * The app has moved or removed upload `id`'s data out of the store (its `onUploadFinish`, or
+   * later): what is left of it (its record) is removed and its counted bytes leave the quota now.
+   * Resolves to the bytes released: 0 when it still has its data, or was not counted. Never
+   * removes data, nor anything outside the store; a second call releases 0.
+   */
+  released?(id: string): Promise<number>
+  /**
    * Runs at register, before the routes serve (the S3Store's methods taken over, the quota
    * counted). `sweepNow` runs one sweep through the schedule; `swept: true` when the backend ran
    * the startup sweep itself (the quota's first count), so the schedule does not run it again.

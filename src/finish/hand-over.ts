@@ -207,6 +207,8 @@ export class HandOver {
       const upload = await this.#finishedUpload(id)
       if (!upload) {
         await this.#setup.records.forget(id)
+        // A run that moved the bytes out and then failed: what is left of it is released.
+        await this.#setup.released?.(id)
         return 'forgotten'
       }
       return (await this.#run(retryRequest(this.#setup.urlOf(id), record), upload))

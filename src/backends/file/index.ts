@@ -12,7 +12,8 @@ import { fileCapabilities } from './capabilities.js'
 import { CloseMarker, readDowntime } from './downtime.js'
 import { ExpiringFileStore } from './file-store.js'
 import { FileFinishRecords } from './finish-records.js'
-import { RedisQuotaCounter } from './quota.js'
+import { RedisQuotaCounter, type StoreQuota } from './quota.js'
+import { releaseUpload } from './removal.js'
 
 export async function openFileBackend(setup: BackendSetup): Promise<UploadBackend> {
   const { options, log } = setup
@@ -39,16 +40,17 @@ export async function openFileBackend(setup: BackendSetup): Promise<UploadBacken
         await sweepNow()
         return { swept: true }
       }
-      if (!options.redis) await quota.ensureCounted()
+      if (!options.redis) await countSharedTotal(quota, log)
       else {
         // As the locks do, the plugin starts while Redis is down: the first request that needs
         // the quota counts then (and answers 503 while Redis stays down).
-        await quota.ensureCounted().catch((err: unknown) => {
+        await countSharedTotal(quota, log).catch((err: unknown) => {
           log.warn({ err }, 'fastify-tus: could not reach Redis for the store quota at startup')
         })
       }
       return undefined
     },
+    released: (id) => releaseUpload(store, id),
     ready() {
       // The downtime ends when the server is ready to serve again, not when it was registered.
       if (downtime) downtime.toMs = Math.max(downtime.toMs, Date.now())
@@ -66,6 +68,20 @@ export async function openFileBackend(setup: BackendSetup): Promise<UploadBacken
         await store.close()
       }
     },
+  }
+}
+
+/**
+ * The total counted at this instance's start; with Redis, the fleet's, lowered to what the
+ * directory holds when it says more (a fleet restarted on a directory emptied meanwhile: logged).
+ */
+async function countSharedTotal(quota: StoreQuota, log: BackendLogger): Promise<void> {
+  const { before, total } = await quota.countAtStart()
+  if (before !== undefined && total < before) {
+    log.info(
+      { storeBytes: total, previousStoreBytes: before, maxStoreBytes: quota.maxStoreBytes },
+      'fastify-tus: the shared store quota total was larger than what the directory holds: recounted',
+    )
   }
 }
 

@@ -4,12 +4,17 @@
  *
  * What one upload counts (`countedBytes`): its declared length when it has one (however few of
  * its bytes arrived: the length is a promise the store must keep), else (a deferred length) the
- * bytes it holds. Records (`<id>.json`) and foreign files are not counted.
+ * bytes it holds. An upload whose data file the app moved out keeps counting its declared length
+ * while its record (`<id>.json`) is there: releasing it (removal.ts `releaseUpload`, after the
+ * app's `onUploadFinish` or from `tusCleanup.release`) removes the record and gives the bytes
+ * back, and a recount that saw the record counted them, so they cannot be given back twice.
+ * Foreign files are not counted.
  *
  * The running total starts from a count of the directory (the startup sweep's walk, or a walk
- * that removes nothing), is recomputed by every sweep, and in between moves with this process'
- * creations, writes to deferred-length uploads, length declarations and removals. With Redis the
- * total is one counter shared by the fleet (`RedisQuotaCounter`), without it a number in memory.
+ * that removes nothing, which also lowers a shared total left larger: `countAtStart`), is
+ * recomputed by every sweep, and in between moves with this process' creations, writes to
+ * deferred-length uploads, length declarations, removals and releases. With Redis the total is
+ * one counter shared by the fleet (`RedisQuotaCounter`), without it a number in memory.
  *
  * A recount never lands below the truth: the total becomes the walk's figure, plus everything
  * added while it walked (`added`, a counter that only grows), plus the claims in flight when it
@@ -268,6 +273,27 @@ export class StoreQuota {
         this.#counting = undefined
       })
     return this.#seen(await this.#counting)
+  }
+
+  /**
+   * The first count of a process, before it serves: counts the directory, and sets the total from
+   * it when none exists, or lowers it when the directory holds less than the total says (a fleet
+   * restarted on a directory emptied meanwhile). Lowered by the sweep's recount, never below
+   * the truth: the claims in flight elsewhere at the mark and what was added since keep their
+   * bytes. A total at or under the count stays (what the fleet counted is not counted again).
+   */
+  async countAtStart(): Promise<{ before: number | undefined; total: number }> {
+    const mark = await this.counter.mark()
+    const walked = await this.#count()
+    const before = await this.counter.get()
+    let total = before
+    if (total === undefined) total = await this.counter.init(walked)
+    else {
+      const since = (await this.counter.mark()).added - mark.added
+      const recounted = walked + Math.max(0, since) + mark.inFlight
+      if (recounted < total) total = await this.counter.recount(walked, mark)
+    }
+    return { before, total: this.#seen(total) }
   }
 
   /**

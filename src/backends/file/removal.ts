@@ -6,7 +6,7 @@
  */
 import fsp from 'node:fs/promises'
 import { ERRORS, type Upload } from '@tus/utils'
-import { countedBytes, type Downtime } from '../../expiry/policy.js'
+import { countedBytes, type Downtime, TAKEN_BY, type UploadRecord } from '../../expiry/policy.js'
 import type { SweepLocker } from '../../locking/activity-locker.js'
 import type { SweepReport } from '../../sweep/report.js'
 import type { DirectoryClaim } from './directory-holders.js'
@@ -33,6 +33,9 @@ export class Settling {
   }
 }
 
+/** What removing or releasing an upload needs of the store. */
+type RemovableStore = UploadFiles & { readonly quota: StoreQuota | undefined }
+
 /**
  * Removes the upload `id`: its data file and its record, only when the record is that upload's
  * (`<id>.json` naming `id`), never another file of the directory. A missing data file is
@@ -40,7 +43,7 @@ export class Settling {
  * partial that a final took over), so the quota keeps counting them.
  */
 export async function removeUpload(
-  store: UploadFiles & { readonly quota: StoreQuota | undefined },
+  store: RemovableStore,
   id: string,
   handedOn: boolean,
 ): Promise<void> {
@@ -50,24 +53,70 @@ export async function removeUpload(
   const record = (await store.configstore.get(id)) as Partial<Upload> | undefined
   if (record?.id !== id) throw ERRORS.FILE_NOT_FOUND
   const data = store.dataPathOf(id)
-  // What the upload counts against the quota, given back once its data file is gone.
+  // What the upload counts against the quota (a record alone counts its declared length).
   const counted =
     quota && !handedOn
       ? await fsp.lstat(data).then(
           (stats) => countedBytes(record.size, stats.size),
-          () => 0,
+          () => countedBytes(record.size, 0),
         )
       : 0
   const results = await Promise.allSettled([fsp.unlink(data), fsp.unlink(recordNameOf(data))])
   const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []))
   const missing = failures.filter((e) => (e as NodeJS.ErrnoException).code === 'ENOENT')
   if (missing.length === results.length) throw ERRORS.FILE_NOT_FOUND
-  // A failure leaves the bytes counted: the next sweep's recount corrects the total.
-  if (results[0]?.status === 'fulfilled' && counted > 0) {
+  // The upload stops counting when its record goes with no data file left (the sweep's count:
+  // sweep-engine.ts `tallyKept`): only the call that unlinked the record gives its bytes back,
+  // so a release racing this removal cannot give them back twice. A failure leaves the bytes
+  // counted: the next sweep's recount corrects the total.
+  const [dataUnlink, recordUnlink] = results as [
+    PromiseSettledResult<void>,
+    PromiseSettledResult<void>,
+  ]
+  const dataGone = dataUnlink.status === 'fulfilled' || missing.includes(dataUnlink.reason)
+  if (recordUnlink.status === 'fulfilled' && dataGone && counted > 0) {
     await quota?.add(-counted).catch(() => {})
   }
   const other = failures.find((e) => !missing.includes(e))
   if (other) throw other
+}
+
+/**
+ * The app moved or removed the data file of upload `id` itself: its record goes (only when it
+ * is that upload's own, and not a partial's that a final took over, counted as the final's) and
+ * its counted bytes leave the quota now. Resolves to the bytes released: 0 when the data file is
+ * still there, when there is nothing left to release (a second call, a record removed by the
+ * app too: then the next sweep's recount releases the bytes), or without a quota. Takes no lock:
+ * unlinking the record is the one step that releases, so two calls (or a DELETE) release once.
+ */
+export async function releaseUpload(store: RemovableStore, id: string): Promise<number> {
+  const data = store.dataPathOf(id)
+  const present = await fsp.lstat(data).then(
+    () => true,
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return false
+      throw error
+    },
+  )
+  if (present) return 0
+  const record = (await store.configstore.get(id)) as (Upload & UploadRecord) | undefined
+  if (record?.id !== id || record[TAKEN_BY] !== undefined) return 0
+  try {
+    await fsp.unlink(recordNameOf(data))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0
+    throw error
+  }
+  const counted = store.quota ? countedBytes(record.size, 0) : 0
+  if (counted === 0) return 0
+  // A failure leaves the bytes counted: the next sweep's recount, which no longer sees the
+  // upload, corrects the total.
+  return (
+    store.quota?.add(-counted).then(
+      () => counted,
+      () => 0,
+    ) ?? 0
+  )
 }
 
 /** What a sweep needs of the store's public members... */

@@ -243,8 +243,11 @@ class Sweep {
     return yield* this.remove(id, concatKind(record) ?? 'upload')
   }
 
-  /** Counts a data file left in the store: its declared length, else (or if unreadable) its bytes. */
-  *tallyKept(id: string, bytes: number): Steps<void> {
+  /**
+   * Counts an upload left in the store: its declared length, else (or if unreadable) its bytes; a
+   * record without its data file (no `bytes`) counts until released (quota.ts), if an upload's own.
+   */
+  *tallyKept(id: string, bytes?: number): Steps<void> {
     const as = this.options.tallyAs?.get(id)
     if (as !== undefined) {
       this.report.storeBytes = (this.report.storeBytes ?? 0) + as
@@ -253,11 +256,13 @@ class Sweep {
     let size: number | undefined
     try {
       const record = yield* this.readRecord(id)
-      if (typeof record === 'object' && record.id === id) size = recordSize(record)
+      const own = typeof record === 'object' && record.id === id
+      if (own && bytes === undefined && record[TAKEN_BY] !== undefined) return
+      if (own) size = recordSize(record)
     } catch {
       // An unreadable record: its data file's bytes still count (its visit reports the error).
     }
-    this.report.storeBytes = (this.report.storeBytes ?? 0) + countedBytes(size, bytes)
+    this.report.storeBytes = (this.report.storeBytes ?? 0) + countedBytes(size, bytes ?? 0)
   }
 
   /** A temporary file made by a process that no longer serves the directory (`holders`). */
@@ -295,9 +300,11 @@ class Sweep {
     const meta = yield* call(this.io.stat(this.pathOf(file)))
     if (!meta) return
     this.report.scanned++
-    if (!this.expired(meta.mtimeMs)) return
-    if (yield* this.isUsedPartial(id)) yield* this.remove(id, 'used-partial')
-    else if (this.idPattern.test(id)) yield* this.remove(id, 'orphan-metadata')
+    const expired = this.expired(meta.mtimeMs)
+    let removed = false
+    if (expired && (yield* this.isUsedPartial(id))) removed = yield* this.remove(id, 'used-partial')
+    else if (expired && this.idPattern.test(id)) removed = yield* this.remove(id, 'orphan-metadata')
+    if (!removed && this.options.tally) yield* this.tallyKept(id)
   }
 
   /**
