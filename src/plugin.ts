@@ -123,6 +123,7 @@ async function serve(
   const server = await registerRoutes(fastify, options, backend, locker, {
     isClosing: () => closingAt !== undefined,
     metrics,
+    log,
   })
   routeCleanUpThroughSchedule(server, backend.datastore, schedule)
   if (metrics) {
@@ -166,7 +167,7 @@ async function registerRoutes(
   options: ResolvedOptions,
   backend: UploadBackend,
   locker: ActivityLocker,
-  how: { isClosing: () => boolean; metrics: TusMetrics | undefined },
+  how: { isClosing: () => boolean; metrics: TusMetrics | undefined; log: ScheduleLogger },
 ): Promise<Server> {
   let tus: Server | undefined
   await fastify.register(
@@ -186,6 +187,7 @@ async function registerRoutes(
         isClosing: how.isClosing,
         serving: () => backend.serving?.(),
         metrics: how.metrics,
+        log: how.log,
       })
     },
     { prefix: options.prefix },
