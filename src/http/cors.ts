@@ -18,7 +18,7 @@ import { tusCorsHeaders } from '../tus-internals.js'
 
 const ALLOW_ORIGIN = 'Access-Control-Allow-Origin'
 const ALLOW_CREDENTIALS = 'Access-Control-Allow-Credentials'
-export const EXPOSE_HEADERS = 'Access-Control-Expose-Headers'
+export const EXPOSE_HEADERS = 'access-control-expose-headers'
 
 export interface CorsLogger {
   warn(obj: object, msg: string): void

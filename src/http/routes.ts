@@ -304,8 +304,9 @@ function reasonOf(response: Response): string {
 
 /** A header of the plugin's on an answer Fastify sends: lists keep what the app's hooks set. */
 function mergedHeader(name: string, current: unknown, value: string): string {
-  if (name === 'Vary') return varyWith(current, value)
-  return name === EXPOSE_HEADERS && current !== undefined ? listUnion(current, value) : value
+  const lower = name.toLowerCase()
+  if (lower === 'vary') return varyWith(current, value)
+  return lower === EXPOSE_HEADERS && current !== undefined ? listUnion(current, value) : value
 }
 
 /** A `Vary` header that also names `value`, keeping what it named. */
