@@ -42,7 +42,11 @@ async function appWithCors(
   options: FastifyTusOptions = {},
 ): Promise<TestServer> {
   if (order === 'before') {
-    return startServer(options, { before: (app) => app.register(cors, corsOptions) })
+    return startServer(options, {
+      before: async (app) => {
+        await app.register(cors, corsOptions)
+      },
+    })
   }
   const server = await startServer(options, {
     listen: false,
