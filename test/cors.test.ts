@@ -5,11 +5,14 @@
  * answer (preflight, creation, refusal, download, the app's 401).
  */
 import cors, { type FastifyCorsOptions } from '@fastify/cors'
+import Fastify from 'fastify'
 import { describe, expect, it } from 'vitest'
-import type { FastifyTusOptions } from '../src/index.js'
+import fastifyTus, { type FastifyTusOptions } from '../src/index.js'
 import { bearerAuth } from './auth-app.js'
+import { afterTest } from './helpers/cleanup.js'
+import { tempDir } from './helpers/fs.js'
 import { request } from './helpers/http.js'
-import { startServer, type TestServer } from './helpers/server.js'
+import { logCapture, startServer, type TestServer } from './helpers/server.js'
 import { createUpload, patch, TUS } from './helpers/tus-client.js'
 
 const ALLOWED = 'https://app.example'
@@ -34,7 +37,8 @@ type Order = 'before' | 'after' | 'after, on the parent of the plugin’s contex
 
 /**
  * A listening app with @fastify/cors registered `order` relative to the plugin; the last order
- * registers the plugin inside an encapsulated context and @fastify/cors later on the root.
+ * registers the plugin inside an encapsulated context (under `/api`), and @fastify/cors later on
+ * the root.
  */
 async function appWithCors(
   order: Order,
@@ -48,14 +52,25 @@ async function appWithCors(
       },
     })
   }
-  const server = await startServer(options, {
-    listen: false,
-    ...(order !== 'after' && { register: { prefix: '/api' } }),
-  })
-  await server.app.register(cors, corsOptions)
-  const origin = await server.app.listen({ host: '127.0.0.1', port: 0 })
-  const path = order === 'after' ? '/files' : '/api/files'
-  return { ...server, origin, endpoint: `${origin}${path}` }
+  if (order === 'after') {
+    const server = await startServer(options, { listen: false })
+    await server.app.register(cors, corsOptions)
+    const origin = await server.app.listen({ host: '127.0.0.1', port: 0 })
+    return { ...server, origin, endpoint: `${origin}/files` }
+  }
+  const directory = await tempDir()
+  const { records, stream } = logCapture()
+  const app = Fastify({ logger: { level: 'debug', stream } })
+  afterTest(() => app.close())
+  await app.register(
+    async (api) => {
+      await api.register(fastifyTus, { ...options, directory })
+    },
+    { prefix: '/api' },
+  )
+  await app.register(cors, corsOptions)
+  const origin = await app.listen({ host: '127.0.0.1', port: 0 })
+  return { app, origin, endpoint: `${origin}/api/files`, logs: records, directory }
 }
 
 /** The answers a browser on `origin` would get on the tus routes, one of each kind. */
