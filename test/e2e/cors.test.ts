@@ -3,7 +3,8 @@
  * to a server on a third. The origin the app's CORS allows uploads; the one it refuses fails on
  * the preflight (a CORS error, status 0), its POST is never sent, and the server holds nothing
  * of it. The app's CORS is @fastify/cors (registered before the plugin, or after it) or
- * `tus.allowedOrigins`.
+ * `tus.allowedOrigins`. And a header the app adds to a tus answer is readable by the page only
+ * once listed in `tus.exposedHeaders`.
  */
 import path from 'node:path'
 import cors from '@fastify/cors'
@@ -135,4 +136,47 @@ describe('Chromium on an origin the app’s CORS allows, and on one it refuses',
       expect(seen.filter((entry) => entry.startsWith('PATCH')).length).toBe(3)
     })
   }
+})
+
+/** In the page: upload 10 bytes and read `header` of the last PATCH's answer, as a script can. */
+async function headerSeenByPage(pageUrl: string, endpoint: string, header: string) {
+  const page = await browser.newPage()
+  try {
+    await page.goto(pageUrl)
+    return await page.evaluate(
+      ({ endpoint, header }) =>
+        new Promise<string | null>((resolve, reject) => {
+          // biome-ignore lint/suspicious/noExplicitAny: the page's global from tus.min.js
+          const tus = (globalThis as any).tus
+          let seen: string | null = null
+          const upload = new tus.Upload(new Blob([new Uint8Array(10)]), {
+            endpoint,
+            retryDelays: [],
+            // biome-ignore lint/suspicious/noExplicitAny: tus-js-client's HttpRequest and HttpResponse
+            onAfterResponse: (req: any, res: any) => {
+              if (req.getMethod() === 'PATCH') seen = res.getHeader(header) ?? null
+            },
+            onSuccess: () => resolve(seen),
+            onError: reject,
+          })
+          upload.start()
+        }),
+      { endpoint, header },
+    )
+  } finally {
+    await page.close()
+  }
+}
+
+describe('a header the app sets in onUploadFinish', () => {
+  it('is readable by the page once listed in tus.exposedHeaders, and only then', async () => {
+    const page = await servePage(PAGE, [TUS_JS])
+    const finished = async () => ({ headers: { 'X-File-Url': '/done/1' } })
+    const hidden = await startServer({ tus: { onUploadFinish: finished } })
+    const listed = await startServer({
+      tus: { onUploadFinish: finished, exposedHeaders: ['X-File-Url'] },
+    })
+    expect(await headerSeenByPage(page, hidden.endpoint, 'X-File-Url')).toBeNull()
+    expect(await headerSeenByPage(page, listed.endpoint, 'X-File-Url')).toBe('/done/1')
+  })
 })
