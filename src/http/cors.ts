@@ -46,7 +46,8 @@ export class RouteCors {
    * and no preflight answer of its own (tus answers). @fastify/cors reads them on each request
    * it handles, before the handler: that read is how the routes learn that it handles them,
    * whether it was registered before the plugin or after it (Fastify gives a hook added later
-   * to a parent's children too).
+   * to a parent's children too). Another reader of the config could only make the routes send
+   * fewer CORS headers, never more.
    */
   #followingConfig(): Record<string, unknown> {
     const follow = () => this.#follow()
@@ -102,7 +103,8 @@ export class RouteCors {
 
   #decide(headers: Headers, origin: string | undefined): void {
     const allowed = headers.get(ALLOW_ORIGIN)
-    // The app's CORS has put its decision on the reply (or refused: then there is none).
+    // Following the app, its decision is on the reply already (none: refused); tus' rule refuses
+    // an origin it does not list by answering another one.
     const drop =
       this.#appDecides ||
       (origin !== undefined && allowed !== null && allowed !== '*' && allowed !== origin)
