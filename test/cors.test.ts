@@ -186,17 +186,24 @@ describe('with @fastify/cors on the app and no tus.allowedOrigins', () => {
 })
 
 describe('with tus.allowedOrigins', () => {
-  it('sends no Access-Control-Allow-Origin to an origin it does not list, on any answer', async () => {
-    const server = await startServer({ tus: { allowedOrigins: [ALLOWED, 'https://b.example'] } })
-    const allowed = await answersTo(server, ALLOWED)
-    for (const [kind, answer] of Object.entries(allowed)) {
-      expect(answer.headers['access-control-allow-origin'], kind).toBe(ALLOWED)
-    }
-    const refused = await answersTo(server, REFUSED)
-    for (const [kind, answer] of Object.entries(refused)) {
-      expect(answer.headers['access-control-allow-origin'], kind).toBeUndefined()
-    }
-  })
+  const rules = {
+    list: [ALLOWED, 'https://b.example'],
+    function: (origin: string) => origin === ALLOWED,
+  }
+  for (const [name, allowedOrigins] of Object.entries(rules)) {
+    it(`as a ${name}: sends no Access-Control-Allow-Origin to an origin it refuses, on any answer`, async () => {
+      const server = await startServer({ tus: { allowedOrigins } })
+      const allowed = await answersTo(server, ALLOWED)
+      for (const [kind, answer] of Object.entries(allowed)) {
+        expect(answer.headers['access-control-allow-origin'], kind).toBe(ALLOWED)
+        expect(list(answer.headers.vary), kind).toContain('origin')
+      }
+      const refused = await answersTo(server, REFUSED)
+      for (const [kind, answer] of Object.entries(refused)) {
+        expect(answer.headers['access-control-allow-origin'], kind).toBeUndefined()
+      }
+    })
+  }
 
   it('decides for the tus routes even with @fastify/cors on the app', async () => {
     const server = await appWithCors(
