@@ -223,6 +223,7 @@ async function registerRoutes(
         isClosing: how.isClosing,
         serving: () => backend.serving?.(),
         metrics: how.metrics,
+        log: how.log,
       })
     },
     { prefix: options.prefix },

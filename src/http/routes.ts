@@ -5,19 +5,11 @@
  */
 import { type ServerResponse, STATUS_CODES } from 'node:http'
 import type { Server } from '@tus/server'
-import { TUS_RESUMABLE } from '@tus/utils'
-import type {
-  FastifyContextConfig,
-  FastifyInstance,
-  FastifyReply,
-  FastifyRequest,
-  HTTPMethods,
-} from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
 import type { UploadBackend } from '../backends/backend.js'
 import type { TusMetrics } from '../metrics.js'
 import { Refusal } from '../refusal.js'
-import { tusCorsHeaders } from '../tus-internals.js'
 import { answerFixes } from './answer.js'
 import { cancelSafe } from './cancel-safe.js'
 import {
@@ -27,6 +19,7 @@ import {
   readConcat,
   refusingPatchOfFinal,
 } from './concatenation.js'
+import { type CorsLogger, EXPOSE_HEADERS, listUnion, RouteCors } from './cors.js'
 import { normalizeContentType, refusalFor } from './protocol.js'
 import { refusalAnswer } from './refusals.js'
 import { openRequestContext, type RequestContext } from './request-context.js'
@@ -46,6 +39,8 @@ export interface TusRoutesOptions {
   serving?: () => void
   /** Counts answers and stored bytes (the `metrics` option). */
   metrics?: TusMetrics | undefined
+  /** The registration's logger (CORS warnings); the child's own by default. */
+  log?: CorsLogger | undefined
 }
 
 /** The capabilities the routes use. */
@@ -56,13 +51,6 @@ export type RouteBackend = Pick<
 
 const TUS_METHODS: HTTPMethods[] = ['POST', 'HEAD', 'PATCH', 'OPTIONS', 'DELETE', 'GET']
 
-/**
- * @fastify/cors would answer preflights itself with its own methods (GET,HEAD,POST by default),
- * which breaks PATCH and DELETE from browsers: tus does CORS on these routes. (A constant, not
- * a literal in the route: the key is typed only where @fastify/cors is installed.)
- */
-const ROUTE_CONFIG = { cors: false } as FastifyContextConfig
-
 export async function tusRoutes(child: FastifyInstance, options: TusRoutesOptions): Promise<void> {
   const { path, tus, backend, isClosing } = options
 
@@ -70,12 +58,16 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   child.removeAllContentTypeParsers()
   child.addContentTypeParser('*', (_request, _payload, done) => done(null))
 
+  // Who decides CORS here: tus' allowedOrigins, or else the app's @fastify/cors (cors.ts).
+  const cors = new RouteCors(tus, options.log ?? child.log)
+  child.addHook('onReady', async () => cors.ready(child))
+
   // Answers Fastify sends on these routes (a refusal from the app's auth hook, a thrown error)
   // carry what tus puts on its own: without Access-Control-Allow-Origin a browser on another
   // origin sees a network error instead of the 401. Hijacked tus answers do not pass here.
   child.addHook('onSend', async (request, reply, payload) => {
-    for (const [name, value] of Object.entries(tusAnswerHeaders(tus, request.headers.origin))) {
-      reply.header(name, name === 'Vary' ? varyWith(reply.getHeader('vary'), value) : value)
+    for (const [name, value] of Object.entries(cors.answerHeaders(request.headers.origin))) {
+      reply.header(name, mergedHeader(name, reply.getHeader(name), value))
     }
     return payload
   })
@@ -98,7 +90,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
-    await handOff(request, reply, { tus, backend, fixAnswer, isClosing, metrics, concat })
+    await handOff(request, reply, { tus, backend, fixAnswer, isClosing, metrics, concat, cors })
     // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
     // that ends after that moment would hold close() until the keep-alive timeout.
     if (isClosing()) child.server.closeIdleConnections()
@@ -108,7 +100,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
       method: TUS_METHODS,
       url,
       exposeHeadRoute: false,
-      config: ROUTE_CONFIG,
+      config: cors.routeConfig,
       handler,
     })
   }
@@ -123,6 +115,7 @@ interface HandOff {
   isClosing: () => boolean
   metrics: TusMetrics | undefined
   concat: ConcatRouting
+  cors: RouteCors
 }
 
 /**
@@ -142,7 +135,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
     const handed = refusal ?? (await handedRequest(request, res, how))
     let response: Response
     if (handed instanceof Refusal) {
-      response = refusalResponse(how.tus, request, handed)
+      response = refusalResponse(how.cors, request, handed)
     } else {
       response = await tusAnswer(how, handed.web, res, handed.context)
       await how.fixAnswer(handed.web, response)
@@ -153,6 +146,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       response.headers.set('Content-Length', '0')
       response.headers.delete('Content-Type')
     }
+    how.cors.settle(res, request.headers.origin, response.headers)
     if (how.isClosing()) response.headers.set('Connection', 'close')
     if (response.body === null || !mayHaveBody(method, response)) {
       // tus builds most answers on an empty body (`new Response('')`, a 201 with
@@ -167,7 +161,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
     if (!res.headersSent) {
       let tusHeaders: Record<string, string> = {}
       try {
-        tusHeaders = tusAnswerHeaders(how.tus, request.headers.origin)
+        tusHeaders = how.cors.answerHeaders(request.headers.origin)
       } catch {
         // A user's allowedOrigins function that throws: the 500 goes out without CORS.
       }
@@ -308,15 +302,11 @@ function reasonOf(response: Response): string {
   return response.statusText || STATUS_CODES[response.status] || REASONS[response.status] || ''
 }
 
-/**
- * The headers tus puts on its own answers, for an answer it did not write: the version, CORS by
- * tus' rule, and `Vary: Origin` when the allowed origin depends on the request's.
- */
-function tusAnswerHeaders(tus: Server, origin: string | undefined): Record<string, string> {
-  const headers: Record<string, string> = { 'Tus-Resumable': TUS_RESUMABLE }
-  for (const [name, value] of tusCorsHeaders(tus, origin)) headers[name] = value
-  if (tus.options.allowedOrigins) headers.Vary = 'Origin'
-  return headers
+/** A header of the plugin's on an answer Fastify sends: lists keep what the app's hooks set. */
+function mergedHeader(name: string, current: unknown, value: string): string {
+  const lower = name.toLowerCase()
+  if (lower === 'vary') return varyWith(current, value)
+  return lower === EXPOSE_HEADERS && current !== undefined ? listUnion(current, value) : value
 }
 
 /** A `Vary` header that also names `value`, keeping what it named. */
@@ -331,8 +321,8 @@ function varyWith(current: unknown, value: string): string {
 }
 
 /** A guard's answer, with the headers tus puts on its own answers (version, CORS). */
-function refusalResponse(tus: Server, request: FastifyRequest, refusal: Refusal): Response {
-  const headers = new Headers(tusAnswerHeaders(tus, request.headers.origin))
+function refusalResponse(cors: RouteCors, request: FastifyRequest, refusal: Refusal): Response {
+  const headers = new Headers(cors.answerHeaders(request.headers.origin))
   // The body of a refused request is not read: closing beats reading it to the end.
   if (request.headers['content-length'] || request.headers['transfer-encoding']) {
     headers.set('Connection', 'close')
