@@ -28,6 +28,7 @@ declare namespace fastifyTus {
   export interface FastifyTusNamespaces {}
   export type TusServerOptions = esm.TusServerOptions
   export type TusCleanupDecorator = esm.TusCleanupDecorator
+  export type PendingFinish = esm.PendingFinish
   export type RedisClient = esm.RedisClient
   export type SweepReport = esm.SweepReport
   export type RunOptions = esm.RunOptions
@@ -44,6 +45,7 @@ declare namespace fastifyTus {
   export const DirectoryInUseError: typeof esm.DirectoryInUseError
   export const IncompatibleTusError: typeof esm.IncompatibleTusError
   export const InvalidOptionError: typeof esm.InvalidOptionError
+  export const InvalidUploadIdError: typeof esm.InvalidUploadIdError
   export const LockQueueFullError: typeof esm.LockQueueFullError
   export type LockQueueFullError = esm.LockQueueFullError
   export const LockTimeoutError: typeof esm.LockTimeoutError

@@ -6,6 +6,7 @@
 import { fastifyTus } from './plugin.js'
 
 export { EVENTS, type Upload } from '@tus/utils'
+export type { PendingFinish } from './backends/backend.js'
 export type {
   FastifyTusDecorated,
   FastifyTusNamespace,
