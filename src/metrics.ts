@@ -41,9 +41,9 @@ interface Definition {
 const METRICS = {
   requests: {
     name: 'tus_requests_total',
-    help: 'Answers on the tus routes, by method and status.',
+    help: 'Answers on the tus routes, by method, status and protocol (tus 1.0 or the IETF draft).',
     type: 'counter',
-    labels: ['method', 'status'],
+    labels: ['method', 'status', 'protocol'],
   },
   created: { name: 'tus_uploads_created_total', help: 'Uploads created (201).', type: 'counter' },
   finished: {
@@ -288,17 +288,28 @@ export class TusMetrics implements ScheduleObserver {
     }
   }
 
-  /** An answer on the tus routes (any status, hook refusals included). */
-  answered(method: string, status: number): void {
-    const key = `${method} ${status}`
+  /**
+   * An answer on the tus routes (any status, hook refusals included). `protocol`: `tus`, or
+   * `ietf-draft-<interop version>`; `expired`: a draft's 404 for an expired upload (tus' 410).
+   */
+  answered(
+    method: string,
+    status: number,
+    {
+      protocol = 'tus',
+      expired = false,
+    }: { protocol?: string; expired?: boolean | undefined } = {},
+  ): void {
+    const key = `${method} ${status} ${protocol}`
     let child = this.#requestChildren.get(key)
     if (!child) {
-      child = this.#requests.labels({ endpoint: this.#endpoint, method, status: String(status) })
+      const labels = { endpoint: this.#endpoint, method, status: String(status), protocol }
+      child = this.#requests.labels(labels)
       this.#requestChildren.set(key, child)
     }
     child.inc()
     if (status === 201 && method === 'POST') this.#created.inc()
-    else if (status === 410) this.#expired.inc()
+    else if (status === 410 || expired) this.#expired.inc()
     else if (status === 460) this.#mismatches.inc()
   }
 

@@ -348,7 +348,7 @@ describe('metrics', () => {
       expect(scrape.status).toBe(200)
       expect(scrape.body).toMatch(/^tus_uploads_created_total\{endpoint="\/files"\} 1$/m)
       expect(scrape.body).toMatch(
-        /^tus_requests_total\{endpoint="\/files",method="POST",status="201"\} 1$/m,
+        /^tus_requests_total\{endpoint="\/files",method="POST",status="201",protocol="tus"\} 1$/m,
       )
     } finally {
       await app.close()

@@ -20,6 +20,8 @@ import {
   refusingPatchOfFinal,
 } from './concatenation.js'
 import { type CorsLogger, EXPOSE_HEADERS, listUnion, RouteCors } from './cors.js'
+import { DraftProtocol, draftExchangeOf } from './draft/exchange.js'
+import { protocolLabel } from './draft/versions.js'
 import { normalizeContentType, refusalFor } from './protocol.js'
 import { refusalAnswer } from './refusals.js'
 import { openRequestContext, type RequestContext } from './request-context.js'
@@ -76,7 +78,11 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   if (metrics) {
     // Every answer on these routes, the app's hook refusals and hijacked tus answers included.
     child.addHook('onResponse', async (request, reply) => {
-      metrics.answered(request.raw.method ?? '', reply.raw.statusCode)
+      const expired = draftExchangeOf(request.raw)?.expired
+      metrics.answered(request.raw.method ?? '', reply.raw.statusCode, {
+        protocol: protocolLabel(request.headers),
+        expired,
+      })
     })
   }
 
@@ -87,10 +93,18 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
     fileIdOf: options.fileIdOf,
     anyPath: tus.options.generateUrl !== undefined,
   }
+  // The IETF resumable uploads draft on the same URLs and store (draft/exchange.ts).
+  const draft = new DraftProtocol({
+    tus,
+    datastore: tus.datastore,
+    fileIdOf: options.fileIdOf,
+    checksums: backend.checksums?.algorithms,
+  })
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
-    await handOff(request, reply, { tus, backend, fixAnswer, isClosing, metrics, concat, cors })
+    const how = { tus, backend, fixAnswer, isClosing, metrics, concat, cors, draft }
+    await handOff(request, reply, how)
     // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
     // that ends after that moment would hold close() until the keep-alive timeout.
     if (isClosing()) child.server.closeIdleConnections()
@@ -116,6 +130,7 @@ interface HandOff {
   metrics: TusMetrics | undefined
   concat: ConcatRouting
   cors: RouteCors
+  draft: DraftProtocol
 }
 
 /**
@@ -131,7 +146,11 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
   }
   try {
     const method = request.raw.method ?? ''
-    const refusal = refusalFor(method, request.headers, how.backend.checksums?.algorithms)
+    // A draft request is rewritten for tus here (or refused), and its answer worded back below.
+    const draft = await how.draft.open(request, res)
+    const refusal = draft
+      ? draft.refusal
+      : refusalFor(method, request.headers, how.backend.checksums?.algorithms)
     const handed = refusal ?? (await handedRequest(request, res, how))
     let response: Response
     if (handed instanceof Refusal) {
@@ -141,6 +160,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       await how.fixAnswer(handed.web, response)
       if (how.metrics) how.metrics.bytesReceived(bytesStored(request, response))
     }
+    if (draft) response = draft.answer(response)
     if (method === 'HEAD') {
       // The answer describes the upload, not a GET download; 0 frames it for every client.
       response.headers.set('Content-Length', '0')

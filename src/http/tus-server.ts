@@ -16,6 +16,10 @@ import { uploadIdFromPath } from './protocol.js'
 import { contextOf } from './request-context.js'
 import { installDirectWrite, NodeBody } from './write-path.js'
 
+/** The IETF draft's request and answer fields, for browsers on another origin. */
+const DRAFT_REQUEST = ['Upload-Draft-Interop-Version', 'Upload-Complete', 'Content-Disposition']
+const DRAFT_ANSWER = ['Upload-Draft-Interop-Version', 'Upload-Complete', 'Upload-Limit']
+
 export interface TusServerSetup {
   /** The user's @tus/server options (`tus`). */
   tus: TusServerOptions
@@ -61,12 +65,14 @@ export function createTusServer({
       handOver,
     ),
     onUploadFinish: onUploadFinish(backend, userOptions.onUploadFinish, handOver),
-    // Browsers may send and read the headers of the checksum and expiration extensions.
-    allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum'],
+    // Browsers may send and read the headers of the checksum and expiration extensions, and
+    // the IETF draft's (draft/exchange.ts).
+    allowedHeaders: [...(userOptions.allowedHeaders ?? []), 'Upload-Checksum', ...DRAFT_REQUEST],
     exposedHeaders: [
       ...(userOptions.exposedHeaders ?? []),
       'Upload-Expires',
       'Tus-Checksum-Algorithm',
+      ...DRAFT_ANSWER,
     ],
   })
   // tus names the upload a POST created (the naming function) and tells it only in this event,

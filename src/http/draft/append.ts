@@ -1,0 +1,123 @@
+/**
+ * Upload append (-03 and -05, "Upload Append"): a PATCH to the upload, handed to tus as a tus
+ * 1.0 PATCH. What tus does not know of is checked first, on the upload as read before tus takes
+ * its lock: a complete upload, and lengths that disagree with the one recorded. The offset is
+ * tus' to check, under the lock: a request still in flight may move it until then.
+ */
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Upload } from '@tus/utils'
+import { Refusal, refusal } from '../../refusal.js'
+import { TUS_VERSION } from '../protocol.js'
+import { sfBoolean, withStatus } from './answers.js'
+import { contentLength, integerField, uploadComplete } from './fields.js'
+import { completedUpload, mismatchingOffset } from './problem.js'
+import type { VersionFeatures } from './versions.js'
+
+const PARTIAL_UPLOAD = 'application/partial-upload'
+
+/** An append as read: its header rewrite for tus and the offset it names. */
+export interface Append {
+  changes: Record<string, string | null>
+  offset: number
+  /** The upload's length, recorded or declared by this append; `undefined`: unknown. */
+  length: number | undefined
+}
+
+/** The append `headers` ask for on `upload` (`undefined`: not readable now; tus answers). */
+export function readAppend(
+  headers: IncomingHttpHeaders,
+  features: VersionFeatures,
+  upload: Upload | undefined,
+): Append | Refusal {
+  const offset = integerField(headers, 'upload-offset')
+  if (offset instanceof Refusal) return offset
+  // "The `Upload-Offset` field value MUST be set to the resumption offset."
+  if (offset === undefined) return refusal(400, 'an append needs Upload-Offset')
+  const complete = uploadComplete(headers)
+  if (complete instanceof Refusal) return complete
+  if (complete === undefined) return refusal(400, 'an append needs Upload-Complete: ?0 or ?1')
+  // -05: "The request MUST use the `PATCH` method with the `application/partial-upload` media type"
+  if (features.partialUploadType && mediaType(headers) !== PARTIAL_UPLOAD) {
+    return refusal(415, `an append needs Content-Type: ${PARTIAL_UPLOAD}`)
+  }
+  const changes: Record<string, string | null> = {
+    'tus-resumable': TUS_VERSION,
+    'content-type': 'application/offset+octet-stream',
+    'upload-length': null,
+  }
+  if (upload === undefined) return { changes, offset, length: undefined }
+  if (upload.size !== undefined && upload.offset === upload.size) return completedUpload()
+  const length = lengthOf(headers, offset, complete, upload)
+  if (length instanceof Refusal) return length
+  if (length !== undefined && upload.size === undefined) changes['upload-length'] = String(length)
+  return { changes, offset, length: upload.size ?? length }
+}
+
+/**
+ * The upload's length after this append, from what it declares, checked against the length
+ * recorded. -03 and -05: "If the request includes the `Upload-Complete` field value set to true
+ * and a valid `Content-Length` header field, ... the upload's final size is the sum of the
+ * upload's offset and the `Content-Length` header field. ... If the server does have a previous
+ * record, that value MUST match the upload's final size. If they do not match, the server MUST
+ * reject the request with a `400 (Bad Request)` status code." -05: "If a final size has been
+ * recorded and the upload append request exceeds this value, the server MUST stop appending
+ * bytes ... and reject the request with a `400 (Bad Request)`" (without a `Content-Length`, tus'
+ * limit stops the body at the length, 413).
+ */
+function lengthOf(
+  headers: IncomingHttpHeaders,
+  offset: number,
+  complete: boolean,
+  upload: Upload,
+): number | undefined | Refusal {
+  const stated = integerField(headers, 'upload-length')
+  if (stated instanceof Refusal) return stated
+  const content = contentLength(headers)
+  const whole = complete && content !== undefined ? offset + content : undefined
+  if (stated !== undefined && whole !== undefined && stated !== whole) {
+    return refusal(400, `Upload-Length ${stated} and the append's end ${whole} differ`)
+  }
+  const length = stated ?? whole
+  const recorded = upload.size
+  if (recorded !== undefined && length !== undefined && length !== recorded) {
+    return refusal(400, `the upload's length is ${recorded}; this append makes it ${length}`)
+  }
+  if (recorded !== undefined && content !== undefined && offset + content > recorded) {
+    return refusal(
+      400,
+      `the append ends at ${offset + content}, past the upload's length ${recorded}`,
+    )
+  }
+  if (recorded === undefined && length === undefined && complete) {
+    return refusal(
+      411,
+      'Upload-Complete: ?1 on an upload of unknown length needs Content-Length or Upload-Length',
+    )
+  }
+  return length
+}
+
+function mediaType(headers: IncomingHttpHeaders): string | undefined {
+  return headers['content-type']?.split(';')[0]?.trim().toLowerCase()
+}
+
+/**
+ * tus' answer as the draft's. A success: "the server MUST acknowledge it by responding with a
+ * `201 (Created)` status code" when incomplete, and 201 is "RECOMMENDED" when complete, with
+ * `Upload-Complete`. A 409: the `Upload-Offset` tus' answer carries (answer.ts adds it), and
+ * the problem type where the version has it.
+ */
+export function appendAnswer(answer: Response, append: Append): Response | Refusal {
+  const { headers } = answer
+  if (answer.status === 409) {
+    const expected = Number(headers.get('upload-offset'))
+    if (Number.isSafeInteger(expected)) return mismatchingOffset(expected, append.offset)
+    return answer
+  }
+  if (answer.status !== 204) return answer
+  const offset = Number(headers.get('upload-offset'))
+  headers.set('Upload-Complete', sfBoolean(offset === append.length))
+  // tus' 204 has no body: the 201 says so, or it would go out chunked.
+  if (!headers.has('content-length')) headers.set('Content-Length', '0')
+  return withStatus(answer, 201)
+}

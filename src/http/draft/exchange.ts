@@ -1,0 +1,193 @@
+/**
+ * The IETF draft on the tus routes: a request with `Upload-Draft-Interop-Version` is read as the
+ * draft's, handed to @tus/server as the tus 1.0 request it amounts to (one store, one locker,
+ * one naming function, the same hooks, events, write path, quota and hand-over as tus 1.0), and
+ * tus' answer is given back in the draft's form. An upload made by either protocol is served by
+ * both.
+ *
+ * A new request on an upload ends one still in flight rather than waiting for its lock, as the
+ * draft recommends ("The server is RECOMMENDED to take measures to avoid parallel upload
+ * transfers: The server MAY terminate any creation or append for the same upload URL", -03,
+ * -05): tus' handlers take the locker's lock with a `requestRelease` that cancels the holder,
+ * whose write then stops (after tus' `lockDrainTimeout`) with what it has stored.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Server } from '@tus/server'
+import { type DataStore, EVENTS, type Upload } from '@tus/utils'
+import type { FastifyRequest } from 'fastify'
+import { NodeRequest } from 'srvx/node'
+import { Refusal, refusal } from '../../refusal.js'
+import { refusalFor } from '../protocol.js'
+import { contextOf } from '../request-context.js'
+import { draftFields, type Limits, refusalAnswer, uploadLimit } from './answers.js'
+import { type Append, appendAnswer, readAppend } from './append.js'
+import { type Creation, creationAnswer, readCreation } from './creation.js'
+import { rewriteHeaders } from './fields.js'
+import { sendUploadResumptionSupported } from './informational.js'
+import { offsetAnswer, optionsAnswer, readRetrieval } from './retrieval.js'
+import {
+  draftVersionOf,
+  INTEROP_HEADER,
+  unsupportedVersionReason,
+  type VersionFeatures,
+} from './versions.js'
+
+const EXCHANGE = Symbol('fastify-tus.draftExchange')
+
+type Carrier = { [EXCHANGE]?: DraftExchange }
+
+export interface DraftSetup {
+  tus: Server
+  /** The store tus reads and writes: an append's checks read the upload first. */
+  datastore: DataStore
+  /** The id in an upload URL, as tus reads it. */
+  fileIdOf: (request: Request) => string | undefined
+  /** The algorithms the backend verifies (`Upload-Checksum`), for the plugin's guards. */
+  checksums: readonly string[] | undefined
+}
+
+/** One draft request, from its reading to its answer. */
+export class DraftExchange {
+  readonly features: VersionFeatures | undefined
+  readonly method: string
+  readonly res: ServerResponse
+  readonly limits: Limits
+  /** Why the request is not handed to tus. */
+  refusal: Refusal | undefined = undefined
+  creation: Creation | undefined = undefined
+  append: Append | undefined = undefined
+  /** The answer is a 404 for an upload that had expired (tus' 410): counted as expired. */
+  expired = false
+  /** The 104 went out. */
+  informed = false
+
+  constructor(
+    features: VersionFeatures | undefined,
+    method: string,
+    res: ServerResponse,
+    limits: Limits,
+  ) {
+    this.features = features
+    this.method = method
+    this.res = res
+    this.limits = limits
+  }
+
+  /**
+   * tus announced the upload this creation made, before its content is read: the 104 with its
+   * URL. -03 and -05: "In the first informational response, the `Location` header field MUST be
+   * set to the URL pointing to the upload resource."
+   */
+  created(url: string): void {
+    const { features } = this
+    if (features === undefined || this.informed) return
+    const fields: Record<string, string> = {
+      Location: url,
+      'Upload-Draft-Interop-Version': String(features.version),
+    }
+    if (features.uploadLimit) fields['Upload-Limit'] = uploadLimit(this.limits, null)
+    this.informed = sendUploadResumptionSupported(this.res, fields)
+  }
+
+  /** The answer (tus', or the refusal's) as the draft words it. */
+  answer(answer: Response): Response {
+    const { features } = this
+    // A version not served: the refusal as it is, with no draft field.
+    if (features === undefined) return answer
+    if (answer.status === 410) this.expired = true
+    let made: Response | Refusal = answer
+    if (this.refusal) made = this.refusal
+    else if (this.creation) made = creationAnswer(answer, this.creation, features, this.limits)
+    else if (this.append) made = appendAnswer(answer, this.append)
+    else if (this.method === 'HEAD') made = offsetAnswer(answer, features, this.limits)
+    else if (this.method === 'OPTIONS') return optionsAnswer(answer, features, this.limits)
+    if (made instanceof Refusal) made = refusalAnswer(made, features, answer)
+    return draftFields(made, features)
+  }
+}
+
+/** The draft side of the routes: reads draft requests and words their answers. */
+export class DraftProtocol {
+  readonly #setup: DraftSetup
+  readonly #limits: Limits
+
+  constructor(setup: DraftSetup) {
+    this.#setup = setup
+    const { maxSize } = setup.tus.options
+    this.#limits = { maxSize: typeof maxSize === 'number' && maxSize > 0 ? maxSize : undefined }
+    // tus names the upload and builds its URL, then announces it before reading the content.
+    setup.tus.on(EVENTS.POST_CREATE, (req: Request, _upload: Upload, url: string) => {
+      draftExchangeOf(contextOf(req)?.request.raw)?.created(url)
+    })
+  }
+
+  /**
+   * The exchange of a draft request, its headers rewritten for tus (or its refusal set);
+   * `undefined` for a tus 1.0 request, and for GET, which the draft does not define.
+   */
+  async open(request: FastifyRequest, res: ServerResponse): Promise<DraftExchange | undefined> {
+    const features = draftVersionOf(request.headers)
+    const method = request.raw.method ?? ''
+    if (features === undefined || method === 'GET') return undefined
+    const exchange = new DraftExchange(features ?? undefined, method, res, this.#limits)
+    ;(request.raw as Carrier)[EXCHANGE] = exchange
+    if (features === null) {
+      exchange.refusal = refusal(400, unsupportedVersionReason(request.headers[INTEROP_HEADER]))
+      return exchange
+    }
+    const changes = await this.#read(exchange, request, res, features)
+    if (changes instanceof Refusal) {
+      exchange.refusal = changes
+      return exchange
+    }
+    rewriteHeaders(request.raw, changes)
+    exchange.refusal = refusalFor(method, request.headers, this.#setup.checksums)
+    return exchange
+  }
+
+  async #read(
+    exchange: DraftExchange,
+    request: FastifyRequest,
+    res: ServerResponse,
+    features: VersionFeatures,
+  ): Promise<Record<string, string | null> | Refusal> {
+    const { headers } = request
+    switch (exchange.method) {
+      case 'POST': {
+        const creation = readCreation(headers)
+        if (creation instanceof Refusal) return creation
+        exchange.creation = creation
+        return creation.changes
+      }
+      case 'PATCH': {
+        const upload = await this.#uploadOf(request, res)
+        const append = readAppend(headers, features, upload)
+        if (append instanceof Refusal) return append
+        exchange.append = append
+        return append.changes
+      }
+      case 'HEAD':
+      case 'DELETE':
+        return readRetrieval(exchange.method, headers, features)
+      default:
+        return {}
+    }
+  }
+
+  /** The upload a request names, as the store has it now; `undefined` when it cannot be read. */
+  async #uploadOf(request: FastifyRequest, res: ServerResponse): Promise<Upload | undefined> {
+    const id = this.#setup.fileIdOf(new NodeRequest({ req: request.raw, res }))
+    if (id === undefined) return undefined
+    try {
+      return await this.#setup.datastore.getUpload(id)
+    } catch {
+      // Gone, expired, unreadable: tus reads it again under its lock and answers that.
+      return undefined
+    }
+  }
+}
+
+/** The draft exchange of a Node request, if it is a draft request. */
+export function draftExchangeOf(req: IncomingMessage | undefined): DraftExchange | undefined {
+  return req === undefined ? undefined : (req as Carrier)[EXCHANGE]
+}
