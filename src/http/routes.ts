@@ -160,7 +160,7 @@ async function handOff(request: FastifyRequest, reply: FastifyReply, how: HandOf
       await how.fixAnswer(handed.web, response)
       if (how.metrics) how.metrics.bytesReceived(bytesStored(request, response))
     }
-    if (draft) response = draft.answer(response)
+    if (draft) response = await draft.answer(response)
     if (method === 'HEAD') {
       // The answer describes the upload, not a GET download; 0 frames it for every client.
       response.headers.set('Content-Length', '0')

@@ -21,6 +21,8 @@ export interface Append {
   offset: number
   /** The upload's length, recorded or declared by this append; `undefined`: unknown. */
   length: number | undefined
+  /** A complete append of unknown length: its end, once all of it arrived, is the length. */
+  lengthAtEnd: boolean
 }
 
 /** The append `headers` ask for on `upload` (`undefined`: not readable now; tus answers). */
@@ -45,12 +47,13 @@ export function readAppend(
     'content-type': 'application/offset+octet-stream',
     'upload-length': null,
   }
-  if (upload === undefined) return { changes, offset, length: undefined }
+  if (upload === undefined) return { changes, offset, length: undefined, lengthAtEnd: false }
   if (upload.size !== undefined && upload.offset === upload.size) return completedUpload()
   const length = lengthOf(headers, offset, complete, upload)
   if (length instanceof Refusal) return length
   if (length !== undefined && upload.size === undefined) changes['upload-length'] = String(length)
-  return { changes, offset, length: upload.size ?? length }
+  const known = upload.size ?? length
+  return { changes, offset, length: known, lengthAtEnd: complete && known === undefined }
 }
 
 /**
@@ -86,12 +89,6 @@ function lengthOf(
     return refusal(
       400,
       `the append ends at ${offset + content}, past the upload's length ${recorded}`,
-    )
-  }
-  if (recorded === undefined && length === undefined && complete) {
-    return refusal(
-      411,
-      'Upload-Complete: ?1 on an upload of unknown length needs Content-Length or Upload-Length',
     )
   }
   return length

@@ -20,6 +20,8 @@ export interface Creation {
   changes: Record<string, string | null>
   /** The upload's length, when the request states it. */
   length: number | undefined
+  /** A complete creation of unknown length: its end, once all of it arrived, is the length. */
+  lengthAtEnd: boolean
 }
 
 /** The creation `headers` ask for, or why it is refused. */
@@ -56,7 +58,7 @@ export function readCreation(headers: IncomingHttpHeaders): Creation | Refusal {
     const metadata = metadataOf(headers)
     if (metadata !== undefined) changes['upload-metadata'] = metadata
   }
-  return { changes, length }
+  return { changes, length, lengthAtEnd: complete && length === undefined }
 }
 
 /**
@@ -79,12 +81,6 @@ function declaredLength(
   const declared = length ?? whole
   if (declared !== undefined && content !== undefined && content > declared) {
     return refusal(400, `the content (${content} bytes) is longer than Upload-Length ${declared}`)
-  }
-  if (declared === undefined && complete) {
-    return refusal(
-      411,
-      'Upload-Complete: ?1 on a body of unknown length needs Content-Length or Upload-Length',
-    )
   }
   return declared
 }

@@ -21,6 +21,7 @@ import { refusalFor } from '../protocol.js'
 import { contextOf } from '../request-context.js'
 import { draftFields, type Limits, refusalAnswer, uploadLimit } from './answers.js'
 import { type Append, appendAnswer, readAppend } from './append.js'
+import { declareLengthAtEnd } from './completion.js'
 import { type Creation, creationAnswer, readCreation } from './creation.js'
 import { rewriteHeaders } from './fields.js'
 import { sendUploadResumptionSupported } from './informational.js'
@@ -50,7 +51,9 @@ export interface DraftSetup {
 export class DraftExchange {
   readonly features: VersionFeatures | undefined
   readonly method: string
+  readonly request: FastifyRequest
   readonly res: ServerResponse
+  readonly tus: Server
   readonly limits: Limits
   /** Why the request is not handed to tus. */
   refusal: Refusal | undefined = undefined
@@ -63,13 +66,15 @@ export class DraftExchange {
 
   constructor(
     features: VersionFeatures | undefined,
-    method: string,
+    request: FastifyRequest,
     res: ServerResponse,
-    limits: Limits,
+    { tus, limits }: { tus: Server; limits: Limits },
   ) {
     this.features = features
-    this.method = method
+    this.method = request.raw.method ?? ''
+    this.request = request
     this.res = res
+    this.tus = tus
     this.limits = limits
   }
 
@@ -90,11 +95,12 @@ export class DraftExchange {
   }
 
   /** The answer (tus', or the refusal's) as the draft words it. */
-  answer(answer: Response): Response {
+  async answer(tusAnswer: Response): Promise<Response> {
     const { features } = this
     // A version not served: the refusal as it is, with no draft field.
-    if (features === undefined) return answer
-    if (answer.status === 410) this.expired = true
+    if (features === undefined) return tusAnswer
+    if (tusAnswer.status === 410) this.expired = true
+    const answer = await this.#lengthAtEnd(tusAnswer)
     let made: Response | Refusal = answer
     if (this.refusal) made = this.refusal
     else if (this.creation) made = creationAnswer(answer, this.creation, features, this.limits)
@@ -103,6 +109,27 @@ export class DraftExchange {
     else if (this.method === 'OPTIONS') return optionsAnswer(answer, features, this.limits)
     if (made instanceof Refusal) made = refusalAnswer(made, features, answer)
     return draftFields(made, features)
+  }
+
+  /**
+   * A complete creation or append without a stated length (completion.ts): once tus stored its
+   * content, the length is declared; the answer is the declaration's when that fails.
+   */
+  async #lengthAtEnd(answer: Response): Promise<Response> {
+    const step = this.creation ?? this.append
+    if (!step?.lengthAtEnd || answer.status < 200 || answer.status > 299) return answer
+    const offset = Number(answer.headers.get('upload-offset'))
+    const url = this.creation ? answer.headers.get('location') : this.request.raw.url
+    if (!Number.isSafeInteger(offset) || !url) return answer
+    const declared = await declareLengthAtEnd(this.tus, this.request, url, offset)
+    if (declared === undefined) return answer
+    if (declared.status !== 204) {
+      answer.body?.cancel().catch(() => {})
+      return declared
+    }
+    declared.body?.cancel().catch(() => {})
+    step.length = offset
+    return answer
   }
 }
 
@@ -129,7 +156,10 @@ export class DraftProtocol {
     const features = draftVersionOf(request.headers)
     const method = request.raw.method ?? ''
     if (features === undefined || method === 'GET') return undefined
-    const exchange = new DraftExchange(features ?? undefined, method, res, this.#limits)
+    const exchange = new DraftExchange(features ?? undefined, request, res, {
+      tus: this.#setup.tus,
+      limits: this.#limits,
+    })
     ;(request.raw as Carrier)[EXCHANGE] = exchange
     if (features === null) {
       exchange.refusal = refusal(400, unsupportedVersionReason(request.headers[INTEROP_HEADER]))
