@@ -120,6 +120,35 @@ describe.each([5, 6] as const)('interop version %i', (version) => {
     expect(offset.headers['upload-length']).toBe('4096')
   })
 
+  it('resumes an interrupted creation from the content it stored, at the URL of its 104', async () => {
+    const server = await startServer({ tus: { lockDrainTimeout: 100 } })
+    const data = pattern(3000, 19)
+    const headers = {
+      ...draft,
+      'Upload-Complete': '?1',
+      'Content-Length': data.length,
+      'Content-Type': 'application/octet-stream',
+    }
+    const creation = http.request(server.endpoint, { method: 'POST', agent: false, headers })
+    creation.on('error', () => {})
+    const location = new Promise<string>((resolve) => {
+      creation.on('information', (info) => resolve(String(info.headers.location)))
+    })
+    creation.write(data.subarray(0, 1200))
+    const url = await location
+    const file = path.join(server.directory, url.slice(url.lastIndexOf('/') + 1))
+    await waitFor(async () => (await fs.stat(file)).size === 1200, 5000, 'the first 1200 bytes')
+    // The connection is given up for lost; the client asks where the upload stands.
+    const offset = await send(url, 'HEAD', draft)
+    expect(offset.headers['upload-offset']).toBe('1200')
+    expect(offset.headers['upload-length']).toBe('3000')
+    creation.destroy()
+    const rest = await send(url, 'PATCH', appendHeaders(1200, true), data.subarray(1200))
+    expect(rest.status).toBe(201)
+    expect(rest.headers['upload-complete']).toBe('?1')
+    expect(await fs.readFile(file)).toEqual(data)
+  })
+
   it('answers offset retrieval with 204, Upload-Offset, Upload-Complete, Upload-Length when known and Cache-Control: no-store', async () => {
     const server = await startServer()
     const known = await create(server.endpoint, false, pattern(10), { 'Upload-Length': 30 })
@@ -519,9 +548,11 @@ describe('the draft on the tus routes', () => {
     )
     expect(third.status).toBe(507)
     await sleep(450)
+    const idOf = (res: Sent) => String(res.headers.location).split('/').pop() as string
+    const dry = await server.app.tusCleanup.run({ dryRun: true })
+    expect(dry.ids).toEqual([idOf(open)])
     const report = await server.app.tusCleanup.run()
     expect(report.removed).toBe(1)
-    const idOf = (res: Sent) => String(res.headers.location).split('/').pop() as string
     expect(await exists(path.join(server.directory, idOf(open)))).toBe(false)
     expect(await exists(path.join(server.directory, idOf(full)))).toBe(true)
   })
