@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process'
 import fs from 'node:fs/promises'
 import http from 'node:http'
+import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { Registry } from 'prom-client'
@@ -419,6 +420,58 @@ describe.each([5, 6] as const)('interop version %i', (version) => {
 })
 
 describe('the draft on the tus routes', () => {
+  it('hands a finished draft upload over durably: a failing onUploadFinish runs again until it succeeds', async () => {
+    let failures = 2
+    const runs: string[] = []
+    const server = await startServer({
+      tus: {
+        onUploadFinish: async (_req, upload) => {
+          runs.push(upload.id)
+          if (failures-- > 0) throw new Error('the app is down')
+          return {}
+        },
+      },
+      finishRetryMs: 50,
+      cleanupIntervalMs: 600_000,
+    })
+    // Complete in a chunked request of unknown length: the length is declared at its end.
+    const res = await send(
+      server.endpoint,
+      'POST',
+      {
+        'Upload-Draft-Interop-Version': 6,
+        'Upload-Complete': '?1',
+        'Transfer-Encoding': 'chunked',
+      },
+      pattern(700),
+    )
+    expect(res.status).toBe(201)
+    expect(res.headers['upload-complete']).toBe('?1')
+    const id = String(res.headers.location).split('/').pop()
+    await waitFor(() => runs.length === 3, 5000, 'the third run')
+    await waitFor(async () => (await server.app.tusCleanup.pending()).length === 0)
+    expect(runs).toEqual([id, id, id])
+  })
+
+  it('sends no 104 to an HTTP/1.0 client', async () => {
+    const server = await startServer()
+    const { port } = new URL(server.endpoint)
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => {
+        socket.write(
+          'POST /files HTTP/1.0\r\nHost: 127.0.0.1\r\nUpload-Draft-Interop-Version: 6\r\n' +
+            'Upload-Complete: ?1\r\nContent-Length: 3\r\n\r\nabc',
+        )
+      })
+      const chunks: Buffer[] = []
+      socket.on('data', (chunk) => chunks.push(chunk))
+      socket.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')))
+      socket.on('error', reject)
+    })
+    expect(answer).toMatch(/^HTTP\/1\.1 201 Created\r\n/)
+    expect(answer).not.toMatch(/ 104 /)
+  })
+
   it('refuses an interop version it does not serve with 400, naming those it serves, and sends no 104', async () => {
     const server = await startServer()
     for (const version of ['4', '7', 'x']) {
