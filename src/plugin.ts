@@ -186,6 +186,7 @@ async function registerRoutes(
         isClosing: how.isClosing,
         serving: () => backend.serving?.(),
         metrics: how.metrics,
+        download: options.download,
       })
     },
     { prefix: options.prefix },

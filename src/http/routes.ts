@@ -27,6 +27,7 @@ import {
   readConcat,
   refusingPatchOfFinal,
 } from './concatenation.js'
+import { downloadHandler } from './download.js'
 import { normalizeContentType, refusalFor } from './protocol.js'
 import { refusalAnswer } from './refusals.js'
 import { openRequestContext, type RequestContext } from './request-context.js'
@@ -46,12 +47,14 @@ export interface TusRoutesOptions {
   serving?: () => void
   /** Counts answers and stored bytes (the `metrics` option). */
   metrics?: TusMetrics | undefined
+  /** The `download` option: `false` answers GET with 405. Default `true`. */
+  download?: boolean
 }
 
 /** The capabilities the routes use. */
 export type RouteBackend = Pick<
   UploadBackend,
-  'answers' | 'checksums' | 'discardRefused' | 'concatenation' | 'writer'
+  'answers' | 'checksums' | 'discardRefused' | 'concatenation' | 'writer' | 'downloads'
 >
 
 const TUS_METHODS: HTTPMethods[] = ['POST', 'HEAD', 'PATCH', 'OPTIONS', 'DELETE', 'GET']
@@ -89,6 +92,12 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   }
 
   const fixAnswer = answerFixes({ tus, backend, fileIdOf: options.fileIdOf })
+  const download = downloadHandler({
+    tus,
+    downloads: backend.downloads,
+    enabled: options.download ?? true,
+    fileIdOf: options.fileIdOf,
+  })
   const concat: ConcatRouting = {
     fullPath: tus.options.path,
     path,
@@ -98,7 +107,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
-    await handOff(request, reply, { tus, backend, fixAnswer, isClosing, metrics, concat })
+    await handOff(request, reply, { tus, backend, fixAnswer, isClosing, metrics, concat, download })
     // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
     // that ends after that moment would hold close() until the keep-alive timeout.
     if (isClosing()) child.server.closeIdleConnections()
@@ -123,6 +132,8 @@ interface HandOff {
   isClosing: () => boolean
   metrics: TusMetrics | undefined
   concat: ConcatRouting
+  /** GET, when the plugin answers it rather than tus (download.ts). */
+  download: ((request: Request) => Promise<Response>) | undefined
 }
 
 /**
@@ -220,6 +231,7 @@ async function tusAnswer(
   context: RequestContext,
 ): Promise<Response> {
   const { tus } = how
+  if (webRequest.method === 'GET' && how.download) return how.download(webRequest)
   const { concatenation } = how.backend
   const parts = context.concat
   if (parts?.kind !== 'final' || !concatenation) {

@@ -32,6 +32,7 @@ export const DEFAULTS = {
   expireAfterMs: 600_000,
   cleanupIntervalMs: 600_000,
   cleanupOnStart: true,
+  download: true,
 } as const
 
 type Context = RowContext<ResolvedOptions>
@@ -88,6 +89,10 @@ const OPTIONS: Group<ResolvedOptions> = {
     },
     minFreeBytes: { check: fileStoreOnly(bytes(0, '0 turns the floor off')) },
     maxStoreBytes: { check: fileStoreOnly(bytes(1, 'leave it out for no quota')) },
+    download: {
+      default: () => DEFAULTS.download,
+      check: must((value) => typeof value === 'boolean', 'true or false'),
+    },
   },
 }
 
