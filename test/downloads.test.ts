@@ -102,7 +102,7 @@ describe('validators', () => {
     const { headers } = await request(url, 'GET')
     const etag = String(headers.etag)
     const lastModified = String(headers['last-modified'])
-    const notModified = [
+    const notModified: Array<Record<string, string>> = [
       { 'If-None-Match': etag },
       { 'If-None-Match': `"other", W/${etag}` },
       { 'If-None-Match': '*' },
@@ -115,7 +115,7 @@ describe('validators', () => {
       expect(res.body).toBe('')
       expect(res.headers.etag).toBe(etag)
     }
-    const modified = [
+    const modified: Array<Record<string, string>> = [
       { 'If-None-Match': '"other"' },
       { 'If-Modified-Since': new Date(Date.parse(lastModified) - 1000).toUTCString() },
       { 'If-Modified-Since': 'yesterday' },
