@@ -5,6 +5,7 @@
  */
 import type { SweepLocker } from '../../locking/activity-locker.js'
 import type { StoreIdentity, UploadBackend } from '../backend.js'
+import { s3Downloads } from './download.js'
 import { assertSharedCache, S3ActivityExpiry, type S3StoreLike, s3Sweep } from './store.js'
 
 export { asS3Store, type S3StoreLike } from './store.js'
@@ -36,6 +37,7 @@ export function s3Backend(options: S3BackendOptions): UploadBackend {
     datastore: store.store,
     sweep: { run: s3Sweep(store, options) },
     answers: { describe: (id, describeOptions) => expiry.describe(id, describeOptions) },
+    downloads: s3Downloads(store),
     async start(sweepNow) {
       expiry.adopt(async () => (await sweepNow()).removed)
       return undefined
