@@ -81,6 +81,9 @@ describe('ranges', () => {
     expect(res.headers['access-control-allow-origin']).toBe('https://app.example')
     expect(res.headers['x-content-type-options']).toBe('nosniff')
     expect(res.headers['content-disposition']).toBe('inline; filename="clip.bin"')
+    // Readable by the page's script, not only by its media elements.
+    const exposed = String(res.headers['access-control-expose-headers']).split(/\s*,\s*/)
+    expect(exposed).toEqual(expect.arrayContaining(['Content-Range', 'ETag', 'Upload-Offset']))
   })
 })
 
@@ -178,6 +181,16 @@ describe('what is not a download', () => {
     expect(refused.body).toBe('Who are you?\n')
     const allowed = await get(url, { Range: 'bytes=0-1', Authorization: 'Bearer x' })
     expect(allowed.status).toBe(206)
+  })
+
+  it('leaves a GET route the app added with tus.get() to it, downloads on or off', async () => {
+    for (const download of [true, false]) {
+      const server = await startServer({ download })
+      server.app.tus.get('/files/about', async () => new Response('about these files'))
+      const res = await request(`${server.endpoint}/about`, 'GET', { Range: 'bytes=0-1' })
+      expect(res.status, String(download)).toBe(200)
+      expect(res.body).toBe('about these files')
+    }
   })
 
   it('answers GET with 405 and Allow when download is false; the rest of tus works', async () => {

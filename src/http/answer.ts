@@ -96,8 +96,16 @@ function downloadHeaders(tus: Server): Step {
     for (const [name, value] of tusCorsHeaders(tus, request.headers.get('origin') ?? undefined)) {
       response.headers.set(name, value)
     }
+    // A page on another origin that fetches ranges reads these (download.ts' answers).
+    if (response.headers.has('Accept-Ranges')) {
+      const exposed = response.headers.get('Access-Control-Expose-Headers')
+      response.headers.set('Access-Control-Expose-Headers', `${exposed}, ${DOWNLOAD_EXPOSED}`)
+    }
   }
 }
+
+/** The headers of a download that are not CORS-safelisted. */
+const DOWNLOAD_EXPOSED = 'Accept-Ranges, Content-Range, Content-Disposition, ETag'
 
 function checksumAlgorithms(algorithms: readonly string[]): Step {
   const header = algorithms.join(',')
