@@ -74,6 +74,18 @@ describe('ranges', () => {
     }
   })
 
+  it('sends an empty upload as 0 bytes, and answers 416 to any range of it', async () => {
+    const server = await startServer()
+    const { url } = await createUpload(server.endpoint, 0)
+    const whole = await request(url, 'GET')
+    expect(whole.status).toBe(200)
+    expect(whole.headers['content-length']).toBe('0')
+    expect(whole.body).toBe('')
+    const ranged = await request(url, 'GET', { Range: 'bytes=0-' })
+    expect(ranged.status).toBe(416)
+    expect(ranged.headers['content-range']).toBe('bytes */0')
+  })
+
   it('keeps the CORS, type, disposition and nosniff headers on a 206', async () => {
     const { url } = await finished({ tus: { allowedOrigins: ['https://app.example'] } })
     const res = await request(url, 'GET', { Range: 'bytes=0-9', Origin: 'https://app.example' })

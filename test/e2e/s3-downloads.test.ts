@@ -81,12 +81,14 @@ describe('S3Store downloads', () => {
     expect(stale.headers.get('etag')).not.toBe(etag)
   }, 60_000)
 
-  it('answers 404 to GET of an unfinished upload', async () => {
+  it('answers 404 to GET of an unfinished upload, and of an empty one (S3Store makes it no object)', async () => {
     const { bucket } = await testBucket()
     const { endpoint } = await startServer({ datastore: s3Store(bucket), expireAfterMs: 60_000 })
     const { url } = await createUpload(endpoint, 100)
     expect((await patch(url, 0, Buffer.alloc(10))).status).toBe(204)
     const res = await request(url, 'GET', { Range: 'bytes=0-1' })
     expect(res.status).toBe(404)
+    const empty = await createUpload(endpoint, 0)
+    expect((await request(empty.url, 'GET')).status).toBe(404)
   }, 60_000)
 })
