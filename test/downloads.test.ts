@@ -144,6 +144,36 @@ describe('validators', () => {
     }
   })
 
+  it('answers 412 to If-Match naming another tag, or If-Unmodified-Since before Last-Modified', async () => {
+    const { url } = await finished()
+    const { headers } = await request(url, 'GET')
+    const etag = String(headers.etag)
+    const lastModified = String(headers['last-modified'])
+    const before = new Date(Date.parse(lastModified) - 1000).toUTCString()
+    const failed: Array<Record<string, string>> = [
+      { 'If-Match': '"other"' },
+      { 'If-Match': `W/${etag}` },
+      { 'If-Unmodified-Since': before },
+    ]
+    for (const conditions of failed) {
+      const res = await request(url, 'GET', conditions)
+      expect(res.status, JSON.stringify(conditions)).toBe(412)
+      expect(res.body).toMatch(/If-Match or If-Unmodified-Since/)
+    }
+    const held: Array<Record<string, string>> = [
+      { 'If-Match': `"other", ${etag}` },
+      { 'If-Match': '*' },
+      { 'If-Unmodified-Since': lastModified },
+      // If-Match decides when both are sent.
+      { 'If-Match': etag, 'If-Unmodified-Since': before },
+    ]
+    for (const conditions of held) {
+      const res = await get(url, { ...conditions, Range: 'bytes=0-3' })
+      expect(res.status, JSON.stringify(conditions)).toBe(206)
+      expect(res.body.equals(DATA.subarray(0, 4))).toBe(true)
+    }
+  })
+
   it('serves If-Range’s range only while its ETag or date is current, else the whole upload', async () => {
     const { url, file } = await finished()
     const { headers } = await request(url, 'GET')

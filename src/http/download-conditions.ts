@@ -3,6 +3,8 @@
  * conditional requests of RFC 9110 (13.1, evaluated in the order of 13.2.2) and single byte
  * ranges (14.2). Pure functions: download.ts reads the bytes.
  *
+ * - `If-Match` (strong comparison, `*` included) that names another tag answers 412; so does
+ *   `If-Unmodified-Since` before `Last-Modified`, only without `If-Match`.
  * - `If-None-Match` (weak comparison, `*` included) answers 304; `If-Modified-Since` does only
  *   without `If-None-Match`, and is ignored unless it is a valid HTTP-date.
  * - `Range: bytes=a-b`, `bytes=a-` and `bytes=-n` answer 206; a range that starts past the end
@@ -23,6 +25,7 @@ export type DownloadAnswer =
   | { status: 200 }
   | { status: 206; range: ByteRange }
   | { status: 304 }
+  | { status: 412 }
   | { status: 416 }
 
 /** What to answer for bytes of `size` that `facts` describe. */
@@ -31,6 +34,7 @@ export function downloadAnswer(
   facts: DownloadFacts,
   size: number,
 ): DownloadAnswer {
+  if (!preconditionsHold(headers, facts)) return { status: 412 }
   if (notModified(headers, facts)) return { status: 304 }
   const header = headers.get('range')
   if (header === null || !rangeStillValid(headers.get('if-range'), facts)) return { status: 200 }
@@ -43,6 +47,16 @@ export function downloadAnswer(
 /** `Last-Modified` as sent: whole seconds, as HTTP-dates have them. */
 export function lastModified(facts: DownloadFacts): Date {
   return new Date(Math.floor(facts.modifiedMs / 1000) * 1000)
+}
+
+function preconditionsHold(headers: ConditionalHeaders, facts: DownloadFacts): boolean {
+  const ifMatch = headers.get('if-match')
+  if (ifMatch !== null) {
+    if (ifMatch.trim() === '*') return true
+    return entityTags(ifMatch).some((tag) => !tag.startsWith('W/') && tag === facts.etag)
+  }
+  const since = httpDate(headers.get('if-unmodified-since'))
+  return since === undefined || lastModified(facts).getTime() <= since
 }
 
 function notModified(headers: ConditionalHeaders, facts: DownloadFacts): boolean {

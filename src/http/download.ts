@@ -26,6 +26,9 @@ export interface DownloadOptions {
   fileIdOf: (request: Request) => string | undefined
 }
 
+const PRECONDITION_FAILED =
+  'Precondition Failed: the upload is not the one If-Match or If-Unmodified-Since names\n'
+
 /** The methods of the routes once GET is off, for `Allow`. */
 const ALLOW_WITHOUT_GET = 'POST, HEAD, PATCH, DELETE, OPTIONS'
 
@@ -70,6 +73,7 @@ async function download(
       'Last-Modified': lastModified(facts).toUTCString(),
     })
     if (answer.status === 304) return new Response(null, { status: 304, headers })
+    if (answer.status === 412) return textAnswer(412, PRECONDITION_FAILED, headers)
     if (answer.status === 416) return unsatisfiable(headers, size)
     const range = answer.status === 206 ? answer.range : undefined
     headers.set('Content-Type', contentType)
