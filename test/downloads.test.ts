@@ -225,6 +225,21 @@ describe('what is not a download', () => {
     expect(allowed.status).toBe(206)
   })
 
+  it('answers errors through the app’s onResponseError, as tus does', async () => {
+    const server = await startServer({
+      tus: {
+        onResponseError: async (_req, error) =>
+          (error as { status_code?: number }).status_code === 404
+            ? { status_code: 404, body: 'No such download\n' }
+            : undefined,
+      },
+    })
+    const { url } = await createUpload(server.endpoint, 10)
+    const res = await request(url, 'GET')
+    expect(res.status).toBe(404)
+    expect(res.body).toBe('No such download\n')
+  })
+
   it('leaves a GET route the app added with tus.get() to it, downloads on or off', async () => {
     for (const download of [true, false]) {
       const server = await startServer({ download })
