@@ -4,7 +4,8 @@
  * - `varyOnOrigin`: the allowed origin depends on the request's `Origin` once
  *   `allowedOrigins` is set;
  * - `downloadHeaders`: GET answers carry CORS as the others do (tus leaves them without), and a
- *   download `X-Content-Type-Options: nosniff`;
+ *   download `X-Content-Type-Options: nosniff` and, for pages on other origins, its range and
+ *   validator headers (download.ts);
  * - `checksumAlgorithms`: OPTIONS lists `Tus-Checksum-Algorithm` when the backend verifies
  *   checksums;
  * - `removeRefusedCreation`: a POST refused after tus created the upload leaves nothing behind;
