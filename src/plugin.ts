@@ -224,6 +224,7 @@ async function registerRoutes(
         serving: () => backend.serving?.(),
         metrics: how.metrics,
         log: how.log,
+        download: options.download,
       })
     },
     { prefix: options.prefix },

@@ -29,7 +29,7 @@
  *
  * And of a user's @tus/s3-store `S3Store` (an optional peer: never imported here; the store
  * object the user passed is probed), checked by `s3StoreInternals()` when `datastore` is one:
- * its protected `bucket`, `client` (the S3 calls the sweep makes), `cache`, `getMetadata`,
+ * its protected `bucket`, `client` (the S3 calls the sweep and downloads make), `cache`, `getMetadata`,
  * `clearCache`, its object names (`infoKey`, `partKey`) and `Tus-Completed` tag
  * (`useCompleteTag`), and its own `getUpload`, `getExpiration` and `deleteExpired`, which the
  * plugin replaces while it serves (backends/s3/).

@@ -5,6 +5,7 @@
  */
 import { readdir } from 'node:fs/promises'
 import path from 'node:path'
+import { FileStore } from '@tus/file-store'
 import { Redis } from 'ioredis'
 import { Registry } from 'prom-client'
 import { describe, expect, it } from 'vitest'
@@ -174,6 +175,29 @@ describe('a failing onUploadFinish', () => {
     await sleep(100)
     expect(runs).toBe(1)
     expect(await server.app.tusCleanup.pending()).toEqual([])
+  })
+})
+
+describe('another datastore (no records of its own)', () => {
+  it('keeps pending hand-overs in memory: retried with the same backoff while the process lives', async () => {
+    const flaky = flakyHook(2)
+    const datastore = new FileStore({ directory: await tempDir() })
+    const server = await startServer({
+      datastore,
+      tus: { onUploadFinish: flaky.hook },
+      finishRetryMs: 40,
+      cleanupIntervalMs: 600_000,
+    })
+    const { id, res } = await finishedUpload(server.endpoint)
+    expect(res.status).toBe(204)
+    expect(await server.app.tusCleanup.pending()).toMatchObject([
+      { id, attempts: 1, lastError: 'storage down (run 1)' },
+    ])
+    await waitFor(() => flaky.runs.length === 3, 5000, 'the third run')
+    await waitFor(async () => (await server.app.tusCleanup.pending()).length === 0)
+    const [first, second, third] = flaky.runs.map((run) => run.at)
+    expect((second as number) - (first as number)).toBeGreaterThanOrEqual(38)
+    expect((third as number) - (second as number)).toBeGreaterThanOrEqual(78)
   })
 })
 

@@ -216,6 +216,7 @@ describe('resolved options', () => {
       metrics: undefined,
       minFreeBytes: undefined,
       maxStoreBytes: undefined,
+      download: true,
     })
     // `null` is a left-out option where there is a default, and refused where there is none.
     expect(resolveOptions({ path: null, tus: null }).path).toBe('/files')

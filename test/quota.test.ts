@@ -457,23 +457,27 @@ describe('releasing uploads the app moved out of the store', () => {
   })
 })
 
+/** Finished partial uploads of `sizes` bytes, then the creation of their final: its answer. */
+async function parallelUpload(endpoint: string, sizes: number[]) {
+  const urls: string[] = []
+  for (const size of sizes) {
+    const part = randomBytes(size)
+    const { url } = await createUpload(endpoint, size, { 'Upload-Concat': 'partial' })
+    expect((await patch(url, 0, part)).status).toBe(204)
+    urls.push(url)
+  }
+  const final = await request(endpoint, 'POST', {
+    ...TUS,
+    'Upload-Concat': `final;${urls.join(' ')}`,
+  })
+  return { ...final, partials: urls.map((url) => url.slice(url.lastIndexOf('/') + 1)) }
+}
+
 describe('the store quota and parallel uploads', () => {
   it("a final upload takes over its partials' bytes: a parallel upload needs its size of the quota, not twice", async () => {
     const server = await startServer({ maxStoreBytes: 100 * KiB, minFreeBytes: 0 })
-    const urls: string[] = []
-    for (const seed of [1, 2]) {
-      const part = randomBytes(30 * KiB + seed)
-      const { url } = await createUpload(server.endpoint, part.length, {
-        'Upload-Concat': 'partial',
-      })
-      expect((await patch(url, 0, part)).status).toBe(204)
-      urls.push(url)
-    }
     // 60 KiB of partials in a 100 KiB quota: the final would not fit beside them.
-    const final = await request(server.endpoint, 'POST', {
-      ...TUS,
-      'Upload-Concat': `final;${urls.join(' ')}`,
-    })
+    const final = await parallelUpload(server.endpoint, [30 * KiB + 1, 30 * KiB + 2])
     expect(final.status, final.body).toBe(201)
     // The count is the final's alone: 40 KiB more fit, and a sweep's recount agrees.
     const more = await request(server.endpoint, 'POST', {
@@ -499,26 +503,14 @@ describe('the store quota and parallel uploads', () => {
         },
       },
     })
-    const urls: string[] = []
-    for (const seed of [1, 2]) {
-      const part = randomBytes(30 * KiB).fill(seed, 0, 1)
-      const { url } = await createUpload(server.endpoint, part.length, {
-        'Upload-Concat': 'partial',
-      })
-      expect((await patch(url, 0, part)).status).toBe(204)
-      urls.push(url)
-    }
-    const final = await request(server.endpoint, 'POST', {
-      ...TUS,
-      'Upload-Concat': `final;${urls.join(' ')}`,
-    })
+    const final = await parallelUpload(server.endpoint, [30 * KiB, 30 * KiB])
     expect(final.status, final.body).toBe(201)
     const finalId = String(final.headers.location).split('/').pop() as string
     expect((await fs.stat(path.join(files, finalId))).size).toBe(60 * KiB)
     // What stays: the partials' records, marked taken (a retried final creation finds it).
     await listingBecomes(
       directory,
-      urls.map((url) => `${url.split('/').pop()}.json`),
+      final.partials.map((id) => `${id}.json`),
     )
     expect((await createUpload(server.endpoint, 100 * KiB)).response.status).toBe(201)
     expect((await server.app.tusCleanup.run({ dryRun: true })).storeBytes).toBe(100 * KiB)

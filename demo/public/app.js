@@ -90,6 +90,18 @@ function startUpload(file) {
       link.href = upload.url
       link.textContent = upload.url
       link.hidden = false
+      // Played from the download URL: the server answers the player's ranges, so it can seek.
+      if (/^(video|audio)\//.test(file.type)) {
+        const tag = file.type.startsWith('video/') ? 'video' : 'audio'
+        row.append(
+          el(tag, {
+            src: upload.url,
+            controls: '',
+            preload: 'metadata',
+            'data-testid': 'upload-player',
+          }),
+        )
+      }
     },
     onError(error) {
       show('failed', `Failed: ${error.message || error}`)

@@ -6,6 +6,7 @@
  * a backend does not have is `undefined`.
  */
 import type { IncomingMessage } from 'node:http'
+import type { Readable } from 'node:stream'
 import type { ServerOptions } from '@tus/server'
 import type { DataStore, Upload } from '@tus/utils'
 import type { ActivityLocker } from '../locking/activity-locker.js'
@@ -176,6 +177,34 @@ export interface FinishRecords {
   list(): Promise<PendingFinish[]>
 }
 
+/** Bytes `start` to `end` of an upload, both included (RFC 9110, 14.1.2). */
+export interface ByteRange {
+  start: number
+  end: number
+}
+
+/** What validates a finished upload's bytes as they are now (`ETag`, `Last-Modified`). */
+export interface DownloadFacts {
+  /** A strong entity tag, quoted (`"..."`): it changes whenever the bytes could have. */
+  etag: string
+  /** When the bytes last changed, in ms since the epoch. */
+  modifiedMs: number
+}
+
+/**
+ * Downloads the plugin answers itself (http/download.ts): ranges, validators, conditional GET.
+ * Absent: tus' own GET (the whole file, no validators).
+ */
+export interface Downloads {
+  /** The validators of finished upload `upload`'s bytes; throws tus' 404 when they are gone. */
+  describe(upload: Upload): Promise<DownloadFacts>
+  /**
+   * A stream of `range` of the bytes `facts` describe (all of them: `undefined`); throws tus' 404
+   * when they are gone, and rejects when they are no longer what `facts` describe.
+   */
+  read(upload: Upload, facts: DownloadFacts, range: ByteRange | undefined): Promise<Readable>
+}
+
 /** The sweep the plugin's schedule runs, or why there is none (logged once at start). */
 export type BackendSweep = { run: SweepFunction } | { off: string }
 
@@ -206,6 +235,8 @@ export interface UploadBackend {
   readonly checksums?: Checksums | undefined
   /** Pending hand-overs remembered in the store; absent: in this process' memory only. */
   readonly finishes?: FinishRecords | undefined
+  /** Ranged and conditional downloads (GET); absent: tus' own GET. */
+  readonly downloads?: Downloads | undefined
   /**
    * Removes what a refused creation left (a POST whose body failed after tus had created the
    * upload: its client never learned the URL), unless it is finished.

@@ -4,7 +4,8 @@
  * - `varyOnOrigin`: the allowed origin depends on the request's `Origin` once
  *   `allowedOrigins` is set;
  * - `downloadHeaders`: GET answers carry CORS as the others do (tus leaves them without), and a
- *   download `X-Content-Type-Options: nosniff`;
+ *   download `X-Content-Type-Options: nosniff` and, for pages on other origins, its range and
+ *   validator headers (download.ts);
  * - `checksumAlgorithms`: OPTIONS lists `Tus-Checksum-Algorithm` when the backend verifies
  *   checksums;
  * - `removeRefusedCreation`: a POST refused after tus created the upload leaves nothing behind;
@@ -96,8 +97,16 @@ function downloadHeaders(tus: Server): Step {
     for (const [name, value] of tusCorsHeaders(tus, request.headers.get('origin') ?? undefined)) {
       response.headers.set(name, value)
     }
+    // A page on another origin that fetches ranges reads these (download.ts' answers).
+    if (response.headers.has('Accept-Ranges')) {
+      const exposed = response.headers.get('Access-Control-Expose-Headers')
+      response.headers.set('Access-Control-Expose-Headers', `${exposed}, ${DOWNLOAD_EXPOSED}`)
+    }
   }
 }
+
+/** The headers of a download that are not CORS-safelisted. */
+const DOWNLOAD_EXPOSED = 'Accept-Ranges, Content-Range, Content-Disposition, ETag'
 
 function checksumAlgorithms(algorithms: readonly string[]): Step {
   const header = algorithms.join(',')

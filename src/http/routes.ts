@@ -20,6 +20,7 @@ import {
   refusingPatchOfFinal,
 } from './concatenation.js'
 import { type CorsLogger, EXPOSE_HEADERS, listUnion, RouteCors } from './cors.js'
+import { downloadHandler } from './download.js'
 import { DraftProtocol, draftExchangeOf } from './draft/exchange.js'
 import { protocolLabel } from './draft/versions.js'
 import { normalizeContentType, refusalFor } from './protocol.js'
@@ -43,12 +44,14 @@ export interface TusRoutesOptions {
   metrics?: TusMetrics | undefined
   /** The registration's logger (CORS warnings); the child's own by default. */
   log?: CorsLogger | undefined
+  /** The `download` option: `false` answers GET with 405. Default `true`. */
+  download?: boolean
 }
 
 /** The capabilities the routes use. */
 export type RouteBackend = Pick<
   UploadBackend,
-  'answers' | 'checksums' | 'discardRefused' | 'concatenation' | 'writer'
+  'answers' | 'checksums' | 'discardRefused' | 'concatenation' | 'writer' | 'downloads'
 >
 
 const TUS_METHODS: HTTPMethods[] = ['POST', 'HEAD', 'PATCH', 'OPTIONS', 'DELETE', 'GET']
@@ -87,13 +90,18 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   }
 
   const fixAnswer = answerFixes({ tus, backend, fileIdOf: options.fileIdOf })
+  const download = downloadHandler({
+    tus,
+    downloads: backend.downloads,
+    enabled: options.download ?? true,
+    fileIdOf: options.fileIdOf,
+  })
   const concat: ConcatRouting = {
     fullPath: tus.options.path,
     path,
     fileIdOf: options.fileIdOf,
     anyPath: tus.options.generateUrl !== undefined,
   }
-  // The IETF resumable uploads draft on the same URLs and store (draft/exchange.ts).
   const draft = new DraftProtocol({
     tus,
     datastore: tus.datastore,
@@ -103,8 +111,17 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
-    const how = { tus, backend, fixAnswer, isClosing, metrics, concat, cors, draft }
-    await handOff(request, reply, how)
+    await handOff(request, reply, {
+      tus,
+      backend,
+      fixAnswer,
+      isClosing,
+      metrics,
+      concat,
+      cors,
+      download,
+      draft,
+    })
     // Fastify closes idle keep-alive connections once, when close() begins; a hijacked answer
     // that ends after that moment would hold close() until the keep-alive timeout.
     if (isClosing()) child.server.closeIdleConnections()
@@ -130,6 +147,9 @@ interface HandOff {
   metrics: TusMetrics | undefined
   concat: ConcatRouting
   cors: RouteCors
+  /** GET, when the plugin answers it rather than tus (download.ts). */
+  download: ((request: Request) => Promise<Response>) | undefined
+  /** The IETF resumable uploads draft (draft/exchange.ts). */
   draft: DraftProtocol
 }
 
@@ -234,6 +254,7 @@ async function tusAnswer(
   context: RequestContext,
 ): Promise<Response> {
   const { tus } = how
+  if (webRequest.method === 'GET' && how.download) return how.download(webRequest)
   const { concatenation } = how.backend
   const parts = context.concat
   if (parts?.kind !== 'final' || !concatenation) {

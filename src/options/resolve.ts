@@ -34,6 +34,7 @@ export const DEFAULTS = {
   cleanupOnStart: true,
   finishRetryMs: 60_000,
   finishRetryMaxMs: 3_600_000,
+  download: true,
 } as const
 
 type Context = RowContext<ResolvedOptions>
@@ -101,6 +102,10 @@ const OPTIONS: Group<ResolvedOptions> = {
     },
     minFreeBytes: { check: fileStoreOnly(bytes(0, '0 turns the floor off')) },
     maxStoreBytes: { check: fileStoreOnly(bytes(1, 'leave it out for no quota')) },
+    download: {
+      default: () => DEFAULTS.download,
+      check: must((value) => typeof value === 'boolean', 'true or false'),
+    },
   },
 }
 

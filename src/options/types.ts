@@ -64,6 +64,8 @@ export interface FastifyTusOptions {
    * quota.
    */
   maxStoreBytes?: number
+  /** GET of a finished upload serves it (ranges, validators); `false` answers GET with 405. Default `true`. */
+  download?: boolean
   /** Prometheus metrics with prom-client (an optional peer dependency): `true` for its default registry, or `{ registry, prefix? }`. Default `false`. */
   metrics?: boolean | FastifyTusMetricsOptions
 }
@@ -124,4 +126,5 @@ export interface ResolvedOptions {
   minFreeBytes: number | undefined
   /** `undefined`: no quota. */
   maxStoreBytes: number | undefined
+  download: boolean
 }

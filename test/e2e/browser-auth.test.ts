@@ -11,7 +11,7 @@ import { bearerAuth } from '../auth-app.js'
 import { pattern, sha256Of } from '../helpers/data.js'
 import { listing, sha256 } from '../helpers/fs.js'
 import { startServer } from '../helpers/server.js'
-import { launchChromium, servePage } from './chromium.js'
+import { launchChromium, TUS_PAGE as PAGE, servePage, TUS_JS } from './chromium.js'
 
 let browser: Browser
 beforeAll(async () => {
@@ -20,13 +20,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close()
 })
-
-const TUS_JS = {
-  path: '/tus.min.js',
-  file: path.resolve('node_modules/tus-js-client/dist/tus.min.js'),
-  type: 'text/javascript',
-}
-const PAGE = '<!doctype html><title>uploader</title><script src="/tus.min.js"></script>'
 
 interface Outcome {
   url?: string

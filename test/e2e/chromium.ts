@@ -3,6 +3,7 @@
  * does not work here). If it cannot start, the error says so: browser tests fail, never skip.
  */
 import { readFile } from 'node:fs/promises'
+import path from 'node:path'
 import Fastify from 'fastify'
 import { type Browser, chromium } from 'playwright-core'
 import { onTestFinished } from 'vitest'
@@ -52,3 +53,13 @@ export async function servePage(html: string, files: PageFile[]): Promise<string
   app.get('/', async (_req, reply) => reply.type('text/html').send(html))
   return app.listen({ host: '127.0.0.1', port: 0 })
 }
+
+/** tus-js-client's browser build, for `servePage`. */
+export const TUS_JS: PageFile = {
+  path: '/tus.min.js',
+  file: path.resolve('node_modules/tus-js-client/dist/tus.min.js'),
+  type: 'text/javascript',
+}
+
+/** A page that loads tus-js-client (`TUS_JS`) and nothing else: the tests drive it. */
+export const TUS_PAGE = '<!doctype html><title>uploader</title><script src="/tus.min.js"></script>'

@@ -15,7 +15,7 @@ import type { FastifyTusOptions } from '../../src/index.js'
 import { pattern, sha256Of } from '../helpers/data.js'
 import { listing, sha256 } from '../helpers/fs.js'
 import { startServer, type TestServer } from '../helpers/server.js'
-import { launchChromium, servePage } from './chromium.js'
+import { launchChromium, TUS_PAGE as PAGE, servePage, TUS_JS } from './chromium.js'
 
 let browser: Browser
 beforeAll(async () => {
@@ -24,13 +24,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close()
 })
-
-const TUS_JS = {
-  path: '/tus.min.js',
-  file: path.resolve('node_modules/tus-js-client/dist/tus.min.js'),
-  type: 'text/javascript',
-}
-const PAGE = '<!doctype html><title>uploader</title><script src="/tus.min.js"></script>'
 
 interface Outcome {
   url?: string

@@ -42,7 +42,10 @@ export class FileFinishRecords implements FinishRecords {
   }
 
   async forget(id: string): Promise<void> {
-    await fsp.rm(this.#fileOf(id), { force: true })
+    // unlink, not rm: one system call on the path every finished upload takes.
+    await fsp.unlink(this.#fileOf(id)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error
+    })
   }
 
   async list(): Promise<PendingFinish[]> {

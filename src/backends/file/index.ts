@@ -9,6 +9,7 @@ import type { Downtime } from '../../expiry/policy.js'
 import type { ResolvedOptions } from '../../options/index.js'
 import type { BackendLogger, BackendSetup, StoreIdentity, UploadBackend } from '../backend.js'
 import { fileCapabilities } from './capabilities.js'
+import { fileDownloads } from './download.js'
 import { CloseMarker, readDowntime } from './downtime.js'
 import { ExpiringFileStore } from './file-store.js'
 import { FileFinishRecords } from './finish-records.js'
@@ -31,6 +32,7 @@ export async function openFileBackend(setup: BackendSetup): Promise<UploadBacken
     datastore: store,
     sweep: { run: ({ dryRun, signal, log }) => store.sweep({ dryRun, signal, log }) },
     answers: store,
+    downloads: fileDownloads(store),
     space,
     quota,
     finishes: new FileFinishRecords(store.directory),

@@ -38,8 +38,8 @@ export interface S3SweepClient {
     IsTruncated?: boolean | undefined
     NextContinuationToken?: string | undefined
   }>
-  getObject(input: { Bucket: string; Key: string }): Promise<{
-    Body?: { transformToString(): Promise<string> } | undefined
+  getObject(input: { Bucket: string; Key: string; Range?: string; IfMatch?: string }): Promise<{
+    Body?: S3Body | undefined
   }>
   headObject(input: { Bucket: string; Key: string }): Promise<S3Head>
   getObjectTagging(input: { Bucket: string; Key: string }): Promise<{
@@ -55,8 +55,15 @@ export interface S3SweepClient {
   }): Promise<unknown>
 }
 
+/** An object's bytes as GetObject gives them (in Node, also a `Readable`). */
+export interface S3Body {
+  transformToString(): Promise<string>
+  transformToWebStream?(): ReadableStream
+}
+
 /** What a HEAD of an object tells. */
 export interface S3Head {
+  ETag?: string | undefined
   LastModified?: Date | undefined
   ContentLength?: number | undefined
   Metadata?: Record<string, string> | undefined

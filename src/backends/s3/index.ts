@@ -5,6 +5,7 @@
  */
 import type { SweepLocker } from '../../locking/activity-locker.js'
 import type { StoreIdentity, UploadBackend } from '../backend.js'
+import { s3Downloads } from './download.js'
 import { S3FinishRecords } from './finish-records.js'
 import { assertSharedCache, S3ActivityExpiry, type S3StoreLike, s3Sweep } from './store.js'
 
@@ -38,6 +39,7 @@ export function s3Backend(options: S3BackendOptions): UploadBackend {
     sweep: { run: s3Sweep(store, options) },
     answers: { describe: (id, describeOptions) => expiry.describe(id, describeOptions) },
     finishes: new S3FinishRecords(store.client, store.bucket),
+    downloads: s3Downloads(store),
     async start(sweepNow) {
       expiry.adopt(async () => (await sweepNow()).removed)
       return undefined
