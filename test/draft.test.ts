@@ -12,6 +12,7 @@ import { promisify } from 'node:util'
 import { Registry } from 'prom-client'
 import { describe, expect, it } from 'vitest'
 import { EVENTS, fastifyRequestOf, type Upload } from '../src/index.js'
+import { cli } from './helpers/cli.js'
 import { pattern } from './helpers/data.js'
 import { exists } from './helpers/fs.js'
 import type { RawResponse } from './helpers/http.js'
@@ -608,5 +609,32 @@ describe('the draft on the tus routes', () => {
     expect(report.removed).toBe(1)
     expect(await exists(path.join(server.directory, idOf(open)))).toBe(false)
     expect(await exists(path.join(server.directory, idOf(full)))).toBe(true)
+  })
+  it('leaves draft uploads to the operator CLI like any other: listed by a dry run, removed by a sweep', async () => {
+    const server = await startServer({ expireAfterMs: 60_000, cleanupOnStart: false })
+    const draft = { 'Upload-Draft-Interop-Version': 5 }
+    const open = await send(
+      server.endpoint,
+      'POST',
+      { ...draft, 'Upload-Complete': '?0' },
+      pattern(10),
+    )
+    const done = await send(
+      server.endpoint,
+      'POST',
+      { ...draft, 'Upload-Complete': '?1' },
+      pattern(10),
+    )
+    expect([open.status, done.status]).toEqual([201, 201])
+    const idOf = (res: Sent) => String(res.headers.location).split('/').pop() as string
+    await server.app.close()
+    const args = ['sweep', '--dir', server.directory, '--expire-after', '1ms', '--json']
+    const dry = await cli([...args, '--dry-run'])
+    expect(dry.code).toBe(0)
+    expect(JSON.parse(dry.stdout).removed.map((r: { id: string }) => r.id)).toEqual([idOf(open)])
+    const swept = await cli(args)
+    expect(JSON.parse(swept.stdout).report.removed).toBe(1)
+    expect(await exists(path.join(server.directory, idOf(open)))).toBe(false)
+    expect(await exists(path.join(server.directory, idOf(done)))).toBe(true)
   })
 })
