@@ -266,6 +266,9 @@ describe.each(DRAFTS.map((p) => [p.label, p] as const))('the demo page in %s', (
   }, 30_000)
 })
 
+/** The upload URLs the page keeps in localStorage (tus-js-client's keys: `tus::<fingerprint>::<n>`). */
+const KEPT_URLS = "Object.keys(localStorage).filter((key) => key.startsWith('tus::'))"
+
 /**
  * Starts uploading a file of 4 MiB + 3 B in `begun` at 1 MiB/s and closes the page past its first
  * MiB; then picks the same file on a fresh page of the same browser, in `then`, and checks that it
@@ -305,6 +308,7 @@ async function cutAndResume(begun: Protocol, then: Protocol) {
   // A fresh page of the same browser (same localStorage), unthrottled: the same file again.
   const second = await demoPage(origin, then.protocol, first.context)
   expect(await second.page.getByTestId('protocol').inputValue()).toBe(begun.protocol)
+  expect(await second.page.evaluate(KEPT_URLS)).toHaveLength(1)
   if (then !== begun) await second.page.getByTestId('protocol').selectOption(then.protocol)
   await second.page.getByTestId('file-input').setInputFiles(file)
   const row = second.page.getByTestId('upload')
@@ -323,6 +327,8 @@ async function cutAndResume(begun: Protocol, then: Protocol) {
   expect((await bytesReceived(origin)) - receivedBefore).toBe(size - stored)
   expect(await uploadIds(uploadDir)).toEqual([id])
   expect(await sha256(path.join(uploadDir, id as string))).toBe(sha256Of(data))
+  // Finished, it is forgotten: the same file picked once more would be a new upload.
+  expect(await second.page.evaluate(KEPT_URLS)).toEqual([])
   expect([...first.pageErrors, ...second.pageErrors]).toEqual([])
 }
 
