@@ -11,6 +11,42 @@ const fileInput = document.getElementById('file-input')
 const list = document.getElementById('uploads')
 const noUploads = document.getElementById('no-uploads')
 const parallelUploads = document.getElementById('parallel-uploads')
+const protocolSelect = document.getElementById('protocol')
+
+// The protocol tus-js-client speaks: tus 1.0, or the IETF resumable uploads draft (interop 5 or
+// 6). Remembered in localStorage, so that a reloaded page resumes in the protocol it chose.
+const PROTOCOL_KEY = 'fastify-tus-demo:protocol'
+const PROTOCOL_NAMES = {
+  'tus-v1': 'tus 1.0',
+  'ietf-draft-03': 'IETF draft, interop 5',
+  'ietf-draft-05': 'IETF draft, interop 6',
+}
+const storage = {
+  // Storage may be refused (some private windows): the choice is then not remembered.
+  get: (key) => {
+    try {
+      return localStorage.getItem(key)
+    } catch {
+      return null
+    }
+  },
+  set: (key, value) => {
+    try {
+      localStorage.setItem(key, value)
+    } catch {}
+  },
+}
+const savedProtocol = storage.get(PROTOCOL_KEY)
+if (savedProtocol in PROTOCOL_NAMES) protocolSelect.value = savedProtocol
+protocolSelect.addEventListener('change', () => {
+  storage.set(PROTOCOL_KEY, protocolSelect.value)
+  showParallelChoice()
+})
+// Parallel uploads are tus' concatenation extension, which the draft does not have.
+function showParallelChoice() {
+  parallelUploads.disabled = protocolSelect.value !== 'tus-v1'
+}
+showParallelChoice()
 
 fileInput.addEventListener('change', () => {
   for (const file of fileInput.files) startUpload(file)
@@ -55,8 +91,14 @@ function startUpload(file) {
   const link = el('a', { class: 'url', 'data-testid': 'upload-url', hidden: '' })
   pause.setAttribute('aria-label', `Pause ${file.name}`)
   resume.setAttribute('aria-label', `Resume ${file.name}`)
+  const protocol = protocolSelect.value
+  const speaks = el(
+    'span',
+    { class: 'muted small', 'data-testid': 'upload-protocol' },
+    PROTOCOL_NAMES[protocol],
+  )
   const controls = el('div', { class: 'controls' })
-  controls.append(pause, resume, status)
+  controls.append(pause, resume, status, speaks)
   row.append(name, amount, bar, controls, link)
   list.append(row)
   noUploads.hidden = true
@@ -76,10 +118,16 @@ function startUpload(file) {
 
   // With parallel uploads tus-js-client sends the file as that many partial uploads side by
   // side (the concatenation extension), then one final upload that joins them on the server.
-  const parallel = Number(parallelUploads.value) || 1
+  const parallel = protocol === 'tus-v1' ? Number(parallelUploads.value) || 1 : 1
   const upload = new tus.Upload(file, {
     endpoint: ENDPOINT,
+    protocol,
     chunkSize: CHUNK_SIZE,
+    // tus-js-client keeps the upload's URL in localStorage, under the file's name, type, size and
+    // date, until it finishes: the same file picked again (after a reload, a closed tab) resumes
+    // it, in whichever protocol is chosen then (one upload on the server, either protocol; one
+    // sent in parallel parts resumes in tus 1.0 only).
+    removeFingerprintOnSuccess: true,
     ...(parallel > 1 && { parallelUploads: parallel }),
     retryDelays: [0, 1000, 3000],
     metadata: { filename: file.name, filetype: file.type || 'application/octet-stream' },
@@ -123,6 +171,26 @@ function startUpload(file) {
 
   progress(0, file.size)
   show('uploading', 'Uploading…')
+  resumeOrStart(upload, protocol, row, show)
+}
+
+// Resumes the newest unfinished upload of the same file, if this browser kept one (tus-js-client
+// asks the server for its offset first), else starts a new one.
+async function resumeOrStart(upload, protocol, row, show) {
+  try {
+    const previous = (await upload.findPreviousUploads()).filter(
+      // Parallel parts are joined by tus' concatenation, which the draft does not have.
+      (kept) => protocol === 'tus-v1' || !kept.parallelUploadUrls,
+    )
+    const newest = previous.sort((a, b) => (a.creationTime < b.creationTime ? 1 : -1))[0]
+    if (newest) {
+      upload.resumeFromPreviousUpload(newest)
+      row.dataset.resumed = 'true'
+      show('uploading', 'Resumed: uploading…')
+    }
+  } catch {
+    // No storage (a private window, say): a new upload.
+  }
   upload.start()
 }
 

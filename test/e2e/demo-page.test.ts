@@ -107,6 +107,8 @@ describe('the demo page', () => {
     await throttleUploads(page, MiB)
 
     await page.goto(`${origin}/`)
+    // tus 1.0 unless the page is told otherwise (the draft's uploads: draft-browser.test.ts).
+    expect(await page.getByTestId('protocol').inputValue()).toBe('tus-v1')
     // From a file on disk: Chromium reads it itself (a buffer would cross the protocol slowly).
     const file = path.join(await tempDir(), 'demo.bin')
     await fs.writeFile(file, data)
@@ -122,6 +124,7 @@ describe('the demo page', () => {
     await row.getByTestId('upload-pause').click()
     await expect.poll(() => row.getAttribute('data-state')).toBe('paused')
     expect(await row.getByTestId('upload-status').textContent()).toBe('Paused')
+    expect(await row.getByTestId('upload-protocol').textContent()).toBe('tus 1.0')
 
     const [id] = await uploadIds(uploadDir)
     expect(id).toBeDefined()
