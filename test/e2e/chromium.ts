@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import Fastify from 'fastify'
-import { type Browser, chromium } from 'playwright-core'
+import { type Browser, chromium, type Page } from 'playwright-core'
 import { onTestFinished } from 'vitest'
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
@@ -63,3 +63,15 @@ export const TUS_JS: PageFile = {
 
 /** A page that loads tus-js-client (`TUS_JS`) and nothing else: the tests drive it. */
 export const TUS_PAGE = '<!doctype html><title>uploader</title><script src="/tus.min.js"></script>'
+
+/** Holds the page's upstream to `bytesPerSecond` (Chromium's network emulation). */
+export async function throttleUploads(page: Page, bytesPerSecond: number): Promise<void> {
+  const cdp = await page.context().newCDPSession(page)
+  await cdp.send('Network.enable')
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: bytesPerSecond,
+  })
+}

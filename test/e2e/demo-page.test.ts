@@ -8,7 +8,7 @@
 import fs from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import path from 'node:path'
-import type { Browser, Page } from 'playwright-core'
+import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { type DemoConfig, startDemo } from '../../demo/app.js'
 import { pattern, randomId, sha256Of } from '../helpers/data.js'
@@ -16,7 +16,7 @@ import { sha256, tempDir, writeSession } from '../helpers/fs.js'
 import { request } from '../helpers/http.js'
 import { head } from '../helpers/tus-client.js'
 import { sleep, waitFor } from '../helpers/wait.js'
-import { launchChromium } from './chromium.js'
+import { launchChromium, throttleUploads } from './chromium.js'
 
 const SCREENSHOT = path.resolve('test-output/demo-page.png')
 const MiB = 1024 * 1024
@@ -45,18 +45,6 @@ async function demo(config: Partial<DemoConfig> = {}) {
   onTestFinished(() => app.close())
   const { port } = app.server.address() as AddressInfo
   return { app, uploadDir, origin: `http://127.0.0.1:${port}` }
-}
-
-/** Holds the page's upstream to `bytesPerSecond` (Chromium's network emulation). */
-async function throttleUploads(page: Page, bytesPerSecond: number): Promise<void> {
-  const cdp = await page.context().newCDPSession(page)
-  await cdp.send('Network.enable')
-  await cdp.send('Network.emulateNetworkConditions', {
-    offline: false,
-    latency: 0,
-    downloadThroughput: -1,
-    uploadThroughput: bytesPerSecond,
-  })
 }
 
 /** Upload ids (data files) in the upload directory. */

@@ -9,14 +9,14 @@
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import type { Browser, Page } from 'playwright-core'
+import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { sha256Of } from '../helpers/data.js'
 import { exists, sha256, tempDir } from '../helpers/fs.js'
 import { request } from '../helpers/http.js'
 import { startServerProcess } from '../helpers/process.js'
 import { sleep, waitFor } from '../helpers/wait.js'
-import { launchChromium } from './chromium.js'
+import { launchChromium, throttleUploads } from './chromium.js'
 
 const SERVER = path.resolve('dist/demo/server.js')
 const MiB = 1024 * 1024
@@ -104,18 +104,6 @@ interface Sent {
   method: string
   url: string
   headers: Record<string, string>
-}
-
-/** Holds the page's upstream to `bytesPerSecond` (Chromium's network emulation). */
-async function throttleUploads(page: Page, bytesPerSecond: number): Promise<void> {
-  const cdp = await page.context().newCDPSession(page)
-  await cdp.send('Network.enable')
-  await cdp.send('Network.emulateNetworkConditions', {
-    offline: false,
-    latency: 0,
-    downloadThroughput: -1,
-    uploadThroughput: bytesPerSecond,
-  })
 }
 
 /** Every request to the endpoint spoke `spoken` only: its header, never the other one. */
