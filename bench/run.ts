@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <section> ...]`: runs the benchmark sections (sweep, growth, startup, latency,
- * upload, many, metrics, parallel, draft, small, lockwait; all by default), each contender in a process of its own, contenders alternating
+ * upload, draft, many, metrics, parallel, small, lockwait; all by default), each contender in a process of its own, contenders alternating
  * round by round, and writes BENCHMARKS.md with medians and ratios against the baselines
  * measured in the same run. Not a test: nothing here asserts, CI does not run it.
  */
@@ -1104,10 +1104,10 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   startup: startupSection,
   latency: latencySection,
   upload: uploadSection,
+  draft: draftSection,
   many: manySection,
   metrics: metricsSection,
   parallel: parallelSection,
-  draft: draftSection,
   small: smallSection,
   lockwait: lockWaitSection,
 }
