@@ -799,6 +799,7 @@ async function draftSection(): Promise<Section> {
   const cpu: Record<string, number[]> = {}
   const userCpu: Record<string, number[]> = {}
   const wholeCpu: Record<string, number[]> = {}
+  const majors: Record<string, number[]> = {}
   let round = 0
   for (const order of rotations([...protocols], DRAFT_ROUNDS)) {
     round++
@@ -816,8 +817,9 @@ async function draftSection(): Promise<Section> {
             append(cpu, key, r.cpuSecondsPerGiB as number)
             append(userCpu, key, r.userCpuSecondsPerGiB as number)
             append(wholeCpu, key, r.wholeCpuSecondsPerGiB as number)
+            append(majors, key, r.majorGcsPerGiB as number)
             console.log(
-              `draft ${sizeMiB} MiB ${protocol}: ${fmt(r.mibPerSecond as number)} MiB/s, server CPU ${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)} ms/GiB (user ${fmt(1000 * (r.userCpuSecondsPerGiB as number), 0)}, with the creation ${fmt(1000 * (r.wholeCpuSecondsPerGiB as number), 0)})`,
+              `draft ${sizeMiB} MiB ${protocol}: ${fmt(r.mibPerSecond as number)} MiB/s, server CPU ${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)} ms/GiB (user ${fmt(1000 * (r.userCpuSecondsPerGiB as number), 0)}, with the creation ${fmt(1000 * (r.wholeCpuSecondsPerGiB as number), 0)}), ${fmt(r.majorGcsPerGiB as number, 0)} full GCs per GiB`,
             )
           },
           { sync: true },
@@ -867,6 +869,23 @@ async function draftSection(): Promise<Section> {
     const base = cpu[`${sizeMiB} tus`] ?? []
     return mine.map((x, i) => x / (base[i] as number))
   }
+  // A server process either runs about one full collection per GiB or about forty, whatever
+  // the protocol, and the second way costs about twice the user time: compare within each way.
+  const HIGH_GC = 10
+  const byMode = (key: string, high: boolean) =>
+    (cpu[key] ?? []).filter((_, i) => ((majors[key] ?? [])[i] as number) >= HIGH_GC === high)
+  const modes = DRAFT_SIZES.flatMap((sizeMiB) =>
+    [false, true].map((high) => {
+      const base = byMode(`${sizeMiB} tus`, high)
+      return `${label(sizeMiB)}, ${high ? 'many' : 'few'}: ${protocols
+        .map((p) => {
+          const mine = byMode(`${sizeMiB} ${p}`, high)
+          const ratio = p === 'tus' ? '' : `, ${fmt(median(mine) / median(base), 3)}×`
+          return `${names[p].split(' (')[0]} ${ms(median(mine))} ms (${mine.length} uploads${ratio})`
+        })
+        .join('; ')}`
+    }),
+  )
   return {
     title: 'Draft uploads against tus 1.0',
     intro: `One upload of ${DRAFT_SIZES.map(label).join(' and of ')} to fastify-tus (the README setup, as in the upload section) in ${DRAFT_CHUNK_MIB} MiB PATCHes from a client process, by tus 1.0 and by the IETF resumable uploads draft at interop versions 5 and 6 (the draft's requests are rewritten into the tus requests they amount to and answered by the same handlers: src/http/draft/). The client is raw node:http sending, per protocol, the headers tus-js-client 4.3 sends (bench/http.ts: the creation a POST with \`Upload-Length\`, for the draft \`Upload-Draft-Interop-Version\` and \`Upload-Complete: ?0\`; each PATCH \`Upload-Offset\`, for the draft \`Upload-Complete\` \`?0\` then \`?1\` on the last, and from interop 6 \`Content-Type: application/partial-upload\`), the same buffer from the same code for all three, so that only the protocol differs. Each upload has a server process of its own, on an empty directory after \`sync\`; ${DRAFT_ROUNDS} rounds, each with every size (which size first alternates) and the protocols rotated; medians. Server CPU is the server process's \`process.cpuUsage()\` (user + system) from the first PATCH to the last answer, per GiB received; "with the creation" counts from before the POST.`,
@@ -888,6 +907,8 @@ async function draftSection(): Promise<Section> {
             return `${label(sizeMiB)} interop ${p} ${ms(q(`${sizeMiB} ${p}`))} vs ${ms(q(`${sizeMiB} tus`))} ms, ${fmt(q(`${sizeMiB} ${p}`) / q(`${sizeMiB} tus`), 3)}×`
           }),
       ).join('; ')}.`,
+      `The server's full collections (mark-sweep, V8's \`GCProfiler\` over the PATCHes): a server process runs either about one per GiB or about forty, whatever the protocol, and the second way costs about twice the user time per GiB (it is most of the spread between rounds). Medians within each way (few: under ${HIGH_GC} per GiB), and their ratio to tus 1.0's: ${modes.join('. ')}.`,
+      `Full collections per GiB per round: ${perRound(majors, 1, 0)}.`,
       `Server CPU ms/GiB per round, user + system: ${perRound(cpu, 1000, 0)}; user: ${perRound(userCpu, 1000, 0)}. MiB/s per round: ${perRound(speeds, 1, 0)}.`,
     ],
   }
