@@ -78,3 +78,63 @@ export async function patchAt(
   }
   return res
 }
+
+/**
+ * The protocol an upload client speaks: tus 1.0, or the IETF resumable uploads draft at interop
+ * version 5 (tus-js-client's `protocol: 'ietf-draft-03'`) or 6 (`'ietf-draft-05'`).
+ */
+export type Protocol = 'tus' | '5' | '6'
+
+export function isProtocol(value: string | undefined): value is Protocol {
+  return value === 'tus' || value === '5' || value === '6'
+}
+
+/**
+ * The headers tus-js-client 4.3 sends (lib/upload.js `openRequest`, `_createUpload`) to create an
+ * upload of `size` bytes without content: tus' `Tus-Resumable` and `Upload-Length`; the draft's
+ * `Upload-Draft-Interop-Version`, the same `Upload-Length` and `Upload-Complete: ?0`.
+ */
+export function creationHeaders(protocol: Protocol, size: number): Record<string, string | number> {
+  if (protocol === 'tus') return { ...TUS, 'Upload-Length': size }
+  return {
+    'Upload-Draft-Interop-Version': protocol,
+    'Upload-Length': size,
+    'Upload-Complete': '?0',
+  }
+}
+
+/**
+ * A PATCH of `chunk` at `offset` with `send` as tus-js-client 4.3 sends it per protocol
+ * (`_performUpload`, `_addChunkToRequest`): `Upload-Offset` with tus' `Content-Type`, or with the
+ * draft's `Upload-Complete` (`?1` on the last) and, from interop 6 on, `Content-Type:
+ * application/partial-upload` (interop 5 sends none). Resolves to its answer once checked: tus'
+ * 204, the draft's 201, at the new offset; rejects otherwise.
+ */
+export async function appendAt(
+  send: ReturnType<typeof sender>,
+  protocol: Protocol,
+  url: string,
+  offset: number,
+  chunk: Buffer,
+  last: boolean,
+): Promise<Answer> {
+  if (protocol === 'tus') return patchAt(send, url, offset, chunk)
+  const headers: Record<string, string | number> = {
+    'Upload-Draft-Interop-Version': protocol,
+    'Upload-Offset': offset,
+    'Upload-Complete': last ? '?1' : '?0',
+    'Content-Length': chunk.length,
+  }
+  if (protocol === '6') headers['Content-Type'] = 'application/partial-upload'
+  const res = await send('PATCH', url, headers, chunk)
+  if (
+    res.status !== 201 ||
+    Number(res.headers['upload-offset']) !== offset + chunk.length ||
+    res.headers['upload-complete'] !== (last ? '?1' : '?0')
+  ) {
+    throw new Error(
+      `draft ${protocol} PATCH at ${offset} answered ${res.status} offset ${res.headers['upload-offset']} complete ${res.headers['upload-complete']}`,
+    )
+  }
+  return res
+}

@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <section> ...]`: runs the benchmark sections (sweep, growth, startup, latency,
- * upload, many, metrics, parallel, small, lockwait; all by default), each contender in a process of its own, contenders alternating
+ * upload, draft, many, metrics, parallel, small, lockwait; all by default), each contender in a process of its own, contenders alternating
  * round by round, and writes BENCHMARKS.md with medians and ratios against the baselines
  * measured in the same run. Not a test: nothing here asserts, CI does not run it.
  */
@@ -18,7 +18,7 @@ import {
   periodFor,
   removeCopy,
 } from './dataset.js'
-import { median } from './measure.js'
+import { median, percentile } from './measure.js'
 
 const HERE = path.dirname(new URL(import.meta.url).pathname)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
@@ -773,6 +773,147 @@ async function parallelSection(): Promise<Section> {
   }
 }
 
+/** Upload sizes of the draft section in MiB: `BENCH_DRAFT_MIB=512,1024`. */
+const DRAFT_SIZES = (process.env.BENCH_DRAFT_MIB ?? '512,1024').split(',').map(Number)
+/** The draft section's rounds: its goal is a 5% margin on a figure that follows the disk. */
+const DRAFT_ROUNDS = Number(process.env.BENCH_DRAFT_ROUNDS ?? 21)
+/** The draft section's PATCH size in MiB: 64 as in the upload section; smaller ones weigh the per-request work. */
+const DRAFT_CHUNK_MIB = Number(process.env.BENCH_DRAFT_CHUNK_MIB ?? CHUNK_MIB)
+
+/**
+ * The same upload to the plugin by tus 1.0 and by the IETF draft at interop versions 5 and 6
+ * (the draft's requests are rewritten into tus' and answered by the same handlers): the server's
+ * CPU per GiB of each, against tus 1.0's in the same rounds.
+ */
+async function draftSection(): Promise<Section> {
+  const dir = path.join(DATA_ROOT, 'runs', 'draft')
+  const protocols = ['tus', '5', '6'] as const
+  const names: Record<(typeof protocols)[number], string> = {
+    tus: 'tus 1.0',
+    '5': 'draft, interop 5 (`ietf-draft-03`)',
+    '6': 'draft, interop 6 (`ietf-draft-05`)',
+  }
+  // Per size and protocol (`512 6`): MiB/s, server CPU s/GiB over the PATCHes, of which user,
+  // and over the whole upload (its creation too).
+  const speeds: Record<string, number[]> = {}
+  const cpu: Record<string, number[]> = {}
+  const userCpu: Record<string, number[]> = {}
+  const wholeCpu: Record<string, number[]> = {}
+  const majors: Record<string, number[]> = {}
+  let round = 0
+  for (const order of rotations([...protocols], DRAFT_ROUNDS)) {
+    round++
+    const sizes = round % 2 === 1 ? DRAFT_SIZES : [...DRAFT_SIZES].reverse()
+    for (const sizeMiB of sizes) {
+      for (const protocol of order) {
+        // Synced: the last upload's writeback and its removal must not land in this one.
+        await onUploadServer(
+          'plugin',
+          dir,
+          (origin) => {
+            const r = worker('upload-client.js', [origin, sizeMiB, DRAFT_CHUNK_MIB, protocol])
+            const key = `${sizeMiB} ${protocol}`
+            append(speeds, key, r.mibPerSecond as number)
+            append(cpu, key, r.cpuSecondsPerGiB as number)
+            append(userCpu, key, r.userCpuSecondsPerGiB as number)
+            append(wholeCpu, key, r.wholeCpuSecondsPerGiB as number)
+            append(majors, key, r.majorGcsPerGiB as number)
+            console.log(
+              `draft ${sizeMiB} MiB ${protocol}: ${fmt(r.mibPerSecond as number)} MiB/s, server CPU ${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)} ms/GiB (user ${fmt(1000 * (r.userCpuSecondsPerGiB as number), 0)}, with the creation ${fmt(1000 * (r.wholeCpuSecondsPerGiB as number), 0)}), ${fmt(r.majorGcsPerGiB as number, 0)} full GCs per GiB`,
+            )
+          },
+          { sync: true },
+        )
+      }
+    }
+  }
+  const med = (table: Record<string, number[]>, key: string) => median(table[key] ?? [])
+  const label = (sizeMiB: number) =>
+    sizeMiB % 1024 === 0 ? `${sizeMiB / 1024} GiB` : `${sizeMiB} MiB`
+  const ms = (seconds: number) => fmt(1000 * seconds, 0)
+  const rows = DRAFT_SIZES.flatMap((sizeMiB) =>
+    protocols.map((p) => {
+      const key = `${sizeMiB} ${p}`
+      const base = `${sizeMiB} tus`
+      return {
+        upload: label(sizeMiB),
+        client: names[p],
+        'server CPU ms/GiB': ms(med(cpu, key)),
+        'vs tus 1.0': fmt(med(cpu, key) / med(cpu, base), 3),
+        'of which user': ms(med(userCpu, key)),
+        'user vs tus 1.0': fmt(med(userCpu, key) / med(userCpu, base), 3),
+        'with the creation': ms(med(wholeCpu, key)),
+        'MiB/s': fmt(med(speeds, key)),
+        'MiB/s vs tus 1.0': fmt(med(speeds, key) / med(speeds, base), 2),
+      }
+    }),
+  )
+  const goals = DRAFT_SIZES.flatMap((sizeMiB) =>
+    (['5', '6'] as const).map((p) => {
+      const ratio = med(cpu, `${sizeMiB} ${p}`) / med(cpu, `${sizeMiB} tus`)
+      return {
+        goal: `${label(sizeMiB)}: draft (interop ${p}) server CPU per GiB ≤ 1.05× tus 1.0's`,
+        value: `${fmt(ratio, 3)}× (${ms(med(cpu, `${sizeMiB} ${p}`))} vs ${ms(med(cpu, `${sizeMiB} tus`))} ms)`,
+        met: ratio <= 1.05,
+      }
+    }),
+  )
+  const perRound = (table: Record<string, number[]>, scale: number, digits: number) =>
+    Object.entries(table)
+      .map(([key, values]) => `${key} ${values.map((x) => fmt(x * scale, digits)).join(', ')}`)
+      .join('; ')
+  // Within a round the contenders met the same disk: the ratio of each draft upload to the tus
+  // upload of its round and size, whose median does not mix a fast round with a slow one.
+  const paired = (p: string, sizeMiB: number) => {
+    const mine = cpu[`${sizeMiB} ${p}`] ?? []
+    const base = cpu[`${sizeMiB} tus`] ?? []
+    return mine.map((x, i) => x / (base[i] as number))
+  }
+  // A server process either runs about one full collection per GiB or about forty, whatever
+  // the protocol, and the second way costs about twice the user time: compare within each way.
+  const HIGH_GC = 10
+  const byMode = (key: string, high: boolean) =>
+    (cpu[key] ?? []).filter((_, i) => ((majors[key] ?? [])[i] as number) >= HIGH_GC === high)
+  const modes = DRAFT_SIZES.flatMap((sizeMiB) =>
+    [false, true].map((high) => {
+      const base = byMode(`${sizeMiB} tus`, high)
+      return `${label(sizeMiB)}, ${high ? 'many' : 'few'}: ${protocols
+        .map((p) => {
+          const mine = byMode(`${sizeMiB} ${p}`, high)
+          const ratio = p === 'tus' ? '' : `, ${fmt(median(mine) / median(base), 3)}×`
+          return `${names[p].split(' (')[0]} ${ms(median(mine))} ms (${mine.length} uploads${ratio})`
+        })
+        .join('; ')}`
+    }),
+  )
+  return {
+    title: 'Draft uploads against tus 1.0',
+    intro: `One upload of ${DRAFT_SIZES.map(label).join(' and of ')} to fastify-tus (the README setup, as in the upload section) in ${DRAFT_CHUNK_MIB} MiB PATCHes from a client process, by tus 1.0 and by the IETF resumable uploads draft at interop versions 5 and 6 (the draft's requests are rewritten into the tus requests they amount to and answered by the same handlers: src/http/draft/). The client is raw node:http sending, per protocol, the headers tus-js-client 4.3 sends (bench/http.ts: the creation a POST with \`Upload-Length\`, for the draft \`Upload-Draft-Interop-Version\` and \`Upload-Complete: ?0\`; each PATCH \`Upload-Offset\`, for the draft \`Upload-Complete\` \`?0\` then \`?1\` on the last, and from interop 6 \`Content-Type: application/partial-upload\`), the same buffer from the same code for all three, so that only the protocol differs. Each upload has a server process of its own, on an empty directory after \`sync\`; ${DRAFT_ROUNDS} rounds, each with every size (which size first alternates) and the protocols rotated; medians. Server CPU is the server process's \`process.cpuUsage()\` (user + system) from the first PATCH to the last answer, per GiB received; "with the creation" counts from before the POST.`,
+    rows,
+    goals,
+    notes: [
+      `The ratio within each round (a draft upload's server CPU over the tus upload's of the same round and size), median: ${DRAFT_SIZES.flatMap(
+        (sizeMiB) =>
+          (['5', '6'] as const).map(
+            (p) => `${label(sizeMiB)} interop ${p} ${fmt(median(paired(p, sizeMiB)), 3)}×`,
+          ),
+      ).join(', ')}.`,
+      // Contention (another process on these 2 cores) only adds CPU time, and a disturbed
+      // upload can take twice the user time: the quieter uploads say what the protocol costs.
+      `The quieter uploads (first quartile of server CPU, over tus 1.0's): ${DRAFT_SIZES.flatMap(
+        (sizeMiB) =>
+          (['5', '6'] as const).map((p) => {
+            const q = (key: string) => percentile(cpu[key] ?? [], 25)
+            return `${label(sizeMiB)} interop ${p} ${ms(q(`${sizeMiB} ${p}`))} vs ${ms(q(`${sizeMiB} tus`))} ms, ${fmt(q(`${sizeMiB} ${p}`) / q(`${sizeMiB} tus`), 3)}×`
+          }),
+      ).join('; ')}.`,
+      `The server's full collections (mark-sweep, V8's \`GCProfiler\` over the PATCHes): a server process runs either about one per GiB or about forty, whatever the protocol, and the second way costs about twice the user time per GiB (it is most of the spread between rounds). Medians within each way (few: under ${HIGH_GC} per GiB), and their ratio to tus 1.0's: ${modes.join('. ')}.`,
+      `Full collections per GiB per round: ${perRound(majors, 1, 0)}.`,
+      `Server CPU ms/GiB per round, user + system: ${perRound(cpu, 1000, 0)}; user: ${perRound(userCpu, 1000, 0)}. MiB/s per round: ${perRound(speeds, 1, 0)}.`,
+    ],
+  }
+}
+
 /**
  * Small requests (creations and HEADs) per second and their p99 with autocannon, the plugin
  * against bare @tus/server with its FileStore on node:http.
@@ -984,6 +1125,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   startup: startupSection,
   latency: latencySection,
   upload: uploadSection,
+  draft: draftSection,
   many: manySection,
   metrics: metricsSection,
   parallel: parallelSection,

@@ -7,7 +7,8 @@
  * Every variant answers `GET /__cpu` with its `process.cpuUsage()`, `GET /__loop` with the
  * longest event-loop delay since the last such call, `GET /__gc/start` then `GET /__gc/stop`
  * with what V8's collector did in between, and `GET /__heap` with its heap and RSS (after a full
- * collection when run with `--expose-gc`). Prints `{"port": N}`.
+ * collection when run with `--expose-gc`). Prints `{"port": N}`. Profile one with
+ * `node --cpu-prof upload-server.js ...` and end it with SIGTERM.
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -140,4 +141,6 @@ if (variant === 'plugin' || variant === 'plugin-metrics') {
 } else {
   throw new Error(`unknown variant ${variant}`)
 }
+// A SIGTERM ends the process normally, so that one run with `--cpu-prof` writes its profile.
+process.once('SIGTERM', () => process.exit(0))
 process.stdout.write(`${JSON.stringify({ port })}\n`)
