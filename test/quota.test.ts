@@ -22,6 +22,11 @@ import { createUpload, head, patch, slowPatch, TUS } from './helpers/tus-client.
 import { signal, waitFor } from './helpers/wait.js'
 
 const KiB = 1024
+
+/** A server with a 100 KiB quota, no free-space floor and no startup sweep. */
+function quotaServer() {
+  return startServer({ maxStoreBytes: 100 * KiB, minFreeBytes: 0, cleanupOnStart: false })
+}
 const HOUR = 3_600_000
 
 /** The number a Prometheus scrape gives a series of the `/files` endpoint. */
@@ -144,11 +149,7 @@ describe('the store quota', () => {
   })
 
   it("a sweep's recount while a deferred-length PATCH writes counts its bytes once", async () => {
-    const server = await startServer({
-      maxStoreBytes: 100 * KiB,
-      minFreeBytes: 0,
-      cleanupOnStart: false,
-    })
+    const server = await quotaServer()
     const { url, id } = await createUpload(server.endpoint, 'deferred')
     const chunks = Array.from({ length: 10 }, (_, i) => randomBytes(4 * KiB).fill(i, 0, 1))
     const swept = signal()
@@ -291,11 +292,7 @@ describe('the store quota', () => {
   })
 
   it('every sweep recounts the total: an upload removed behind the plugin back stops counting after the next sweep', async () => {
-    const server = await startServer({
-      maxStoreBytes: 100 * KiB,
-      minFreeBytes: 0,
-      cleanupOnStart: false,
-    })
+    const server = await quotaServer()
     const { id } = await createUpload(server.endpoint, 60 * KiB)
     // Both files removed without the plugin (an operator's rm): nothing is left to release.
     await fs.rm(path.join(server.directory, id))
@@ -343,11 +340,7 @@ describe('releasing uploads the app moved out of the store', () => {
   })
 
   it('tusCleanup.release(id) after the app removed the data file itself gives its bytes back and removes its record; a second call releases 0', async () => {
-    const server = await startServer({
-      maxStoreBytes: 100 * KiB,
-      minFreeBytes: 0,
-      cleanupOnStart: false,
-    })
+    const server = await quotaServer()
     const { id } = await createUpload(server.endpoint, 60 * KiB)
     await fs.rm(path.join(server.directory, id))
     // Until it is released, the upload counts: its record is still in the store.
@@ -363,11 +356,7 @@ describe('releasing uploads the app moved out of the store', () => {
   })
 
   it('an upload whose data file the app removed counts until released, also across a sweep, so its bytes are given back once', async () => {
-    const server = await startServer({
-      maxStoreBytes: 100 * KiB,
-      minFreeBytes: 0,
-      cleanupOnStart: false,
-    })
+    const server = await quotaServer()
     await createUpload(server.endpoint, 30 * KiB)
     const { id } = await createUpload(server.endpoint, 60 * KiB)
     await fs.rm(path.join(server.directory, id))
@@ -381,11 +370,7 @@ describe('releasing uploads the app moved out of the store', () => {
   })
 
   it('a DELETE of an upload whose data file the app removed gives its bytes back', async () => {
-    const server = await startServer({
-      maxStoreBytes: 100 * KiB,
-      minFreeBytes: 0,
-      cleanupOnStart: false,
-    })
+    const server = await quotaServer()
     const { url, id } = await createUpload(server.endpoint, 60 * KiB)
     await fs.rm(path.join(server.directory, id))
     expect((await request(url, 'DELETE', TUS)).status).toBe(204)
@@ -395,11 +380,7 @@ describe('releasing uploads the app moved out of the store', () => {
   })
 
   it('releasing an upload whose data file is still in the store releases 0 and removes nothing', async () => {
-    const server = await startServer({
-      maxStoreBytes: 100 * KiB,
-      minFreeBytes: 0,
-      cleanupOnStart: false,
-    })
+    const server = await quotaServer()
     const { url, id } = await createUpload(server.endpoint, 60 * KiB)
     expect(await server.app.tusCleanup.release(id)).toBe(0)
     expect(await listing(server.directory)).toEqual([id, `${id}.json`].sort())
