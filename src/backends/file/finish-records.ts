@@ -5,6 +5,7 @@
  * directory. The sweep and the quota skip the store's dot-folders (walk.ts), so these files are
  * neither uploads nor counted.
  */
+import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 import type { FinishRecords, PendingFinish } from '../backend.js'
@@ -17,11 +18,16 @@ export class FileFinishRecords implements FinishRecords {
     this.folder = path.join(directory, FINISHING_DIRECTORY)
   }
 
+  /**
+   * Written synchronously, as `forget` unlinks: every finished upload takes this path, and a
+   * tiny file's open-write-close through libuv's pool cost the process several times the calls
+   * themselves (BENCHMARKS.md, "Figures behind choices").
+   */
   async remember(id: string): Promise<boolean> {
     const record: PendingFinish = { id, since: Date.now(), attempts: 0 }
     try {
       // `wx`: a record there already (a failed run's) keeps its attempts.
-      await this.#write(this.#fileOf(id), record, 'wx')
+      this.#writeNow(this.#fileOf(id), JSON.stringify(record))
       return true
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
@@ -42,10 +48,11 @@ export class FileFinishRecords implements FinishRecords {
   }
 
   async forget(id: string): Promise<void> {
-    // unlink, not rm: one system call on the path every finished upload takes.
-    await fsp.unlink(this.#fileOf(id)).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') throw error
-    })
+    try {
+      fs.unlinkSync(this.#fileOf(id))
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+    }
   }
 
   async list(): Promise<PendingFinish[]> {
@@ -69,6 +76,17 @@ export class FileFinishRecords implements FinishRecords {
   #fileOf(id: string): string {
     // Nested ids (`a/b`) are one name here: the folder stays flat.
     return path.join(this.folder, `${encodeURIComponent(id)}${RECORD_SUFFIX}`)
+  }
+
+  /** Creates `file` (never over an existing one) with `text`, and the folder when missing. */
+  #writeNow(file: string, text: string): void {
+    try {
+      fs.writeFileSync(file, text, { flag: 'wx' })
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+      fs.mkdirSync(this.folder, { recursive: true })
+      fs.writeFileSync(file, text, { flag: 'wx' })
+    }
   }
 
   async #write(file: string, record: PendingFinish, flag: 'w' | 'wx'): Promise<void> {
