@@ -62,14 +62,17 @@ export interface PassReport {
   forgotten: number
 }
 
-/** How long a finish lock outlives a write or creation that may finish its upload. */
+/**
+ * How long a finish lock outlives a creation that may finish its upload (a write's is held until
+ * the write settles, however long its body takes).
+ */
 const HOLD_UNTIL_FINISHED_MS = 5 * 60_000
 /** ... and, once it did finish, how long it waits for tus to call the hook. */
 const HOLD_UNTIL_HOOK_MS = 30_000
 
 interface Hold {
   lock: HeldLock
-  timer: NodeJS.Timeout
+  timer: NodeJS.Timeout | undefined
 }
 
 export class HandOver {
@@ -88,12 +91,14 @@ export class HandOver {
   /**
    * Before a write or creation that may finish upload `id`: takes its finish lock (waiting for a
    * retry that runs its hook now) and remembers it. `true` when this call made the record.
+   * `untilSettled`: the caller always calls `settle` (a write's `finally`), so the lock is held
+   * however long the body takes.
    */
-  async expect(id: string): Promise<boolean> {
+  async expect(id: string, { untilSettled = false } = {}): Promise<boolean> {
     const lock = await this.#lock(id)
     try {
       const made = await this.#setup.records.remember(id)
-      this.#hold(id, lock, HOLD_UNTIL_FINISHED_MS)
+      this.#hold(id, lock, untilSettled ? undefined : HOLD_UNTIL_FINISHED_MS)
       return made
     } catch (error) {
       await lock.unlock()
@@ -205,7 +210,7 @@ export class HandOver {
       if (!record) return undefined
       if (!all && record.nextAt !== undefined && record.nextAt > Date.now()) return undefined
       const upload = await this.#finishedUpload(id)
-      if (!upload) {
+      if (upload === 'gone' || upload === 'unfinished') {
         await this.#setup.records.forget(id)
         // A run that moved the bytes out and then failed: what is left of it is released.
         await this.#setup.released?.(id)
@@ -219,17 +224,17 @@ export class HandOver {
     }
   }
 
-  /** The upload, when it is there and finished; `undefined` when it is gone or never finished. */
-  async #finishedUpload(id: string): Promise<Upload | undefined> {
+  /** The upload, when it is there and finished. */
+  async #finishedUpload(id: string): Promise<Upload | 'gone' | 'unfinished'> {
     let upload: Upload
     try {
       upload = await this.#setup.datastore.getUpload(id)
     } catch (error) {
       const status = (error as { status_code?: unknown }).status_code
-      if (status === 404 || status === 410) return undefined
+      if (status === 404 || status === 410) return 'gone'
       throw error
     }
-    return upload.size !== undefined && upload.offset === upload.size ? upload : undefined
+    return upload.size !== undefined && upload.offset === upload.size ? upload : 'unfinished'
   }
 
   /** Runs the hook: its answer once it returned (the record gone), `undefined` when it failed. */
@@ -313,12 +318,13 @@ export class HandOver {
     return lock
   }
 
-  /** Keeps `lock` for `id` at most `forMs`, should the hook never come. */
-  #hold(id: string, lock: HeldLock, forMs: number): void {
+  /** Keeps `lock` for `id`: at most `forMs`, should the hook never come; else until settled. */
+  #hold(id: string, lock: HeldLock, forMs: number | undefined): void {
     const previous = this.#holds.get(id)
     if (previous) clearTimeout(previous.timer)
-    const timer = setTimeout(() => this.#release(id).catch(() => {}), forMs)
-    timer.unref()
+    const timer =
+      forMs === undefined ? undefined : setTimeout(() => this.#release(id).catch(() => {}), forMs)
+    timer?.unref()
     this.#holds.set(id, { lock, timer })
   }
 

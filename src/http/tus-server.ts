@@ -139,7 +139,7 @@ function expectingFinish(
     if (!mayFinish(body, upload) || isPartial(upload)) {
       return write(body, upload, maxFileSize, context)
     }
-    const made = await handOver.expect(upload.id)
+    const made = await handOver.expect(upload.id, { untilSettled: true })
     let offset: number | undefined
     try {
       offset = await write(body, upload, maxFileSize, context)
