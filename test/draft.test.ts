@@ -15,7 +15,7 @@ import { EVENTS, fastifyRequestOf, type Upload } from '../src/index.js'
 import { cli } from './helpers/cli.js'
 import { pattern } from './helpers/data.js'
 import { exists } from './helpers/fs.js'
-import type { RawResponse } from './helpers/http.js'
+import { type Informational, type RawResponse, request } from './helpers/http.js'
 import { startServer } from './helpers/server.js'
 import { createUpload, head, patch, TUS } from './helpers/tus-client.js'
 import { sleep, waitFor } from './helpers/wait.js'
@@ -24,36 +24,18 @@ const PROBLEM = 'https://iana.org/assignments/http-problem-types'
 
 interface Sent extends RawResponse {
   /** The informational answers before the final one. */
-  informational: { status: number; headers: http.IncomingHttpHeaders }[]
+  informational: Informational[]
 }
 
-/** One raw request, with the 1xx answers node:http reports through `'information'`. */
-function send(
+/** One raw request, with the 1xx answers before the final one. */
+async function send(
   url: string,
   method: string,
   headers: Record<string, string | number>,
   body?: Buffer,
 ): Promise<Sent> {
-  return new Promise((resolve, reject) => {
-    const informational: Sent['informational'] = []
-    const req = http.request(url, { method, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body: Buffer.concat(chunks).toString(),
-          informational,
-        }),
-      )
-    })
-    req.on('information', (info) => {
-      informational.push({ status: info.statusCode, headers: info.headers })
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
+  const informational: Sent['informational'] = []
+  return { ...(await request(url, method, headers, body, { informational })), informational }
 }
 
 describe.each([5, 6] as const)('interop version %i', (version) => {

@@ -507,23 +507,11 @@ describe('the store quota with several instances (Redis)', () => {
 
   /** Two instances on one directory, sharing a Redis prefix of this test's own. */
   async function fleet(maxStoreBytes: number) {
-    const client = redisClient()
-    const prefix = `test:${randomId()}:`
-    onTestFinished(async () => {
-      const keys = await client.keys(`${prefix}*`)
-      if (keys.length > 0) await client.del(...keys)
-    })
-    const directory = await tempDir()
-    const options = {
-      directory,
-      maxStoreBytes,
-      minFreeBytes: 0,
-      cleanupOnStart: false,
-      redis: { client, prefix },
-    }
+    const options = await fleetOptions(maxStoreBytes)
     const a = await startServer(options)
     const b = await startServer(options)
-    return { a, b, client, prefix, directory }
+    const { client, prefix } = options.redis
+    return { a, b, client, prefix, directory: options.directory }
   }
 
   /** The options of a fleet's instance on a directory and a Redis prefix of this test's own. */

@@ -7,16 +7,23 @@ export interface RawResponse {
   body: string
 }
 
+/** An informational (1xx) answer, as node:http reports it through `'information'`. */
+export interface Informational {
+  status: number
+  headers: http.IncomingHttpHeaders
+}
+
 /**
  * One HTTP request with node:http (no client-side header rules, a fresh connection each time).
- * `rawPath` is sent as written, where a URL would normalise `..`, `%2e` and the like.
+ * `rawPath` is sent as written, where a URL would normalise `..`, `%2e` and the like;
+ * `informational` collects the 1xx answers before the final one.
  */
 export function request(
   url: string,
   method: string,
   headers: Record<string, string | string[] | number> = {},
   body?: Buffer | string,
-  { rawPath }: { rawPath?: string } = {},
+  { rawPath, informational }: { rawPath?: string; informational?: Informational[] } = {},
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const options = {
@@ -36,6 +43,9 @@ export function request(
         }),
       )
       res.on('error', reject)
+    })
+    req.on('information', (info) => {
+      informational?.push({ status: info.statusCode, headers: info.headers })
     })
     req.on('error', reject)
     req.end(body)
