@@ -779,6 +779,16 @@ const DRAFT_SIZES = (process.env.BENCH_DRAFT_MIB ?? '512,1024').split(',').map(N
 const DRAFT_ROUNDS = Number(process.env.BENCH_DRAFT_ROUNDS ?? 21)
 /** The draft section's PATCH size in MiB: 64 as in the upload section; smaller ones weigh the per-request work. */
 const DRAFT_CHUNK_MIB = Number(process.env.BENCH_DRAFT_CHUNK_MIB ?? CHUNK_MIB)
+/** The draft section's warm-up upload per protocol in MiB, in each round's server, not measured. */
+const DRAFT_WARMUP_MIB = Number(process.env.BENCH_DRAFT_WARMUP_MIB ?? 128)
+
+/** Removes the uploads in a running server's `dir` (its dot-folders stay), then `sync`s. */
+async function emptyStore(dir: string): Promise<void> {
+  for (const name of await fs.readdir(dir)) {
+    if (!name.startsWith('.')) await fs.rm(path.join(dir, name), { recursive: true, force: true })
+  }
+  execFileSync('sync')
+}
 
 /**
  * The same upload to the plugin by tus 1.0 and by the IETF draft at interop versions 5 and 6
@@ -804,13 +814,19 @@ async function draftSection(): Promise<Section> {
   for (const order of rotations([...protocols], DRAFT_ROUNDS)) {
     round++
     const sizes = round % 2 === 1 ? DRAFT_SIZES : [...DRAFT_SIZES].reverse()
-    for (const sizeMiB of sizes) {
-      for (const protocol of order) {
-        // Synced: the last upload's writeback and its removal must not land in this one.
-        await onUploadServer(
-          'plugin',
-          dir,
-          (origin) => {
+    // One server process for the whole round: a process keeps the collector's way it settled
+    // into (few or many full collections), so the protocols compared in a round meet the same
+    // way, and the same warmed-up code. Synced: a run's writeback must not land in the next.
+    await onUploadServer(
+      'plugin',
+      dir,
+      async (origin) => {
+        for (const protocol of order) {
+          worker('upload-client.js', [origin, DRAFT_WARMUP_MIB, DRAFT_CHUNK_MIB, protocol])
+          await emptyStore(dir)
+        }
+        for (const sizeMiB of sizes) {
+          for (const protocol of order) {
             const r = worker('upload-client.js', [origin, sizeMiB, DRAFT_CHUNK_MIB, protocol])
             const key = `${sizeMiB} ${protocol}`
             append(speeds, key, r.mibPerSecond as number)
@@ -819,13 +835,14 @@ async function draftSection(): Promise<Section> {
             append(wholeCpu, key, r.wholeCpuSecondsPerGiB as number)
             append(majors, key, r.majorGcsPerGiB as number)
             console.log(
-              `draft ${sizeMiB} MiB ${protocol}: ${fmt(r.mibPerSecond as number)} MiB/s, server CPU ${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)} ms/GiB (user ${fmt(1000 * (r.userCpuSecondsPerGiB as number), 0)}, with the creation ${fmt(1000 * (r.wholeCpuSecondsPerGiB as number), 0)}), ${fmt(r.majorGcsPerGiB as number, 0)} full GCs per GiB`,
+              `draft round ${round} ${sizeMiB} MiB ${protocol}: ${fmt(r.mibPerSecond as number)} MiB/s, server CPU ${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)} ms/GiB (user ${fmt(1000 * (r.userCpuSecondsPerGiB as number), 0)}, with the creation ${fmt(1000 * (r.wholeCpuSecondsPerGiB as number), 0)}), ${fmt(r.majorGcsPerGiB as number, 0)} full GCs per GiB`,
             )
-          },
-          { sync: true },
-        )
-      }
-    }
+            await emptyStore(dir)
+          }
+        }
+      },
+      { sync: true },
+    )
   }
   const med = (table: Record<string, number[]>, key: string) => median(table[key] ?? [])
   const label = (sizeMiB: number) =>
@@ -888,7 +905,7 @@ async function draftSection(): Promise<Section> {
   )
   return {
     title: 'Draft uploads against tus 1.0',
-    intro: `One upload of ${DRAFT_SIZES.map(label).join(' and of ')} to fastify-tus (the README setup, as in the upload section) in ${DRAFT_CHUNK_MIB} MiB PATCHes from a client process, by tus 1.0 and by the IETF resumable uploads draft at interop versions 5 and 6 (the draft's requests are rewritten into the tus requests they amount to and answered by the same handlers: src/http/draft/). The client is raw node:http sending, per protocol, the headers tus-js-client 4.3 sends (bench/http.ts: the creation a POST with \`Upload-Length\`, for the draft \`Upload-Draft-Interop-Version\` and \`Upload-Complete: ?0\`; each PATCH \`Upload-Offset\`, for the draft \`Upload-Complete\` \`?0\` then \`?1\` on the last, and from interop 6 \`Content-Type: application/partial-upload\`), the same buffer from the same code for all three, so that only the protocol differs. Each upload has a server process of its own, on an empty directory after \`sync\`; ${DRAFT_ROUNDS} rounds, each with every size (which size first alternates) and the protocols rotated; medians. Server CPU is the server process's \`process.cpuUsage()\` (user + system) from the first PATCH to the last answer, per GiB received; "with the creation" counts from before the POST.`,
+    intro: `One upload of ${DRAFT_SIZES.map(label).join(' and of ')} to fastify-tus (the README setup, as in the upload section) in ${DRAFT_CHUNK_MIB} MiB PATCHes from a client process, by tus 1.0 and by the IETF resumable uploads draft at interop versions 5 and 6 (the draft's requests are rewritten into the tus requests they amount to and answered by the same handlers: src/http/draft/). The client is raw node:http sending, per protocol, the headers tus-js-client 4.3 sends (bench/http.ts: the creation a POST with \`Upload-Length\`, for the draft \`Upload-Draft-Interop-Version\` and \`Upload-Complete: ?0\`; each PATCH \`Upload-Offset\`, for the draft \`Upload-Complete\` \`?0\` then \`?1\` on the last, and from interop 6 \`Content-Type: application/partial-upload\`), the same buffer from the same code for all three, so that only the protocol differs. Each round has a server process of its own, on an empty directory: one unmeasured upload of ${DRAFT_WARMUP_MIB} MiB per protocol, then every size (which size first alternates) by every protocol (their order rotated round by round), the directory emptied and \`sync\`ed after each upload; ${DRAFT_ROUNDS} rounds; medians. A process per round, not per upload: a server process settles into one of two ways of collecting (see the notes) and keeps it, so with a process per upload the mix of ways, not the protocol, moved the medians. Server CPU is the server process's \`process.cpuUsage()\` (user + system) from the first PATCH to the last answer, per GiB received; "with the creation" counts from before the POST.`,
     rows,
     goals,
     notes: [
@@ -907,7 +924,7 @@ async function draftSection(): Promise<Section> {
             return `${label(sizeMiB)} interop ${p} ${ms(q(`${sizeMiB} ${p}`))} vs ${ms(q(`${sizeMiB} tus`))} ms, ${fmt(q(`${sizeMiB} ${p}`) / q(`${sizeMiB} tus`), 3)}×`
           }),
       ).join('; ')}.`,
-      `The server's full collections (mark-sweep, V8's \`GCProfiler\` over the PATCHes): a server process runs either about one per GiB or about forty, whatever the protocol, and the second way costs about twice the user time per GiB (it is most of the spread between rounds). Medians within each way (few: under ${HIGH_GC} per GiB), and their ratio to tus 1.0's: ${modes.join('. ')}.`,
+      `The server's full collections (mark-sweep, V8's \`GCProfiler\` over the PATCHes): a server process runs either about one per GiB or about forty, whatever the protocol, keeps that way for its life, and the second way costs about half as much again of server CPU per GiB (it is most of the spread between rounds). Rounds whose process ran the second way: ${(majors[`${DRAFT_SIZES[0]} tus`] ?? []).filter((x) => x >= HIGH_GC).length} of ${round}. Medians within each way (few: under ${HIGH_GC} per GiB), and their ratio to tus 1.0's: ${modes.join('. ')}.`,
       `Full collections per GiB per round: ${perRound(majors, 1, 0)}.`,
       `Server CPU ms/GiB per round, user + system: ${perRound(cpu, 1000, 0)}; user: ${perRound(userCpu, 1000, 0)}. MiB/s per round: ${perRound(speeds, 1, 0)}.`,
     ],
