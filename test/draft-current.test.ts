@@ -271,6 +271,37 @@ describe('interop version 8', () => {
     expect(await fs.readFile(path.join(server.directory, idOf(second)))).toEqual(data)
   })
 
+  it('deactivates an upload whose chunked content runs past its length: 413, then 404', async () => {
+    const finished: Upload[] = []
+    const server = await startServer({
+      tus: {
+        onUploadFinish: async (_req, upload) => {
+          finished.push(upload)
+          return {}
+        },
+      },
+    })
+    const { url } = await create(server.endpoint, false, pattern(4), { 'Upload-Length': 10 })
+    const chunked = { ...appendHeaders(4, false), 'Transfer-Encoding': 'chunked' }
+    const past = await send(url, 'PATCH', chunked, pattern(20))
+    expect(past.status).toBe(413)
+    expect(past.headers['upload-complete']).toBe('?0')
+    expect((await send(url, 'HEAD', DRAFT)).status).toBe(404)
+    expect(await exists(path.join(server.directory, idOf(url)))).toBe(false)
+
+    const headers = { ...DRAFT, 'Upload-Complete': '?0', 'Upload-Length': 10 }
+    const creation = await send(
+      server.endpoint,
+      'POST',
+      { ...headers, 'Transfer-Encoding': 'chunked' },
+      pattern(25),
+    )
+    expect(creation.status).toBe(413)
+    const location = String(creation.informational[0]?.headers.location)
+    expect((await send(location, 'HEAD', DRAFT)).status).toBe(404)
+    expect(finished).toEqual([])
+  })
+
   it('answers a creation over maxSize 413 with Upload-Limit and Upload-Complete ?0', async () => {
     const server = await startServer({ tus: { maxSize: 100 } })
     const res = await send(server.endpoint, 'POST', {

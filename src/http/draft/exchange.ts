@@ -21,9 +21,9 @@ import { refusalFor } from '../protocol.js'
 import { contextOf } from '../request-context.js'
 import { draftFields, type Limits, refusalAnswer, sfBoolean, uploadLimit } from './answers.js'
 import { type Append, appendAnswer, readAppend } from './append.js'
-import { declareLengthAtEnd } from './completion.js'
+import { deactivate, declareLengthAtEnd } from './completion.js'
 import { type Creation, creationAnswer, readCreation } from './creation.js'
-import { rewriteHeaders } from './fields.js'
+import { contentLength, rewriteHeaders } from './fields.js'
 import { sendUploadResumptionSupported } from './informational.js'
 import { offsetAnswer, optionsAnswer, readRetrieval } from './retrieval.js'
 import {
@@ -67,6 +67,8 @@ export class DraftExchange {
   informed = false
   /** The 104 on its way (it waits for the upload's expiry): the final answer goes after it. */
   #announcing: Promise<void> | undefined = undefined
+  /** The URL of the upload this creation made. */
+  #created: string | undefined = undefined
 
   readonly #expiryOf: DraftSetup['expiryOf']
 
@@ -96,6 +98,7 @@ export class DraftExchange {
   created(url: string, upload: Upload): void {
     const { features } = this
     if (features === undefined || this.informed || this.#announcing) return
+    this.#created = url
     const expiryOf = features.completeEverywhere ? this.#expiryOf : undefined
     if (expiryOf === undefined) {
       this.#inform(features, url, null)
@@ -128,6 +131,7 @@ export class DraftExchange {
     this.request.raw.method = this.method
     if (tusAnswer.status === 410) this.expired = true
     const answer = await this.#lengthAtEnd(tusAnswer)
+    if (features.completeEverywhere && answer.status === 413) await this.#pastLength()
     let made: Response | Refusal = answer
     if (this.refusal) made = this.refusal
     else if (this.creation) made = creationAnswer(answer, this.creation, features, this.limits)
@@ -153,6 +157,18 @@ export class DraftExchange {
     if (!headers.has('upload-complete')) headers.set('Upload-Complete', sfBoolean(false))
     if (status === 413)
       headers.set('Upload-Limit', uploadLimit(this.limits, null, features.lifetimeKey))
+  }
+
+  /**
+   * Interop 8: a body without `Content-Length` that ran past the upload's known length, which tus
+   * stopped there (413), deactivates the upload (completion.ts' `deactivate`). One with a
+   * `Content-Length` that would run past it was refused before a byte was stored.
+   */
+  async #pastLength(): Promise<void> {
+    const step = this.creation ?? this.append
+    if (step?.length === undefined || contentLength(this.request.headers) !== undefined) return
+    const url = this.creation ? this.#created : this.request.raw.url
+    if (url) await deactivate(this.tus, this.request, url)
   }
 
   /**
