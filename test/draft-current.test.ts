@@ -302,6 +302,46 @@ describe('interop version 8', () => {
     expect(finished).toEqual([])
   })
 
+  it('ignores a malformed Upload-Length, as a structured field of another type', async () => {
+    const server = await startServer()
+    const headers = { 'Upload-Complete': '?0', 'Upload-Length': '-5' }
+    const { res, url } = await create(server.endpoint, false, pattern(6), headers)
+    expect(res.status).toBe(201)
+    const offset = await send(url, 'HEAD', DRAFT)
+    expect(offset.headers['upload-offset']).toBe('6')
+    expect(offset.headers['upload-length']).toBeUndefined()
+    const append = { ...appendHeaders(6, true), 'Upload-Length': 'many' }
+    const last = await send(url, 'PATCH', append, pattern(4))
+    expect(last.status).toBe(204)
+    expect(last.headers['upload-complete']).toBe('?1')
+    expect((await send(url, 'HEAD', DRAFT)).headers['upload-length']).toBe('10')
+  })
+
+  it('answers Expect: 100-continue with 100 Continue, then the 104', async () => {
+    const server = await startServer()
+    const data = pattern(2000)
+    const statuses: number[] = []
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request(server.endpoint, {
+        method: 'POST',
+        agent: false,
+        headers: {
+          ...DRAFT,
+          'Upload-Complete': '?1',
+          'Content-Length': data.length,
+          Expect: '100-continue',
+        },
+      })
+      req.on('information', (info) => statuses.push(info.statusCode))
+      req.on('continue', () => req.end(data))
+      req.on('response', resolve)
+      req.on('error', reject)
+    })
+    res.resume()
+    expect(res.statusCode).toBe(201)
+    expect(statuses).toEqual([100, 104])
+  })
+
   it('answers a creation over maxSize 413 with Upload-Limit and Upload-Complete ?0', async () => {
     const server = await startServer({ tus: { maxSize: 100 } })
     const res = await send(server.endpoint, 'POST', {

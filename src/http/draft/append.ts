@@ -9,7 +9,7 @@ import type { Upload } from '@tus/utils'
 import { Refusal, refusal } from '../../refusal.js'
 import { TUS_VERSION } from '../protocol.js'
 import { sfBoolean, withStatus } from './answers.js'
-import { contentLength, hasContent, integerField, uploadComplete } from './fields.js'
+import { contentLength, hasContent, integerField, uploadComplete, uploadLength } from './fields.js'
 import { completedUpload, inconsistentLength, mismatchingOffset } from './problem.js'
 import type { VersionFeatures } from './versions.js'
 
@@ -54,11 +54,18 @@ export function readAppend(
   if (upload.size !== undefined && upload.offset === upload.size) {
     return completedUpload(features, hasContent(headers))
   }
-  const length = lengthOf(headers, offset, complete, upload)
+  const length = lengthOf(headers, { offset, complete, upload, features })
   if (length instanceof Refusal) return length
   if (length !== undefined && upload.size === undefined) changes['upload-length'] = String(length)
   const known = upload.size ?? length
   return { changes, offset, length: known, lengthAtEnd: complete && known === undefined }
+}
+
+interface LengthInputs {
+  offset: number
+  complete: boolean
+  upload: Upload
+  features: VersionFeatures
 }
 
 /**
@@ -76,11 +83,9 @@ export function readAppend(
  */
 function lengthOf(
   headers: IncomingHttpHeaders,
-  offset: number,
-  complete: boolean,
-  upload: Upload,
+  { offset, complete, upload, features }: LengthInputs,
 ): number | undefined | Refusal {
-  const stated = integerField(headers, 'upload-length')
+  const stated = uploadLength(headers, features)
   if (stated instanceof Refusal) return stated
   const content = contentLength(headers)
   const whole = complete && content !== undefined ? offset + content : undefined

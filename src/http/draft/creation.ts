@@ -10,7 +10,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { Refusal, refusal } from '../../refusal.js'
 import { TUS_VERSION } from '../protocol.js'
 import { type Limits, sfBoolean, uploadLimit } from './answers.js'
-import { contentLength, hasContent, integerField, uploadComplete } from './fields.js'
+import { contentLength, hasContent, uploadComplete, uploadLength } from './fields.js'
 import { inconsistentLength } from './problem.js'
 import type { VersionFeatures } from './versions.js'
 
@@ -26,7 +26,10 @@ export interface Creation {
 }
 
 /** The creation `headers` ask for, or why it is refused. */
-export function readCreation(headers: IncomingHttpHeaders): Creation | Refusal {
+export function readCreation(
+  headers: IncomingHttpHeaders,
+  features: VersionFeatures,
+): Creation | Refusal {
   const complete = uploadComplete(headers)
   if (complete instanceof Refusal) return complete
   // "This header field can be used for request identification by a server": a POST without it
@@ -44,7 +47,7 @@ export function readCreation(headers: IncomingHttpHeaders): Creation | Refusal {
       'Upload-Concat (concatenation) is a tus 1.0 extension: send it with Tus-Resumable: 1.0.0',
     )
   }
-  const length = declaredLength(headers, complete)
+  const length = declaredLength(headers, complete, features)
   if (length instanceof Refusal) return length
   const body = hasContent(headers)
   const changes: Record<string, string | null> = {
@@ -73,8 +76,9 @@ export function readCreation(headers: IncomingHttpHeaders): Creation | Refusal {
 function declaredLength(
   headers: IncomingHttpHeaders,
   complete: boolean,
+  features: VersionFeatures,
 ): number | undefined | Refusal {
-  const length = integerField(headers, 'upload-length')
+  const length = uploadLength(headers, features)
   if (length instanceof Refusal) return length
   const content = contentLength(headers)
   const whole = complete ? content : undefined

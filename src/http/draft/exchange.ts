@@ -245,7 +245,7 @@ export class DraftProtocol {
     const { headers } = request
     switch (exchange.method) {
       case 'POST': {
-        const creation = readCreation(headers)
+        const creation = readCreation(headers, features)
         if (creation instanceof Refusal) return creation
         exchange.creation = creation
         return creation.changes

@@ -49,6 +49,8 @@ export interface VersionFeatures {
   readonly completeEverywhere: boolean
   /** OPTIONS carries `Accept-Patch: application/partial-upload` (-10, -11). */
   readonly acceptPatch: boolean
+  /** A malformed `Upload-Length` is ignored, not refused (-07 on: structured fields). */
+  readonly malformedIgnored: boolean
   /** GET on an upload is an offset retrieval, as HEAD (the editor's copy after -11). */
   readonly getRetrieves: boolean
 }
@@ -66,6 +68,7 @@ const FEATURES: Record<InteropVersion, VersionFeatures> = {
     appendCreated: true,
     completeEverywhere: false,
     acceptPatch: false,
+    malformedIgnored: false,
     getRetrieves: false,
   },
   6: {
@@ -80,6 +83,7 @@ const FEATURES: Record<InteropVersion, VersionFeatures> = {
     appendCreated: true,
     completeEverywhere: false,
     acceptPatch: false,
+    malformedIgnored: false,
     getRetrieves: false,
   },
   8: {
@@ -94,6 +98,7 @@ const FEATURES: Record<InteropVersion, VersionFeatures> = {
     appendCreated: false,
     completeEverywhere: true,
     acceptPatch: true,
+    malformedIgnored: true,
     getRetrieves: true,
   },
 }
