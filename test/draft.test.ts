@@ -466,7 +466,7 @@ describe('the draft on the tus routes', () => {
       )
       expect(res.status).toBe(400)
       expect(res.body).toBe(
-        `Upload-Draft-Interop-Version "${version}" is not served: this server speaks the resumable upload draft's interop versions 5 and 6, and tus 1.0.0\n`,
+        `Upload-Draft-Interop-Version "${version}" is not served: this server speaks the resumable upload draft's interop versions 5, 6 and 8, and tus 1.0.0\n`,
       )
       expect(res.informational).toEqual([])
     }

@@ -5,6 +5,7 @@
  */
 import { type ServerResponse, STATUS_CODES } from 'node:http'
 import type { Server } from '@tus/server'
+import type { Upload } from '@tus/utils'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import { NodeRequest, sendNodeResponse } from 'srvx/node'
 import type { UploadBackend } from '../backends/backend.js'
@@ -21,7 +22,7 @@ import {
 } from './concatenation.js'
 import { type CorsLogger, EXPOSE_HEADERS, listUnion, RouteCors } from './cors.js'
 import { downloadHandler } from './download.js'
-import { DraftProtocol, draftExchangeOf } from './draft/exchange.js'
+import { DraftProtocol, type DraftSetup, draftExchangeOf } from './draft/exchange.js'
 import { protocolLabel } from './draft/versions.js'
 import { normalizeContentType, refusalFor } from './protocol.js'
 import { refusalAnswer } from './refusals.js'
@@ -102,12 +103,7 @@ export async function tusRoutes(child: FastifyInstance, options: TusRoutesOption
     fileIdOf: options.fileIdOf,
     anyPath: tus.options.generateUrl !== undefined,
   }
-  const draft = new DraftProtocol({
-    tus,
-    datastore: tus.datastore,
-    fileIdOf: options.fileIdOf,
-    checksums: backend.checksums?.algorithms,
-  })
+  const draft = new DraftProtocol(draftSetup(tus, backend, options.fileIdOf))
   async function handler(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     options.serving?.()
     reply.hijack()
@@ -151,6 +147,29 @@ interface HandOff {
   download: ((request: Request) => Promise<Response>) | undefined
   /** The IETF resumable uploads draft (draft/exchange.ts). */
   draft: DraftProtocol
+}
+
+/** What the draft's side of the routes reads: tus, its store, and the backend's expiry clock. */
+function draftSetup(
+  tus: Server,
+  backend: RouteBackend,
+  fileIdOf: DraftSetup['fileIdOf'],
+): DraftSetup {
+  const { answers } = backend
+  // When an upload just created expires (interop 8's 104 states it).
+  const expiryOf = async (upload: Upload): Promise<Date | undefined> => {
+    const facts = answers?.factsOfCreation
+      ? await answers.factsOfCreation(upload)
+      : await answers?.describe(upload.id)
+    return facts?.expiresAt
+  }
+  return {
+    tus,
+    datastore: tus.datastore,
+    fileIdOf,
+    checksums: backend.checksums?.algorithms,
+    expiryOf: answers ? expiryOf : undefined,
+  }
 }
 
 /**

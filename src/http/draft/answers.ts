@@ -33,14 +33,20 @@ export function sfBoolean(value: boolean): string {
  * -05, "Upload-Limit": `max-size` ("a maximum size that an upload resource is allowed to
  * reach") from `tus.maxSize`; `expires` ("the remaining lifetime of the upload resource in
  * seconds counted from the generation of the response") from the sliding expiry the answer
- * states in `Upload-Expires`. "If the server does not apply any limits, it MUST use
- * `min-size=0` instead of an empty header value."
+ * states in `Upload-Expires`; -06 on name it `max-age` ("the remaining lifetime of the upload
+ * resource in seconds counted from the generation of the response", -11). "If the server does not
+ * apply any limits, it MUST use `min-size=0` instead of an empty header value."
  */
-export function uploadLimit(limits: Limits, expires: string | null, now = Date.now()): string {
+export function uploadLimit(
+  limits: Limits,
+  expires: string | null,
+  key: VersionFeatures['lifetimeKey'] = 'expires',
+  now = Date.now(),
+): string {
   const items: string[] = []
   if (limits.maxSize !== undefined) items.push(`max-size=${limits.maxSize}`)
   const until = expires === null ? Number.NaN : Date.parse(expires)
-  if (Number.isFinite(until)) items.push(`expires=${Math.max(0, Math.floor((until - now) / 1000))}`)
+  if (Number.isFinite(until)) items.push(`${key}=${Math.max(0, Math.floor((until - now) / 1000))}`)
   return items.length > 0 ? items.join(', ') : 'min-size=0'
 }
 

@@ -1,5 +1,5 @@
 /**
- * Upload append (-03 and -05, "Upload Append"): a PATCH to the upload, handed to tus as a tus
+ * Upload append (-03, -05 and -11, "Upload Append"): a PATCH to the upload, handed to tus as a tus
  * 1.0 PATCH. What tus does not know of is checked first, on the upload as read before tus takes
  * its lock: a complete upload, and lengths that disagree with the one recorded. The offset is
  * tus' to check, under the lock: a request still in flight may move it until then.
@@ -9,8 +9,8 @@ import type { Upload } from '@tus/utils'
 import { Refusal, refusal } from '../../refusal.js'
 import { TUS_VERSION } from '../protocol.js'
 import { sfBoolean, withStatus } from './answers.js'
-import { contentLength, integerField, uploadComplete } from './fields.js'
-import { completedUpload, mismatchingOffset } from './problem.js'
+import { contentLength, hasContent, integerField, uploadComplete, uploadLength } from './fields.js'
+import { completedUpload, inconsistentLength, mismatchingOffset } from './problem.js'
 import type { VersionFeatures } from './versions.js'
 
 const PARTIAL_UPLOAD = 'application/partial-upload'
@@ -33,12 +33,15 @@ export function readAppend(
 ): Append | Refusal {
   const offset = integerField(headers, 'upload-offset')
   if (offset instanceof Refusal) return offset
-  // "The `Upload-Offset` field value MUST be set to the resumption offset."
+  // "The `Upload-Offset` field value MUST be set to the resumption offset." (-05); "The client
+  // MUST indicate the offset ... by including the `Upload-Offset` header field" (-11).
   if (offset === undefined) return refusal(400, 'an append needs Upload-Offset')
   const complete = uploadComplete(headers)
   if (complete instanceof Refusal) return complete
   if (complete === undefined) return refusal(400, 'an append needs Upload-Complete: ?0 or ?1')
-  // -05: "The request MUST use the `PATCH` method with the `application/partial-upload` media type"
+  // -05: "The request MUST use the `PATCH` method with the `application/partial-upload` media
+  // type"; -11: "A server applies a `PATCH` request with the `application/partial-upload` media
+  // type ... by appending the patch document".
   if (features.partialUploadType && mediaType(headers) !== PARTIAL_UPLOAD) {
     return refusal(415, `an append needs Content-Type: ${PARTIAL_UPLOAD}`)
   }
@@ -48,12 +51,21 @@ export function readAppend(
     'upload-length': null,
   }
   if (upload === undefined) return { changes, offset, length: undefined, lengthAtEnd: false }
-  if (upload.size !== undefined && upload.offset === upload.size) return completedUpload()
-  const length = lengthOf(headers, offset, complete, upload)
+  if (upload.size !== undefined && upload.offset === upload.size) {
+    return completedUpload(features, hasContent(headers))
+  }
+  const length = lengthOf(headers, { offset, complete, upload, features })
   if (length instanceof Refusal) return length
   if (length !== undefined && upload.size === undefined) changes['upload-length'] = String(length)
   const known = upload.size ?? length
   return { changes, offset, length: known, lengthAtEnd: complete && known === undefined }
+}
+
+interface LengthInputs {
+  offset: number
+  complete: boolean
+  upload: Upload
+  features: VersionFeatures
 }
 
 /**
@@ -65,29 +77,28 @@ export function readAppend(
  * reject the request with a `400 (Bad Request)` status code." -05: "If a final size has been
  * recorded and the upload append request exceeds this value, the server MUST stop appending
  * bytes ... and reject the request with a `400 (Bad Request)`" (without a `Content-Length`, tus'
- * limit stops the body at the length, 413).
+ * limit stops the body at the length, 413). -11: "If the length is known, the server MUST
+ * prevent the offset from exceeding the upload length by rejecting the request"; interop 8 gets
+ * the problem type `inconsistent-upload-length` for each of these.
  */
 function lengthOf(
   headers: IncomingHttpHeaders,
-  offset: number,
-  complete: boolean,
-  upload: Upload,
+  { offset, complete, upload, features }: LengthInputs,
 ): number | undefined | Refusal {
-  const stated = integerField(headers, 'upload-length')
+  const stated = uploadLength(headers, features)
   if (stated instanceof Refusal) return stated
   const content = contentLength(headers)
   const whole = complete && content !== undefined ? offset + content : undefined
   if (stated !== undefined && whole !== undefined && stated !== whole) {
-    return refusal(400, `Upload-Length ${stated} and the append's end ${whole} differ`)
+    return inconsistentLength(`Upload-Length ${stated} and the append's end ${whole} differ`)
   }
   const length = stated ?? whole
   const recorded = upload.size
   if (recorded !== undefined && length !== undefined && length !== recorded) {
-    return refusal(400, `the upload's length is ${recorded}; this append makes it ${length}`)
+    return inconsistentLength(`the upload's length is ${recorded}; this append makes it ${length}`)
   }
   if (recorded !== undefined && content !== undefined && offset + content > recorded) {
-    return refusal(
-      400,
+    return inconsistentLength(
       `the append ends at ${offset + content}, past the upload's length ${recorded}`,
     )
   }
@@ -101,18 +112,31 @@ function mediaType(headers: IncomingHttpHeaders): string | undefined {
 /**
  * tus' answer as the draft's. A success: "the server MUST acknowledge it by responding with a
  * `201 (Created)` status code" when incomplete, and 201 is "RECOMMENDED" when complete, with
- * `Upload-Complete`. A 409: the `Upload-Offset` tus' answer carries (answer.ts adds it), and
- * the problem type where the version has it.
+ * `Upload-Complete` (-03, -05). -11: an incomplete append is acknowledged "by sending a `2xx
+ * (Successful)` response with the `Upload-Complete` header field set to false"; a complete one's
+ * "response MUST include the `Upload-Complete` header field with a true value": tus' own answer
+ * (204, or what `onUploadFinish` made of it) with `Upload-Complete`. A 409: the `Upload-Offset`
+ * tus' answer carries (answer.ts adds it), and the problem type where the version has it.
  */
-export function appendAnswer(answer: Response, append: Append): Response | Refusal {
+export function appendAnswer(
+  answer: Response,
+  append: Append,
+  features: VersionFeatures,
+): Response | Refusal {
   const { headers } = answer
   if (answer.status === 409) {
     const expected = Number(headers.get('upload-offset'))
     if (Number.isSafeInteger(expected)) return mismatchingOffset(expected, append.offset)
     return answer
   }
-  if (answer.status !== 204) return answer
   const offset = Number(headers.get('upload-offset'))
+  if (!features.appendCreated) {
+    if (answer.status >= 200 && answer.status <= 299) {
+      headers.set('Upload-Complete', sfBoolean(offset === append.length))
+    }
+    return answer
+  }
+  if (answer.status !== 204) return answer
   headers.set('Upload-Complete', sfBoolean(offset === append.length))
   // tus' 204 has no body: the 201 says so, or it would go out chunked.
   if (!headers.has('content-length')) headers.set('Content-Length', '0')

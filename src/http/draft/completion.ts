@@ -39,3 +39,20 @@ export async function declareLengthAtEnd(
   openRequestContext(declaration, request)
   return tus.handleWeb(declaration)
 }
+
+/**
+ * Deactivates upload `url`, as a client's cancellation would: a tus DELETE under the upload's
+ * lock, with `request`'s context for the hooks. Interop 8 (-11, "Upload Append"): "If the length
+ * is known, the server MUST prevent the offset from exceeding the upload length by rejecting the
+ * request once the offset exceeds the length, marking the upload resource invalid and rejecting
+ * any further interaction with it."
+ */
+export async function deactivate(tus: Server, request: FastifyRequest, url: string): Promise<void> {
+  const cancellation = new Request(new URL(url, `http://${request.headers.host ?? 'localhost'}`), {
+    method: 'DELETE',
+    headers: { 'Tus-Resumable': TUS_VERSION },
+  })
+  openRequestContext(cancellation, request)
+  const answer = await tus.handleWeb(cancellation)
+  answer.body?.cancel().catch(() => {})
+}

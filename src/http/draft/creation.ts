@@ -10,7 +10,8 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { Refusal, refusal } from '../../refusal.js'
 import { TUS_VERSION } from '../protocol.js'
 import { type Limits, sfBoolean, uploadLimit } from './answers.js'
-import { contentLength, hasContent, integerField, uploadComplete } from './fields.js'
+import { contentLength, hasContent, uploadComplete, uploadLength } from './fields.js'
+import { inconsistentLength } from './problem.js'
 import type { VersionFeatures } from './versions.js'
 
 const OCTET_STREAM = 'application/offset+octet-stream'
@@ -25,7 +26,10 @@ export interface Creation {
 }
 
 /** The creation `headers` ask for, or why it is refused. */
-export function readCreation(headers: IncomingHttpHeaders): Creation | Refusal {
+export function readCreation(
+  headers: IncomingHttpHeaders,
+  features: VersionFeatures,
+): Creation | Refusal {
   const complete = uploadComplete(headers)
   if (complete instanceof Refusal) return complete
   // "This header field can be used for request identification by a server": a POST without it
@@ -43,7 +47,7 @@ export function readCreation(headers: IncomingHttpHeaders): Creation | Refusal {
       'Upload-Concat (concatenation) is a tus 1.0 extension: send it with Tus-Resumable: 1.0.0',
     )
   }
-  const length = declaredLength(headers, complete)
+  const length = declaredLength(headers, complete, features)
   if (length instanceof Refusal) return length
   const body = hasContent(headers)
   const changes: Record<string, string | null> = {
@@ -65,22 +69,29 @@ export function readCreation(headers: IncomingHttpHeaders): Creation | Refusal {
  * -05: "The request can indicate the upload's final size in two different ways. Both
  * indicators may be present in the same request as long as they convey the same size. If the
  * sizes are inconsistent, the server MUST reject the request by responding with a `400 (Bad
- * Request)` status code." (`Upload-Length` is -05's; interop 5 clients send it too.)
+ * Request)` status code." (`Upload-Length` is -05's; interop 5 clients send it too.) -11: "If
+ * indicators (1) and (2) are both present in the same request, their indicated lengths MUST
+ * match"; interop 8 gets the problem type `inconsistent-upload-length`.
  */
 function declaredLength(
   headers: IncomingHttpHeaders,
   complete: boolean,
+  features: VersionFeatures,
 ): number | undefined | Refusal {
-  const length = integerField(headers, 'upload-length')
+  const length = uploadLength(headers, features)
   if (length instanceof Refusal) return length
   const content = contentLength(headers)
   const whole = complete ? content : undefined
   if (length !== undefined && whole !== undefined && length !== whole) {
-    return refusal(400, `Upload-Length ${length} and the complete content's length ${whole} differ`)
+    return inconsistentLength(
+      `Upload-Length ${length} and the complete content's length ${whole} differ`,
+    )
   }
   const declared = length ?? whole
   if (declared !== undefined && content !== undefined && content > declared) {
-    return refusal(400, `the content (${content} bytes) is longer than Upload-Length ${declared}`)
+    return inconsistentLength(
+      `the content (${content} bytes) is longer than Upload-Length ${declared}`,
+    )
   }
   return declared
 }
@@ -99,7 +110,10 @@ function metadataOf(headers: IncomingHttpHeaders): string | undefined {
 /**
  * tus' 201 as the draft's: "The server MUST send the `Upload-Offset` header field in the
  * response if it considers the upload active"; a complete upload's answer "MUST NOT include the
- * `Upload-Complete` header field with the value of false", an incomplete one's carries it false.
+ * `Upload-Complete` header field with the value of false", an incomplete one's carries it false
+ * (-03, -05). -11: "If the `Upload-Complete` request header field is set to false ... the server
+ * MUST include the `Location` response header field pointing to the upload resource and MUST
+ * include the `Upload-Limit` header field with the corresponding limits if existing."
  */
 export function creationAnswer(
   answer: Response,
@@ -113,7 +127,8 @@ export function creationAnswer(
   headers.set('Upload-Offset', String(offset))
   headers.set('Upload-Complete', sfBoolean(offset === creation.length))
   if (features.uploadLimit) {
-    headers.set('Upload-Limit', uploadLimit(limits, headers.get('upload-expires')))
+    const expires = headers.get('upload-expires')
+    headers.set('Upload-Limit', uploadLimit(limits, expires, features.lifetimeKey))
   }
   return answer
 }

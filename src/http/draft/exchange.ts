@@ -19,11 +19,11 @@ import { NodeRequest } from 'srvx/node'
 import { Refusal, refusal } from '../../refusal.js'
 import { refusalFor } from '../protocol.js'
 import { contextOf } from '../request-context.js'
-import { draftFields, type Limits, refusalAnswer, uploadLimit } from './answers.js'
+import { draftFields, type Limits, refusalAnswer, sfBoolean, uploadLimit } from './answers.js'
 import { type Append, appendAnswer, readAppend } from './append.js'
-import { declareLengthAtEnd } from './completion.js'
+import { deactivate, declareLengthAtEnd } from './completion.js'
 import { type Creation, creationAnswer, readCreation } from './creation.js'
-import { rewriteHeaders } from './fields.js'
+import { contentLength, rewriteHeaders } from './fields.js'
 import { sendUploadResumptionSupported } from './informational.js'
 import { offsetAnswer, optionsAnswer, readRetrieval } from './retrieval.js'
 import {
@@ -45,6 +45,8 @@ export interface DraftSetup {
   fileIdOf: (request: Request) => string | undefined
   /** The algorithms the backend verifies (`Upload-Checksum`), for the plugin's guards. */
   checksums: readonly string[] | undefined
+  /** When an upload just created expires (the backend's expiry clock), for the 104's limits. */
+  expiryOf?: ((upload: Upload) => Promise<Date | undefined>) | undefined
 }
 
 /** One draft request, from its reading to its answer. */
@@ -63,12 +65,18 @@ export class DraftExchange {
   expired = false
   /** The 104 went out. */
   informed = false
+  /** The 104 on its way (it waits for the upload's expiry): the final answer goes after it. */
+  #announcing: Promise<void> | undefined = undefined
+  /** The URL of the upload this creation made. */
+  #created: string | undefined = undefined
+
+  readonly #expiryOf: DraftSetup['expiryOf']
 
   constructor(
     features: VersionFeatures | undefined,
     request: FastifyRequest,
     res: ServerResponse,
-    { tus, limits }: { tus: Server; limits: Limits },
+    { tus, limits, expiryOf }: { tus: Server; limits: Limits; expiryOf: DraftSetup['expiryOf'] },
   ) {
     this.features = features
     this.method = request.raw.method ?? ''
@@ -76,21 +84,40 @@ export class DraftExchange {
     this.res = res
     this.tus = tus
     this.limits = limits
+    this.#expiryOf = expiryOf
   }
 
   /**
    * tus announced the upload this creation made, before its content is read: the 104 with its
    * URL. -03 and -05: "In the first informational response, the `Location` header field MUST be
-   * set to the URL pointing to the upload resource."
+   * set to the URL pointing to the upload resource." -11: "When sent, it MUST include `Location`
+   * header field pointing to the upload resource and MUST include the `Upload-Limit` header field
+   * with the corresponding limits ... if existing": interop 8's 104 waits for the upload's expiry
+   * (`max-age`); 6's states `max-size` only, as it always has.
    */
-  created(url: string): void {
+  created(url: string, upload: Upload): void {
     const { features } = this
-    if (features === undefined || this.informed) return
+    if (features === undefined || this.informed || this.#announcing) return
+    this.#created = url
+    const expiryOf = features.completeEverywhere ? this.#expiryOf : undefined
+    if (expiryOf === undefined) {
+      this.#inform(features, url, null)
+      return
+    }
+    this.#announcing = expiryOf(upload).then(
+      (at) => this.#inform(features, url, at?.toUTCString() ?? null),
+      () => this.#inform(features, url, null),
+    )
+  }
+
+  #inform(features: VersionFeatures, url: string, expires: string | null): void {
     const fields: Record<string, string> = {
       Location: url,
       'Upload-Draft-Interop-Version': String(features.version),
     }
-    if (features.uploadLimit) fields['Upload-Limit'] = uploadLimit(this.limits, null)
+    if (features.uploadLimit) {
+      fields['Upload-Limit'] = uploadLimit(this.limits, expires, features.lifetimeKey)
+    }
     this.informed = sendUploadResumptionSupported(this.res, fields)
   }
 
@@ -99,16 +126,49 @@ export class DraftExchange {
     const { features } = this
     // A version not served: the refusal as it is, with no draft field.
     if (features === undefined) return tusAnswer
+    await this.#announcing
+    // A GET handed to tus as a HEAD is a GET again, for the metrics.
+    this.request.raw.method = this.method
     if (tusAnswer.status === 410) this.expired = true
     const answer = await this.#lengthAtEnd(tusAnswer)
+    if (features.completeEverywhere && answer.status === 413) await this.#pastLength()
     let made: Response | Refusal = answer
     if (this.refusal) made = this.refusal
     else if (this.creation) made = creationAnswer(answer, this.creation, features, this.limits)
-    else if (this.append) made = appendAnswer(answer, this.append)
-    else if (this.method === 'HEAD') made = offsetAnswer(answer, features, this.limits)
-    else if (this.method === 'OPTIONS') return optionsAnswer(answer, features, this.limits)
+    else if (this.append) made = appendAnswer(answer, this.append, features)
+    else if (this.method === 'HEAD' || this.method === 'GET') {
+      made = offsetAnswer(answer, features, this.limits)
+    } else if (this.method === 'OPTIONS') return optionsAnswer(answer, features, this.limits)
     if (made instanceof Refusal) made = refusalAnswer(made, features, answer)
+    if (features.completeEverywhere) this.#stateOfRefusal(made, features)
     return draftFields(made, features)
+  }
+
+  /**
+   * Interop 8's fields on a creation's or an append's refusal. -11: "the server MUST reject the
+   * request with a `409 (Conflict)` status code and the `Upload-Complete` header field set to
+   * false"; the server "SHOULD include the `Upload-Complete` header field in the response"
+   * (creation, append); "A server responding with a `413 (Content Too Large)` status code as a
+   * result of its upload limits SHOULD include the `Upload-Limit` header field in this response".
+   */
+  #stateOfRefusal(answer: Response, features: VersionFeatures): void {
+    const { headers, status } = answer
+    if (this.method !== 'POST' && this.method !== 'PATCH') return
+    if (!headers.has('upload-complete')) headers.set('Upload-Complete', sfBoolean(false))
+    if (status === 413)
+      headers.set('Upload-Limit', uploadLimit(this.limits, null, features.lifetimeKey))
+  }
+
+  /**
+   * Interop 8: a body without `Content-Length` that ran past the upload's known length, which tus
+   * stopped there (413), deactivates the upload (completion.ts' `deactivate`). One with a
+   * `Content-Length` that would run past it was refused before a byte was stored.
+   */
+  async #pastLength(): Promise<void> {
+    const step = this.creation ?? this.append
+    if (step?.length === undefined || contentLength(this.request.headers) !== undefined) return
+    const url = this.creation ? this.#created : this.request.raw.url
+    if (url) await deactivate(this.tus, this.request, url)
   }
 
   /**
@@ -143,22 +203,23 @@ export class DraftProtocol {
     const { maxSize } = setup.tus.options
     this.#limits = { maxSize: typeof maxSize === 'number' && maxSize > 0 ? maxSize : undefined }
     // tus names the upload and builds its URL, then announces it before reading the content.
-    setup.tus.on(EVENTS.POST_CREATE, (req: Request, _upload: Upload, url: string) => {
-      draftExchangeOf(contextOf(req)?.request.raw)?.created(url)
+    setup.tus.on(EVENTS.POST_CREATE, (req: Request, upload: Upload, url: string) => {
+      draftExchangeOf(contextOf(req)?.request.raw)?.created(url, upload)
     })
   }
 
   /**
    * The exchange of a draft request, its headers rewritten for tus (or its refusal set);
-   * `undefined` for a tus 1.0 request, and for GET, which the draft does not define.
+   * `undefined` for a tus 1.0 request, and for GET where the version does not define it.
    */
   async open(request: FastifyRequest, res: ServerResponse): Promise<DraftExchange | undefined> {
     const features = draftVersionOf(request.headers)
     const method = request.raw.method ?? ''
-    if (features === undefined || method === 'GET') return undefined
+    if (features === undefined || (method === 'GET' && !features?.getRetrieves)) return undefined
     const exchange = new DraftExchange(features ?? undefined, request, res, {
       tus: this.#setup.tus,
       limits: this.#limits,
+      expiryOf: this.#setup.expiryOf,
     })
     ;(request.raw as Carrier)[EXCHANGE] = exchange
     if (features === null) {
@@ -184,7 +245,7 @@ export class DraftProtocol {
     const { headers } = request
     switch (exchange.method) {
       case 'POST': {
-        const creation = readCreation(headers)
+        const creation = readCreation(headers, features)
         if (creation instanceof Refusal) return creation
         exchange.creation = creation
         return creation.changes
@@ -196,6 +257,11 @@ export class DraftProtocol {
         exchange.append = append
         return append.changes
       }
+      case 'GET':
+        // The editor's copy after -11: "A successful response to a `HEAD` or `GET` request
+        // against an upload resource MUST include the offset ...": tus answers it as a HEAD.
+        request.raw.method = 'HEAD'
+        return readRetrieval('HEAD', headers, features)
       case 'HEAD':
       case 'DELETE':
         return readRetrieval(exchange.method, headers, features)

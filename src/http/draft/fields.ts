@@ -6,7 +6,8 @@
  * RFC 8941 Integers (at most 15 digits, non-negative here).
  */
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
-import { type Refusal, refusal } from '../../refusal.js'
+import { Refusal, refusal } from '../../refusal.js'
+import type { VersionFeatures } from './versions.js'
 
 /** `Upload-Complete`: `true`, `false`, absent, or the refusal a malformed value deserves. */
 export function uploadComplete(headers: IncomingHttpHeaders): boolean | undefined | Refusal {
@@ -33,6 +34,19 @@ export function integerField(
     )
   }
   return Number(text)
+}
+
+/**
+ * `Upload-Length` as the version reads it: a malformed value is refused (-03 to -05), or ignored
+ * from -07 on: its value "is a non-negative Integer ... Other values MUST cause the entire header
+ * field to be ignored" (-11).
+ */
+export function uploadLength(
+  headers: IncomingHttpHeaders,
+  features: VersionFeatures,
+): number | undefined | Refusal {
+  const length = integerField(headers, 'upload-length')
+  return length instanceof Refusal && features.malformedIgnored ? undefined : length
 }
 
 /** The body's `Content-Length`, when the request declared one (not chunked). */

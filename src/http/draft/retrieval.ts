@@ -11,13 +11,15 @@ import type { VersionFeatures } from './versions.js'
 /**
  * -03: "The request MUST NOT include an `Upload-Offset` or `Upload-Complete` header field. The
  * server MUST reject requests with either of these fields by responding with a `400 (Bad
- * Request)` status code." -05 adds `Upload-Length` for offset retrieval.
+ * Request)` status code." -05 adds `Upload-Length` for offset retrieval. -09 dropped the rule:
+ * interop 8 has no field a HEAD or a DELETE must not carry (tus ignores them).
  */
 export function readRetrieval(
   method: 'HEAD' | 'DELETE',
   headers: IncomingHttpHeaders,
   features: VersionFeatures,
 ): Record<string, string | null> | Refusal {
+  if (!features.refusesStateFields) return { 'tus-resumable': TUS_VERSION }
   const forbidden = ['upload-offset', 'upload-complete']
   if (method === 'HEAD' && features.uploadLengthField) forbidden.push('upload-length')
   for (const name of forbidden) {
@@ -38,7 +40,10 @@ export function readRetrieval(
  * include the `Upload-Complete` header field" (-03); "The response MUST include the
  * `Upload-Length` header field set to the upload's final size if one was recorded" and "MAY
  * include the `Upload-Limit` header field" (-05); "the response SHOULD include a
- * `Cache-Control` header field with the value `no-store`".
+ * `Cache-Control` header field with the value `no-store`". -11: a successful response "MUST
+ * include the offset in the `Upload-Offset` header field", "MUST include the `Upload-Complete`
+ * header field", "MUST include the length in the `Upload-Length` header field, unless the client
+ * has not supplied one", "MUST indicate the limits in the `Upload-Limit` header field".
  */
 export function offsetAnswer(
   answer: Response,
@@ -52,7 +57,8 @@ export function offsetAnswer(
   headers.set('Upload-Complete', sfBoolean(offset !== null && offset === length))
   headers.set('Cache-Control', 'no-store')
   if (features.uploadLimit) {
-    headers.set('Upload-Limit', uploadLimit(limits, headers.get('upload-expires')))
+    const expires = headers.get('upload-expires')
+    headers.set('Upload-Limit', uploadLimit(limits, expires, features.lifetimeKey))
   }
   return withStatus(answer, 204)
 }
@@ -60,7 +66,10 @@ export function offsetAnswer(
 /**
  * -05, "Upload-Limit": "A server that supports the creation of a resumable upload resource ...
  * under a target URI MUST include the `Upload-Limit` header field with the corresponding limits
- * in a response to an `OPTIONS` request sent to this target URI."
+ * in a response to an `OPTIONS` request sent to this target URI." The editor's copy after -11
+ * keeps that "MUST" ("If the server does not apply any limits, it MUST use `min-size=0`"); -10 and
+ * -11 also say "the server MUST include the `Accept-Patch` ... header field" whose value "MUST
+ * include the full `application/partial-upload` media type" (interop 8 answers both texts).
  */
 export function optionsAnswer(
   answer: Response,
@@ -68,7 +77,10 @@ export function optionsAnswer(
   limits: Limits,
 ): Response {
   if (features.uploadLimit && answer.status < 300) {
-    answer.headers.set('Upload-Limit', uploadLimit(limits, null))
+    answer.headers.set('Upload-Limit', uploadLimit(limits, null, features.lifetimeKey))
+  }
+  if (features.acceptPatch && answer.status < 300) {
+    answer.headers.set('Accept-Patch', 'application/partial-upload')
   }
   return answer
 }
