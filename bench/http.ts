@@ -81,12 +81,13 @@ export async function patchAt(
 
 /**
  * The protocol an upload client speaks: tus 1.0, or the IETF resumable uploads draft at interop
- * version 5 (tus-js-client's `protocol: 'ietf-draft-03'`) or 6 (`'ietf-draft-05'`).
+ * version 5 (tus-js-client's `protocol: 'ietf-draft-03'`), 6 (`'ietf-draft-05'`) or 8 (drafts
+ * -09 to -11, which no client sends yet: the requests -11 describes).
  */
-export type Protocol = 'tus' | '5' | '6'
+export type Protocol = 'tus' | '5' | '6' | '8'
 
 export function isProtocol(value: string | undefined): value is Protocol {
-  return value === 'tus' || value === '5' || value === '6'
+  return value === 'tus' || value === '5' || value === '6' || value === '8'
 }
 
 /**
@@ -108,7 +109,7 @@ export function creationHeaders(protocol: Protocol, size: number): Record<string
  * (`_performUpload`, `_addChunkToRequest`): `Upload-Offset` with tus' `Content-Type`, or with the
  * draft's `Upload-Complete` (`?1` on the last) and, from interop 6 on, `Content-Type:
  * application/partial-upload` (interop 5 sends none). Resolves to its answer once checked: tus'
- * 204, the draft's 201, at the new offset; rejects otherwise.
+ * 204, the draft's 201 (interop 8: 204), at the new offset; rejects otherwise.
  */
 export async function appendAt(
   send: ReturnType<typeof sender>,
@@ -125,10 +126,10 @@ export async function appendAt(
     'Upload-Complete': last ? '?1' : '?0',
     'Content-Length': chunk.length,
   }
-  if (protocol === '6') headers['Content-Type'] = 'application/partial-upload'
+  if (protocol !== '5') headers['Content-Type'] = 'application/partial-upload'
   const res = await send('PATCH', url, headers, chunk)
   if (
-    res.status !== 201 ||
+    res.status !== (protocol === '8' ? 204 : 201) ||
     Number(res.headers['upload-offset']) !== offset + chunk.length ||
     res.headers['upload-complete'] !== (last ? '?1' : '?0')
   ) {

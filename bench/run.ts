@@ -791,17 +791,18 @@ async function emptyStore(dir: string): Promise<void> {
 }
 
 /**
- * The same upload to the plugin by tus 1.0 and by the IETF draft at interop versions 5 and 6
+ * The same upload to the plugin by tus 1.0 and by the IETF draft at interop versions 5, 6 and 8
  * (the draft's requests are rewritten into tus' and answered by the same handlers): the server's
  * CPU per GiB of each, against tus 1.0's in the same rounds.
  */
 async function draftSection(): Promise<Section> {
   const dir = path.join(DATA_ROOT, 'runs', 'draft')
-  const protocols = ['tus', '5', '6'] as const
+  const protocols = ['tus', '5', '6', '8'] as const
   const names: Record<(typeof protocols)[number], string> = {
     tus: 'tus 1.0',
     '5': 'draft, interop 5 (`ietf-draft-03`)',
     '6': 'draft, interop 6 (`ietf-draft-05`)',
+    '8': 'draft, interop 8 (-11; no client yet)',
   }
   // Per size and protocol (`512 6`): MiB/s, server CPU s/GiB over the PATCHes, of which user,
   // and over the whole upload (its creation too).
@@ -866,7 +867,7 @@ async function draftSection(): Promise<Section> {
     }),
   )
   const goals = DRAFT_SIZES.flatMap((sizeMiB) =>
-    (['5', '6'] as const).map((p) => {
+    (['5', '6', '8'] as const).map((p) => {
       const ratio = med(cpu, `${sizeMiB} ${p}`) / med(cpu, `${sizeMiB} tus`)
       return {
         goal: `${label(sizeMiB)}: draft (interop ${p}) server CPU per GiB ≤ 1.05× tus 1.0's`,
@@ -905,13 +906,13 @@ async function draftSection(): Promise<Section> {
   )
   return {
     title: 'Draft uploads against tus 1.0',
-    intro: `One upload of ${DRAFT_SIZES.map(label).join(' and of ')} to fastify-tus (the README setup, as in the upload section) in ${DRAFT_CHUNK_MIB} MiB PATCHes from a client process, by tus 1.0 and by the IETF resumable uploads draft at interop versions 5 and 6 (the draft's requests are rewritten into the tus requests they amount to and answered by the same handlers: src/http/draft/). The client is raw node:http sending, per protocol, the headers tus-js-client 4.3 sends (bench/http.ts: the creation a POST with \`Upload-Length\`, for the draft \`Upload-Draft-Interop-Version\` and \`Upload-Complete: ?0\`; each PATCH \`Upload-Offset\`, for the draft \`Upload-Complete\` \`?0\` then \`?1\` on the last, and from interop 6 \`Content-Type: application/partial-upload\`), the same buffer from the same code for all three, so that only the protocol differs. Each round has a server process of its own, on an empty directory: one unmeasured upload of ${DRAFT_WARMUP_MIB} MiB per protocol, then every size (which size first alternates) by every protocol (their order rotated round by round), the directory emptied and \`sync\`ed after each upload; ${DRAFT_ROUNDS} rounds; medians. A process per round, not per upload: a server process settles into one of two ways of collecting (see the notes) and keeps it, so with a process per upload the mix of ways, not the protocol, moved the medians. Server CPU is the server process's \`process.cpuUsage()\` (user + system) from the first PATCH to the last answer, per GiB received; "with the creation" counts from before the POST.`,
+    intro: `One upload of ${DRAFT_SIZES.map(label).join(' and of ')} to fastify-tus (the README setup, as in the upload section) in ${DRAFT_CHUNK_MIB} MiB PATCHes from a client process, by tus 1.0 and by the IETF resumable uploads draft at interop versions 5, 6 and 8 (the draft's requests are rewritten into the tus requests they amount to and answered by the same handlers: src/http/draft/). The client is raw node:http sending, per protocol, the headers tus-js-client 4.3 sends (bench/http.ts: the creation a POST with \`Upload-Length\`, for the draft \`Upload-Draft-Interop-Version\` and \`Upload-Complete: ?0\`; each PATCH \`Upload-Offset\`, for the draft \`Upload-Complete\` \`?0\` then \`?1\` on the last, and from interop 6 \`Content-Type: application/partial-upload\`), and for interop 8, which no client sends yet, the same requests as for 6 (the shapes -11 describes); the same buffer from the same code for all four, so that only the protocol differs. Each round has a server process of its own, on an empty directory: one unmeasured upload of ${DRAFT_WARMUP_MIB} MiB per protocol, then every size (which size first alternates) by every protocol (their order rotated round by round), the directory emptied and \`sync\`ed after each upload; ${DRAFT_ROUNDS} rounds; medians. A process per round, not per upload: a server process settles into one of two ways of collecting (see the notes) and keeps it, so with a process per upload the mix of ways, not the protocol, moved the medians. Server CPU is the server process's \`process.cpuUsage()\` (user + system) from the first PATCH to the last answer, per GiB received; "with the creation" counts from before the POST.`,
     rows,
     goals,
     notes: [
       `The ratio within each round (a draft upload's server CPU over the tus upload's of the same round and size), median: ${DRAFT_SIZES.flatMap(
         (sizeMiB) =>
-          (['5', '6'] as const).map(
+          (['5', '6', '8'] as const).map(
             (p) => `${label(sizeMiB)} interop ${p} ${fmt(median(paired(p, sizeMiB)), 3)}×`,
           ),
       ).join(', ')}.`,
@@ -919,7 +920,7 @@ async function draftSection(): Promise<Section> {
       // upload can take twice the user time: the quieter uploads say what the protocol costs.
       `The quieter uploads (first quartile of server CPU, over tus 1.0's): ${DRAFT_SIZES.flatMap(
         (sizeMiB) =>
-          (['5', '6'] as const).map((p) => {
+          (['5', '6', '8'] as const).map((p) => {
             const q = (key: string) => percentile(cpu[key] ?? [], 25)
             return `${label(sizeMiB)} interop ${p} ${ms(q(`${sizeMiB} ${p}`))} vs ${ms(q(`${sizeMiB} tus`))} ms, ${fmt(q(`${sizeMiB} ${p}`) / q(`${sizeMiB} tus`), 3)}×`
           }),
