@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <section> ...]`: runs the benchmark sections (sweep, growth, startup, latency,
- * upload, draft, many, metrics, parallel, small, lockwait; all by default), each contender in a process of its own, contenders alternating
+ * upload, draft, settle, many, metrics, parallel, small, lockwait; all by default), each contender in a process of its own, contenders alternating
  * round by round, and writes BENCHMARKS.md with medians and ratios against the baselines
  * measured in the same run. Not a test: nothing here asserts, CI does not run it.
  */
@@ -18,7 +18,7 @@ import {
   periodFor,
   removeCopy,
 } from './dataset.js'
-import { median, percentile } from './measure.js'
+import { median } from './measure.js'
 
 const HERE = path.dirname(new URL(import.meta.url).pathname)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
@@ -54,9 +54,15 @@ function worker(
 }
 
 /** Starts a long-running worker that prints `{"port": N}`; resolves to its origin and process. */
-async function server(script: string, args: Array<string | number>, flags: string[] = []) {
+async function server(
+  script: string,
+  args: Array<string | number>,
+  flags: string[] = [],
+  env: Record<string, string> = {},
+) {
   const child = spawn(process.execPath, [...flags, path.join(HERE, script), ...args.map(String)], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
   })
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout.once('data', (chunk) => resolve(JSON.parse(String(chunk)).port))
@@ -80,12 +86,16 @@ async function onUploadServer<T>(
   variant: string,
   dir: string,
   run: (origin: string) => T | Promise<T>,
-  { sync = false }: { sync?: boolean } = {},
+  {
+    sync = false,
+    flags = [],
+    env = {},
+  }: { sync?: boolean; flags?: string[]; env?: Record<string, string> } = {},
 ): Promise<T> {
   await fs.rm(dir, { recursive: true, force: true })
   await fs.mkdir(dir, { recursive: true })
   if (sync) execFileSync('sync')
-  const srv = await server('upload-server.js', [variant, dir])
+  const srv = await server('upload-server.js', [variant, dir], flags, env)
   try {
     return await run(srv.origin)
   } finally {
@@ -775,12 +785,30 @@ async function parallelSection(): Promise<Section> {
 
 /** Upload sizes of the draft section in MiB: `BENCH_DRAFT_MIB=512,1024`. */
 const DRAFT_SIZES = (process.env.BENCH_DRAFT_MIB ?? '512,1024').split(',').map(Number)
-/** The draft section's rounds: its goal is a 5% margin on a figure that follows the disk. */
-const DRAFT_ROUNDS = Number(process.env.BENCH_DRAFT_ROUNDS ?? 21)
+/** The draft section's rounds (a multiple of 4: each protocol first as often): its goal is a 5% margin. */
+const DRAFT_ROUNDS = Number(process.env.BENCH_DRAFT_ROUNDS ?? 20)
 /** The draft section's PATCH size in MiB: 64 as in the upload section; smaller ones weigh the per-request work. */
 const DRAFT_CHUNK_MIB = Number(process.env.BENCH_DRAFT_CHUNK_MIB ?? CHUNK_MIB)
-/** The draft section's warm-up upload per protocol in MiB, in each round's server, not measured. */
+/** The draft section's warm-up upload per protocol in MiB, in each server, not measured. */
 const DRAFT_WARMUP_MIB = Number(process.env.BENCH_DRAFT_WARMUP_MIB ?? 128)
+/** Full collections per GiB from which an upload counts as run the collector's expensive way. */
+const HIGH_GC = 10
+
+const DRAFT_PROTOCOLS = ['tus', '5', '6', '8'] as const
+type DraftProtocol = (typeof DRAFT_PROTOCOLS)[number]
+const DRAFT_NAMES: Record<DraftProtocol, string> = {
+  tus: 'tus 1.0',
+  '5': 'draft, interop 5 (`ietf-draft-03`)',
+  '6': 'draft, interop 6 (`ietf-draft-05`)',
+  '8': 'draft, interop 8 (-11; no client yet)',
+}
+/**
+ * The two ways a server process collects while it receives uploads (BENCHMARKS.md, "Draft
+ * uploads against tus 1.0"): `fresh`, as a new process does, and `settled`, the way a process
+ * keeps once it went there (after a few GiB received, or any full collection between uploads).
+ */
+const GC_STATES = ['fresh', 'settled'] as const
+type GcState = (typeof GC_STATES)[number]
 
 /** Removes the uploads in a running server's `dir` (its dot-folders stay), then `sync`s. */
 async function emptyStore(dir: string): Promise<void> {
@@ -790,144 +818,298 @@ async function emptyStore(dir: string): Promise<void> {
   execFileSync('sync')
 }
 
+/** The draft section's measures, per `${sizeMiB} ${state} ${protocol}`. */
+interface DraftRuns {
+  speeds: Record<string, number[]>
+  cpu: Record<string, number[]>
+  userCpu: Record<string, number[]>
+  wholeCpu: Record<string, number[]>
+  majors: Record<string, number[]>
+}
+
+/**
+ * Every round, for each size, one server process: a warm-up upload per protocol, then one upload
+ * per protocol `fresh`, then a full collection (`GET /__heap` under `--expose-gc`), which sends
+ * the process the `settled` way, and one upload per protocol again. The protocols compared in a
+ * state meet the same process, code as warm, and the same way of collecting.
+ */
+async function draftRuns(): Promise<DraftRuns> {
+  const dir = path.join(DATA_ROOT, 'runs', 'draft')
+  const runs: DraftRuns = { speeds: {}, cpu: {}, userCpu: {}, wholeCpu: {}, majors: {} }
+  let round = 0
+  for (const order of rotations([...DRAFT_PROTOCOLS], DRAFT_ROUNDS)) {
+    round++
+    const sizes = round % 2 === 1 ? DRAFT_SIZES : [...DRAFT_SIZES].reverse()
+    for (const sizeMiB of sizes) {
+      // Synced: a run's writeback must not land in the next.
+      await onUploadServer(
+        'plugin',
+        dir,
+        async (origin) => {
+          for (const protocol of order) {
+            worker('upload-client.js', [origin, DRAFT_WARMUP_MIB, DRAFT_CHUNK_MIB, protocol])
+            await emptyStore(dir)
+          }
+          for (const state of GC_STATES) {
+            if (state === 'settled') await fetch(`${origin}/__heap`)
+            for (const protocol of order) {
+              const r = worker('upload-client.js', [origin, sizeMiB, DRAFT_CHUNK_MIB, protocol])
+              recordDraftRun(runs, `${sizeMiB} ${state} ${protocol}`, r)
+              console.log(
+                `draft round ${round} ${sizeMiB} MiB ${state} ${protocol}: ${fmt(r.mibPerSecond as number)} MiB/s, server CPU ${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)} ms/GiB (user ${fmt(1000 * (r.userCpuSecondsPerGiB as number), 0)}), ${fmt(r.majorGcsPerGiB as number, 0)} full GCs per GiB`,
+              )
+              await emptyStore(dir)
+            }
+          }
+        },
+        { sync: true, flags: ['--expose-gc'] },
+      )
+    }
+  }
+  return runs
+}
+
+function recordDraftRun(runs: DraftRuns, key: string, r: Record<string, unknown>): void {
+  append(runs.speeds, key, r.mibPerSecond as number)
+  append(runs.cpu, key, r.cpuSecondsPerGiB as number)
+  append(runs.userCpu, key, r.userCpuSecondsPerGiB as number)
+  append(runs.wholeCpu, key, r.wholeCpuSecondsPerGiB as number)
+  append(runs.majors, key, r.majorGcsPerGiB as number)
+}
+
 /**
  * The same upload to the plugin by tus 1.0 and by the IETF draft at interop versions 5, 6 and 8
  * (the draft's requests are rewritten into tus' and answered by the same handlers): the server's
- * CPU per GiB of each, against tus 1.0's in the same rounds.
+ * CPU per GiB of each, against tus 1.0's in the same processes, in either way of collecting.
  */
 async function draftSection(): Promise<Section> {
-  const dir = path.join(DATA_ROOT, 'runs', 'draft')
-  const protocols = ['tus', '5', '6', '8'] as const
-  const names: Record<(typeof protocols)[number], string> = {
-    tus: 'tus 1.0',
-    '5': 'draft, interop 5 (`ietf-draft-03`)',
-    '6': 'draft, interop 6 (`ietf-draft-05`)',
-    '8': 'draft, interop 8 (-11; no client yet)',
-  }
-  // Per size and protocol (`512 6`): MiB/s, server CPU s/GiB over the PATCHes, of which user,
-  // and over the whole upload (its creation too).
-  const speeds: Record<string, number[]> = {}
-  const cpu: Record<string, number[]> = {}
-  const userCpu: Record<string, number[]> = {}
-  const wholeCpu: Record<string, number[]> = {}
-  const majors: Record<string, number[]> = {}
-  let round = 0
-  for (const order of rotations([...protocols], DRAFT_ROUNDS)) {
-    round++
-    const sizes = round % 2 === 1 ? DRAFT_SIZES : [...DRAFT_SIZES].reverse()
-    // One server process for the whole round: a process keeps the collector's way it settled
-    // into (few or many full collections), so the protocols compared in a round meet the same
-    // way, and the same warmed-up code. Synced: a run's writeback must not land in the next.
-    await onUploadServer(
-      'plugin',
-      dir,
-      async (origin) => {
-        for (const protocol of order) {
-          worker('upload-client.js', [origin, DRAFT_WARMUP_MIB, DRAFT_CHUNK_MIB, protocol])
-          await emptyStore(dir)
-        }
-        for (const sizeMiB of sizes) {
-          for (const protocol of order) {
-            const r = worker('upload-client.js', [origin, sizeMiB, DRAFT_CHUNK_MIB, protocol])
-            const key = `${sizeMiB} ${protocol}`
-            append(speeds, key, r.mibPerSecond as number)
-            append(cpu, key, r.cpuSecondsPerGiB as number)
-            append(userCpu, key, r.userCpuSecondsPerGiB as number)
-            append(wholeCpu, key, r.wholeCpuSecondsPerGiB as number)
-            append(majors, key, r.majorGcsPerGiB as number)
-            console.log(
-              `draft round ${round} ${sizeMiB} MiB ${protocol}: ${fmt(r.mibPerSecond as number)} MiB/s, server CPU ${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)} ms/GiB (user ${fmt(1000 * (r.userCpuSecondsPerGiB as number), 0)}, with the creation ${fmt(1000 * (r.wholeCpuSecondsPerGiB as number), 0)}), ${fmt(r.majorGcsPerGiB as number, 0)} full GCs per GiB`,
-            )
-            await emptyStore(dir)
-          }
-        }
-      },
-      { sync: true },
-    )
-  }
+  const { speeds, cpu, userCpu, wholeCpu, majors } = await draftRuns()
   const med = (table: Record<string, number[]>, key: string) => median(table[key] ?? [])
   const label = (sizeMiB: number) =>
     sizeMiB % 1024 === 0 ? `${sizeMiB / 1024} GiB` : `${sizeMiB} MiB`
   const ms = (seconds: number) => fmt(1000 * seconds, 0)
-  const rows = DRAFT_SIZES.flatMap((sizeMiB) =>
-    protocols.map((p) => {
-      const key = `${sizeMiB} ${p}`
-      const base = `${sizeMiB} tus`
+  const each = <T>(make: (sizeMiB: number, state: GcState) => T[]): T[] =>
+    DRAFT_SIZES.flatMap((sizeMiB) => GC_STATES.flatMap((state) => make(sizeMiB, state)))
+  const rows = each((sizeMiB, state) =>
+    DRAFT_PROTOCOLS.map((p) => {
+      const key = `${sizeMiB} ${state} ${p}`
+      const base = `${sizeMiB} ${state} tus`
       return {
         upload: label(sizeMiB),
-        client: names[p],
+        server: state,
+        client: DRAFT_NAMES[p],
         'server CPU ms/GiB': ms(med(cpu, key)),
         'vs tus 1.0': fmt(med(cpu, key) / med(cpu, base), 3),
         'of which user': ms(med(userCpu, key)),
         'user vs tus 1.0': fmt(med(userCpu, key) / med(userCpu, base), 3),
         'with the creation': ms(med(wholeCpu, key)),
+        'full GCs per GiB': fmt(med(majors, key), 0),
         'MiB/s': fmt(med(speeds, key)),
-        'MiB/s vs tus 1.0': fmt(med(speeds, key) / med(speeds, base), 2),
       }
     }),
   )
-  const goals = DRAFT_SIZES.flatMap((sizeMiB) =>
-    (['5', '6', '8'] as const).map((p) => {
-      const ratio = med(cpu, `${sizeMiB} ${p}`) / med(cpu, `${sizeMiB} tus`)
+  const drafts = DRAFT_PROTOCOLS.filter((p) => p !== 'tus')
+  const goals = each((sizeMiB, state) =>
+    drafts.map((p) => {
+      const mine = `${sizeMiB} ${state} ${p}`
+      const base = `${sizeMiB} ${state} tus`
+      const ratio = med(cpu, mine) / med(cpu, base)
       return {
-        goal: `${label(sizeMiB)}: draft (interop ${p}) server CPU per GiB ≤ 1.05× tus 1.0's`,
-        value: `${fmt(ratio, 3)}× (${ms(med(cpu, `${sizeMiB} ${p}`))} vs ${ms(med(cpu, `${sizeMiB} tus`))} ms)`,
+        goal: `${label(sizeMiB)}, ${state}: draft (interop ${p}) server CPU per GiB ≤ 1.05× tus 1.0's`,
+        value: `${fmt(ratio, 3)}× (${ms(med(cpu, mine))} vs ${ms(med(cpu, base))} ms)`,
         met: ratio <= 1.05,
       }
     }),
   )
+  // Within a process the contenders met the same disk and the same collector: the ratio of each
+  // draft upload to the tus upload of its process and state.
+  const paired = (key: string, base: string) =>
+    median((cpu[key] ?? []).map((x, i) => x / ((cpu[base] ?? [])[i] as number)))
   const perRound = (table: Record<string, number[]>, scale: number, digits: number) =>
     Object.entries(table)
       .map(([key, values]) => `${key} ${values.map((x) => fmt(x * scale, digits)).join(', ')}`)
       .join('; ')
-  // Within a round the contenders met the same disk: the ratio of each draft upload to the tus
-  // upload of its round and size, whose median does not mix a fast round with a slow one.
-  const paired = (p: string, sizeMiB: number) => {
-    const mine = cpu[`${sizeMiB} ${p}`] ?? []
-    const base = cpu[`${sizeMiB} tus`] ?? []
-    return mine.map((x, i) => x / (base[i] as number))
-  }
-  // A server process either runs about one full collection per GiB or about forty, whatever
-  // the protocol, and the second way costs about twice the user time: compare within each way.
-  const HIGH_GC = 10
-  const byMode = (key: string, high: boolean) =>
-    (cpu[key] ?? []).filter((_, i) => ((majors[key] ?? [])[i] as number) >= HIGH_GC === high)
-  const modes = DRAFT_SIZES.flatMap((sizeMiB) =>
-    [false, true].map((high) => {
-      const base = byMode(`${sizeMiB} tus`, high)
-      return `${label(sizeMiB)}, ${high ? 'many' : 'few'}: ${protocols
-        .map((p) => {
-          const mine = byMode(`${sizeMiB} ${p}`, high)
-          const ratio = p === 'tus' ? '' : `, ${fmt(median(mine) / median(base), 3)}×`
-          return `${names[p].split(' (')[0]} ${ms(median(mine))} ms (${mine.length} uploads${ratio})`
-        })
-        .join('; ')}`
+  // Uploads whose collector did not go the way of their state (few full GCs when settled, many
+  // when fresh): a fresh process can settle by itself after a few GiB.
+  const strays = each((sizeMiB, state) =>
+    DRAFT_PROTOCOLS.map((p) => {
+      const counts = majors[`${sizeMiB} ${state} ${p}`] ?? []
+      return counts.filter((x) => x >= HIGH_GC !== (state === 'settled')).length
     }),
-  )
+  ).reduce((sum, n) => sum + n, 0)
+  const uploads = Object.values(majors).reduce((sum, list) => sum + list.length, 0)
   return {
     title: 'Draft uploads against tus 1.0',
-    intro: `One upload of ${DRAFT_SIZES.map(label).join(' and of ')} to fastify-tus (the README setup, as in the upload section) in ${DRAFT_CHUNK_MIB} MiB PATCHes from a client process, by tus 1.0 and by the IETF resumable uploads draft at interop versions 5, 6 and 8 (the draft's requests are rewritten into the tus requests they amount to and answered by the same handlers: src/http/draft/). The client is raw node:http sending, per protocol, the headers tus-js-client 4.3 sends (bench/http.ts: the creation a POST with \`Upload-Length\`, for the draft \`Upload-Draft-Interop-Version\` and \`Upload-Complete: ?0\`; each PATCH \`Upload-Offset\`, for the draft \`Upload-Complete\` \`?0\` then \`?1\` on the last, and from interop 6 \`Content-Type: application/partial-upload\`), and for interop 8, which no client sends yet, the same requests as for 6 (the shapes -11 describes); the same buffer from the same code for all four, so that only the protocol differs. Each round has a server process of its own, on an empty directory: one unmeasured upload of ${DRAFT_WARMUP_MIB} MiB per protocol, then every size (which size first alternates) by every protocol (their order rotated round by round), the directory emptied and \`sync\`ed after each upload; ${DRAFT_ROUNDS} rounds; medians. A process per round, not per upload: a server process settles into one of two ways of collecting (see the notes) and keeps it, so with a process per upload the mix of ways, not the protocol, moved the medians. Server CPU is the server process's \`process.cpuUsage()\` (user + system) from the first PATCH to the last answer, per GiB received; "with the creation" counts from before the POST.`,
+    intro: `One upload of ${DRAFT_SIZES.map(label).join(' and of ')} to fastify-tus (the README setup, as in the upload section) in ${DRAFT_CHUNK_MIB} MiB PATCHes from a client process, by tus 1.0 and by the IETF resumable uploads draft at interop versions 5, 6 and 8 (the draft's requests are rewritten into the tus requests they amount to and answered by the same handlers: src/http/draft/). The client is raw node:http sending, per protocol, the headers tus-js-client 4.3 sends (bench/http.ts: the creation a POST with \`Upload-Length\`, for the draft \`Upload-Draft-Interop-Version\` and \`Upload-Complete: ?0\`; each PATCH \`Upload-Offset\`, for the draft \`Upload-Complete\` \`?0\` then \`?1\` on the last, and from interop 6 \`Content-Type: application/partial-upload\`), and for interop 8, which no client sends yet, the same requests as for 6 (the shapes -11 describes); the same buffer from the same code for all four, so that only the protocol differs. ${DRAFT_ROUNDS} rounds; in each, per size (which size first alternates), one server process on an empty directory: an unmeasured upload of ${DRAFT_WARMUP_MIB} MiB per protocol, then one upload per protocol with the process *fresh*, then a full collection (\`gc()\`), after which the process collects the *settled* way (see the notes), and one upload per protocol again; the protocols' order rotates round by round, the directory is emptied and \`sync\`ed after each upload; medians. Server CPU is the server process's \`process.cpuUsage()\` (user + system) from the first PATCH to the last answer, per GiB received; "with the creation" counts from before the POST.`,
     rows,
     goals,
     notes: [
-      `The ratio within each round (a draft upload's server CPU over the tus upload's of the same round and size), median: ${DRAFT_SIZES.flatMap(
-        (sizeMiB) =>
-          (['5', '6', '8'] as const).map(
-            (p) => `${label(sizeMiB)} interop ${p} ${fmt(median(paired(p, sizeMiB)), 3)}×`,
+      `The ratio within each process (a draft upload's server CPU over the tus upload's of the same process and state), median: ${each(
+        (sizeMiB, state) =>
+          drafts.map(
+            (p) =>
+              `${label(sizeMiB)} ${state} interop ${p} ${fmt(paired(`${sizeMiB} ${state} ${p}`, `${sizeMiB} ${state} tus`), 3)}×`,
           ),
       ).join(', ')}.`,
-      // Contention (another process on these 2 cores) only adds CPU time, and a disturbed
-      // upload can take twice the user time: the quieter uploads say what the protocol costs.
-      `The quieter uploads (first quartile of server CPU, over tus 1.0's): ${DRAFT_SIZES.flatMap(
-        (sizeMiB) =>
-          (['5', '6', '8'] as const).map((p) => {
-            const q = (key: string) => percentile(cpu[key] ?? [], 25)
-            return `${label(sizeMiB)} interop ${p} ${ms(q(`${sizeMiB} ${p}`))} vs ${ms(q(`${sizeMiB} tus`))} ms, ${fmt(q(`${sizeMiB} ${p}`) / q(`${sizeMiB} tus`), 3)}×`
-          }),
-      ).join('; ')}.`,
-      `The server's full collections (mark-sweep, V8's \`GCProfiler\` over the PATCHes): a server process runs either about one per GiB or about forty, whatever the protocol, keeps that way for its life, and the second way costs about half as much again of server CPU per GiB (it is most of the spread between rounds). Rounds whose process ran the second way: ${(majors[`${DRAFT_SIZES[0]} tus`] ?? []).filter((x) => x >= HIGH_GC).length} of ${round}. Medians within each way (few: under ${HIGH_GC} per GiB), and their ratio to tus 1.0's: ${modes.join('. ')}.`,
-      `Full collections per GiB per round: ${perRound(majors, 1, 0)}.`,
-      `Server CPU ms/GiB per round, user + system: ${perRound(cpu, 1000, 0)}; user: ${perRound(userCpu, 1000, 0)}. MiB/s per round: ${perRound(speeds, 1, 0)}.`,
+      `Uploads whose collector went the other way than their state (${HIGH_GC} or more full collections per GiB when fresh, fewer when settled): ${strays} of ${uploads}.`,
+      `Full collections per GiB per upload: ${perRound(majors, 1, 0)}.`,
+      `Server CPU ms/GiB per upload, user + system: ${perRound(cpu, 1000, 0)}; user: ${perRound(userCpu, 1000, 0)}. MiB/s per upload: ${perRound(speeds, 1, 0)}.`,
+    ],
+  }
+}
+
+/** The settle section's rounds, its upload size in MiB, and the application heap of two servers. */
+const SETTLE_ROUNDS = Number(process.env.BENCH_SETTLE_ROUNDS ?? 6)
+const SETTLE_MIB = Number(process.env.BENCH_SETTLE_MIB ?? 512)
+const SETTLE_BALLAST_MB = Number(process.env.BENCH_SETTLE_BALLAST_MB ?? 40)
+/** The Node flag that keeps a server fresh: room in the old generation from the start. */
+const ROOMY = '--initial-old-space-size=128'
+/** At most this many uploads to a fresh server while waiting for it to settle by itself. */
+const SETTLE_WAIT_UPLOADS = 24
+
+interface SettleServer {
+  name: string
+  variant: 'plugin' | 'tus'
+  ballastMB: number
+  /** Node flags besides `--expose-gc`. */
+  flags?: string[]
+}
+
+type SettleRuns = Record<
+  string,
+  { cpu: number[]; user: number[]; majors: number[]; speed: number[] }
+>
+
+/**
+ * Per round and server, one process: a warm-up upload, two uploads fresh, a full collection,
+ * two uploads settled (the draft section's two ways, for the plugin and bare @tus/server).
+ */
+async function settleRuns(servers: SettleServer[], dir: string): Promise<SettleRuns> {
+  const runs: SettleRuns = {}
+  for (const order of rotations(servers, SETTLE_ROUNDS)) {
+    for (const srv of order) {
+      const run = async (origin: string) => {
+        worker('upload-client.js', [origin, 128, CHUNK_MIB, 'tus'])
+        await emptyStore(dir)
+        for (const state of GC_STATES) {
+          if (state === 'settled') await fetch(`${origin}/__heap`)
+          for (let i = 0; i < 2; i++) {
+            const r = worker('upload-client.js', [origin, SETTLE_MIB, CHUNK_MIB, 'tus'])
+            const key = `${srv.name} ${state}`
+            runs[key] ??= { cpu: [], user: [], majors: [], speed: [] }
+            runs[key].cpu.push(r.cpuSecondsPerGiB as number)
+            runs[key].user.push(r.userCpuSecondsPerGiB as number)
+            runs[key].majors.push(r.majorGcsPerGiB as number)
+            runs[key].speed.push(r.mibPerSecond as number)
+            console.log(
+              `settle ${key}: server CPU ${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)} ms/GiB, ${fmt(r.majorGcsPerGiB as number, 0)} full GCs per GiB`,
+            )
+            await emptyStore(dir)
+          }
+        }
+      }
+      await onUploadServer(srv.variant, dir, run, {
+        sync: true,
+        flags: ['--expose-gc', ...(srv.flags ?? [])],
+        env: { BENCH_BALLAST_MB: String(srv.ballastMB) },
+      })
+    }
+  }
+  return runs
+}
+
+/**
+ * Uploads to one fresh server, without any forced collection, until two in a row ran the
+ * settled way: the GiB it had received before, and each upload's CPU and full collections.
+ */
+async function settlingPoint(
+  variant: 'plugin' | 'tus',
+  dir: string,
+  flags: string[] = [],
+): Promise<string> {
+  return onUploadServer(
+    variant,
+    dir,
+    async (origin) => {
+      const seen: string[] = []
+      let streak = 0
+      for (let i = 0; i < SETTLE_WAIT_UPLOADS && streak < 2; i++) {
+        const r = worker('upload-client.js', [origin, SETTLE_MIB, CHUNK_MIB, 'tus'])
+        streak = (r.majorGcsPerGiB as number) >= HIGH_GC ? streak + 1 : 0
+        seen.push(
+          `${fmt(1000 * (r.cpuSecondsPerGiB as number), 0)}/${fmt(r.majorGcsPerGiB as number, 0)}`,
+        )
+        await emptyStore(dir)
+      }
+      const gib = ((seen.length - streak) * SETTLE_MIB) / 1024
+      const when =
+        streak === 2 ? `settled after ${fmt(gib, 1)} GiB` : `still fresh after ${fmt(gib, 1)} GiB`
+      const name = `${variant === 'plugin' ? 'fastify-tus' : 'bare @tus/server'}${flags.map((f) => ` with \`${f}\``).join('')}`
+      return `${name} ${when} (ms/GiB / full GCs per GiB, upload by upload: ${seen.join(', ')})`
+    },
+    { sync: true, flags },
+  )
+}
+
+/**
+ * How a long-running server collects while it receives uploads: fresh, as every other section
+ * measures, and settled, the way a process keeps once it went there; for the plugin and bare
+ * @tus/server, with and without an application's heap.
+ */
+async function settleSection(): Promise<Section> {
+  const dir = path.join(DATA_ROOT, 'runs', 'settle')
+  const servers: SettleServer[] = [
+    { name: 'fastify-tus', variant: 'plugin', ballastMB: 0 },
+    { name: 'bare @tus/server', variant: 'tus', ballastMB: 0 },
+    {
+      name: `fastify-tus, ${SETTLE_BALLAST_MB} MB app heap`,
+      variant: 'plugin',
+      ballastMB: SETTLE_BALLAST_MB,
+    },
+    {
+      name: `bare @tus/server, ${SETTLE_BALLAST_MB} MB app heap`,
+      variant: 'tus',
+      ballastMB: SETTLE_BALLAST_MB,
+    },
+    { name: `fastify-tus, ${ROOMY}`, variant: 'plugin', ballastMB: 0, flags: [ROOMY] },
+    {
+      name: `fastify-tus, ${SETTLE_BALLAST_MB} MB app heap, ${ROOMY}`,
+      variant: 'plugin',
+      ballastMB: SETTLE_BALLAST_MB,
+      flags: [ROOMY],
+    },
+  ]
+  const runs = await settleRuns(servers, dir)
+  const points = [
+    await settlingPoint('plugin', dir),
+    await settlingPoint('tus', dir),
+    await settlingPoint('plugin', dir, [ROOMY]),
+  ]
+  const m = (key: string, what: 'cpu' | 'user' | 'majors' | 'speed') =>
+    median(runs[key]?.[what] ?? [])
+  const rows = servers.map(({ name }) => ({
+    server: name,
+    'fresh: CPU ms/GiB': fmt(1000 * m(`${name} fresh`, 'cpu'), 0),
+    'full GCs per GiB': fmt(m(`${name} fresh`, 'majors'), 0),
+    'settled: CPU ms/GiB': fmt(1000 * m(`${name} settled`, 'cpu'), 0),
+    'full GCs per GiB ': fmt(m(`${name} settled`, 'majors'), 0),
+    'settled vs fresh': fmt(m(`${name} settled`, 'cpu') / m(`${name} fresh`, 'cpu'), 2),
+    'MiB/s fresh': fmt(m(`${name} fresh`, 'speed'), 0),
+    'MiB/s settled': fmt(m(`${name} settled`, 'speed'), 0),
+  }))
+  const [plugin, bare] = servers as [SettleServer, SettleServer]
+  const vsBare = GC_STATES.map(
+    (state) =>
+      `${state} ${fmt(m(`${plugin.name} ${state}`, 'cpu') / m(`${bare.name} ${state}`, 'cpu'), 2)}×`,
+  ).join(', ')
+  return {
+    title: 'Long-running servers: the collector settles',
+    intro: `Uploads of ${SETTLE_MIB} MiB in ${CHUNK_MIB} MiB PATCHes by tus 1.0 (bench/upload-client.ts) to fastify-tus (the README setup) and to bare @tus/server with its FileStore, each also with ${SETTLE_BALLAST_MB} MB of an application's own live objects in the server's heap (\`BENCH_BALLAST_MB\`). ${SETTLE_ROUNDS} rounds; in each, per server, one process: an unmeasured upload of 128 MiB, two uploads while the process is fresh, a full collection (\`gc()\`), two uploads settled; the servers' order rotates; medians. Then one fresh process per server receiving uploads until two in a row ran the settled way (${HIGH_GC} or more full collections per GiB), at most ${SETTLE_WAIT_UPLOADS}.`,
+    rows,
+    goals: [],
+    notes: [
+      `fastify-tus against bare @tus/server, server CPU per GiB: ${vsBare}.`,
+      `Settling by itself: ${points.join('; ')}.`,
     ],
   }
 }
@@ -1144,6 +1326,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   latency: latencySection,
   upload: uploadSection,
   draft: draftSection,
+  settle: settleSection,
   many: manySection,
   metrics: metricsSection,
   parallel: parallelSection,
@@ -1185,10 +1368,14 @@ const md = [
     '',
     table(s.rows),
     '',
-    '| goal | measured | met |',
-    '| --- | --- | --- |',
-    ...s.goals.map((g) => `| ${g.goal} | ${g.value} | ${g.met ? 'yes' : '**no**'} |`),
-    '',
+    ...(s.goals.length === 0
+      ? []
+      : [
+          '| goal | measured | met |',
+          '| --- | --- | --- |',
+          ...s.goals.map((g) => `| ${g.goal} | ${g.value} | ${g.met ? 'yes' : '**no**'} |`),
+          '',
+        ]),
     ...(s.notes ?? []).flatMap((n) => [n, '']),
   ]),
 ].join('\n')

@@ -7,7 +7,8 @@
  * Every variant answers `GET /__cpu` with its `process.cpuUsage()`, `GET /__loop` with the
  * longest event-loop delay since the last such call, `GET /__gc/start` then `GET /__gc/stop`
  * with what V8's collector did in between, and `GET /__heap` with its heap and RSS (after a full
- * collection when run with `--expose-gc`). Prints `{"port": N}`. Profile one with
+ * collection when run with `--expose-gc`). `BENCH_BALLAST_MB` gives it that much heap of live
+ * objects, as an application's own. Prints `{"port": N}`. Profile one with
  * `node --cpu-prof upload-server.js ...` and end it with SIGTERM.
  */
 import { randomBytes } from 'node:crypto'
@@ -23,6 +24,15 @@ import Fastify from 'fastify'
 import fastifyTus from '../src/index.js'
 
 const [variant, dir] = process.argv.slice(2) as [string, string]
+
+/**
+ * An application's own live objects, about `BENCH_BALLAST_MB` MB of heap (none by default): what
+ * a full collection has to mark besides the server's.
+ */
+const ballast = Array.from(
+  { length: Math.round(Number(process.env.BENCH_BALLAST_MB ?? 0) * 14_000) },
+  (_, i) => ({ i, s: `x${i}` }),
+)
 
 /** The event loop's delays, for `GET /__loop`: the longest since the last call (which resets it). */
 const loop = monitorEventLoopDelay({ resolution: 5 })
@@ -76,7 +86,7 @@ function benchAnswer(url: string | undefined): object | undefined {
     case '/__heap': {
       ;(globalThis as { gc?: () => void }).gc?.()
       const { heapUsed, rss } = process.memoryUsage()
-      return { heapUsed, rss }
+      return { heapUsed, rss, ballastObjects: ballast.length }
     }
     default:
       return undefined
