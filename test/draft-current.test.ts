@@ -14,43 +14,13 @@ import { Registry } from 'prom-client'
 import { describe, expect, it } from 'vitest'
 import type { Upload } from '../src/index.js'
 import { pattern } from './helpers/data.js'
+import { draftClient, PROBLEM, type Sent, send, stalledCreation } from './helpers/draft.js'
 import { exists } from './helpers/fs.js'
-import { type Informational, type RawResponse, request } from './helpers/http.js'
 import { startServer } from './helpers/server.js'
 import { createUpload, head, patch } from './helpers/tus-client.js'
-import { waitFor } from './helpers/wait.js'
 
-const PROBLEM = 'https://iana.org/assignments/http-problem-types'
-const DRAFT = { 'Upload-Draft-Interop-Version': 8 }
+const { draft: DRAFT, appendHeaders, create } = draftClient(8)
 const HOUR = 3_600_000
-
-interface Sent extends RawResponse {
-  informational: Informational[]
-}
-
-async function send(
-  url: string,
-  method: string,
-  headers: Record<string, string | number>,
-  body?: Buffer,
-): Promise<Sent> {
-  const informational: Sent['informational'] = []
-  return { ...(await request(url, method, headers, body, { informational })), informational }
-}
-
-/** An append's headers in interop 8. */
-const appendHeaders = (offset: number, complete: boolean) => ({
-  ...DRAFT,
-  'Upload-Offset': offset,
-  'Upload-Complete': complete ? '?1' : '?0',
-  'Content-Type': 'application/partial-upload',
-})
-
-async function create(endpoint: string, complete: boolean, body?: Buffer, extra = {}) {
-  const headers = { ...DRAFT, 'Upload-Complete': complete ? '?1' : '?0', ...extra }
-  const res = await send(endpoint, 'POST', headers, body)
-  return { res, url: new URL(String(res.headers.location), endpoint).href }
-}
 
 const idOf = (url: string) => url.slice(url.lastIndexOf('/') + 1)
 
@@ -89,18 +59,9 @@ describe('interop version 8', () => {
     const server = await startServer({ tus: { lockDrainTimeout: 100 }, expireAfterMs: HOUR })
     const data = pattern(3000, 19)
     const headers = { ...DRAFT, 'Upload-Complete': '?1', 'Content-Length': data.length }
-    const creation = http.request(server.endpoint, { method: 'POST', agent: false, headers })
-    creation.on('error', () => {})
-    const informed = new Promise<http.InformationEvent>((resolve) => {
-      creation.on('information', resolve)
-    })
-    creation.write(data.subarray(0, 1200))
-    const info = await informed
+    const { creation, info, url, file } = await stalledCreation(server, headers, data, 1200)
     expect(info.statusCode).toBe(104)
     expect(info.headers['upload-limit']).toMatch(/^max-age=(359\d|3600)$/)
-    const url = String(info.headers.location)
-    const file = path.join(server.directory, idOf(url))
-    await waitFor(async () => (await fs.stat(file)).size === 1200, 5000, 'the first 1200 bytes')
     const offset = await send(url, 'HEAD', DRAFT)
     expect(offset.headers['upload-offset']).toBe('1200')
     expect(offset.headers['upload-complete']).toBe('?0')

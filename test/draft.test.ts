@@ -14,44 +14,14 @@ import { describe, expect, it } from 'vitest'
 import { EVENTS, fastifyRequestOf, type Upload } from '../src/index.js'
 import { cli } from './helpers/cli.js'
 import { pattern } from './helpers/data.js'
+import { draftClient, PROBLEM, type Sent, send, stalledCreation } from './helpers/draft.js'
 import { exists } from './helpers/fs.js'
-import { type Informational, type RawResponse, request } from './helpers/http.js'
 import { startServer } from './helpers/server.js'
 import { createUpload, head, patch, TUS } from './helpers/tus-client.js'
 import { sleep, waitFor } from './helpers/wait.js'
 
-const PROBLEM = 'https://iana.org/assignments/http-problem-types'
-
-interface Sent extends RawResponse {
-  /** The informational answers before the final one. */
-  informational: Informational[]
-}
-
-/** One raw request, with the 1xx answers before the final one. */
-async function send(
-  url: string,
-  method: string,
-  headers: Record<string, string | number>,
-  body?: Buffer,
-): Promise<Sent> {
-  const informational: Sent['informational'] = []
-  return { ...(await request(url, method, headers, body, { informational })), informational }
-}
-
 describe.each([5, 6] as const)('interop version %i', (version) => {
-  const draft = { 'Upload-Draft-Interop-Version': version }
-  /** An append's headers as the version has them. */
-  const appendHeaders = (offset: number, complete: boolean) => ({
-    ...draft,
-    'Upload-Offset': offset,
-    'Upload-Complete': complete ? '?1' : '?0',
-    ...(version === 6 ? { 'Content-Type': 'application/partial-upload' } : {}),
-  })
-  const create = async (endpoint: string, complete: boolean, body?: Buffer, extra = {}) => {
-    const headers = { ...draft, 'Upload-Complete': complete ? '?1' : '?0', ...extra }
-    const res = await send(endpoint, 'POST', headers, body)
-    return { res, url: new URL(String(res.headers.location), endpoint).href }
-  }
+  const { draft, appendHeaders, create } = draftClient(version)
 
   it('creates an upload without content: 201 with Location, Upload-Offset 0, Upload-Complete ?0', async () => {
     const server = await startServer({ tus: { maxSize: 1000 } })
@@ -113,15 +83,7 @@ describe.each([5, 6] as const)('interop version %i', (version) => {
       'Content-Length': data.length,
       'Content-Type': 'application/octet-stream',
     }
-    const creation = http.request(server.endpoint, { method: 'POST', agent: false, headers })
-    creation.on('error', () => {})
-    const location = new Promise<string>((resolve) => {
-      creation.on('information', (info) => resolve(String(info.headers.location)))
-    })
-    creation.write(data.subarray(0, 1200))
-    const url = await location
-    const file = path.join(server.directory, url.slice(url.lastIndexOf('/') + 1))
-    await waitFor(async () => (await fs.stat(file)).size === 1200, 5000, 'the first 1200 bytes')
+    const { creation, url, file } = await stalledCreation(server, headers, data, 1200)
     // The connection is given up for lost; the client asks where the upload stands.
     const offset = await send(url, 'HEAD', draft)
     expect(offset.headers['upload-offset']).toBe('1200')
