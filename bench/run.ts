@@ -1377,7 +1377,8 @@ const md = [
   `Machine: ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, ${os.type()} ${os.release()}; ` +
     `Node ${process.version}; data on \`${disk.replace(/\s+/g, ' ')}\`.`,
   '',
-  'Every figure is a median over rounds in which the contenders alternate, each in a process of its own;',
+  'Every figure is a median over rounds in which the contenders alternate, each in a process of its own',
+  '(the upload, draft and settle sections: one process per contender and round, measured fresh, then settled);',
   'ratios are against a baseline measured in the same run. These are not tests: nothing here runs in CI.',
   '',
   ...results.flatMap((s) => [
